@@ -1,0 +1,39 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both create and fill .venv first when it is
+# missing or stale (pyproject.toml or the constraints changed), and skip that on a second run.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PY ?= python3
+# pip prints a warning per package for local mirror folders that do not exist; drop those lines only.
+QUIET := 2>&1 | { grep -v "is ignored" || true; }
+VENV := .venv
+BIN := $(VENV)/bin
+# CPU torch (no CUDA packages) unless this machine has an NVIDIA driver; override with TORCH=cpu|cuda.
+TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
+CONSTRAINTS := -c constraints.txt $(if $(filter cpu,$(TORCH)),-c constraints-cpu.txt)
+STAMP := $(VENV)/.installed-$(TORCH)
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt constraints-cpu.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=25" $(QUIET)
+	$(BIN)/python -m pip install -q $(CONSTRAINTS) -e '.[dev]' $(QUIET)
+	$(BIN)/python -c "import torch, ray, prefect, mlflow, transformers, faiss, s3fs"
+	$(BIN)/python -m infra.torchvision_shim
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/emt demo $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) data bench/out

@@ -1,0 +1,131 @@
+"""Settings shared by every stage, and the one way to load any settings model from YAML.
+
+Every setting is a pydantic model: a bad value is rejected before any work starts, with a message that names
+the offending field (``pool.1.uri: ...``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+M = TypeVar("M", bound=BaseModel)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot be used; the message names every offending field."""
+
+
+class Settings(BaseModel):
+    """Base of every settings model: unknown keys are errors (a typo never silently falls back to a default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class StorageConfig(Settings):
+    """Where object storage lives. Unset fields fall back to the standard AWS variables
+    (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``), which
+    botocore reads itself."""
+
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000 for MinIO; None = AWS or env."
+    )
+    key: SecretStr | None = Field(None, description="Access key id; None = AWS credential chain.")
+    secret: SecretStr | None = Field(None, description="Secret access key; None = AWS credential chain.")
+    region: str | None = Field(None, description="Region; None = AWS_DEFAULT_REGION.")
+    anon: bool = Field(False, description="Anonymous access (public buckets).")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_is_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/]+", v):
+            raise ValueError("must be an http(s) URL such as http://127.0.0.1:9000")
+        return v
+
+    def s3_options(self) -> dict[str, Any]:
+        """fsspec/s3fs storage options for this configuration (empty means: botocore's defaults and env)."""
+        opts: dict[str, Any] = {}
+        if self.anon:
+            opts["anon"] = True
+        if self.key is not None:
+            opts["key"] = self.key.get_secret_value()
+        if self.secret is not None:
+            opts["secret"] = self.secret.get_secret_value()
+        client: dict[str, Any] = {}
+        if self.endpoint_url:
+            client["endpoint_url"] = self.endpoint_url
+        if self.region:
+            client["region_name"] = self.region
+        if client:
+            opts["client_kwargs"] = client
+        return opts
+
+
+class SourceSpec(Settings):
+    """One input dataset: a sharded pool source or a robot dataset."""
+
+    name: str = Field(description="Source name; becomes the `source` column and the sample_id prefix.")
+    format: Literal["webdataset", "parquet", "lerobot"] = Field(description="How the shards are stored.")
+    uri: str = Field(
+        description="Shards as a prefix (s3://b/pool/), a glob (s3://b/pool/*.tar) or braces "
+        "(s3://b/pool/{00000..00099}.tar); for lerobot, the dataset root."
+    )
+    image_column: str = Field("image", description="parquet: column with encoded image bytes.")
+    text_column: str = Field("text", description="parquet: column with the text.")
+    image_key: str | None = Field(None, description="lerobot: camera feature to use; None = the first one.")
+    frame_stride: int = Field(1, ge=1, description="lerobot: keep every n-th frame of each episode.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_simple(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("must be letters, digits, '_', '.' or '-' (it becomes part of every sample_id)")
+        return v
+
+
+def format_validation_error(err: ValidationError, *, prefix: str = "") -> str:
+    """One line per problem, each starting with the dotted path of the field."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        lines.append(f"{prefix}{loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(model: type[M], data: Any, *, origin: str = "config") -> M:
+    """Validate ``data`` as ``model``; raise ``ConfigError`` naming each bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"invalid {origin}:\n{format_validation_error(err)}") from None
+
+
+def load_config(model: type[M], path: str | Path) -> M:
+    """Load a YAML file as ``model`` (see ``parse_config``)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read config {path}: {err}") from None
+    return parse_config(model, data, origin=f"config {path}")
+
+
+class CorpusConfig(Settings):
+    """A set of sources: the web pool to curate and the robot datasets that define the target."""
+
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage settings.")
+    pool: list[SourceSpec] = Field(default_factory=list, description="Web vision-language pool sources.")
+    robot: list[SourceSpec] = Field(default_factory=list, description="Robot datasets (LeRobot v3).")
+
+    @field_validator("pool", "robot")
+    @classmethod
+    def _unique_names(cls, v: list[SourceSpec]) -> list[SourceSpec]:
+        names = [s.name for s in v]
+        if dup := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"source names must be unique, repeated: {dup}")
+        return v

@@ -1,0 +1,81 @@
+"""Readers: any source (WebDataset tars, Parquet shards, LeRobot v3) as a stream of sample-contract tables.
+
+    quarantine = Quarantine()
+    for table in read_source(spec, storage=storage, quarantine=quarantine):
+        ...                      # pa.Table with tasks.contracts.SAMPLE's columns, at most batch_size rows
+    quarantine.table()           # what was set aside, with reasons
+
+``list_shards`` + ``read_shard`` split the same work by shard, for distributed readers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+from tasks.config import SourceSpec, StorageConfig
+from tasks.read import lerobot, parquet, webdataset
+from tasks.read.base import ImageCheck, Quarantine
+from tasks.storage import expand_shards, shard_root
+
+_READERS = {
+    "webdataset": (webdataset.read_webdataset_shard, webdataset.SHARD_SUFFIXES),
+    "parquet": (parquet.read_parquet_shard, parquet.SHARD_SUFFIXES),
+}
+
+__all__ = ["ImageCheck", "Quarantine", "list_shards", "list_shards_or_quarantine", "read_shard", "read_source", "source_root"]
+
+
+def source_root(spec: SourceSpec) -> str:
+    """The directory shard names are taken relative to (so sample ids do not depend on where data lives)."""
+    return spec.uri.rstrip("/") if spec.format == "lerobot" else shard_root(spec.uri)
+
+
+def list_shards(spec: SourceSpec, storage: StorageConfig | None = None) -> list[str]:
+    """Every shard URI of a source, sorted; for LeRobot, its data files."""
+    if spec.format == "lerobot":
+        meta = lerobot.load_meta(spec.uri, storage, image_key=spec.image_key)
+        return lerobot.data_files(meta)
+    return expand_shards(spec.uri, storage, suffixes=_READERS[spec.format][1])
+
+
+def list_shards_or_quarantine(spec: SourceSpec, storage: StorageConfig | None, quarantine: Quarantine) -> list[str]:
+    """``list_shards``, with a source that cannot be listed or matches nothing recorded in ``quarantine``."""
+    try:
+        shards = list_shards(spec, storage)
+    except (OSError, ValueError, KeyError) as err:
+        quarantine.add(shard_uri=spec.uri, reason="unreadable_source", detail=f"{type(err).__name__}: {err}")
+        return []
+    if not shards:
+        quarantine.add(shard_uri=spec.uri, reason="no_shards", detail="the shard spec matched no file")
+    return shards
+
+
+def read_shard(
+    spec: SourceSpec,
+    shard_uri: str,
+    *,
+    quarantine: Quarantine,
+    storage: StorageConfig | None = None,
+    batch_size: int = 256,
+    image_check: ImageCheck = "header",
+) -> Iterator[pa.Table]:
+    """Stream one shard of ``spec`` as sample tables; bad input goes to ``quarantine``."""
+    reader = lerobot.read_lerobot_shard if spec.format == "lerobot" else _READERS[spec.format][0]
+    yield from reader(spec, shard_uri, root=source_root(spec), quarantine=quarantine, storage=storage,
+                      batch_size=batch_size, image_check=image_check)
+
+
+def read_source(
+    spec: SourceSpec,
+    *,
+    quarantine: Quarantine,
+    storage: StorageConfig | None = None,
+    batch_size: int = 256,
+    image_check: ImageCheck = "header",
+) -> Iterator[pa.Table]:
+    """Stream every shard of ``spec``, one after the other."""
+    for shard in list_shards_or_quarantine(spec, storage, quarantine):
+        yield from read_shard(spec, shard, quarantine=quarantine, storage=storage, batch_size=batch_size,
+                              image_check=image_check)

@@ -1,0 +1,132 @@
+"""One way to open any URI: plain paths, ``file://`` and ``s3://`` (with a custom endpoint) go through fsspec,
+and pyarrow gets the very same filesystem wrapped. Outputs are *published*: written under a temporary name and
+then moved into place, so a reader never sees a half-written object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+import re
+import uuid
+from collections.abc import Iterator
+from typing import IO, Any
+
+import braceexpand
+import fsspec
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from tasks.config import StorageConfig
+
+_GLOB = re.compile(r"[*?\[]")
+
+
+def storage_options(uri: str, storage: StorageConfig | None) -> dict[str, Any]:
+    """fsspec options for ``uri``: S3 settings apply to ``s3://`` only."""
+    if storage is not None and uri.startswith(("s3://", "s3a://")):
+        return storage.s3_options()
+    return {}
+
+
+def filesystem(uri: str, storage: StorageConfig | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem serving ``uri`` and the path within it."""
+    return url_to_fs(uri, **storage_options(uri, storage))
+
+
+def arrow_filesystem(uri: str, storage: StorageConfig | None = None) -> tuple[pafs.FileSystem, str]:
+    """The same filesystem as ``filesystem()``, for pyarrow (and Ray Data's ``filesystem=`` arguments)."""
+    fs, path = filesystem(uri, storage)
+    if protocol_of(uri) == "file":
+        return pafs.LocalFileSystem(), path
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+def protocol_of(uri: str) -> str:
+    """``s3`` for ``s3://...``, ``file`` for plain paths and ``file://``."""
+    return uri.split("://", 1)[0] if "://" in uri else "file"
+
+
+def to_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """A full URI for ``path`` on ``fs`` (``s3://bucket/key`` or ``/abs/path``)."""
+    return fs.unstrip_protocol(path) if protocol_of(fs.unstrip_protocol(path)) != "file" else path
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a URI with '/' (works for local paths and object keys alike)."""
+    head = uri.rstrip("/")
+    return "/".join([head, *(p.strip("/") for p in parts)])
+
+
+def shard_root(spec: str) -> str:
+    """The fixed directory part of a shard spec: everything before the first glob or brace, cut at a '/'."""
+    cut = min((m.start() for m in (_GLOB.search(spec), re.search(r"\{", spec)) if m), default=None)
+    if cut is None:
+        return spec.rstrip("/")
+    return spec[:cut].rsplit("/", 1)[0]
+
+
+def expand_shards(spec: str, storage: StorageConfig | None = None, *, suffixes: tuple[str, ...] = ()) -> list[str]:
+    """Expand a shard spec (prefix, glob or brace notation) into sorted shard URIs.
+
+    A prefix lists every file under it that ends with one of ``suffixes``; a brace spec names files that must
+    exist (a missing one is still returned, so the reader can record it as unreadable rather than drop it).
+    """
+    fs, _ = filesystem(spec, storage)
+    if "{" in spec:
+        return sorted(braceexpand.braceexpand(spec))
+    if _GLOB.search(spec):
+        return sorted(to_uri(fs, p) for p in fs.glob(fs._strip_protocol(spec)))
+    root = fs._strip_protocol(spec)
+    if fs.isfile(root):
+        return [spec]
+    found = fs.find(root)
+    return sorted(to_uri(fs, p) for p in found if not suffixes or p.endswith(suffixes))
+
+
+def relative_name(root: str, uri: str) -> str:
+    """``uri`` relative to ``root`` with its storage scheme removed: the same on local disk and on S3."""
+    strip = lambda u: u.split("://", 1)[-1].rstrip("/")  # noqa: E731
+    r, u = strip(root), strip(uri)
+    return posixpath.relpath(u, r) if u.startswith(r + "/") else posixpath.basename(u)
+
+
+def exists(uri: str, storage: StorageConfig | None = None) -> bool:
+    fs, path = filesystem(uri, storage)
+    return fs.exists(path)
+
+
+@contextlib.contextmanager
+def publish(uri: str, storage: StorageConfig | None = None) -> Iterator[IO[bytes]]:
+    """Open ``uri`` for writing; the object appears under its name only once the block ends without error."""
+    fs, path = filesystem(uri, storage)
+    parent, name = posixpath.split(path)
+    tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex[:12]}-{name}")
+    if protocol_of(uri) == "file":
+        fs.makedirs(parent, exist_ok=True)
+    try:
+        with fs.open(tmp, "wb") as f:
+            yield f
+        fs.mv(tmp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm(tmp)
+        raise
+
+
+def publish_bytes(uri: str, data: bytes, storage: StorageConfig | None = None) -> None:
+    with publish(uri, storage) as f:
+        f.write(data)
+
+
+def write_parquet(table: pa.Table, uri: str, storage: StorageConfig | None = None, **kwargs: Any) -> None:
+    """Publish ``table`` as one Parquet file at ``uri``."""
+    with publish(uri, storage) as f:
+        pq.write_table(table, f, **kwargs)
+
+
+def read_bytes(uri: str, storage: StorageConfig | None = None) -> bytes:
+    fs, path = filesystem(uri, storage)
+    return fs.cat_file(path)

@@ -1,0 +1,48 @@
+"""Shared fixtures: an S3-compatible server on loopback (real HTTP) and a tiny synthetic corpus on disk and on it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from infra.s3 import EmbeddedS3, start_s3
+from tasks.config import SourceSpec
+from tasks.storage import filesystem
+from tasks.synth import CorpusInfo, SynthConfig, generate_corpus
+
+# botocore must never look for credentials on the machine (instance metadata would hang without network).
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
+TINY = SynthConfig(seed=7, samples_per_source=24, shard_size=10, image_size=32, robot_episodes=3,
+                   frames_per_episode=6, episodes_per_file=2)
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[EmbeddedS3]:
+    server = start_s3()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def local_corpus(tmp_path_factory: pytest.TempPathFactory) -> CorpusInfo:
+    return generate_corpus(str(tmp_path_factory.mktemp("corpus")), TINY)
+
+
+@pytest.fixture(scope="session")
+def s3_corpus(s3: EmbeddedS3, local_corpus: CorpusInfo) -> CorpusInfo:
+    """The same corpus uploaded to the S3 server, with its specs pointing there."""
+    bucket = s3.make_bucket("corpus")
+    fs, _ = filesystem(bucket, s3.storage)
+    fs.put(local_corpus.root.rstrip("/") + "/", "corpus/tiny/", recursive=True)
+
+    def moved(spec: SourceSpec) -> SourceSpec:
+        return spec.model_copy(update={"uri": spec.uri.replace(local_corpus.root.rstrip("/"), f"{bucket}/tiny")})
+
+    return local_corpus.model_copy(update={
+        "root": f"{bucket}/tiny",
+        "pool": [moved(s) for s in local_corpus.pool],
+        "robot": [moved(s) for s in local_corpus.robot],
+    }) if hasattr(local_corpus, "model_copy") else local_corpus

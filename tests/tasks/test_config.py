@@ -1,0 +1,49 @@
+"""Bad configuration is rejected before any work starts, with messages that name the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.config import ConfigError, CorpusConfig, SourceSpec, StorageConfig, load_config, parse_config
+
+
+def test_yaml_round_trip(tmp_path):
+    path = tmp_path / "corpus.yaml"
+    path.write_text(
+        "storage: {endpoint_url: 'http://127.0.0.1:9000', key: k, secret: s}\n"
+        "pool:\n  - {name: photos, format: webdataset, uri: 's3://b/photos/{00000..00009}.tar'}\n"
+        "robot:\n  - {name: arm, format: lerobot, uri: 's3://b/robot/arm', frame_stride: 5}\n"
+    )
+    cfg = load_config(CorpusConfig, path)
+    assert cfg.pool[0].uri.endswith(".tar") and cfg.robot[0].frame_stride == 5
+    assert cfg.storage.s3_options() == {"key": "k", "secret": "s",
+                                        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}
+    assert "s" not in repr(cfg.storage.secret)  # secrets never printed
+
+
+@pytest.mark.parametrize("data,field", [
+    ({"pool": [{"name": "p", "format": "tar", "uri": "x"}]}, "pool.0.format"),
+    ({"pool": [{"name": "p q", "format": "parquet", "uri": "x"}]}, "pool.0.name"),
+    ({"robot": [{"name": "r", "format": "lerobot", "uri": "x", "frame_stride": 0}]}, "robot.0.frame_stride"),
+    ({"storage": {"endpoint_url": "localhost:9000"}}, "storage.endpoint_url"),
+    ({"storage": {"endpont_url": "http://x"}}, "storage.endpont_url"),
+    ({"pool": [{"name": "p", "format": "parquet", "uri": "a"}, {"name": "p", "format": "parquet", "uri": "b"}]},
+     "pool"),
+])
+def test_errors_name_the_field(data, field):
+    with pytest.raises(ConfigError) as err:
+        parse_config(CorpusConfig, data)
+    assert any(line.startswith(f"{field}:") for line in str(err.value).splitlines()[1:]), str(err.value)
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(CorpusConfig, tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("pool: [\n")
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(CorpusConfig, tmp_path / "bad.yaml")
+
+
+def test_defaults_leave_s3_to_the_environment():
+    assert StorageConfig().s3_options() == {}
+    assert SourceSpec(name="a", format="parquet", uri="/x").image_column == "image"
