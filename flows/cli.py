@@ -1,8 +1,8 @@
 """``emt``: the product's command line.
 
-    emt synth ROOT [--seed N --samples-per-source N ...]   generate the synthetic corpus at ROOT (any URI)
-    emt survey --config corpus.yaml                         read every source and summarise it
-    emt demo [--s3]                                         the main job on embedded defaults
+emt synth ROOT [--seed N --samples-per-source N ...]   generate the synthetic corpus at ROOT (any URI)
+emt survey --config corpus.yaml                         read every source and summarise it
+emt demo [--s3]                                         the main job on embedded defaults
 """
 
 from __future__ import annotations
@@ -20,8 +20,13 @@ from tasks.synth import SynthConfig
 def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
     """One ``--field-name`` option per scalar field of ``model`` (validated by the model, not argparse)."""
     for name, field in model.model_fields.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar="VALUE",
-                            help=f"{field.description or ''} (default: {field.default})")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            default=None,
+            metavar="VALUE",
+            help=f"{field.description or ''} (default: {field.default})",
+        )
 
 
 def model_from_args(model: type[BaseModel], args: argparse.Namespace, *, origin: str) -> Any:

@@ -40,9 +40,18 @@ def print_survey(corpus: CorpusConfig) -> pd.DataFrame:
     for role, specs in (("pool", corpus.pool), ("robot", corpus.robot)):
         for spec in specs:
             s = survey_source(spec, storage=corpus.storage, quarantine=quarantine)
-            rows.append({"role": role, "source": s.source, "format": s.format, "shards": s.shards,
-                         "samples": s.samples, "MB": round(s.image_bytes / 1e6, 2),
-                         "quarantined": sum(s.quarantined.values()), "samples/s": round(s.samples_per_s)})
+            rows.append(
+                {
+                    "role": role,
+                    "source": s.source,
+                    "format": s.format,
+                    "shards": s.shards,
+                    "samples": s.samples,
+                    "MB": round(s.image_bytes / 1e6, 2),
+                    "quarantined": sum(s.quarantined.values()),
+                    "samples/s": round(s.samples_per_s),
+                }
+            )
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     if len(quarantine):

@@ -72,8 +72,10 @@ def install() -> str:
         raise RuntimeError(f"torchvision fails to import for another reason:\n{probe.stderr[-2000:]}")
     shim_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(target, "w") as f:
-        f.write(f"import sys; sys.path.append({shim_dir!r}) if {shim_dir!r} not in sys.path else None; "
-                "import infra.torchvision_shim as s; s.register()\n")
+        f.write(
+            f"import sys; sys.path.append({shim_dir!r}) if {shim_dir!r} not in sys.path else None; "
+            "import infra.torchvision_shim as s; s.register()\n"
+        )
     check = subprocess.run([sys.executable, "-c", "import torchvision.transforms"], capture_output=True, text=True)
     if check.returncode != 0:
         os.remove(target)

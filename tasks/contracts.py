@@ -63,13 +63,17 @@ MANIFEST = pa.schema(
 )
 
 
-def embedding_schema(dim: int, *, dtype: pa.DataType = pa.float16(), fingerprint: str = "") -> pa.Schema:
-    """Schema of an embedding file: one fixed-size vector per sample, tagged with the backbone fingerprint."""
+def embedding_schema(dim: int, *, dtype: pa.DataType | None = None, fingerprint: str = "") -> pa.Schema:
+    """Schema of an embedding file: one fixed-size vector per sample, tagged with the backbone fingerprint.
+
+    ``key`` rides along so a manifest can be written from embeddings alone (sample_id = source/shard/key).
+    """
     return pa.schema(
         [
             pa.field("sample_id", pa.string(), nullable=False),
             pa.field("source", pa.string(), nullable=False),
-            pa.field("embedding", pa.list_(dtype, dim), nullable=False),
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(dtype or pa.float16(), dim), nullable=False),
         ],
         metadata={
             "contract": "embedding",

@@ -42,8 +42,14 @@ def survey_source(
     shards = list_shards_or_quarantine(spec, storage, quarantine)
     survey.shards = len(shards)
     for shard in shards:
-        for table in read_shard(spec, shard, quarantine=quarantine, storage=storage, batch_size=batch_size,
-                                image_check=image_check):
+        for table in read_shard(
+            spec,
+            shard,
+            quarantine=quarantine,
+            storage=storage,
+            batch_size=batch_size,
+            image_check=image_check,
+        ):
             survey.samples += table.num_rows
             survey.image_bytes += pc.sum(pc.binary_length(table["image"])).as_py() or 0
     survey.seconds = time.perf_counter() - start

@@ -15,8 +15,15 @@ from tasks.synth import CorpusInfo, SynthConfig, generate_corpus
 # botocore must never look for credentials on the machine (instance metadata would hang without network).
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
-TINY = SynthConfig(seed=7, samples_per_source=24, shard_size=10, image_size=32, robot_episodes=3,
-                   frames_per_episode=6, episodes_per_file=2)
+TINY = SynthConfig(
+    seed=7,
+    samples_per_source=24,
+    shard_size=10,
+    image_size=32,
+    robot_episodes=3,
+    frames_per_episode=6,
+    episodes_per_file=2,
+)
 
 
 @pytest.fixture(scope="session")
@@ -41,8 +48,14 @@ def s3_corpus(s3: EmbeddedS3, local_corpus: CorpusInfo) -> CorpusInfo:
     def moved(spec: SourceSpec) -> SourceSpec:
         return spec.model_copy(update={"uri": spec.uri.replace(local_corpus.root.rstrip("/"), f"{bucket}/tiny")})
 
-    return local_corpus.model_copy(update={
-        "root": f"{bucket}/tiny",
-        "pool": [moved(s) for s in local_corpus.pool],
-        "robot": [moved(s) for s in local_corpus.robot],
-    }) if hasattr(local_corpus, "model_copy") else local_corpus
+    return (
+        local_corpus.model_copy(
+            update={
+                "root": f"{bucket}/tiny",
+                "pool": [moved(s) for s in local_corpus.pool],
+                "robot": [moved(s) for s in local_corpus.robot],
+            }
+        )
+        if hasattr(local_corpus, "model_copy")
+        else local_corpus
+    )

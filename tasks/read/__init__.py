@@ -24,7 +24,15 @@ _READERS = {
     "parquet": (parquet.read_parquet_shard, parquet.SHARD_SUFFIXES),
 }
 
-__all__ = ["ImageCheck", "Quarantine", "list_shards", "list_shards_or_quarantine", "read_shard", "read_source", "source_root"]
+__all__ = [
+    "ImageCheck",
+    "Quarantine",
+    "list_shards",
+    "list_shards_or_quarantine",
+    "read_shard",
+    "read_source",
+    "source_root",
+]
 
 
 def source_root(spec: SourceSpec) -> str:
@@ -63,8 +71,15 @@ def read_shard(
 ) -> Iterator[pa.Table]:
     """Stream one shard of ``spec`` as sample tables; bad input goes to ``quarantine``."""
     reader = lerobot.read_lerobot_shard if spec.format == "lerobot" else _READERS[spec.format][0]
-    yield from reader(spec, shard_uri, root=source_root(spec), quarantine=quarantine, storage=storage,
-                      batch_size=batch_size, image_check=image_check)
+    yield from reader(
+        spec,
+        shard_uri,
+        root=source_root(spec),
+        quarantine=quarantine,
+        storage=storage,
+        batch_size=batch_size,
+        image_check=image_check,
+    )
 
 
 def read_source(
@@ -77,5 +92,11 @@ def read_source(
 ) -> Iterator[pa.Table]:
     """Stream every shard of ``spec``, one after the other."""
     for shard in list_shards_or_quarantine(spec, storage, quarantine):
-        yield from read_shard(spec, shard, quarantine=quarantine, storage=storage, batch_size=batch_size,
-                              image_check=image_check)
+        yield from read_shard(
+            spec,
+            shard,
+            quarantine=quarantine,
+            storage=storage,
+            batch_size=batch_size,
+            image_check=image_check,
+        )

@@ -28,8 +28,13 @@ class Quarantine:
 
     def add(self, *, shard_uri: str, reason: str, detail: str = "", sample_id: str | None = None) -> None:
         self.rows.append(
-            {"sample_id": sample_id, "shard_uri": shard_uri, "stage": self.stage, "reason": reason,
-             "detail": detail[:500]}
+            {
+                "sample_id": sample_id,
+                "shard_uri": shard_uri,
+                "stage": self.stage,
+                "reason": reason,
+                "detail": detail[:500],
+            }
         )
         self.counts[reason] += 1
 

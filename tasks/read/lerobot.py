@@ -68,8 +68,14 @@ def load_meta(root: str, storage: StorageConfig | None = None, *, image_key: str
             episodes.extend(pq.read_table(f).to_pylist())
     episodes.sort(key=lambda e: e["episode_index"])
     return LeRobotMeta(
-        root=root.rstrip("/"), fps=float(info["fps"]), tasks=tasks, episodes=episodes, image_key=key,
-        image_dtype=cameras[key], data_path=info["data_path"], video_path=info.get("video_path"),
+        root=root.rstrip("/"),
+        fps=float(info["fps"]),
+        tasks=tasks,
+        episodes=episodes,
+        image_key=key,
+        image_dtype=cameras[key],
+        data_path=info["data_path"],
+        video_path=info.get("video_path"),
     )
 
 
@@ -123,8 +129,14 @@ def _next_frame(frames: Iterator[tuple[int, np.ndarray]], frame_index: int, enco
 
 
 def _step_rows(
-    meta: LeRobotMeta, shard_uri: str, *, source: str, quarantine: Quarantine,
-    storage: StorageConfig | None, frame_stride: int, read_batch: int = 256,
+    meta: LeRobotMeta,
+    shard_uri: str,
+    *,
+    source: str,
+    quarantine: Quarantine,
+    storage: StorageConfig | None,
+    frame_stride: int,
+    read_batch: int = 256,
 ) -> Iterator[dict]:
     """Candidate step rows of one data file (every ``frame_stride``-th frame), with their sample ids."""
     shard = relative_name(meta.root, shard_uri)
@@ -155,10 +167,16 @@ def _step_rows(
                         continue
                     key = f"ep{ep:06d}_fr{fr:06d}"
                     yield {
-                        "sample_id": make_sample_id(source, shard, key), "source": source, "shard_uri": shard_uri,
-                        "key": key, "episode_index": ep, "frame_index": fr,
-                        "task": meta.tasks.get(batch["task_index"][i]), "image": image,
-                        "action": batch["action"][i], "state": batch["observation.state"][i] if has_state else None,
+                        "sample_id": make_sample_id(source, shard, key),
+                        "source": source,
+                        "shard_uri": shard_uri,
+                        "key": key,
+                        "episode_index": ep,
+                        "frame_index": fr,
+                        "task": meta.tasks.get(batch["task_index"][i]),
+                        "image": image,
+                        "action": batch["action"][i],
+                        "state": batch["observation.state"][i] if has_state else None,
                     }
     except FileNotFoundError as err:
         quarantine.add(shard_uri=shard_uri, reason="unreadable_shard", detail=f"not found: {err}")
@@ -179,8 +197,9 @@ def read_robot_steps(
 ) -> Iterator[pa.Table]:
     """Stream one data file as robot-step tables; frames without image or instruction are quarantined."""
     rows: list[dict] = []
-    for row in _step_rows(meta, shard_uri, source=source, quarantine=quarantine, storage=storage,
-                          frame_stride=frame_stride):
+    for row in _step_rows(
+        meta, shard_uri, source=source, quarantine=quarantine, storage=storage, frame_stride=frame_stride
+    ):
         row["text"] = row["task"]
         if not accept_sample(row, quarantine, image_check):
             continue
@@ -205,8 +224,21 @@ def read_lerobot_shard(
 ) -> Iterator[pa.Table]:
     """Stream one data file of a LeRobot dataset as samples: a frame and its task instruction."""
     meta = meta or load_meta(root, storage, image_key=spec.image_key)
-    rows = _step_rows(meta, shard_uri, source=spec.name, quarantine=quarantine, storage=storage,
-                      frame_stride=spec.frame_stride, read_batch=batch_size)
-    samples = ({**r, "text": r["task"], "meta": json.dumps({"episode_index": r["episode_index"],
-                                                             "frame_index": r["frame_index"]})} for r in rows)
+    rows = _step_rows(
+        meta,
+        shard_uri,
+        source=spec.name,
+        quarantine=quarantine,
+        storage=storage,
+        frame_stride=spec.frame_stride,
+        read_batch=batch_size,
+    )
+    samples = (
+        {
+            **r,
+            "text": r["task"],
+            "meta": json.dumps({"episode_index": r["episode_index"], "frame_index": r["frame_index"]}),
+        }
+        for r in rows
+    )
     yield from batched(samples, quarantine, image_check, batch_size)

@@ -35,8 +35,11 @@ def _schema_problem(schema: pa.Schema, spec: SourceSpec) -> str | None:
         if name not in schema.names:
             return f"missing column {name!r} (has {schema.names})"
     img = schema.field(spec.image_column).type
-    if not (pa.types.is_binary(img) or pa.types.is_large_binary(img)
-            or (pa.types.is_struct(img) and img.get_field_index("bytes") >= 0)):
+    if not (
+        pa.types.is_binary(img)
+        or pa.types.is_large_binary(img)
+        or (pa.types.is_struct(img) and img.get_field_index("bytes") >= 0)
+    ):
         return f"column {spec.image_column!r} is {img}, expected binary image bytes"
     txt = schema.field(spec.text_column).type
     if not (pa.types.is_string(txt) or pa.types.is_large_string(txt)):
@@ -72,8 +75,12 @@ def read_parquet_shard(
                     for i, (image, text) in enumerate(zip(images, texts, strict=True)):
                         key = str(offset + i)
                         yield {
-                            "sample_id": make_sample_id(spec.name, shard, key), "source": spec.name,
-                            "shard_uri": shard_uri, "key": key, "image": image, "text": text,
+                            "sample_id": make_sample_id(spec.name, shard, key),
+                            "source": spec.name,
+                            "shard_uri": shard_uri,
+                            "key": key,
+                            "image": image,
+                            "text": text,
                         }
                     offset += rb.num_rows
         except FileNotFoundError as err:

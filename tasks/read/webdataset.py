@@ -85,15 +85,20 @@ def read_webdataset_shard(
                     text, meta = _text_of(files)
                     yield {
                         "sample_id": make_sample_id(spec.name, shard, posixpath.basename(key)),
-                        "source": spec.name, "shard_uri": shard_uri, "key": posixpath.basename(key),
-                        "image": image, "text": text, "meta": meta,
+                        "source": spec.name,
+                        "shard_uri": shard_uri,
+                        "key": posixpath.basename(key),
+                        "image": image,
+                        "text": text,
+                        "meta": meta,
                     }
         except FileNotFoundError as err:
             quarantine.add(shard_uri=shard_uri, reason="unreadable_shard", detail=f"not found: {err}")
         except (tarfile.TarError, EOFError, OSError) as err:
             reason = "unreadable_shard" if state["read"] == 0 and isinstance(err, OSError) else "corrupt_tar"
             quarantine.add(
-                shard_uri=shard_uri, reason=reason,
+                shard_uri=shard_uri,
+                reason=reason,
                 detail=f"{type(err).__name__}: {err} (after {state['read']} samples; the rest of the shard is lost)",
             )
 

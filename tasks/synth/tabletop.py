@@ -104,11 +104,15 @@ def random_look(rng: np.random.Generator, *, wood: bool | None = None, jitter: f
 
 def random_objects(rng: np.random.Generator, n: int, shapes: tuple[str, ...] = SHAPES) -> list[Obj]:
     """``n`` objects with distinct (colour, shape) names, spread out so that they do not overlap."""
-    objects: list[Obj] = []
     names = [(c, s) for c in COLORS for s in shapes]
-    for idx in rng.permutation(len(names))[:n]:
-        color, shape = names[idx]
-        for _ in range(30):  # rejection sampling; give up overlapping-free placement after a few tries
+    return place_objects(rng, [names[i] for i in rng.permutation(len(names))[:n]])
+
+
+def place_objects(rng: np.random.Generator, names: list[tuple[str, str]]) -> list[Obj]:
+    """Objects of the given (colour, shape), at random spots that keep them apart."""
+    objects: list[Obj] = []
+    for color, shape in names:
+        for _ in range(30):  # rejection sampling; after a few misses an overlap is acceptable
             u, v = float(rng.uniform(0.12, 0.88)), float(rng.uniform(0.1, 0.85))
             if all(np.hypot(u - o.u, v - o.v) > 0.6 * (SIZES[shape] + SIZES[o.shape]) for o in objects):
                 break

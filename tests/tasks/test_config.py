@@ -16,20 +16,36 @@ def test_yaml_round_trip(tmp_path):
     )
     cfg = load_config(CorpusConfig, path)
     assert cfg.pool[0].uri.endswith(".tar") and cfg.robot[0].frame_stride == 5
-    assert cfg.storage.s3_options() == {"key": "k", "secret": "s",
-                                        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}
+    assert cfg.storage.s3_options() == {
+        "key": "k",
+        "secret": "s",
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"},
+    }
     assert "s" not in repr(cfg.storage.secret)  # secrets never printed
 
 
-@pytest.mark.parametrize("data,field", [
-    ({"pool": [{"name": "p", "format": "tar", "uri": "x"}]}, "pool.0.format"),
-    ({"pool": [{"name": "p q", "format": "parquet", "uri": "x"}]}, "pool.0.name"),
-    ({"robot": [{"name": "r", "format": "lerobot", "uri": "x", "frame_stride": 0}]}, "robot.0.frame_stride"),
-    ({"storage": {"endpoint_url": "localhost:9000"}}, "storage.endpoint_url"),
-    ({"storage": {"endpont_url": "http://x"}}, "storage.endpont_url"),
-    ({"pool": [{"name": "p", "format": "parquet", "uri": "a"}, {"name": "p", "format": "parquet", "uri": "b"}]},
-     "pool"),
-])
+@pytest.mark.parametrize(
+    "data,field",
+    [
+        ({"pool": [{"name": "p", "format": "tar", "uri": "x"}]}, "pool.0.format"),
+        ({"pool": [{"name": "p q", "format": "parquet", "uri": "x"}]}, "pool.0.name"),
+        (
+            {"robot": [{"name": "r", "format": "lerobot", "uri": "x", "frame_stride": 0}]},
+            "robot.0.frame_stride",
+        ),
+        ({"storage": {"endpoint_url": "localhost:9000"}}, "storage.endpoint_url"),
+        ({"storage": {"endpont_url": "http://x"}}, "storage.endpont_url"),
+        (
+            {
+                "pool": [
+                    {"name": "p", "format": "parquet", "uri": "a"},
+                    {"name": "p", "format": "parquet", "uri": "b"},
+                ]
+            },
+            "pool",
+        ),
+    ],
+)
 def test_errors_name_the_field(data, field):
     with pytest.raises(ConfigError) as err:
         parse_config(CorpusConfig, data)

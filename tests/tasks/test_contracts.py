@@ -7,8 +7,14 @@ from tasks.contracts import MANIFEST, SAMPLE, check_columns, embedding_schema, m
 
 
 def test_sample_table_from_rows_fills_optional_columns():
-    row = {"sample_id": make_sample_id("s", "00000.tar", "k"), "source": "s", "shard_uri": "/x/00000.tar",
-           "key": "k", "image": b"\xff", "text": "t"}
+    row = {
+        "sample_id": make_sample_id("s", "00000.tar", "k"),
+        "source": "s",
+        "shard_uri": "/x/00000.tar",
+        "key": "k",
+        "image": b"\xff",
+        "text": "t",
+    }
     table = table_from_rows([row], SAMPLE)
     assert table["sample_id"].to_pylist() == ["s/00000.tar/k"] and table["meta"].to_pylist() == [None]
     check_columns(table, SAMPLE, where="test")

@@ -64,26 +64,40 @@ def reasons(q: Quarantine) -> dict[str | None, str]:
 
 def test_webdataset_bad_members(place):
     root, storage = place
-    publish_bytes(join(root, "wds/00000.tar"), tar_bytes([
-        ("a.jpg", jpeg()), ("a.txt", b"a red square"),
-        ("b.jpg", b"not an image"), ("b.txt", b"broken"),
-        ("c.jpg", jpeg()),  # no text at all
-        ("d.png", jpeg()), ("d.json", b'{"caption": "from json"}'),
-        ("e.txt", b"text without image"),
-    ]), storage)
+    publish_bytes(
+        join(root, "wds/00000.tar"),
+        tar_bytes(
+            [
+                ("a.jpg", jpeg()),
+                ("a.txt", b"a red square"),
+                ("b.jpg", b"not an image"),
+                ("b.txt", b"broken"),
+                ("c.jpg", jpeg()),  # no text at all
+                ("d.png", jpeg()),
+                ("d.json", b'{"caption": "from json"}'),
+                ("e.txt", b"text without image"),
+            ]
+        ),
+        storage,
+    )
     ids, q = read(SourceSpec(name="web", format="webdataset", uri=join(root, "wds/")), storage)
     assert ids == ["web/00000.tar/a", "web/00000.tar/d"]
-    assert reasons(q) == {"web/00000.tar/b": "undecodable_image", "web/00000.tar/c": "missing_text",
-                          "web/00000.tar/e": "missing_image"}
+    assert reasons(q) == {
+        "web/00000.tar/b": "undecodable_image",
+        "web/00000.tar/c": "missing_text",
+        "web/00000.tar/e": "missing_image",
+    }
 
 
 def test_webdataset_truncated_tar_keeps_what_was_read(place):
     root, storage = place
-    data = tar_bytes([(f"{i:03d}.{ext}", jpeg() if ext == "jpg" else b"caption")
-                      for i in range(6) for ext in ("jpg", "txt")])
-    publish_bytes(join(root, "wds/00000.tar"), data[: len(data) // 2], storage)
+    data = tar_bytes(
+        [(f"{i:03d}.{ext}", jpeg() if ext == "jpg" else b"caption") for i in range(6) for ext in ("jpg", "txt")]
+    )
+    # Cut inside the data of 001.jpg (000.jpg: 512 + 1024 bytes, 000.txt: 512 + 512, then 001.jpg's header).
+    publish_bytes(join(root, "wds/00000.tar"), data[:3300], storage)
     ids, q = read(SourceSpec(name="web", format="webdataset", uri=join(root, "wds/*.tar")), storage)
-    assert 0 < len(ids) < 6
+    assert ids == ["web/00000.tar/000"]
     assert list(q.counts) == ["corrupt_tar"]
     assert q.rows[0]["shard_uri"].endswith("00000.tar") and q.rows[0]["sample_id"] is None
 
@@ -100,22 +114,28 @@ def test_parquet_bad_rows_and_shards(place):
     root, storage = place
     good = pa.table({"image": [jpeg(), b"\x00garbage", jpeg()], "text": ["ok", "bad image", None]})
     publish_bytes(join(root, "pq/00000.parquet"), parquet_bytes(good), storage)
-    publish_bytes(join(root, "pq/00001.parquet"), parquet_bytes(pa.table({"img": [jpeg()], "caption": ["x"]})),
-                  storage)
+    publish_bytes(join(root, "pq/00001.parquet"), parquet_bytes(pa.table({"img": [jpeg()], "caption": ["x"]})), storage)
     publish_bytes(join(root, "pq/00002.parquet"), b"PAR1 this is not parquet", storage)
     ids, q = read(SourceSpec(name="docs", format="parquet", uri=join(root, "pq/")), storage)
     assert ids == ["docs/00000.parquet/0"]
-    assert reasons(q) == {"docs/00000.parquet/1": "undecodable_image", "docs/00000.parquet/2": "missing_text",
-                          None: "unreadable_shard"}
+    assert reasons(q) == {
+        "docs/00000.parquet/1": "undecodable_image",
+        "docs/00000.parquet/2": "missing_text",
+        None: "unreadable_shard",
+    }
     assert q.counts["wrong_schema"] == 1  # 00001 (its row shares the None key with 00002 above)
 
 
 def test_parquet_custom_columns_and_hf_image_struct(tmp_path):
-    images = pa.array([{"bytes": jpeg(), "path": None}],
-                      pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    images = pa.array([{"bytes": jpeg(), "path": None}], pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
     publish_bytes(str(tmp_path / "s.parquet"), parquet_bytes(pa.table({"img": images, "caption": ["hello"]})))
-    spec = SourceSpec(name="hf", format="parquet", uri=str(tmp_path / "*.parquet"), image_column="img",
-                      text_column="caption")
+    spec = SourceSpec(
+        name="hf",
+        format="parquet",
+        uri=str(tmp_path / "*.parquet"),
+        image_column="img",
+        text_column="caption",
+    )
     ids, q = read(spec, None)
     assert ids == ["hf/s.parquet/0"] and len(q) == 0
 
@@ -152,7 +172,7 @@ def test_lerobot_unknown_task_is_missing_text(local_corpus, tmp_path):
     tasks.iloc[1:].to_parquet(tasks_file)  # forget task 0
     full, _ = read(local_corpus.robot[0], None)
     ids, q = read(spec, None)
-    assert 0 < q.counts["missing_text"] and len(ids) + q.counts["missing_text"] == len(full)
+    assert q.counts["missing_text"] > 0 and len(ids) + q.counts["missing_text"] == len(full)
 
 
 def test_lerobot_corrupt_video(local_corpus, tmp_path):

@@ -1,0 +1,14 @@
+"""``python -m bench NAME [options]`` (or ``make bench ARGS="NAME ..."``): run one benchmark, print its table
+and write it as JSON under bench/out/."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHES = {"read": "bench.read_throughput"}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in BENCHES:
+        sys.exit(f"usage: python -m bench {{{','.join(BENCHES)}}} [options]")
+    sys.exit(importlib.import_module(BENCHES[sys.argv[1]]).main(sys.argv[2:]))

@@ -1,0 +1,193 @@
+"""Generate the whole synthetic corpus: pool shards, robot datasets, ground truth, ``corpus.yaml``, ``_SUCCESS``.
+
+Layout under ``root``::
+
+    pool/{photos,tabletop}/NNNNN.tar       WebDataset shards (img2dataset-style members)
+    pool/{docs,charts}/NNNNN.parquet        Parquet shards, columns image (bytes) and text
+    robot/{pick_place,stack_blocks}/        LeRobot v3.0 datasets (image and video camera)
+    ground_truth.parquet                    sample_id, source, scene, aligned, alignment for every pool sample
+    corpus.yaml                             {"pool": [SourceSpec...], "robot": [SourceSpec...]}
+    _SUCCESS                                JSON: generator version, config and counts; written last
+
+Work is split into pool shards and robot episodes, each a pure function of (seed, name, index); they run in a
+process pool when ``workers > 1`` and are consumed in order with a bounded window, so memory stays flat
+whatever the corpus size and the bytes do not depend on the worker count.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from functools import partial
+from multiprocessing import get_context
+from typing import Any, TypeVar
+
+import pyarrow.parquet as pq
+import yaml
+from pydantic import BaseModel, Field, field_validator
+
+from tasks.config import Settings, SourceSpec, StorageConfig
+from tasks.storage import exists, filesystem, join, publish, publish_bytes, read_bytes
+from tasks.synth.lerobot import CAMERA, Episode, write_lerobot_dataset
+from tasks.synth.pool import GROUND_TRUTH, POOL_SOURCES, shard_sizes, source_spec, stable_rng, write_pool_shard
+from tasks.synth.robot import scripted_episode
+
+GENERATOR_VERSION = 1
+FPS = 10
+ROBOT_DATASETS = (("pick_place", False), ("stack_blocks", True))  # (name = scripted task, camera as video)
+T = TypeVar("T")
+
+
+class SynthConfig(Settings):
+    """What to generate. Everything but ``workers`` determines the output bytes."""
+
+    seed: int = Field(0, description="Master seed; every shard and episode derives its own generator from it.")
+    samples_per_source: int = Field(400, ge=1, description="Samples in each of the four pool sources.")
+    shard_size: int = Field(100, ge=1, le=10_000, description="Samples per pool shard (tar or Parquet file).")
+    image_size: int = Field(64, ge=16, le=512, description="Width = height of every image, in pixels (even).")
+    robot_episodes: int = Field(8, ge=1, description="Episodes in each robot dataset.")
+    frames_per_episode: int = Field(20, ge=2, description="Frames per robot episode (at 10 fps).")
+    episodes_per_file: int = Field(4, ge=1, description="Episodes packed into one LeRobot data (and video) file.")
+    workers: int = Field(1, ge=1, description="Processes rendering shards; the output is the same for any count.")
+
+    @field_validator("image_size")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError("must be even (robot videos are encoded as yuv420p)")
+        return v
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that determine the output (written to ``_SUCCESS``)."""
+        return self.model_dump(exclude={"workers"})
+
+
+class CorpusInfo(BaseModel):
+    """Where a generated corpus lives and what it holds."""
+
+    root: str
+    pool: list[SourceSpec]
+    robot: list[SourceSpec]
+    ground_truth_uri: str
+    counts: dict[str, int] = Field(description="Pool samples per pool source, frames per robot dataset.")
+
+
+def _pool_job(job: tuple, *, root_uri: str, seed: int, image_size: int, storage: StorageConfig | None):
+    source, shard, samples = job
+    return write_pool_shard(root_uri, source, shard, samples, seed=seed, image_size=image_size, storage=storage)
+
+
+def _episode_job(job: tuple[str, int], *, seed: int, image_size: int, frames: int) -> Episode:
+    name, index = job
+    return scripted_episode(name, stable_rng(seed, name, index), size=image_size, frames=frames)
+
+
+def _ordered_map(fn: Callable[[Any], T], items: Iterable, executor: Executor | None, window: int) -> Iterator[T]:
+    """``map(fn, items)`` in order, with at most ``window`` jobs in flight (memory stays bounded)."""
+    if executor is None:
+        yield from map(fn, items)
+        return
+    pending: deque = deque()
+    for item in items:
+        pending.append(executor.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _read_marker(root_uri: str, storage: StorageConfig | None) -> dict[str, Any] | None:
+    uri = join(root_uri, "_SUCCESS")
+    return json.loads(read_bytes(uri, storage)) if exists(uri, storage) else None
+
+
+def _clear(root_uri: str, storage: StorageConfig | None) -> None:
+    """Remove what an earlier (unfinished or overwritten) generation left, so no stale shard survives."""
+    for part in ("_SUCCESS", "corpus.yaml", "ground_truth.parquet", "pool", "robot"):
+        fs, path = filesystem(join(root_uri, part), storage)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+
+def generate_corpus(
+    root_uri: str, config: SynthConfig, storage: StorageConfig | None = None, *, overwrite: bool = False
+) -> CorpusInfo:
+    """Write the synthetic corpus under ``root_uri`` (a local path or ``s3://bucket/prefix``).
+
+    A root whose ``_SUCCESS`` records the same settings is returned as it is, without writing. A root finished
+    with other settings raises ``FileExistsError`` unless ``overwrite``; an unfinished one is cleared and redone.
+    """
+    marker = _read_marker(root_uri, storage)
+    wanted = {"generator_version": GENERATOR_VERSION, "config": config.fingerprint()}
+    if marker is not None:
+        if {k: marker.get(k) for k in wanted} == wanted:
+            return load_corpus_info(root_uri, storage)
+        if not overwrite:
+            raise FileExistsError(
+                f"{root_uri} holds a corpus generated with other settings ({marker.get('config')}); "
+                "pass overwrite=True or choose another root"
+            )
+    _clear(root_uri, storage)
+
+    counts: dict[str, int] = {}
+    executor = (
+        ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")) if config.workers > 1 else None
+    )  # spawn: forking a process that holds S3 client threads can deadlock
+    try:
+        jobs = [
+            (source.name, shard, n)
+            for source in POOL_SOURCES
+            for shard, n in enumerate(shard_sizes(config.samples_per_source, config.shard_size))
+        ]
+        pool_fn = partial(_pool_job, root_uri=root_uri, seed=config.seed, image_size=config.image_size, storage=storage)
+        with publish(join(root_uri, "ground_truth.parquet"), storage) as f, pq.ParquetWriter(f, GROUND_TRUTH) as gt:
+            for table in _ordered_map(pool_fn, jobs, executor, window=4 * config.workers):
+                gt.write_table(table)
+                source = table["source"][0].as_py()
+                counts[source] = counts.get(source, 0) + table.num_rows
+
+        episode_fn = partial(
+            _episode_job, seed=config.seed, image_size=config.image_size, frames=config.frames_per_episode
+        )
+        for name, video in ROBOT_DATASETS:
+            episodes = _ordered_map(
+                episode_fn, ((name, e) for e in range(config.robot_episodes)), executor, window=2 * config.workers
+            )
+            info = write_lerobot_dataset(
+                join(root_uri, "robot", name), episodes, fps=FPS, video=video,
+                episodes_per_file=config.episodes_per_file, storage=storage,
+            )
+            counts[name] = info["total_frames"]
+    finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
+
+    specs = {
+        "pool": [source_spec(root_uri, s) for s in POOL_SOURCES],
+        "robot": [
+            SourceSpec(name=name, format="lerobot", uri=join(root_uri, "robot", name), image_key=CAMERA)
+            for name, _ in ROBOT_DATASETS
+        ],
+    }
+    corpus = {k: [s.model_dump(mode="json", exclude_none=True) for s in v] for k, v in specs.items()}
+    publish_bytes(join(root_uri, "corpus.yaml"), yaml.safe_dump(corpus, sort_keys=False).encode(), storage)
+    marker = {**wanted, "counts": counts}
+    publish_bytes(join(root_uri, "_SUCCESS"), json.dumps(marker, indent=2, sort_keys=True).encode(), storage)
+    return CorpusInfo(root=root_uri, ground_truth_uri=join(root_uri, "ground_truth.parquet"), counts=counts, **specs)
+
+
+def load_corpus_info(root_uri: str, storage: StorageConfig | None = None) -> CorpusInfo:
+    """Read back what ``generate_corpus`` wrote under ``root_uri`` (it must have finished)."""
+    marker = _read_marker(root_uri, storage)
+    if marker is None:
+        raise FileNotFoundError(f"{root_uri}: no _SUCCESS marker; the corpus is missing or unfinished")
+    corpus = yaml.safe_load(read_bytes(join(root_uri, "corpus.yaml"), storage))
+    return CorpusInfo(
+        root=root_uri,
+        pool=[SourceSpec.model_validate(s) for s in corpus["pool"]],
+        robot=[SourceSpec.model_validate(s) for s in corpus["robot"]],
+        ground_truth_uri=join(root_uri, "ground_truth.parquet"),
+        counts=marker["counts"],
+    )

@@ -1,0 +1,158 @@
+"""Pool sources of the synthetic corpus and the writer of one pool shard.
+
+Each source is a mixture of scene kinds, stored the way such pools are stored in the wild: img2dataset-style
+WebDataset tars or Parquet with encoded image bytes. A shard is a pure function of (seed, source, shard index),
+so shards can be rendered in any order, by any number of processes, with byte-identical results.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zlib
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+
+from tasks.config import SourceSpec, StorageConfig
+from tasks.contracts import make_sample_id
+from tasks.storage import join, publish_bytes, write_parquet
+from tasks.synth.scenes import ALIGNMENT, draw_scene
+
+GROUND_TRUTH = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("scene", pa.string(), nullable=False),
+        pa.field("aligned", pa.bool_(), nullable=False),  # scene == "tabletop"
+        pa.field("alignment", pa.float32(), nullable=False),  # 1.0 tabletop ... 0.0 chart/document
+    ]
+)
+
+
+@dataclass(frozen=True)
+class PoolSource:
+    """How one pool source is stored and what it contains."""
+
+    name: str
+    format: Literal["webdataset", "parquet"]
+    image_format: Literal["JPEG", "PNG"]
+    qa: bool  # question/answer texts (VQA-style) rather than captions
+    mixture: tuple[tuple[str, float], ...]  # (scene kind, probability)
+    json_meta: bool = False  # img2dataset writes a KEY.json beside each image
+
+    @property
+    def suffix(self) -> str:
+        return ".tar" if self.format == "webdataset" else ".parquet"
+
+    @property
+    def extension(self) -> str:
+        return "jpg" if self.image_format == "JPEG" else "png"
+
+
+POOL_SOURCES: tuple[PoolSource, ...] = (
+    PoolSource("photos", "webdataset", "JPEG", False, (("photo", 0.8), ("indoor", 0.12), ("tabletop", 0.08)), True),
+    PoolSource("tabletop", "webdataset", "PNG", True, (("tabletop", 0.7), ("indoor", 0.2), ("photo", 0.1))),
+    PoolSource("docs", "parquet", "JPEG", True, (("document", 0.95), ("tabletop", 0.05))),
+    PoolSource("charts", "parquet", "PNG", True, (("chart", 0.95), ("indoor", 0.05))),
+)
+SOURCES_BY_NAME = {s.name: s for s in POOL_SOURCES}
+
+
+def stable_rng(seed: int, name: str, index: int) -> np.random.Generator:
+    """A generator determined by (seed, name, index) alone: crc32, not hash(), which is salted per process."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode()), index])
+
+
+def shard_sizes(samples: int, shard_size: int) -> list[int]:
+    """Samples per shard: full shards and a smaller last one."""
+    full, rest = divmod(samples, shard_size)
+    return [shard_size] * full + ([rest] if rest else [])
+
+
+def shard_name(source: PoolSource, shard: int) -> str:
+    """The shard's file name relative to the source root (also the shard part of its sample ids)."""
+    return f"{shard:05d}{source.suffix}"
+
+
+def source_uri(root_uri: str, source: PoolSource) -> str:
+    return join(root_uri, "pool", source.name)
+
+
+def source_spec(root_uri: str, source: PoolSource) -> SourceSpec:
+    """How the product should read this source."""
+    return SourceSpec(name=source.name, format=source.format, uri=source_uri(root_uri, source))
+
+
+def _encode(image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        image.save(buf, format="JPEG", quality=90)
+    else:
+        image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _tar(members: list[tuple[str, bytes]]) -> bytes:
+    """A tar with fixed metadata (mtime 0, root owner), so equal members give equal bytes."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def write_pool_shard(
+    root_uri: str,
+    source_name: str,
+    shard: int,
+    samples: int,
+    *,
+    seed: int,
+    image_size: int,
+    storage: StorageConfig | None = None,
+) -> pa.Table:
+    """Render and publish one shard of ``source_name``; return its ground-truth rows (``GROUND_TRUTH``)."""
+    source = SOURCES_BY_NAME[source_name]
+    rng = stable_rng(seed, source.name, shard)
+    kinds, probs = zip(*source.mixture, strict=True)
+    scenes = [str(k) for k in rng.choice(kinds, size=samples, p=probs)]
+    name = shard_name(source, shard)
+    keys, members, images, texts = [], [], [], []
+    for i, kind in enumerate(scenes):
+        image, text = draw_scene(kind, rng, image_size, qa=source.qa)
+        data = _encode(image, source.image_format)
+        if source.format == "webdataset":
+            key = f"{shard:05d}{i:04d}"
+            members += [(f"{key}.{source.extension}", data), (f"{key}.txt", text.encode())]
+            if source.json_meta:
+                meta = {"key": key, "caption": text, "scene": kind}
+                members.append((f"{key}.json", json.dumps(meta, sort_keys=True).encode()))
+        else:
+            key = str(i)
+            images.append(data)
+            texts.append(text)
+        keys.append(key)
+    uri = join(source_uri(root_uri, source), name)
+    if source.format == "webdataset":
+        publish_bytes(uri, _tar(members), storage)
+    else:
+        table = pa.table({"image": pa.array(images, pa.binary()), "text": pa.array(texts, pa.string())})
+        write_parquet(table, uri, storage)
+    return pa.table(
+        {
+            "sample_id": [make_sample_id(source.name, name, k) for k in keys],
+            "source": [source.name] * samples,
+            "scene": scenes,
+            "aligned": [k == "tabletop" for k in scenes],
+            "alignment": pa.array([ALIGNMENT[k] for k in scenes], pa.float32()),
+        },
+        schema=GROUND_TRUTH,
+    )
