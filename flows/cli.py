@@ -55,6 +55,17 @@ def _cmd_survey(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_curate(args: argparse.Namespace) -> int:
+    from flows.curate import curate
+    from flows.demo import print_report
+    from flows.params import CurateParams
+
+    params = load_config(CurateParams, args.config)
+    report = curate(params)
+    print_report(report, params.storage)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo import run_demo
 
@@ -76,8 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML with `storage`, `pool` and `robot` sections")
     p.set_defaults(run=_cmd_survey)
 
+    p = sub.add_parser("curate", help="curate a pool against robot data (a Prefect flow over Ray Data)")
+    p.add_argument("--config", required=True, help="YAML of the curate parameters (see README)")
+    p.set_defaults(run=_cmd_curate)
+
     p = sub.add_parser("demo", help="run the main job on embedded defaults")
-    p.add_argument("--root", default=None, help="corpus location (default: data/demo, or s3://emt-demo with --s3)")
+    p.add_argument("--root", default=None, help="where the demo writes (default: data/demo, or s3://emt-demo/demo with --s3)")
     p.add_argument("--s3", action="store_true", help="run against an embedded S3 server on loopback")
     add_model_options(p, SynthConfig)
     p.set_defaults(run=_cmd_demo)
@@ -88,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except ConfigError as err:
+    except (ConfigError, ValueError) as err:  # bad configuration or input, found before work started
         print(f"emt {args.command}: {err}", file=sys.stderr)
         return 2
 

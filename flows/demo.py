@@ -1,4 +1,6 @@
-"""The demo: the product's main job on embedded defaults, locally or against an embedded S3 server."""
+"""The demo: the product's main job on embedded defaults — generate the synthetic corpus (once), save a tiny
+random backbone, run ``curate`` end to end and print what it selected. Locally, or against an embedded S3
+server with ``--s3``."""
 
 from __future__ import annotations
 
@@ -7,8 +9,13 @@ from collections.abc import Iterator
 
 import pandas as pd
 
+from estimator.backbones.tiny import save_tiny_backbone
+from flows.curate import CurateReport, curate
+from flows.params import CurateParams
 from tasks.config import CorpusConfig, StorageConfig
+from tasks.manifest import read_manifest
 from tasks.read import Quarantine
+from tasks.storage import join, read_bytes
 from tasks.survey import survey_source
 from tasks.synth import SynthConfig, generate_corpus
 
@@ -40,18 +47,9 @@ def print_survey(corpus: CorpusConfig) -> pd.DataFrame:
     for role, specs in (("pool", corpus.pool), ("robot", corpus.robot)):
         for spec in specs:
             s = survey_source(spec, storage=corpus.storage, quarantine=quarantine)
-            rows.append(
-                {
-                    "role": role,
-                    "source": s.source,
-                    "format": s.format,
-                    "shards": s.shards,
-                    "samples": s.samples,
-                    "MB": round(s.image_bytes / 1e6, 2),
-                    "quarantined": sum(s.quarantined.values()),
-                    "samples/s": round(s.samples_per_s),
-                }
-            )
+            rows.append({"role": role, "source": s.source, "format": s.format, "shards": s.shards,
+                         "samples": s.samples, "MB": round(s.image_bytes / 1e6, 2),
+                         "quarantined": sum(s.quarantined.values()), "samples/s": round(s.samples_per_s)})
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     if len(quarantine):
@@ -59,9 +57,39 @@ def print_survey(corpus: CorpusConfig) -> pd.DataFrame:
     return table
 
 
-def run_demo(*, root: str | None, s3: bool, synth: SynthConfig) -> None:
+def print_report(report: CurateReport, storage: StorageConfig | None, truth_uri: str | None = None) -> None:
+    """Where the manifest is, the counts per source and the highest and lowest scored samples."""
+    print(f"\nmanifest: {report.manifest_uri}\n")
+    counts = pd.DataFrame([{"source": s, **c} for s, c in sorted(report.per_source.items())])
+    counts["share_selected"] = (counts["selected"] / counts["pool"]).round(3)
+    print(counts.to_string(index=False))
+    print(f"\nquarantined: {report.quarantined or 'none'}; shards embedded {report.shards_embedded}, "
+          f"from cache {report.shards_cached}; scorer {report.scorer.get('method')} "
+          f"val_accuracy={report.scorer.get('val_accuracy', 'n/a')}")
+    manifest = read_manifest(report.manifest_uri, storage).sort_by("rank").to_pandas()
+    cols = ["rank", "score", "source", "sample_id"]
+    print("\nhighest scored:\n" + manifest.head(5)[cols].to_string(index=False))
+    print("\nlowest scored:\n" + manifest.tail(5)[cols].to_string(index=False))
+    if truth_uri:
+        truth = pd.read_parquet(pd.io.common.BytesIO(read_bytes(truth_uri, storage)))
+        merged = manifest.merge(truth[["sample_id", "aligned"]], on="sample_id")
+        precision = merged.loc[merged["selected"], "aligned"].mean()
+        base = merged["aligned"].mean()
+        print(f"\nprecision@K against the ground truth: {precision:.3f} (pool base rate {base:.3f})")
+
+
+def run_demo(*, root: str | None, s3: bool, synth: SynthConfig, k_fraction: float = 0.1) -> CurateReport:
     with demo_storage(s3) as storage:
-        root = root or (f"s3://{DEMO_BUCKET}/corpus" if s3 else DEFAULT_LOCAL_ROOT)
-        info = generate_corpus(root, synth, storage)
+        root = root or (f"s3://{DEMO_BUCKET}/demo" if s3 else DEFAULT_LOCAL_ROOT)
+        info = generate_corpus(join(root, "corpus"), synth, storage)
         print(f"synthetic corpus at {info.root}")
         print_survey(CorpusConfig(storage=storage or StorageConfig(), pool=info.pool, robot=info.robot))
+        model_uri = join(root, "models", "tiny-open_clip")
+        backbone = save_tiny_backbone("open_clip", model_uri, storage, seed=0)  # deterministic: same fingerprint
+        params = CurateParams(
+            pool=info.pool, robot=info.robot, storage=storage or StorageConfig(),
+            backbone=backbone, fraction=k_fraction, output_uri=join(root, "runs"),
+        )
+        report = curate(params)
+        print_report(report, storage, info.ground_truth_uri)
+        return report

@@ -1,4 +1,4 @@
-"""Generate the whole synthetic corpus: pool shards, robot datasets, ground truth, ``corpus.yaml``, ``_SUCCESS``.
+"""Generate the synthetic corpus: pool shards, robot datasets, ground truth, ``corpus.yaml``, ``_SUCCESS``.
 
 Layout under ``root``::
 
@@ -31,7 +31,14 @@ from pydantic import BaseModel, Field, field_validator
 from tasks.config import Settings, SourceSpec, StorageConfig
 from tasks.storage import exists, filesystem, join, publish, publish_bytes, read_bytes
 from tasks.synth.lerobot import CAMERA, Episode, write_lerobot_dataset
-from tasks.synth.pool import GROUND_TRUTH, POOL_SOURCES, shard_sizes, source_spec, stable_rng, write_pool_shard
+from tasks.synth.pool import (
+    GROUND_TRUTH,
+    POOL_SOURCES,
+    shard_sizes,
+    source_spec,
+    stable_rng,
+    write_pool_shard,
+)
 from tasks.synth.robot import scripted_episode
 
 GENERATOR_VERSION = 1
@@ -43,14 +50,20 @@ T = TypeVar("T")
 class SynthConfig(Settings):
     """What to generate. Everything but ``workers`` determines the output bytes."""
 
-    seed: int = Field(0, description="Master seed; every shard and episode derives its own generator from it.")
+    seed: int = Field(
+        0, description="Master seed; every shard and episode derives its own generator from it."
+    )
     samples_per_source: int = Field(400, ge=1, description="Samples in each of the four pool sources.")
     shard_size: int = Field(100, ge=1, le=10_000, description="Samples per pool shard (tar or Parquet file).")
     image_size: int = Field(64, ge=16, le=512, description="Width = height of every image, in pixels (even).")
     robot_episodes: int = Field(8, ge=1, description="Episodes in each robot dataset.")
     frames_per_episode: int = Field(20, ge=2, description="Frames per robot episode (at 10 fps).")
-    episodes_per_file: int = Field(4, ge=1, description="Episodes packed into one LeRobot data (and video) file.")
-    workers: int = Field(1, ge=1, description="Processes rendering shards; the output is the same for any count.")
+    episodes_per_file: int = Field(
+        4, ge=1, description="Episodes packed into one LeRobot data (and video) file."
+    )
+    workers: int = Field(
+        1, ge=1, description="Processes rendering shards; the output is the same for any count."
+    )
 
     @field_validator("image_size")
     @classmethod
@@ -76,7 +89,9 @@ class CorpusInfo(BaseModel):
 
 def _pool_job(job: tuple, *, root_uri: str, seed: int, image_size: int, storage: StorageConfig | None):
     source, shard, samples = job
-    return write_pool_shard(root_uri, source, shard, samples, seed=seed, image_size=image_size, storage=storage)
+    return write_pool_shard(
+        root_uri, source, shard, samples, seed=seed, image_size=image_size, storage=storage
+    )
 
 
 def _episode_job(job: tuple[str, int], *, seed: int, image_size: int, frames: int) -> Episode:
@@ -84,7 +99,9 @@ def _episode_job(job: tuple[str, int], *, seed: int, image_size: int, frames: in
     return scripted_episode(name, stable_rng(seed, name, index), size=image_size, frames=frames)
 
 
-def _ordered_map(fn: Callable[[Any], T], items: Iterable, executor: Executor | None, window: int) -> Iterator[T]:
+def _ordered_map(
+    fn: Callable[[Any], T], items: Iterable, executor: Executor | None, window: int
+) -> Iterator[T]:
     """``map(fn, items)`` in order, with at most ``window`` jobs in flight (memory stays bounded)."""
     if executor is None:
         yield from map(fn, items)
@@ -117,7 +134,8 @@ def generate_corpus(
     """Write the synthetic corpus under ``root_uri`` (a local path or ``s3://bucket/prefix``).
 
     A root whose ``_SUCCESS`` records the same settings is returned as it is, without writing. A root finished
-    with other settings raises ``FileExistsError`` unless ``overwrite``; an unfinished one is cleared and redone.
+    with other settings raises ``FileExistsError`` unless ``overwrite``; an unfinished one is cleared and
+    redone.
     """
     marker = _read_marker(root_uri, storage)
     wanted = {"generator_version": GENERATOR_VERSION, "config": config.fingerprint()}
@@ -141,8 +159,13 @@ def generate_corpus(
             for source in POOL_SOURCES
             for shard, n in enumerate(shard_sizes(config.samples_per_source, config.shard_size))
         ]
-        pool_fn = partial(_pool_job, root_uri=root_uri, seed=config.seed, image_size=config.image_size, storage=storage)
-        with publish(join(root_uri, "ground_truth.parquet"), storage) as f, pq.ParquetWriter(f, GROUND_TRUTH) as gt:
+        pool_fn = partial(
+            _pool_job, root_uri=root_uri, seed=config.seed, image_size=config.image_size, storage=storage
+        )
+        with (
+            publish(join(root_uri, "ground_truth.parquet"), storage) as f,
+            pq.ParquetWriter(f, GROUND_TRUTH) as gt,
+        ):
             for table in _ordered_map(pool_fn, jobs, executor, window=4 * config.workers):
                 gt.write_table(table)
                 source = table["source"][0].as_py()
@@ -153,11 +176,18 @@ def generate_corpus(
         )
         for name, video in ROBOT_DATASETS:
             episodes = _ordered_map(
-                episode_fn, ((name, e) for e in range(config.robot_episodes)), executor, window=2 * config.workers
+                episode_fn,
+                ((name, e) for e in range(config.robot_episodes)),
+                executor,
+                window=2 * config.workers,
             )
             info = write_lerobot_dataset(
-                join(root_uri, "robot", name), episodes, fps=FPS, video=video,
-                episodes_per_file=config.episodes_per_file, storage=storage,
+                join(root_uri, "robot", name),
+                episodes,
+                fps=FPS,
+                video=video,
+                episodes_per_file=config.episodes_per_file,
+                storage=storage,
             )
             counts[name] = info["total_frames"]
     finally:
@@ -175,7 +205,9 @@ def generate_corpus(
     publish_bytes(join(root_uri, "corpus.yaml"), yaml.safe_dump(corpus, sort_keys=False).encode(), storage)
     marker = {**wanted, "counts": counts}
     publish_bytes(join(root_uri, "_SUCCESS"), json.dumps(marker, indent=2, sort_keys=True).encode(), storage)
-    return CorpusInfo(root=root_uri, ground_truth_uri=join(root_uri, "ground_truth.parquet"), counts=counts, **specs)
+    return CorpusInfo(
+        root=root_uri, ground_truth_uri=join(root_uri, "ground_truth.parquet"), counts=counts, **specs
+    )
 
 
 def load_corpus_info(root_uri: str, storage: StorageConfig | None = None) -> CorpusInfo:

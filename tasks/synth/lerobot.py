@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
-from itertools import islice
+from itertools import count, islice
 from typing import Any
 
 import av
@@ -57,7 +57,11 @@ def video_codec() -> str:
 
 
 def encode_mp4(frames: list[np.ndarray], fps: int, codec: str) -> bytes:
-    """Encode RGB frames as one yuv420p MP4 (single-threaded, so the bytes are reproducible)."""
+    """Encode RGB frames as one yuv420p MP4 whose bytes depend on the frames alone.
+
+    Reproducibility needs one thread and x264's macroblock-tree rate control off: with mbtree on, the same
+    frames encoded twice in one process came out different now and then (at 18, 46, 64 and 96 px).
+    """
     height, width = frames[0].shape[:2]
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as container:
@@ -65,7 +69,7 @@ def encode_mp4(frames: list[np.ndarray], fps: int, codec: str) -> bytes:
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.thread_count = 1
         if codec == "libx264":
-            stream.codec_context.options = {"crf": "18"}
+            stream.codec_context.options = {"crf": "18", "x264-params": "mbtree=0"}
         else:
             stream.codec_context.bit_rate = 2_000_000
         for i, arr in enumerate(frames):
@@ -101,13 +105,21 @@ def _stats(values: np.ndarray) -> dict[str, list[float]]:
 
 
 def _features(shape: list[int], video: bool, fps: int, codec: str) -> dict[str, Any]:
-    camera: dict[str, Any] = {"dtype": "video" if video else "image", "shape": shape,
-                              "names": ["height", "width", "channel"]}
+    camera: dict[str, Any] = {
+        "dtype": "video" if video else "image",
+        "shape": shape,
+        "names": ["height", "width", "channel"],
+    }
     if video:
         camera["info"] = {
-            "video.height": shape[0], "video.width": shape[1], "video.channels": shape[2],
-            "video.codec": "h264" if codec == "libx264" else codec, "video.pix_fmt": "yuv420p",
-            "video.is_depth_map": False, "video.fps": fps, "has_audio": False,
+            "video.height": shape[0],
+            "video.width": shape[1],
+            "video.channels": shape[2],
+            "video.codec": "h264" if codec == "libx264" else codec,
+            "video.pix_fmt": "yuv420p",
+            "video.is_depth_map": False,
+            "video.fps": fps,
+            "has_audio": False,
         }
     scalar = lambda dtype: {"dtype": dtype, "shape": [1], "names": None}  # noqa: E731
     return {
@@ -120,6 +132,66 @@ def _features(shape: list[int], video: bool, fps: int, codec: str) -> dict[str, 
         "index": scalar("int64"),
         "task_index": scalar("int64"),
     }
+
+
+def _check(ep: Episode, shape: tuple[int, ...], where: str) -> None:
+    """A broken episode is a caller's bug: say which one and how, before anything is written for it."""
+    n = len(ep)
+    if n == 0 or ep.state.shape != (n, len(STATE_NAMES)) or ep.action.shape != (n, len(ACTION_NAMES)):
+        raise ValueError(
+            f"{where}: episode {ep.task!r} needs >= 1 frame, state ({n}, {len(STATE_NAMES)}) and action "
+            f"({n}, {len(ACTION_NAMES)}); got {n} frames, state {ep.state.shape}, action {ep.action.shape}"
+        )
+    if any(f.shape != shape or f.dtype != np.uint8 for f in ep.frames):
+        raise ValueError(f"{where}: episode {ep.task!r} has frames that are not uint8 {shape}")
+
+
+def _episode_rows(
+    group: list[Episode], first_episode: int, first_frame: int, chunk: int, file: int, fps: int, video: bool
+) -> list[dict[str, Any]]:
+    """The ``meta/episodes`` rows of one data file's episodes (frame ranges global, timestamps in-file)."""
+    rows, in_file = [], 0
+    for i, ep in enumerate(group):
+        n, start = len(ep), first_frame + in_file
+        row = {
+            "episode_index": first_episode + i,
+            "tasks": [ep.task],
+            "length": n,
+            "data/chunk_index": chunk,
+            "data/file_index": file,
+            "dataset_from_index": start,
+            "dataset_to_index": start + n,
+        }
+        if video:
+            prefix = f"videos/{CAMERA}/"
+            row[prefix + "chunk_index"], row[prefix + "file_index"] = chunk, file
+            row[prefix + "from_timestamp"], row[prefix + "to_timestamp"] = in_file / fps, (in_file + n) / fps
+        rows.append(row | {"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
+        in_file += n
+    return rows
+
+
+def _data_table(
+    group: list[Episode], rows: list[dict[str, Any]], task_index: dict[str, int], fps: int, video: bool
+) -> pa.Table:
+    """The frames of one data file, one row per frame."""
+    data: dict[str, pa.Array] = {}
+    if not video:
+        images = [{"bytes": _png(f), "path": None} for ep in group for f in ep.frames]
+        data[CAMERA] = pa.array(images, IMAGE_TYPE)
+    data["observation.state"] = _list_column(np.concatenate([ep.state for ep in group]))
+    data["action"] = _list_column(np.concatenate([ep.action for ep in group]))
+    frame_index = np.concatenate([np.arange(len(ep)) for ep in group])
+    data["timestamp"] = pa.array(frame_index.astype(np.float32) / np.float32(fps), pa.float32())
+    per_frame = {
+        "frame_index": frame_index,
+        "episode_index": np.concatenate([np.full(r["length"], r["episode_index"]) for r in rows]),
+        "index": np.arange(rows[0]["dataset_from_index"], rows[-1]["dataset_to_index"]),
+        "task_index": np.concatenate([np.full(len(ep), task_index[ep.task]) for ep in group]),
+    }
+    for key, values in per_frame.items():
+        data[key] = pa.array(values.astype(np.int64), pa.int64())
+    return pa.table(data)
 
 
 def write_lerobot_dataset(
@@ -135,63 +207,39 @@ def write_lerobot_dataset(
     """Write ``episodes`` as a LeRobot v3.0 dataset at ``root_uri``; return the ``info.json`` contents.
 
     The camera is stored as PNG images inside the data files (``video=False``) or as one MP4 per data file
-    (``video=True``, the episodes of that file back to back).
+    (``video=True``, the episodes of that file back to back). Every frame must have the first frame's shape.
     """
     tasks: dict[str, int] = {}
-    meta: dict[str, list] = {}
-    states, actions = [], []
-    frame_total = episode_total = file_total = 0
-    shape: list[int] = []
+    meta: list[dict[str, Any]] = []
+    states, actions = [], []  # kept for the statistics: 60 bytes per frame
+    frame_total = 0
+    shape: tuple[int, ...] = ()
     codec = video_codec() if video else ""
     it = iter(episodes)
-    while group := list(islice(it, episodes_per_file)):
-        chunk_index, file_index = divmod(file_total, CHUNKS_SIZE)
-        shape = shape or list(group[0].frames[0].shape)
-        columns: dict[str, list] = {k: [] for k in ("frame_index", "episode_index", "index", "task_index")}
-        timestamps, file_frames = [], 0
+    for number in count():
+        group = list(islice(it, episodes_per_file))
+        if not group:
+            break
+        chunk_index, file_index = divmod(number, CHUNKS_SIZE)
+        shape = shape or group[0].frames[0].shape
         for ep in group:
-            n = len(ep)
-            task_index = tasks.setdefault(ep.task, len(tasks))
-            row = {
-                "episode_index": episode_total, "tasks": [ep.task], "length": n,
-                "data/chunk_index": chunk_index, "data/file_index": file_index,
-                "dataset_from_index": frame_total, "dataset_to_index": frame_total + n,
-            }
-            if video:
-                prefix = f"videos/{CAMERA}/"
-                row |= {prefix + "chunk_index": chunk_index, prefix + "file_index": file_index,
-                        prefix + "from_timestamp": file_frames / fps, prefix + "to_timestamp": (file_frames + n) / fps}
-            row |= {"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0}
-            for key, value in row.items():
-                meta.setdefault(key, []).append(value)
-            columns["frame_index"].append(np.arange(n))
-            columns["episode_index"].append(np.full(n, episode_total))
-            columns["index"].append(np.arange(frame_total, frame_total + n))
-            columns["task_index"].append(np.full(n, task_index))
-            timestamps.append(np.arange(n, dtype=np.float32) / np.float32(fps))
+            _check(ep, shape, root_uri)
+            tasks.setdefault(ep.task, len(tasks))
             states.append(ep.state.astype(np.float32))
             actions.append(ep.action.astype(np.float32))
-            frame_total, episode_total, file_frames = frame_total + n, episode_total + 1, file_frames + n
-        data: dict[str, pa.Array] = {}
-        if not video:
-            pngs = [{"bytes": _png(f), "path": None} for ep in group for f in ep.frames]
-            data[CAMERA] = pa.array(pngs, type=IMAGE_TYPE)
-        data["observation.state"] = _list_column(np.concatenate([ep.state for ep in group]))
-        data["action"] = _list_column(np.concatenate([ep.action for ep in group]))
-        data["timestamp"] = pa.array(np.concatenate(timestamps), type=pa.float32())
-        for key, parts in columns.items():
-            data[key] = pa.array(np.concatenate(parts).astype(np.int64), type=pa.int64())
-        where = dict(chunk_index=chunk_index, file_index=file_index)
-        write_parquet(pa.table(data), join(root_uri, DATA_PATH.format(**where)), storage)
+        rows = _episode_rows(group, len(meta), frame_total, chunk_index, file_index, fps, video)
+        where = {"chunk_index": chunk_index, "file_index": file_index}
+        table = _data_table(group, rows, tasks, fps, video)
+        write_parquet(table, join(root_uri, DATA_PATH.format(**where)), storage)
         if video:
             mp4 = encode_mp4([f for ep in group for f in ep.frames], fps, codec)
             publish_bytes(join(root_uri, VIDEO_PATH.format(video_key=CAMERA, **where)), mp4, storage)
-        file_total += 1
-    if not episode_total:
+        meta += rows
+        frame_total += table.num_rows
+    if not meta:
         raise ValueError(f"{root_uri}: no episodes to write")
 
-    episodes_table = pa.table({k: pa.array(v, type=pa.list_(pa.string()) if k == "tasks" else None)
-                               for k, v in meta.items()})
+    episodes_table = pa.Table.from_pylist(meta)  # inferred: int64, float64 and list<string> for tasks
     write_parquet(episodes_table, join(root_uri, "meta/episodes/chunk-000/file-000.parquet"), storage)
     task_df = pd.DataFrame({"task_index": list(tasks.values())}, index=pd.Index(list(tasks), name="task"))
     buf = io.BytesIO()
@@ -203,16 +251,16 @@ def write_lerobot_dataset(
         "codebase_version": "v3.0",
         "robot_type": robot_type,
         "fps": fps,
-        "total_episodes": episode_total,
+        "total_episodes": len(meta),
         "total_frames": frame_total,
         "total_tasks": len(tasks),
         "chunks_size": CHUNKS_SIZE,
         "data_files_size_in_mb": 100,
         "video_files_size_in_mb": 500,
-        "splits": {"train": f"0:{episode_total}"},
+        "splits": {"train": f"0:{len(meta)}"},
         "data_path": DATA_PATH,
         "video_path": VIDEO_PATH if video else None,
-        "features": _features(shape, video, fps, codec),
+        "features": _features(list(shape), video, fps, codec),
     }
     publish_bytes(join(root_uri, "meta/info.json"), json.dumps(info, indent=4).encode(), storage)
     return info

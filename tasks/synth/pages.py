@@ -18,8 +18,15 @@ _TITLE_NOUN = ("Safety", "Sales", "Research", "Budget", "Project", "Maintenance"
 _TITLE_KIND = ("Report", "Summary", "Memo", "Review", "Plan", "Notice", "Proposal", "Invoice")
 
 
-def _blocks(d: ImageDraw.ImageDraw, rng: np.random.Generator, x0: float, x1: float, y: float, h: float,
-            color: tuple[int, int, int]) -> None:
+def _blocks(
+    d: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    x0: float,
+    x1: float,
+    y: float,
+    h: float,
+    color: tuple[int, int, int],
+) -> None:
     """One line of 'words': dark blocks of random width with gaps, from x0 up to at most x1."""
     x, unit = x0, max(1.0, h)
     while True:
@@ -96,7 +103,9 @@ def draw_chart(rng: np.random.Generator, size: int, *, qa: bool) -> Scene:
         cx, cy, r = s * 0.5, s * 0.53, s * 0.33
         start = 0.0
         for i, v in enumerate(values / values.sum()):
-            d.pieslice([cx - r, cy - r, cx + r, cy + r], start, start + 360 * v, fill=_PALETTE[i % 6], outline=axis)
+            d.pieslice(
+                [cx - r, cy - r, cx + r, cy + r], start, start + 360 * v, fill=_PALETTE[i % 6], outline=axis
+            )
             start += 360 * v
     else:
         for k in range(1, 5):  # grid lines

@@ -1,8 +1,8 @@
 """Pool sources of the synthetic corpus and the writer of one pool shard.
 
 Each source is a mixture of scene kinds, stored the way such pools are stored in the wild: img2dataset-style
-WebDataset tars or Parquet with encoded image bytes. A shard is a pure function of (seed, source, shard index),
-so shards can be rendered in any order, by any number of processes, with byte-identical results.
+WebDataset tars or Parquet with encoded image bytes. A shard is a pure function of (seed, source, shard
+index), so shards can be rendered in any order, by any number of processes, with byte-identical results.
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ class PoolSource:
 
 
 POOL_SOURCES: tuple[PoolSource, ...] = (
-    PoolSource("photos", "webdataset", "JPEG", False, (("photo", 0.8), ("indoor", 0.12), ("tabletop", 0.08)), True),
+    PoolSource(
+        "photos", "webdataset", "JPEG", False, (("photo", 0.8), ("indoor", 0.12), ("tabletop", 0.08)), True
+    ),
     PoolSource("tabletop", "webdataset", "PNG", True, (("tabletop", 0.7), ("indoor", 0.2), ("photo", 0.1))),
     PoolSource("docs", "parquet", "JPEG", True, (("document", 0.95), ("tabletop", 0.05))),
     PoolSource("charts", "parquet", "PNG", True, (("chart", 0.95), ("indoor", 0.05))),

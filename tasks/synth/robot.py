@@ -94,4 +94,6 @@ def scripted_episode(task: str, rng: np.random.Generator, *, size: int, frames: 
     state = np.stack([*pose.T, zeros, zeros, np.full(frames, yaw), fingers, fingers], axis=1)
     next_pose = np.concatenate([pose[1:], pose[-1:]])  # the action is where the arm goes next
     action = np.stack([*next_pose.T, zeros, zeros, np.full(frames, yaw), closed.astype(float)], axis=1)
-    return Episode(task=instruction, frames=images, state=state.astype(np.float32), action=action.astype(np.float32))
+    return Episode(
+        task=instruction, frames=images, state=state.astype(np.float32), action=action.astype(np.float32)
+    )

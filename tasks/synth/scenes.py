@@ -1,8 +1,8 @@
 """Scene kinds of the synthetic pool: one drawing function per kind, each returning (image, text).
 
 The kinds span the paper's situation: ``tabletop`` looks like robot data, ``indoor`` clutter is half-way,
-``photo`` is generic web imagery, ``chart`` and ``document`` are far from any robot camera. Every function draws
-with Pillow at the target size from the given numpy generator only, so a scene is a pure function of the rng.
+``photo`` is generic web imagery, ``chart`` and ``document`` are far from any robot camera. Every function
+draws with Pillow at the target size from the given numpy generator alone: a scene is a function of the rng.
 Texts are captions (``qa=False``, like alt-text pools) or question/answer pairs (``qa=True``, like VQA pools).
 """
 
@@ -45,7 +45,7 @@ def _plural(n: int, noun: str) -> str:
     return f"{NUMBERS[n] if n < len(NUMBERS) else n} {noun}{'' if n == 1 else 's'}"
 
 
-# --- tabletop -------------------------------------------------------------------------------------------------
+# --- tabletop -----------------------------------------------------------------------------------------------
 
 
 def tabletop_text(rng: np.random.Generator, objects: list[Obj], table: str, *, qa: bool) -> str:
@@ -77,7 +77,7 @@ def draw_tabletop(rng: np.random.Generator, size: int, *, qa: bool) -> Scene:
     return image, tabletop_text(rng, objects, "wooden" if look.wood else "grey", qa=qa)
 
 
-# --- indoor ---------------------------------------------------------------------------------------------------
+# --- indoor -------------------------------------------------------------------------------------------------
 
 
 def draw_indoor(rng: np.random.Generator, size: int, *, qa: bool) -> Scene:
@@ -94,7 +94,9 @@ def draw_indoor(rng: np.random.Generator, size: int, *, qa: bool) -> Scene:
     things: list[str] = []
     if rng.random() < 0.6:
         wx, wy = s * rng.uniform(0.05, 0.55), s * rng.uniform(0.05, 0.2)
-        d.rectangle([wx, wy, wx + s * 0.35, wy + s * 0.25], fill=(170, 210, 240), outline=(240, 240, 240), width=2)
+        d.rectangle(
+            [wx, wy, wx + s * 0.35, wy + s * 0.25], fill=(170, 210, 240), outline=(240, 240, 240), width=2
+        )
         d.line([(wx + s * 0.175, wy), (wx + s * 0.175, wy + s * 0.25)], fill=(240, 240, 240), width=1)
         things.append("a window")
     n_jars = 0
@@ -131,7 +133,7 @@ def draw_indoor(rng: np.random.Generator, size: int, *, qa: bool) -> Scene:
     return image, f"Q: What room is this? A: a {room}."
 
 
-# --- photo ----------------------------------------------------------------------------------------------------
+# --- photo --------------------------------------------------------------------------------------------------
 
 _SKIES = {  # name: (top colour, horizon colour)
     "clear": ((40, 90, 190), (150, 200, 240)),
@@ -174,11 +176,16 @@ def draw_photo(rng: np.random.Generator, size: int, *, qa: bool) -> Scene:
             d.ellipse([x - w, horizon - h, x + w, horizon + h], fill=(60 + 20 * i, 110 + 10 * i, 70))
         elif subject == "tree":
             h = s * rng.uniform(0.12, 0.25)
-            d.rectangle([x - s * 0.015, horizon - h * 0.5, x + s * 0.015, horizon + s * 0.03], fill=(90, 60, 30))
+            d.rectangle(
+                [x - s * 0.015, horizon - h * 0.5, x + s * 0.015, horizon + s * 0.03], fill=(90, 60, 30)
+            )
             d.ellipse([x - h * 0.35, horizon - h * 1.1, x + h * 0.35, horizon - h * 0.35], fill=(30, 110, 40))
         elif subject == "building":
             w, h = s * rng.uniform(0.08, 0.18), s * rng.uniform(0.15, 0.4)
-            d.rectangle([x - w / 2, horizon - h, x + w / 2, horizon], fill=tuple(int(c) for c in rng.integers(90, 180, 3)))
+            d.rectangle(
+                [x - w / 2, horizon - h, x + w / 2, horizon],
+                fill=tuple(int(c) for c in rng.integers(90, 180, 3)),
+            )
             for wy in np.arange(horizon - h + s * 0.03, horizon - s * 0.03, s * 0.06):
                 d.line([(x - w / 3, wy), (x + w / 3, wy)], fill=(230, 220, 150))
         else:
@@ -188,7 +195,9 @@ def draw_photo(rng: np.random.Generator, size: int, *, qa: bool) -> Scene:
     image = apply_light(img, tuple(rng.uniform(0.85, 1.1, 3)), float(rng.uniform(2, 6)), rng)
     word = {"hill": "hill", "tree": "tree", "building": "building", "person": "person"}[subject]
     things = _plural(n, word).replace("persons", "people")
-    where = {"grass": "on a meadow", "sand": "in the desert", "snow": "in the snow", "sea": "by the sea"}[ground]
+    where = {"grass": "on a meadow", "sand": "in the desert", "snow": "in the snow", "sea": "by the sea"}[
+        ground
+    ]
     if not qa:
         return image, f"a photo of {things} {where} under a {sky} sky"
     if sky_things and rng.random() < 0.4:

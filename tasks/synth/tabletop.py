@@ -1,9 +1,9 @@
 """Tabletop scenes: one renderer for the pool's tabletop pictures and for the robot cameras.
 
-Sharing the drawing code is the point: robot frames must sit close to the pool's tabletop source in any feature
-space (and far from charts and documents), so that proximity-based selection has a real signal to find.
-Geometry: a table plane with coordinates ``u`` (left→right, 0..1) and ``v`` (near→far, 0..1), heights ``z`` in the
-same units, seen by a pinhole camera (image rows are linear in 1/depth, like a real ground plane).
+Sharing the drawing code is the point: robot frames must sit close to the pool's tabletop source in any
+feature space (and far from charts and documents), so that proximity-based selection has a real signal.
+Geometry: a table plane with coordinates ``u`` (left→right, 0..1) and ``v`` (near→far, 0..1), heights ``z``
+in the same units, seen by a pinhole camera (image rows are linear in 1/depth, like a real ground plane).
 """
 
 from __future__ import annotations
@@ -147,7 +147,12 @@ def _shade(color: RGB, f: float) -> RGB:
 def _draw_table(d: ImageDraw.ImageDraw, view: _View, look: Look) -> None:
     top = view.poly([(-0.4, 0, 0), (1.4, 0, 0), (1.4, 1, 0), (-0.4, 1, 0)])
     d.polygon(top, fill=look.table)
-    front = [top[0], top[1], (top[1][0], top[1][1] + view.size * 0.06), (top[0][0], top[0][1] + view.size * 0.06)]
+    front = [
+        top[0],
+        top[1],
+        (top[1][0], top[1][1] + view.size * 0.06),
+        (top[0][0], top[0][1] + view.size * 0.06),
+    ]
     d.polygon(front, fill=_shade(look.table, 0.6))
     if look.wood:  # grain: darker lines running along the table
         for v in (0.12, 0.27, 0.45, 0.61, 0.8, 0.93):
@@ -212,7 +217,7 @@ def render_tabletop(
     rng: np.random.Generator,
     gripper: Gripper | None = None,
 ) -> Image.Image:
-    """Draw the table, its objects (far to near, lower first) and the gripper, then apply lighting and noise."""
+    """Draw the table, its objects (far to near, lower first), the gripper, then apply lighting and noise."""
     img = Image.new("RGB", (size, size), look.wall)
     d = ImageDraw.Draw(img)
     view = _View(camera, size)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from collections import Counter
 from pathlib import Path
 
 import av
@@ -31,13 +30,18 @@ from tasks.synth import (
 )
 
 TINY = SynthConfig(
-    samples_per_source=25, shard_size=10, image_size=32, robot_episodes=3, frames_per_episode=6, episodes_per_file=2
+    samples_per_source=25,
+    shard_size=10,
+    image_size=32,
+    robot_episodes=3,
+    frames_per_episode=6,
+    episodes_per_file=2,
 )
 CAMERA = "observation.images.front"
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    """Every file under root by relative path; corpus.yaml names the root, so it is compared with it cut out."""
+    """Every file under root by relative path (corpus.yaml names the root: it is compared with it cut out)."""
     out = {}
     for p in sorted(root.rglob("*")):
         if p.is_file():
@@ -71,9 +75,10 @@ def test_same_config_same_bytes_other_seed_other_bytes(tmp_path, corpus):
     other_files = _files(other)
     assert other_files.keys() == first.keys()
     assert other_files["pool/photos/00000.tar"] != first["pool/photos/00000.tar"]
-    assert other_files["robot/pick_place/data/chunk-000/file-000.parquet"] != first[
-        "robot/pick_place/data/chunk-000/file-000.parquet"
-    ]
+    assert (
+        other_files["robot/pick_place/data/chunk-000/file-000.parquet"]
+        != first["robot/pick_place/data/chunk-000/file-000.parquet"]
+    )
 
 
 def test_worker_count_does_not_change_the_bytes(tmp_path, corpus):
@@ -85,8 +90,14 @@ def test_worker_count_does_not_change_the_bytes(tmp_path, corpus):
 def test_pool_layout_and_ground_truth(corpus):
     root = Path(corpus.root)
     assert [s.name for s in corpus.pool] == ["photos", "tabletop", "docs", "charts"]
-    assert corpus.counts == {"photos": 25, "tabletop": 25, "docs": 25, "charts": 25, "pick_place": 18,
-                             "stack_blocks": 18}
+    assert corpus.counts == {
+        "photos": 25,
+        "tabletop": 25,
+        "docs": 25,
+        "charts": 25,
+        "pick_place": 18,
+        "stack_blocks": 18,
+    }
     expected_ids = []
     for spec in corpus.pool:
         suffix = ".tar" if spec.format == "webdataset" else ".parquet"
@@ -129,7 +140,10 @@ def test_photo_members_match_their_json(corpus):
 
 
 def test_lerobot_datasets(corpus):
-    assert [(s.name, s.format) for s in corpus.robot] == [("pick_place", "lerobot"), ("stack_blocks", "lerobot")]
+    assert [(s.name, s.format) for s in corpus.robot] == [
+        ("pick_place", "lerobot"),
+        ("stack_blocks", "lerobot"),
+    ]
     for spec in corpus.robot:
         root = Path(spec.uri)
         info = json.loads((root / "meta/info.json").read_text())
@@ -140,7 +154,10 @@ def test_lerobot_datasets(corpus):
         files = sorted((root / "data/chunk-000").iterdir())
         assert [p.name for p in files] == ["file-000.parquet", "file-001.parquet"]
         data = pd.concat([pq.read_table(p).to_pandas() for p in files], ignore_index=True)
-        assert len(data) == info["total_frames"] == 18 and data["episode_index"].nunique() == info["total_episodes"]
+        assert (
+            len(data) == info["total_frames"] == 18
+            and data["episode_index"].nunique() == info["total_episodes"]
+        )
         assert list(data["index"]) == list(range(18))
         assert all(len(a) == 7 and a[-1] in (0.0, 1.0) for a in data["action"])
         assert all(len(s) == 8 for s in data["observation.state"])
@@ -149,7 +166,10 @@ def test_lerobot_datasets(corpus):
         assert tasks.index.name == "task" and len(tasks) == info["total_tasks"]
         for _, ep in episodes.iterrows():
             rows = data[data.episode_index == ep.episode_index]
-            assert (ep.dataset_from_index, ep.dataset_to_index) == (rows["index"].min(), rows["index"].max() + 1)
+            assert (ep.dataset_from_index, ep.dataset_to_index) == (
+                rows["index"].min(),
+                rows["index"].max() + 1,
+            )
             assert ep.length == len(rows) and list(rows["frame_index"]) == list(range(ep.length))
             assert tasks.loc[ep.tasks[0], "task_index"] == rows["task_index"].iloc[0]
         stats = json.loads((root / "meta/stats.json").read_text())
@@ -176,7 +196,9 @@ def test_corpus_yaml_round_trips(corpus):
 def test_rerun_is_a_no_op_and_other_settings_are_refused(corpus):
     root = Path(corpus.root)
     before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
-    assert generate_corpus(str(root), TINY.model_copy(update={"workers": 3})) == corpus  # workers: same output
+    assert (
+        generate_corpus(str(root), TINY.model_copy(update={"workers": 3})) == corpus
+    )  # workers: same output
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
     with pytest.raises(FileExistsError, match="other settings"):
         generate_corpus(str(root), TINY.model_copy(update={"seed": 5}))

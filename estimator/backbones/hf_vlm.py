@@ -1,0 +1,88 @@
+"""transformers vision-language models (Llava, Qwen2-VL, ...): the paper's feature is the language model's last
+hidden state over the image + text prompt, pooled over the valid tokens.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
+
+from estimator.backbones.base import Backbone, BackboneSpec, weights_hash
+from estimator.backbones.common import clean_config, processor_description, rgb
+from estimator.backbones.hf_clip import model_source
+from tasks.config import StorageConfig
+
+
+def load_vlm(source: str, dtype: torch.dtype) -> torch.nn.Module:
+    """The image-text-to-text model class for ``source``; the bare AutoModel for families not registered there."""
+    try:
+        return AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
+    except ValueError:  # "Unrecognized configuration class": not an image-text-to-text family
+        return AutoModel.from_pretrained(source, dtype=dtype)
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """[B, T, H] -> [B, H]: mean over tokens where ``mask`` is 1, or the last such token (any padding side)."""
+    mask = mask.to(hidden.dtype)
+    if how == "mean":
+        return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    last = (mask * positions).argmax(dim=1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+class HFVLMBackbone(Backbone):
+    """A transformers VLM; the vector is its last hidden state pooled by ``spec.pooling`` (not normalised)."""
+
+    def __init__(self, spec: BackboneSpec, storage: StorageConfig | None = None, *,
+                 cache_dir: str | Path | None = None) -> None:
+        self.spec = spec
+        self.device, self.dtype = spec.resolved_device(), spec.resolved_dtype()
+        source = model_source(spec, storage, cache_dir)
+        self.processor = AutoProcessor.from_pretrained(source)
+        self.model = load_vlm(source, self.dtype).to(self.device).eval().requires_grad_(False)
+        self.embed_dim = int(self.model.config.get_text_config().hidden_size)
+        self.image_token = getattr(self.processor, "image_token", None) or "<image>"
+        self.chat_template = getattr(self.processor, "chat_template", None)
+        # Only the hidden states are needed: skip the LM head's [B, T, vocab] logits where the model allows.
+        params = inspect.signature(self.model.forward).parameters
+        self._extra: dict[str, Any] = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self._preprocess = processor_description(
+            self.processor.image_processor, self.processor.tokenizer, chat_template=self.chat_template,
+            prompt=self.prompt("{text}"))
+        self._weights: str | None = None
+
+    def prompt(self, text: str) -> str:
+        """One user turn holding the image and the text, through the model's chat template when it has one."""
+        if not self.chat_template:
+            return f"{self.image_token}\n{text}"
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+
+    def embed(self, images: list[Image.Image], texts: list[str]) -> np.ndarray:
+        if len(images) != len(texts):
+            raise ValueError(f"got {len(images)} images but {len(texts)} texts")
+        if not images:
+            return np.zeros((0, self.embed_dim), np.float32)
+        inputs = self.processor(images=rgb(images), text=[self.prompt(str(t)) for t in texts],
+                                return_tensors="pt", padding=True)
+        inputs = inputs.to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        with torch.inference_mode():
+            out = self.model(**inputs, output_hidden_states=True, return_dict=True, **self._extra)
+            vectors = pool(out.hidden_states[-1].float(), inputs["attention_mask"], self.spec.pooling)
+        return vectors.cpu().numpy().astype(np.float32, copy=False)
+
+    def fingerprint_parts(self) -> dict:
+        if self._weights is None:  # hashing every parameter costs a pass over the weights: do it once
+            self._weights = weights_hash(self.model)
+        return {"arch": json.dumps(clean_config(self.model.config.to_dict()), sort_keys=True, default=str),
+                "weights": self._weights, "embed_dim": self.embed_dim, "preprocess": self._preprocess}

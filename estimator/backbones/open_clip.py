@@ -1,0 +1,112 @@
+"""open_clip models: a built-in architecture (with a weights tag, a local file or an S3 checkpoint), or a
+directory holding ``open_clip_config.json`` + weights, locally or under an S3 prefix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+from PIL import Image
+
+from estimator.backbones.base import Backbone, BackboneSpec, weights_hash
+from estimator.backbones.common import (
+    LOCAL_DIR_PREFIX,
+    localize,
+    looks_like_path,
+    require_dir_with,
+    require_file,
+    two_tower_vectors,
+)
+from tasks.config import StorageConfig
+
+CONFIG_FILE = "open_clip_config.json"
+WEIGHTS_FILE = "open_clip_model.safetensors"
+HF_HUB_PREFIX = "hf-hub:"
+
+
+def unknown_arch_message(name: str) -> str:
+    """Why ``name`` cannot be an open_clip model, and where valid names come from."""
+    close = difflib.get_close_matches(name, open_clip.list_models(), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return (f"open_clip model {name!r} is not a known architecture.{hint} Valid names: open_clip.list_models() "
+            f"(e.g. ViT-B-32, ViT-L-14); weights tags: open_clip.list_pretrained(). Or give a directory or S3 "
+            f"prefix holding {CONFIG_FILE} and the weights.")
+
+
+class OpenClipBackbone(Backbone):
+    """An open_clip model; the vector is the L2-normalised image and/or text embedding (see ``modality``)."""
+
+    def __init__(self, spec: BackboneSpec, storage: StorageConfig | None = None, *,
+                 cache_dir: str | Path | None = None) -> None:
+        self.spec = spec
+        self.device, self.dtype = spec.resolved_device(), spec.resolved_dtype()
+        name, pretrained, self.model_cfg = _resolve(spec, storage, cache_dir)
+        model, _, self.preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+        self.tokenizer = open_clip.get_tokenizer(name)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+        dim = int(self.model_cfg["embed_dim"])
+        self.embed_dim = 2 * dim if spec.modality == "image+text" else dim
+        self._weights: str | None = None
+
+    def embed(self, images: list[Image.Image], texts: list[str]) -> np.ndarray:
+        return two_tower_vectors(self.spec.modality, images, texts, self._encode_images, self._encode_texts,
+                                 self.embed_dim)
+
+    def _encode_images(self, images: list[Image.Image]) -> torch.Tensor:
+        x = torch.stack([self.preprocess(im) for im in images]).to(self.device, self.dtype)
+        return self.model.encode_image(x)
+
+    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+        return self.model.encode_text(self.tokenizer(texts).to(self.device))
+
+    def fingerprint_parts(self) -> dict:
+        if self._weights is None:  # hashing every parameter costs a pass over the weights: do it once
+            self._weights = weights_hash(self.model)
+        preprocess = dict(getattr(self.model.visual, "preprocess_cfg", {}))
+        tokenizer = {"class": type(self.tokenizer).__name__,
+                     "context_length": getattr(self.tokenizer, "context_length", None)}
+        return {"arch": self.model_cfg, "weights": self._weights, "embed_dim": self.embed_dim,
+                "preprocess": json.dumps({"image": preprocess, "tokenizer": tokenizer}, sort_keys=True, default=str)}
+
+
+def _resolve(spec: BackboneSpec, storage: StorageConfig | None,
+             cache_dir: str | Path | None) -> tuple[str, str | None, dict]:
+    """The open_clip model name to create, the local weights (or tag) and the architecture config."""
+    if looks_like_path(spec.model):
+        local = Path(localize(spec.model, storage, cache_dir))
+        cfg = json.loads((local / CONFIG_FILE).read_text())
+        return f"{LOCAL_DIR_PREFIX}{local}", None, cfg.get("model_cfg", cfg)
+    model_cfg = open_clip.get_model_config(spec.model)
+    if model_cfg is None:
+        raise ValueError(unknown_arch_message(spec.model))
+    pretrained = spec.pretrained
+    if pretrained and looks_like_path(pretrained):
+        pretrained = localize(pretrained, storage, cache_dir)
+    return spec.model, pretrained, model_cfg
+
+
+def validate_open_clip(spec: BackboneSpec, storage: StorageConfig | None = None) -> None:
+    """Reject a spec open_clip cannot resolve, without loading weights."""
+    if looks_like_path(spec.model):
+        if spec.pretrained:
+            raise ValueError(f"open_clip model {spec.model!r} is a directory: its weights are inside it, so "
+                             f"pretrained must be unset (got {spec.pretrained!r})")
+        require_dir_with(spec.model, CONFIG_FILE, storage, what="open_clip model")
+        return
+    if spec.model.startswith(HF_HUB_PREFIX):
+        return  # resolved against the hub at load time
+    if spec.model.replace("/", "-") not in open_clip.list_models():
+        raise ValueError(unknown_arch_message(spec.model))
+    if spec.pretrained is None:
+        return
+    if looks_like_path(spec.pretrained):
+        require_file(spec.pretrained, storage, what=f"open_clip weights for {spec.model!r}")
+    elif spec.pretrained not in open_clip.list_pretrained_tags_by_model(spec.model):
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(spec.model)) or "none"
+        raise ValueError(f"open_clip model {spec.model!r} has no weights tag {spec.pretrained!r}; known tags: "
+                         f"{tags}. Or give a local file or S3 URI of a checkpoint.")

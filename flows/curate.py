@@ -1,0 +1,119 @@
+"""The ``curate`` flow: embed the pool and the robot sets (Ray Data, cached), fit the proximity estimator (or a
+baseline), score every pool sample, select the top-K and publish a Parquet manifest with its report."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+import time
+import uuid
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from pydantic import BaseModel
+
+from estimator.probe import ProximityEstimator, save_estimator
+from flows.params import CurateParams
+from flows.runtime import ray_session
+from tasks import curate_tasks
+from tasks.base import Resources
+from tasks.curate_steps import gather_errors
+from tasks.embed import Embed
+from tasks.storage import join, publish_bytes, write_parquet
+
+
+class CurateReport(BaseModel):
+    run_id: str
+    run_uri: str
+    manifest_uri: str
+    pool_samples: int
+    selected: int
+    per_source: dict[str, dict[str, int]]
+    quarantined: dict[str, int]
+    shards_embedded: int
+    shards_cached: int
+    scorer: dict[str, Any]
+    seconds: float
+
+
+def _error_rate_check(errors_reasons: list[str], usable: int, max_rate: float, errors_uri: str) -> None:
+    total = usable + len(errors_reasons)
+    rate = len(errors_reasons) / total if total else 1.0
+    if rate > max_rate:
+        raise RuntimeError(f"{len(errors_reasons)} of {total} inputs were quarantined ({rate:.1%} > max_error_rate "
+                           f"{max_rate:.1%}); see {errors_uri}")
+
+
+@flow(name="curate", log_prints=True)
+def curate(params: CurateParams) -> CurateReport:
+    """Curate the pool against the robot data and publish the manifest under OUTPUT_URI/RUN_ID/."""
+    start = time.perf_counter()
+    run_id = params.run_name or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    run_uri, storage = join(params.output_uri, run_id), params.storage
+    plan = curate_tasks.preflight(pool=params.pool, robot=params.robot, backbone_spec=params.backbone,
+                                  scorer_config=params.scorer, cache_uri=params.resolved_cache_uri(), storage=storage)
+    print(f"run {run_id}: {len(plan.pool)} pool + {len(plan.robot)} robot shards, {len(plan.todo)} to embed "
+          f"(backbone {plan.backbone.fingerprint})")
+
+    cached = len(plan.pool) + len(plan.robot) - len(plan.todo)
+    embedded = None
+    if plan.todo:
+        stage = Embed(backbone=params.backbone, storage=storage, batch_size=params.ray.embed_batch_size,
+                      resources=Resources(cpus=params.ray.actor_cpus, gpus=params.ray.actor_gpus))
+        with ray_session(params.ray.address):
+            embedded = curate_tasks.embed(plan, embed_stage=stage, storage=storage, actors=params.ray.embed_actors,
+                                          read_cpus=params.ray.read_cpus, read_batch=params.ray.read_batch_size,
+                                          dtype=params.embedding_dtype)
+
+    errors = gather_errors(plan)
+    errors_uri = join(run_uri, "errors.parquet")
+    write_parquet(errors, errors_uri, storage)
+    reasons = errors["reason"].to_pylist()
+    scorer, metrics = curate_tasks.fit(plan, params.scorer, train_pool_samples=params.train_pool_samples)
+    scores = curate_tasks.score_pool(plan, scorer)
+    _error_rate_check(reasons, len(scores.scores), params.max_error_rate, errors_uri)
+    if isinstance(scorer, ProximityEstimator):
+        save_estimator(scorer, join(run_uri, "estimator"), storage)
+    ranks, chosen, n = curate_tasks.choose(scores, k=params.k, fraction=params.fraction,
+                                           per_source_cap=params.per_source_cap)
+    sidecar = {
+        "run_id": run_id, "backbone": params.backbone.model_dump(mode="json"),
+        "backbone_fingerprint": plan.backbone.fingerprint, "embed_dim": plan.backbone.embed_dim,
+        "scorer": metrics, "estimator_uri": join(run_uri, "estimator") if isinstance(scorer, ProximityEstimator)
+        else None, "k": n, "pool": [s.model_dump(mode="json") for s in params.pool],
+        "robot": [s.model_dump(mode="json") for s in params.robot], "errors_uri": errors_uri,
+        "quarantined": dict(Counter(reasons)),
+    }
+    manifest_uri = join(run_uri, "manifest.parquet")
+    sidecar = curate_tasks.write_manifest(plan, manifest_uri, scores, ranks, chosen, sidecar)
+    publish_bytes(join(run_uri, "params.json"), params.model_dump_json(indent=1).encode(), storage)
+    publish_bytes(join(run_uri, "_SUCCESS"), b"", storage)
+
+    report = CurateReport(
+        run_id=run_id, run_uri=run_uri, manifest_uri=manifest_uri, pool_samples=sidecar["rows"],
+        selected=sidecar["selected"], per_source=sidecar["per_source"], quarantined=sidecar["quarantined"],
+        shards_embedded=embedded.shards_embedded if embedded else 0, shards_cached=cached,
+        scorer={k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)},
+        seconds=round(time.perf_counter() - start, 2),
+    )
+    _publish_artifacts(report)
+    return report
+
+
+def _publish_artifacts(report: CurateReport) -> None:
+    rows = [{"source": s, "pool": c["pool"], "selected": c["selected"],
+             "share_selected": round(c["selected"] / c["pool"], 3) if c["pool"] else 0.0}
+            for s, c in sorted(report.per_source.items())]
+    create_table_artifact(key="curation-selection", table=rows, description=f"Selection of run {report.run_id}")
+    quarantine = ", ".join(f"{k}: {v}" for k, v in sorted(report.quarantined.items())) or "none"
+    create_markdown_artifact(key="curation-summary", markdown="\n".join([
+        f"# Curation run `{report.run_id}`",
+        f"- manifest: `{report.manifest_uri}`",
+        f"- selected {report.selected} of {report.pool_samples} pool samples",
+        f"- scorer: {json.dumps(report.scorer)}",
+        f"- shards embedded {report.shards_embedded}, from cache {report.shards_cached}",
+        f"- quarantined: {quarantine}",
+        "", "| source | pool | selected |", "|---|---|---|",
+        *[f"| {r['source']} | {r['pool']} | {r['selected']} |" for r in rows],
+    ]))

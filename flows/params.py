@@ -1,0 +1,58 @@
+"""The curate flow's parameters: one pydantic model (it becomes the Prefect UI form and the YAML config)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from estimator.backbones.base import BackboneSpec
+from estimator.scorer import ScorerConfig
+from tasks.config import Settings, SourceSpec, StorageConfig
+
+
+class RayConfig(Settings):
+    """Where and how wide the embedding job runs."""
+
+    address: str | None = Field(None, description="Ray cluster address; None = RAY_ADDRESS, else a local Ray.")
+    embed_actors: int = Field(1, ge=1, description="Embedding actors (each holds one copy of the backbone).")
+    actor_cpus: float = Field(1.0, gt=0, description="CPUs reserved per embedding actor.")
+    actor_gpus: float = Field(0.0, ge=0, description="GPUs per embedding actor (1 on a GPU cluster).")
+    read_cpus: float = Field(0.5, gt=0, description="CPUs per shard-reading task (leave CPU for reads).")
+    embed_batch_size: int = Field(64, ge=1, description="Samples per backbone forward pass.")
+    read_batch_size: int = Field(256, ge=1, description="Samples per batch read from a shard.")
+
+
+class CurateParams(Settings):
+    """Everything a curation run needs; invalid values are rejected before any work starts."""
+
+    pool: list[SourceSpec] = Field(min_length=1, description="Web vision-language pool sources to curate.")
+    robot: list[SourceSpec] = Field(min_length=1, description="Robot datasets defining the target (positives).")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage settings.")
+    backbone: BackboneSpec = Field(description="Frozen backbone that embeds every sample.")
+    scorer: ScorerConfig = Field(default_factory=ScorerConfig, description="Estimator (default) or a baseline.")
+    k: int | None = Field(None, ge=1, description="Keep the top-k pool samples (give k or fraction).")
+    fraction: float | None = Field(None, gt=0, le=1, description="Keep this fraction of the pool.")
+    per_source_cap: dict[str, int] | None = Field(None, description="Optional: most samples kept per pool source.")
+    output_uri: str = Field(description="Runs are written under OUTPUT_URI/RUN_ID/ (manifest, errors, estimator).")
+    cache_uri: str | None = Field(None, description="Embedding cache; None = OUTPUT_URI/embeddings.")
+    run_name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                                 description="Run id; None = a new timestamped id.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray settings for the embedding job.")
+    max_error_rate: float = Field(0.1, ge=0, le=1, description="Fail the run past this share of quarantined input.")
+    train_pool_samples: int = Field(100_000, ge=2, description="Pool samples (uniform) used to train the scorer.")
+    embedding_dtype: Literal["float16", "float32"] = Field("float16", description="Dtype of cached vectors.")
+
+    @model_validator(mode="after")
+    def _check(self) -> CurateParams:
+        if (self.k is None) == (self.fraction is None):
+            raise ValueError("give exactly one of k and fraction")
+        names = [s.name for s in self.pool] + [s.name for s in self.robot]
+        if dup := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"source names must be unique across pool and robot, repeated: {dup}")
+        if self.per_source_cap and (unknown := sorted(set(self.per_source_cap) - {s.name for s in self.pool})):
+            raise ValueError(f"per_source_cap names unknown pool sources: {unknown}")
+        return self
+
+    def resolved_cache_uri(self) -> str:
+        return self.cache_uri or self.output_uri.rstrip("/") + "/embeddings"

@@ -1,0 +1,87 @@
+"""The curated manifest: one row per pool sample (``tasks.contracts.MANIFEST``) plus a sidecar JSON, and a reader
+that streams the selected samples back from their original shards.
+
+    pd.read_parquet("s3://bucket/runs/RUN/manifest.parquet").query("selected")      # any consumer, one line
+    for batch in iter_selected("s3://bucket/runs/RUN/manifest.parquet"): ...       # images + texts
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tasks.config import SourceSpec, StorageConfig
+from tasks.contracts import MANIFEST
+from tasks.read import Quarantine, read_shard
+from tasks.storage import arrow_filesystem, publish, publish_bytes, read_bytes
+
+
+def sidecar_uri(manifest_uri: str) -> str:
+    return manifest_uri.rsplit(".parquet", 1)[0] + ".json"
+
+
+def write_manifest(uri: str, parts: Iterable[pa.Table], sidecar: dict[str, Any],
+                   storage: StorageConfig | None = None) -> dict[str, Any]:
+    """Stream ``parts`` (manifest-contract tables) into one Parquet file, then publish the sidecar with the
+    counts and a content hash of (sample_id, score, rank, selected). Returns the sidecar."""
+    digest = hashlib.sha256()
+    rows = selected = 0
+    per_source: dict[str, dict[str, int]] = {}
+    with publish(uri, storage) as f, pq.ParquetWriter(f, MANIFEST) as writer:
+        for part in parts:
+            part = part.select(MANIFEST.names).cast(MANIFEST)
+            writer.write_table(part)
+            for name in ("sample_id", "score", "rank", "selected"):
+                for buf in part[name].combine_chunks().buffers():
+                    digest.update(b"" if buf is None else buf.to_pybytes())
+            rows += part.num_rows
+            selected += pc.sum(part["selected"]).as_py() or 0
+            for src, n, s in zip(*_counts(part), strict=True):
+                c = per_source.setdefault(src, {"pool": 0, "selected": 0})
+                c["pool"] += n
+                c["selected"] += s
+    sidecar = {**sidecar, "rows": rows, "selected": selected, "per_source": per_source,
+               "content_sha256": digest.hexdigest(), "manifest_uri": uri}
+    publish_bytes(sidecar_uri(uri), json.dumps(sidecar, indent=1, sort_keys=True).encode(), storage)
+    return sidecar
+
+
+def _counts(part: pa.Table) -> tuple[list[str], list[int], list[int]]:
+    grouped = part.group_by("source").aggregate([("sample_id", "count"), ("selected", "sum")])
+    return (grouped["source"].to_pylist(), grouped["sample_id_count"].to_pylist(),
+            [int(x or 0) for x in grouped["selected_sum"].to_pylist()])
+
+
+def read_sidecar(manifest_uri: str, storage: StorageConfig | None = None) -> dict[str, Any]:
+    return json.loads(read_bytes(sidecar_uri(manifest_uri), storage))
+
+
+def read_manifest(manifest_uri: str, storage: StorageConfig | None = None, *, selected_only: bool = False) -> pa.Table:
+    fs, path = arrow_filesystem(manifest_uri, storage)
+    return pq.read_table(path, filesystem=fs, filters=[("selected", "=", True)] if selected_only else None)
+
+
+def iter_selected(manifest_uri: str, storage: StorageConfig | None = None, *, batch_size: int = 256,
+                  quarantine: Quarantine | None = None) -> Iterator[pa.Table]:
+    """Stream the selected samples (sample contract + ``score`` and ``rank``) from their original shards, shard
+    by shard. The pool's source specs come from the sidecar, so the manifest URI is all a consumer needs."""
+    specs = {s["name"]: SourceSpec.model_validate(s) for s in read_sidecar(manifest_uri, storage)["pool"]}
+    chosen = read_manifest(manifest_uri, storage, selected_only=True)
+    quarantine = quarantine if quarantine is not None else Quarantine(stage="iter_selected")
+    for shard_uri in sorted(pc.unique(chosen["shard_uri"]).to_pylist()):
+        rows = chosen.filter(pc.equal(chosen["shard_uri"], shard_uri))
+        wanted = dict(zip(rows["sample_id"].to_pylist(), zip(rows["score"].to_pylist(), rows["rank"].to_pylist(),
+                                                              strict=True), strict=True))
+        spec = specs[rows["source"][0].as_py()]
+        for table in read_shard(spec, shard_uri, quarantine=quarantine, storage=storage, batch_size=batch_size):
+            table = table.filter(pc.is_in(table["sample_id"], pa.array(list(wanted))))
+            if table.num_rows:
+                ids = table["sample_id"].to_pylist()
+                table = table.append_column("score", pa.array([wanted[i][0] for i in ids], pa.float32()))
+                yield table.append_column("rank", pa.array([wanted[i][1] for i in ids], pa.int64()))

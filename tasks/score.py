@@ -1,0 +1,87 @@
+"""Scoring passes over the embedding cache: features for training the scorer, the score of every pool sample,
+and the manifest rows. Each pass streams the cache one shard entry at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from estimator.scorer import Scorer
+from tasks.cache import EmbeddingCache, vectors
+from tasks.storage import arrow_filesystem
+
+
+@dataclass(frozen=True)
+class CachedShard:
+    source: str
+    shard_uri: str
+    entry: str
+
+
+def entry_rows(cache: EmbeddingCache, shard: CachedShard) -> int:
+    fs, path = arrow_filesystem(shard.entry + ".parquet", cache.storage)
+    return pq.ParquetFile(path, filesystem=fs).metadata.num_rows
+
+
+def load_features(cache: EmbeddingCache, shards: list[CachedShard], *, max_rows: int | None = None,
+                  seed: int = 0) -> np.ndarray:
+    """Vectors of ``shards`` as float32 [n, dim]: all of them, or a seeded uniform sample of ``max_rows``."""
+    sizes = [entry_rows(cache, s) for s in shards]
+    total = sum(sizes)
+    keep = None
+    if max_rows is not None and total > max_rows:
+        keep = np.sort(np.random.default_rng(seed).choice(total, size=max_rows, replace=False))
+    parts, offset = [], 0
+    for shard, size in zip(shards, sizes, strict=True):
+        if size:
+            x = vectors(cache.read(shard.entry, columns=["embedding"]))
+            if keep is not None:
+                inside = keep[(keep >= offset) & (keep < offset + size)] - offset
+                x = x[inside]
+            parts.append(x)
+        offset += size
+    if not parts:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(parts)
+
+
+@dataclass
+class PoolScores:
+    scores: np.ndarray  # float32, pool order
+    source_codes: np.ndarray  # int16 index into ``sources``
+    sources: list[str]
+
+
+def score_pool(cache: EmbeddingCache, shards: list[CachedShard], scorer: Scorer) -> PoolScores:
+    """Score every cached pool sample, in pool order (shards in the given order, rows in shard order)."""
+    sources = sorted({s.source for s in shards})
+    code = {name: i for i, name in enumerate(sources)}
+    scores, codes = [], []
+    for shard in shards:
+        table = cache.read(shard.entry, columns=["sample_id", "embedding"])
+        scores.append(np.asarray(scorer.score(vectors(table), table["sample_id"].to_pylist()), np.float32))
+        codes.append(np.full(table.num_rows, code[shard.source], np.int16))
+    if not scores:
+        return PoolScores(np.zeros(0, np.float32), np.zeros(0, np.int16), sources)
+    return PoolScores(np.concatenate(scores), np.concatenate(codes), sources)
+
+
+def manifest_parts(cache: EmbeddingCache, shards: list[CachedShard], scores: np.ndarray, ranks: np.ndarray,
+                   selected: np.ndarray) -> Iterator[pa.Table]:
+    """Manifest rows shard by shard: ids from the cache, scores/ranks/selection from the arrays (pool order)."""
+    offset = 0
+    for shard in shards:
+        ids = cache.read(shard.entry, columns=["sample_id", "source", "key"])
+        n = ids.num_rows
+        yield pa.table({
+            "sample_id": ids["sample_id"], "source": ids["source"],
+            "shard_uri": pa.array([shard.shard_uri] * n, pa.string()), "key": ids["key"],
+            "score": pa.array(scores[offset:offset + n], pa.float32()),
+            "rank": pa.array(ranks[offset:offset + n], pa.int64()),
+            "selected": pa.array(selected[offset:offset + n], pa.bool_()),
+        })
+        offset += n

@@ -1,0 +1,60 @@
+"""Selection: rank every pool sample by score and keep the global top-K (or a fraction), optionally with
+per-source caps. Ties break deterministically by pool order (shards sorted by URI, rows in shard order).
+
+Memory: the scores (4 bytes a sample) and the source codes (2 bytes) of the pool; the vectors and ids are
+never held — they stream from the cache around this step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def rank_order(scores: np.ndarray) -> np.ndarray:
+    """Pool positions sorted from the highest score down (ties: earlier position first)."""
+    positions = np.arange(len(scores))
+    return np.lexsort((positions, -scores.astype(np.float64)))
+
+
+def ranks_from_order(order: np.ndarray) -> np.ndarray:
+    """rank[i] = place of pool position i in ``order`` (0 = highest score)."""
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.arange(len(order))
+    return ranks
+
+
+def resolve_k(pool_size: int, *, k: int | None, fraction: float | None) -> int:
+    """The number of samples to keep; raises ``ValueError`` if it cannot be met."""
+    if (k is None) == (fraction is None):
+        raise ValueError("give exactly one of k and fraction")
+    n = k if k is not None else int(round(fraction * pool_size))
+    if n > pool_size:
+        raise ValueError(f"k={n} is larger than the pool ({pool_size} usable samples)")
+    if n < 1:
+        raise ValueError(f"selection is empty: k={n} for a pool of {pool_size}")
+    return n
+
+
+def select_top(order: np.ndarray, n: int, source_codes: np.ndarray | None = None,
+               caps: dict[int, int] | None = None) -> np.ndarray:
+    """Boolean mask of the ``n`` best pool positions; with ``caps`` (source code -> most samples), a capped
+    source stops contributing once full and the next best samples of other sources take its places."""
+    selected = np.zeros(len(order), dtype=bool)
+    if not caps:
+        selected[order[:n]] = True
+        return selected
+    taken: dict[int, int] = {}
+    count = 0
+    for position in order:
+        code = int(source_codes[position])
+        cap = caps.get(code)
+        if cap is not None and taken.get(code, 0) >= cap:
+            continue
+        selected[position] = True
+        taken[code] = taken.get(code, 0) + 1
+        count += 1
+        if count == n:
+            break
+    if count < n:
+        raise ValueError(f"per-source caps leave only {count} samples, fewer than k={n}")
+    return selected
