@@ -11,6 +11,9 @@ BIN := $(VENV)/bin
 TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
 CONSTRAINTS := -c constraints.txt $(if $(filter cpu,$(TORCH)),-c constraints-cpu.txt)
 STAMP := $(VENV)/.installed-$(TORCH)
+# Prefect's embedded (ephemeral) API keeps its database here; its telemetry locks that SQLite file otherwise.
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: install demo test lint bench clean
 

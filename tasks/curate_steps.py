@@ -36,7 +36,7 @@ def preflight(*, pool: list[SourceSpec], robot: list[SourceSpec], backbone_spec,
     Raises ``ValueError`` for an unknown backbone, a robot set with no data, or an estimator made for another
     backbone or dimension. Loads the backbone once here: its fingerprint keys the cache.
     """
-    validate_backbone_spec(backbone_spec)
+    validate_backbone_spec(backbone_spec, storage)
     backbone = load_backbone(backbone_spec, storage)
     if scorer_config.method == "estimator" and scorer_config.estimator_uri:
         load_estimator(scorer_config.estimator_uri, storage, expect_fingerprint=backbone.fingerprint,

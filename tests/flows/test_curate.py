@@ -1,0 +1,101 @@
+"""The curate flow end to end: real ephemeral Prefect API, real local Ray, corpus and outputs on the S3 server."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow.compute as pc
+import pytest
+
+from estimator.backbones.base import BackboneSpec
+from estimator.backbones.tiny import save_tiny_backbone
+from estimator.scorer import ScorerConfig
+from flows.curate import curate
+from flows.params import CurateParams
+from tasks.config import ConfigError, parse_config
+from tasks.contracts import MANIFEST
+from tasks.manifest import iter_selected, read_manifest, read_sidecar
+from tasks.storage import read_bytes
+
+pytestmark = pytest.mark.usefixtures("prefect_api", "ray_local")
+
+
+@pytest.fixture(scope="session")
+def s3_backbone(s3):
+    bucket = s3.make_bucket("models")
+    return save_tiny_backbone("open_clip", f"{bucket}/tiny-open_clip", s3.storage, seed=0)
+
+
+@pytest.fixture(scope="session")
+def s3_params(s3, s3_corpus, s3_backbone) -> CurateParams:
+    out = s3.make_bucket("runs")
+    return CurateParams(pool=s3_corpus.pool, robot=s3_corpus.robot, storage=s3.storage, backbone=s3_backbone,
+                        k=20, output_uri=f"{out}/curate", ray={"embed_batch_size": 16})
+
+
+@pytest.fixture(scope="session")
+def first_run(s3_params):
+    return curate(s3_params.model_copy(update={"run_name": "first"}))
+
+
+def test_end_to_end_on_s3(first_run, s3, s3_corpus):
+    manifest = read_manifest(first_run.manifest_uri, s3.storage)
+    assert manifest.schema.remove_metadata().equals(MANIFEST.remove_metadata())
+    assert manifest.num_rows == sum(s3_corpus.counts[s.name] for s in s3_corpus.pool)
+    assert pc.sum(manifest["selected"]).as_py() == 20 == first_run.selected
+    assert sorted(manifest["rank"].to_pylist()) == list(range(manifest.num_rows))
+    top = manifest.filter(manifest["selected"])
+    assert pc.min(top["score"]).as_py() >= pc.max(manifest.filter(pc.invert(manifest["selected"]))["score"]).as_py()
+    sidecar = read_sidecar(first_run.manifest_uri, s3.storage)
+    assert sidecar["k"] == 20 and sidecar["rows"] == manifest.num_rows and len(sidecar["content_sha256"]) == 64
+    assert read_bytes(f"{first_run.run_uri}/_SUCCESS", s3.storage) == b""
+    assert first_run.shards_embedded > 0 and first_run.quarantined == {}
+
+
+def test_selected_samples_stream_back_from_their_shards(first_run, s3):
+    batches = list(iter_selected(first_run.manifest_uri, s3.storage))
+    samples = pd.concat([b.to_pandas() for b in batches])
+    assert len(samples) == 20 and samples["image"].map(len).min() > 0 and samples["text"].str.len().min() > 0
+    chosen = read_manifest(first_run.manifest_uri, s3.storage, selected_only=True).to_pandas()
+    assert set(samples["sample_id"]) == set(chosen["sample_id"])
+
+
+def test_second_run_hits_the_cache(first_run, s3_params, s3):
+    second = curate(s3_params.model_copy(update={"run_name": "second"}))
+    assert second.shards_embedded == 0 and second.shards_cached == first_run.shards_embedded
+    first_sidecar = read_sidecar(first_run.manifest_uri, s3.storage)
+    assert read_sidecar(second.manifest_uri, s3.storage)["content_sha256"] == first_sidecar["content_sha256"]
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"k": 10_000}, "larger than the pool"),
+    ({"backbone": BackboneSpec(kind="open_clip", model="No-Such-ViT")}, "No-Such-ViT"),
+])
+def test_bad_input_rejected(s3_params, change, message, first_run):
+    with pytest.raises(ValueError, match=message):
+        curate(s3_params.model_copy(update={"run_name": "bad", **change}))
+
+
+def test_empty_robot_set_rejected(s3_params, tmp_path):
+    empty = s3_params.robot[0].model_copy(update={"uri": str(tmp_path / "nothing")})
+    with pytest.raises(ValueError, match="robot set is empty"):
+        curate(s3_params.model_copy(update={"robot": [empty], "run_name": "empty"}))
+
+
+def test_estimator_from_another_backbone_rejected(first_run, s3_params, s3):
+    other = save_tiny_backbone("open_clip", "s3://models/tiny-open_clip-seed1", s3.storage, seed=1)
+    params = s3_params.model_copy(update={
+        "backbone": other, "run_name": "mismatch",
+        "scorer": ScorerConfig(estimator_uri=f"{first_run.run_uri}/estimator")})
+    with pytest.raises(ValueError, match="trained on backbone"):
+        curate(params)
+
+
+def test_params_reject_bad_configuration():
+    with pytest.raises(ConfigError, match="give exactly one of k and fraction"):
+        parse_config(CurateParams, {"pool": [{"name": "a", "format": "parquet", "uri": "/x"}],
+                                    "robot": [{"name": "r", "format": "lerobot", "uri": "/y"}],
+                                    "backbone": {"kind": "open_clip", "model": "ViT-B-32"}, "output_uri": "/o"})
+    with pytest.raises(ConfigError, match="robot"):
+        parse_config(CurateParams, {"pool": [{"name": "a", "format": "parquet", "uri": "/x"}], "robot": [],
+                                    "backbone": {"kind": "open_clip", "model": "ViT-B-32"}, "k": 1,
+                                    "output_uri": "/o"})
