@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_curate)
 
     p = sub.add_parser("demo", help="run the main job on embedded defaults")
-    p.add_argument("--root", default=None, help="where the demo writes (default: data/demo, or s3://emt-demo/demo with --s3)")
+    p.add_argument(
+        "--root", default=None, help="where the demo writes (default: data/demo, or s3://emt-demo/demo with --s3)"
+    )
     p.add_argument("--s3", action="store_true", help="run against an embedded S3 server on loopback")
     add_model_options(p, SynthConfig)
     p.set_defaults(run=_cmd_demo)

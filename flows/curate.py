@@ -4,9 +4,9 @@ baseline), score every pool sample, select the top-K and publish a Parquet manif
 from __future__ import annotations
 
 import json
-from collections import Counter
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 from prefect import flow
@@ -41,8 +41,10 @@ def _error_rate_check(errors_reasons: list[str], usable: int, max_rate: float, e
     total = usable + len(errors_reasons)
     rate = len(errors_reasons) / total if total else 1.0
     if rate > max_rate:
-        raise RuntimeError(f"{len(errors_reasons)} of {total} inputs were quarantined ({rate:.1%} > max_error_rate "
-                           f"{max_rate:.1%}); see {errors_uri}")
+        raise RuntimeError(
+            f"{len(errors_reasons)} of {total} inputs were quarantined ({rate:.1%} > max_error_rate "
+            f"{max_rate:.1%}); see {errors_uri}"
+        )
 
 
 @flow(name="curate", log_prints=True)
@@ -51,20 +53,38 @@ def curate(params: CurateParams) -> CurateReport:
     start = time.perf_counter()
     run_id = params.run_name or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     run_uri, storage = join(params.output_uri, run_id), params.storage
-    plan = curate_tasks.preflight(pool=params.pool, robot=params.robot, backbone_spec=params.backbone,
-                                  scorer_config=params.scorer, cache_uri=params.resolved_cache_uri(), storage=storage)
-    print(f"run {run_id}: {len(plan.pool)} pool + {len(plan.robot)} robot shards, {len(plan.todo)} to embed "
-          f"(backbone {plan.backbone.fingerprint})")
+    plan = curate_tasks.preflight(
+        pool=params.pool,
+        robot=params.robot,
+        backbone_spec=params.backbone,
+        scorer_config=params.scorer,
+        cache_uri=params.resolved_cache_uri(),
+        storage=storage,
+    )
+    print(
+        f"run {run_id}: {len(plan.pool)} pool + {len(plan.robot)} robot shards, {len(plan.todo)} to embed "
+        f"(backbone {plan.backbone.fingerprint})"
+    )
 
     cached = len(plan.pool) + len(plan.robot) - len(plan.todo)
     embedded = None
     if plan.todo:
-        stage = Embed(backbone=params.backbone, storage=storage, batch_size=params.ray.embed_batch_size,
-                      resources=Resources(cpus=params.ray.actor_cpus, gpus=params.ray.actor_gpus))
+        stage = Embed(
+            backbone=params.backbone,
+            storage=storage,
+            batch_size=params.ray.embed_batch_size,
+            resources=Resources(cpus=params.ray.actor_cpus, gpus=params.ray.actor_gpus),
+        )
         with ray_session(params.ray.address):
-            embedded = curate_tasks.embed(plan, embed_stage=stage, storage=storage, actors=params.ray.embed_actors,
-                                          read_cpus=params.ray.read_cpus, read_batch=params.ray.read_batch_size,
-                                          dtype=params.embedding_dtype)
+            embedded = curate_tasks.embed(
+                plan,
+                embed_stage=stage,
+                storage=storage,
+                actors=params.ray.embed_actors,
+                read_cpus=params.ray.read_cpus,
+                read_batch=params.ray.read_batch_size,
+                dtype=params.embedding_dtype,
+            )
 
     errors = gather_errors(plan)
     errors_uri = join(run_uri, "errors.parquet")
@@ -75,14 +95,20 @@ def curate(params: CurateParams) -> CurateReport:
     _error_rate_check(reasons, len(scores.scores), params.max_error_rate, errors_uri)
     if isinstance(scorer, ProximityEstimator):
         save_estimator(scorer, join(run_uri, "estimator"), storage)
-    ranks, chosen, n = curate_tasks.choose(scores, k=params.k, fraction=params.fraction,
-                                           per_source_cap=params.per_source_cap)
+    ranks, chosen, n = curate_tasks.choose(
+        scores, k=params.k, fraction=params.fraction, per_source_cap=params.per_source_cap
+    )
     sidecar = {
-        "run_id": run_id, "backbone": params.backbone.model_dump(mode="json"),
-        "backbone_fingerprint": plan.backbone.fingerprint, "embed_dim": plan.backbone.embed_dim,
-        "scorer": metrics, "estimator_uri": join(run_uri, "estimator") if isinstance(scorer, ProximityEstimator)
-        else None, "k": n, "pool": [s.model_dump(mode="json") for s in params.pool],
-        "robot": [s.model_dump(mode="json") for s in params.robot], "errors_uri": errors_uri,
+        "run_id": run_id,
+        "backbone": params.backbone.model_dump(mode="json"),
+        "backbone_fingerprint": plan.backbone.fingerprint,
+        "embed_dim": plan.backbone.embed_dim,
+        "scorer": metrics,
+        "estimator_uri": join(run_uri, "estimator") if isinstance(scorer, ProximityEstimator) else None,
+        "k": n,
+        "pool": [s.model_dump(mode="json") for s in params.pool],
+        "robot": [s.model_dump(mode="json") for s in params.robot],
+        "errors_uri": errors_uri,
         "quarantined": dict(Counter(reasons)),
     }
     manifest_uri = join(run_uri, "manifest.parquet")
@@ -91,9 +117,15 @@ def curate(params: CurateParams) -> CurateReport:
     publish_bytes(join(run_uri, "_SUCCESS"), b"", storage)
 
     report = CurateReport(
-        run_id=run_id, run_uri=run_uri, manifest_uri=manifest_uri, pool_samples=sidecar["rows"],
-        selected=sidecar["selected"], per_source=sidecar["per_source"], quarantined=sidecar["quarantined"],
-        shards_embedded=embedded.shards_embedded if embedded else 0, shards_cached=cached,
+        run_id=run_id,
+        run_uri=run_uri,
+        manifest_uri=manifest_uri,
+        pool_samples=sidecar["rows"],
+        selected=sidecar["selected"],
+        per_source=sidecar["per_source"],
+        quarantined=sidecar["quarantined"],
+        shards_embedded=embedded.shards_embedded if embedded else 0,
+        shards_cached=cached,
         scorer={k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)},
         seconds=round(time.perf_counter() - start, 2),
     )
@@ -102,18 +134,31 @@ def curate(params: CurateParams) -> CurateReport:
 
 
 def _publish_artifacts(report: CurateReport) -> None:
-    rows = [{"source": s, "pool": c["pool"], "selected": c["selected"],
-             "share_selected": round(c["selected"] / c["pool"], 3) if c["pool"] else 0.0}
-            for s, c in sorted(report.per_source.items())]
+    rows = [
+        {
+            "source": s,
+            "pool": c["pool"],
+            "selected": c["selected"],
+            "share_selected": round(c["selected"] / c["pool"], 3) if c["pool"] else 0.0,
+        }
+        for s, c in sorted(report.per_source.items())
+    ]
     create_table_artifact(key="curation-selection", table=rows, description=f"Selection of run {report.run_id}")
     quarantine = ", ".join(f"{k}: {v}" for k, v in sorted(report.quarantined.items())) or "none"
-    create_markdown_artifact(key="curation-summary", markdown="\n".join([
-        f"# Curation run `{report.run_id}`",
-        f"- manifest: `{report.manifest_uri}`",
-        f"- selected {report.selected} of {report.pool_samples} pool samples",
-        f"- scorer: {json.dumps(report.scorer)}",
-        f"- shards embedded {report.shards_embedded}, from cache {report.shards_cached}",
-        f"- quarantined: {quarantine}",
-        "", "| source | pool | selected |", "|---|---|---|",
-        *[f"| {r['source']} | {r['pool']} | {r['selected']} |" for r in rows],
-    ]))
+    create_markdown_artifact(
+        key="curation-summary",
+        markdown="\n".join(
+            [
+                f"# Curation run `{report.run_id}`",
+                f"- manifest: `{report.manifest_uri}`",
+                f"- selected {report.selected} of {report.pool_samples} pool samples",
+                f"- scorer: {json.dumps(report.scorer)}",
+                f"- shards embedded {report.shards_embedded}, from cache {report.shards_cached}",
+                f"- quarantined: {quarantine}",
+                "",
+                "| source | pool | selected |",
+                "|---|---|---|",
+                *[f"| {r['source']} | {r['pool']} | {r['selected']} |" for r in rows],
+            ]
+        ),
+    )

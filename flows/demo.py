@@ -47,9 +47,18 @@ def print_survey(corpus: CorpusConfig) -> pd.DataFrame:
     for role, specs in (("pool", corpus.pool), ("robot", corpus.robot)):
         for spec in specs:
             s = survey_source(spec, storage=corpus.storage, quarantine=quarantine)
-            rows.append({"role": role, "source": s.source, "format": s.format, "shards": s.shards,
-                         "samples": s.samples, "MB": round(s.image_bytes / 1e6, 2),
-                         "quarantined": sum(s.quarantined.values()), "samples/s": round(s.samples_per_s)})
+            rows.append(
+                {
+                    "role": role,
+                    "source": s.source,
+                    "format": s.format,
+                    "shards": s.shards,
+                    "samples": s.samples,
+                    "MB": round(s.image_bytes / 1e6, 2),
+                    "quarantined": sum(s.quarantined.values()),
+                    "samples/s": round(s.samples_per_s),
+                }
+            )
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     if len(quarantine):
@@ -63,9 +72,11 @@ def print_report(report: CurateReport, storage: StorageConfig | None, truth_uri:
     counts = pd.DataFrame([{"source": s, **c} for s, c in sorted(report.per_source.items())])
     counts["share_selected"] = (counts["selected"] / counts["pool"]).round(3)
     print(counts.to_string(index=False))
-    print(f"\nquarantined: {report.quarantined or 'none'}; shards embedded {report.shards_embedded}, "
-          f"from cache {report.shards_cached}; scorer {report.scorer.get('method')} "
-          f"val_accuracy={report.scorer.get('val_accuracy', 'n/a')}")
+    print(
+        f"\nquarantined: {report.quarantined or 'none'}; shards embedded {report.shards_embedded}, "
+        f"from cache {report.shards_cached}; scorer {report.scorer.get('method')} "
+        f"val_accuracy={report.scorer.get('val_accuracy', 'n/a')}"
+    )
     manifest = read_manifest(report.manifest_uri, storage).sort_by("rank").to_pandas()
     cols = ["rank", "score", "source", "sample_id"]
     print("\nhighest scored:\n" + manifest.head(5)[cols].to_string(index=False))
@@ -85,10 +96,16 @@ def run_demo(*, root: str | None, s3: bool, synth: SynthConfig, k_fraction: floa
         print(f"synthetic corpus at {info.root}")
         print_survey(CorpusConfig(storage=storage or StorageConfig(), pool=info.pool, robot=info.robot))
         model_uri = join(root, "models", "tiny-open_clip")
-        backbone = save_tiny_backbone("open_clip", model_uri, storage, seed=0)  # deterministic: same fingerprint
+        # Deterministic (same weights, same fingerprint, so the cache holds across demos). With random weights
+        # the text tower only adds noise, so the image tower alone forms the vector.
+        backbone = save_tiny_backbone("open_clip", model_uri, storage, seed=0).model_copy(update={"modality": "image"})
         params = CurateParams(
-            pool=info.pool, robot=info.robot, storage=storage or StorageConfig(),
-            backbone=backbone, fraction=k_fraction, output_uri=join(root, "runs"),
+            pool=info.pool,
+            robot=info.robot,
+            storage=storage or StorageConfig(),
+            backbone=backbone,
+            fraction=k_fraction,
+            output_uri=join(root, "runs"),
         )
         report = curate(params)
         print_report(report, storage, info.ground_truth_uri)

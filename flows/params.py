@@ -36,8 +36,9 @@ class CurateParams(Settings):
     per_source_cap: dict[str, int] | None = Field(None, description="Optional: most samples kept per pool source.")
     output_uri: str = Field(description="Runs are written under OUTPUT_URI/RUN_ID/ (manifest, errors, estimator).")
     cache_uri: str | None = Field(None, description="Embedding cache; None = OUTPUT_URI/embeddings.")
-    run_name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-                                 description="Run id; None = a new timestamped id.")
+    run_name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run id; None = a new timestamped id."
+    )
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray settings for the embedding job.")
     max_error_rate: float = Field(0.1, ge=0, le=1, description="Fail the run past this share of quarantined input.")
     train_pool_samples: int = Field(100_000, ge=2, description="Pool samples (uniform) used to train the scorer.")

@@ -18,8 +18,14 @@ def ray_session(address: str | None) -> Iterator[None]:
         yield
         return
     target = address or os.environ.get("RAY_ADDRESS")
-    kwargs = {} if target else {"_temp_dir": os.environ.get("EMT_RAY_TMPDIR", tempfile.gettempdir() + "/emt-ray"),
-                                "include_dashboard": False}
+    kwargs = (
+        {}
+        if target
+        else {
+            "_temp_dir": os.environ.get("EMT_RAY_TMPDIR", tempfile.gettempdir() + "/emt-ray"),
+            "include_dashboard": False,
+        }
+    )
     ray.init(address=target, log_to_driver=False, **kwargs)
     try:
         yield

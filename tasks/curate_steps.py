@@ -29,8 +29,15 @@ class Plan:
     listing_errors: pa.Table
 
 
-def preflight(*, pool: list[SourceSpec], robot: list[SourceSpec], backbone_spec, scorer_config, cache_uri: str,
-              storage: StorageConfig | None) -> Plan:
+def preflight(
+    *,
+    pool: list[SourceSpec],
+    robot: list[SourceSpec],
+    backbone_spec,
+    scorer_config,
+    cache_uri: str,
+    storage: StorageConfig | None,
+) -> Plan:
     """Check everything that can be checked before work starts and plan the embedding job.
 
     Raises ``ValueError`` for an unknown backbone, a robot set with no data, or an estimator made for another
@@ -39,8 +46,9 @@ def preflight(*, pool: list[SourceSpec], robot: list[SourceSpec], backbone_spec,
     validate_backbone_spec(backbone_spec, storage)
     backbone = load_backbone(backbone_spec, storage)
     if scorer_config.method == "estimator" and scorer_config.estimator_uri:
-        load_estimator(scorer_config.estimator_uri, storage, expect_fingerprint=backbone.fingerprint,
-                       expect_dim=backbone.embed_dim)
+        load_estimator(
+            scorer_config.estimator_uri, storage, expect_fingerprint=backbone.fingerprint, expect_dim=backbone.embed_dim
+        )
     cache = EmbeddingCache(root=cache_uri, fingerprint=backbone.fingerprint, storage=storage)
     listing = Quarantine(stage="list")
     shards: dict[str, list[CachedShard]] = {"pool": [], "robot": []}
@@ -57,12 +65,19 @@ def preflight(*, pool: list[SourceSpec], robot: list[SourceSpec], backbone_spec,
                 if not cache.has(entry):
                     todo.append(ShardJob(spec=spec, shard_uri=shard_uri, entry=entry))
     if not shards["robot"]:
-        raise ValueError(f"the robot set is empty: no data found for {[s.name for s in robot]} "
-                         f"({dict(listing.counts)})")
+        raise ValueError(
+            f"the robot set is empty: no data found for {[s.name for s in robot]} ({dict(listing.counts)})"
+        )
     if not shards["pool"]:
         raise ValueError(f"the pool is empty: no shards found for {[s.name for s in pool]} ({dict(listing.counts)})")
-    return Plan(backbone=backbone, cache=cache, pool=shards["pool"], robot=shards["robot"], todo=todo,
-                listing_errors=listing.table())
+    return Plan(
+        backbone=backbone,
+        cache=cache,
+        pool=shards["pool"],
+        robot=shards["robot"],
+        todo=todo,
+        listing_errors=listing.table(),
+    )
 
 
 def gather_errors(plan: Plan) -> pa.Table:

@@ -31,8 +31,9 @@ def embed(plan: curate_steps.Plan, *, embed_stage: Embed, **kwargs: Any) -> embe
 def fit(plan: curate_steps.Plan, config: ScorerConfig, *, train_pool_samples: int) -> tuple[Any, dict]:
     robot = score.load_features(plan.cache, plan.robot)
     pool = score.load_features(plan.cache, plan.pool, max_rows=train_pool_samples, seed=config.estimator.seed)
-    scorer, metrics = fit_scorer(config, robot, pool, backbone_fingerprint=plan.backbone.fingerprint,
-                                 storage=plan.cache.storage)
+    scorer, metrics = fit_scorer(
+        config, robot, pool, backbone_fingerprint=plan.backbone.fingerprint, storage=plan.cache.storage
+    )
     return scorer, metrics
 
 
@@ -42,8 +43,9 @@ def score_pool(plan: curate_steps.Plan, scorer: Any) -> PoolScores:
 
 
 @task(name="select", **_task)
-def choose(scores: PoolScores, *, k: int | None, fraction: float | None,
-           per_source_cap: dict[str, int] | None) -> tuple[np.ndarray, np.ndarray, int]:
+def choose(
+    scores: PoolScores, *, k: int | None, fraction: float | None, per_source_cap: dict[str, int] | None
+) -> tuple[np.ndarray, np.ndarray, int]:
     n = select.resolve_k(len(scores.scores), k=k, fraction=fraction)
     order = select.rank_order(scores.scores)
     caps = {scores.sources.index(s): c for s, c in (per_source_cap or {}).items() if s in scores.sources}
@@ -52,7 +54,8 @@ def choose(scores: PoolScores, *, k: int | None, fraction: float | None,
 
 
 @task(name="write-manifest", retries=2, retry_delay_seconds=5, **_task)
-def write_manifest(plan: curate_steps.Plan, uri: str, scores: PoolScores, ranks: np.ndarray, chosen: np.ndarray,
-                   sidecar: dict) -> dict:
+def write_manifest(
+    plan: curate_steps.Plan, uri: str, scores: PoolScores, ranks: np.ndarray, chosen: np.ndarray, sidecar: dict
+) -> dict:
     parts = score.manifest_parts(plan.cache, plan.pool, scores.scores, ranks, chosen)
     return manifest.write_manifest(uri, parts, sidecar, plan.cache.storage)

@@ -58,7 +58,13 @@ class Embed(Stage):
     name: ClassVar[str] = "embed"
     input_columns: ClassVar[tuple[str, ...]] = ("sample_id", "source", "shard_uri", "key", "image", "text", "error")
     output_columns: ClassVar[tuple[str, ...]] = (
-        "sample_id", "source", "shard_uri", "key", "embedding", "error", "detail"
+        "sample_id",
+        "source",
+        "shard_uri",
+        "key",
+        "embedding",
+        "error",
+        "detail",
     )
     backbone: BackboneSpec
     storage: StorageConfig | None = None

@@ -63,8 +63,17 @@ def _quarantined(q: Quarantine, spec: SourceSpec, shard_uri: str, count: int) ->
         {**r, "source": spec.name, "key": "", "image": b"", "text": "", "error": r["reason"], "detail": r["detail"]}
         for r in q.rows
     ]
-    rows.append({"source": spec.name, "shard_uri": shard_uri, "key": "", "image": b"", "text": "", "error": END,
-                 "detail": str(count + len(q.rows) + 1)})
+    rows.append(
+        {
+            "source": spec.name,
+            "shard_uri": shard_uri,
+            "key": "",
+            "image": b"",
+            "text": "",
+            "error": END,
+            "detail": str(count + len(q.rows) + 1),
+        }
+    )
     return pa.Table.from_pylist(rows, schema=WORK)
 
 
@@ -103,10 +112,15 @@ class _ShardAssembler:
         rows = rows.filter(pc.invert(is_end))
         ok = pc.is_null(rows["error"])
         good, bad = rows.filter(ok), rows.filter(pc.invert(ok))
-        errors = pa.table({
-            "sample_id": bad["sample_id"], "shard_uri": bad["shard_uri"],
-            "stage": pa.array(["embed"] * bad.num_rows, pa.string()), "reason": bad["error"], "detail": bad["detail"],
-        }).cast(ERRORS)
+        errors = pa.table(
+            {
+                "sample_id": bad["sample_id"],
+                "shard_uri": bad["shard_uri"],
+                "stage": pa.array(["embed"] * bad.num_rows, pa.string()),
+                "reason": bad["error"],
+                "detail": bad["detail"],
+            }
+        ).cast(ERRORS)
         self.cache.write(self.entries[shard_uri], shard_uri, good, errors, self.dtype)
         self.summary.shards_embedded += 1
         self.summary.samples_embedded += good.num_rows
@@ -132,8 +146,13 @@ def embed_shards(
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     items = [{"spec": j.spec.model_dump_json(), "shard_uri": j.shard_uri} for j in jobs]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(read_shards, batch_size=1, batch_format="pyarrow", num_cpus=read_cpus,
-                        fn_kwargs={"storage": storage, "read_batch": read_batch})
+    ds = ds.map_batches(
+        read_shards,
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=read_cpus,
+        fn_kwargs={"storage": storage, "read_batch": read_batch},
+    )
     ds = map_stage(ds, embed, actors=actors)
     assembler = _ShardAssembler(jobs, cache, dtype, summary)
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -141,5 +160,3 @@ def embed_shards(
     if assembler.parts:
         raise RuntimeError(f"shards without an end marker: {sorted(assembler.parts)}")
     return summary
-
-

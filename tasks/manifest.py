@@ -26,8 +26,9 @@ def sidecar_uri(manifest_uri: str) -> str:
     return manifest_uri.rsplit(".parquet", 1)[0] + ".json"
 
 
-def write_manifest(uri: str, parts: Iterable[pa.Table], sidecar: dict[str, Any],
-                   storage: StorageConfig | None = None) -> dict[str, Any]:
+def write_manifest(
+    uri: str, parts: Iterable[pa.Table], sidecar: dict[str, Any], storage: StorageConfig | None = None
+) -> dict[str, Any]:
     """Stream ``parts`` (manifest-contract tables) into one Parquet file, then publish the sidecar with the
     counts and a content hash of (sample_id, score, rank, selected). Returns the sidecar."""
     digest = hashlib.sha256()
@@ -46,16 +47,25 @@ def write_manifest(uri: str, parts: Iterable[pa.Table], sidecar: dict[str, Any],
                 c = per_source.setdefault(src, {"pool": 0, "selected": 0})
                 c["pool"] += n
                 c["selected"] += s
-    sidecar = {**sidecar, "rows": rows, "selected": selected, "per_source": per_source,
-               "content_sha256": digest.hexdigest(), "manifest_uri": uri}
+    sidecar = {
+        **sidecar,
+        "rows": rows,
+        "selected": selected,
+        "per_source": per_source,
+        "content_sha256": digest.hexdigest(),
+        "manifest_uri": uri,
+    }
     publish_bytes(sidecar_uri(uri), json.dumps(sidecar, indent=1, sort_keys=True).encode(), storage)
     return sidecar
 
 
 def _counts(part: pa.Table) -> tuple[list[str], list[int], list[int]]:
     grouped = part.group_by("source").aggregate([("sample_id", "count"), ("selected", "sum")])
-    return (grouped["source"].to_pylist(), grouped["sample_id_count"].to_pylist(),
-            [int(x or 0) for x in grouped["selected_sum"].to_pylist()])
+    return (
+        grouped["source"].to_pylist(),
+        grouped["sample_id_count"].to_pylist(),
+        [int(x or 0) for x in grouped["selected_sum"].to_pylist()],
+    )
 
 
 def read_sidecar(manifest_uri: str, storage: StorageConfig | None = None) -> dict[str, Any]:
@@ -67,8 +77,13 @@ def read_manifest(manifest_uri: str, storage: StorageConfig | None = None, *, se
     return pq.read_table(path, filesystem=fs, filters=[("selected", "=", True)] if selected_only else None)
 
 
-def iter_selected(manifest_uri: str, storage: StorageConfig | None = None, *, batch_size: int = 256,
-                  quarantine: Quarantine | None = None) -> Iterator[pa.Table]:
+def iter_selected(
+    manifest_uri: str,
+    storage: StorageConfig | None = None,
+    *,
+    batch_size: int = 256,
+    quarantine: Quarantine | None = None,
+) -> Iterator[pa.Table]:
     """Stream the selected samples (sample contract + ``score`` and ``rank``) from their original shards, shard
     by shard. The pool's source specs come from the sidecar, so the manifest URI is all a consumer needs."""
     specs = {s["name"]: SourceSpec.model_validate(s) for s in read_sidecar(manifest_uri, storage)["pool"]}
@@ -76,8 +91,13 @@ def iter_selected(manifest_uri: str, storage: StorageConfig | None = None, *, ba
     quarantine = quarantine if quarantine is not None else Quarantine(stage="iter_selected")
     for shard_uri in sorted(pc.unique(chosen["shard_uri"]).to_pylist()):
         rows = chosen.filter(pc.equal(chosen["shard_uri"], shard_uri))
-        wanted = dict(zip(rows["sample_id"].to_pylist(), zip(rows["score"].to_pylist(), rows["rank"].to_pylist(),
-                                                              strict=True), strict=True))
+        wanted = dict(
+            zip(
+                rows["sample_id"].to_pylist(),
+                zip(rows["score"].to_pylist(), rows["rank"].to_pylist(), strict=True),
+                strict=True,
+            )
+        )
         spec = specs[rows["source"][0].as_py()]
         for table in read_shard(spec, shard_uri, quarantine=quarantine, storage=storage, batch_size=batch_size):
             table = table.filter(pc.is_in(table["sample_id"], pa.array(list(wanted))))

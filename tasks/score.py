@@ -27,8 +27,9 @@ def entry_rows(cache: EmbeddingCache, shard: CachedShard) -> int:
     return pq.ParquetFile(path, filesystem=fs).metadata.num_rows
 
 
-def load_features(cache: EmbeddingCache, shards: list[CachedShard], *, max_rows: int | None = None,
-                  seed: int = 0) -> np.ndarray:
+def load_features(
+    cache: EmbeddingCache, shards: list[CachedShard], *, max_rows: int | None = None, seed: int = 0
+) -> np.ndarray:
     """Vectors of ``shards`` as float32 [n, dim]: all of them, or a seeded uniform sample of ``max_rows``."""
     sizes = [entry_rows(cache, s) for s in shards]
     total = sum(sizes)
@@ -70,18 +71,23 @@ def score_pool(cache: EmbeddingCache, shards: list[CachedShard], scorer: Scorer)
     return PoolScores(np.concatenate(scores), np.concatenate(codes), sources)
 
 
-def manifest_parts(cache: EmbeddingCache, shards: list[CachedShard], scores: np.ndarray, ranks: np.ndarray,
-                   selected: np.ndarray) -> Iterator[pa.Table]:
+def manifest_parts(
+    cache: EmbeddingCache, shards: list[CachedShard], scores: np.ndarray, ranks: np.ndarray, selected: np.ndarray
+) -> Iterator[pa.Table]:
     """Manifest rows shard by shard: ids from the cache, scores/ranks/selection from the arrays (pool order)."""
     offset = 0
     for shard in shards:
         ids = cache.read(shard.entry, columns=["sample_id", "source", "key"])
         n = ids.num_rows
-        yield pa.table({
-            "sample_id": ids["sample_id"], "source": ids["source"],
-            "shard_uri": pa.array([shard.shard_uri] * n, pa.string()), "key": ids["key"],
-            "score": pa.array(scores[offset:offset + n], pa.float32()),
-            "rank": pa.array(ranks[offset:offset + n], pa.int64()),
-            "selected": pa.array(selected[offset:offset + n], pa.bool_()),
-        })
+        yield pa.table(
+            {
+                "sample_id": ids["sample_id"],
+                "source": ids["source"],
+                "shard_uri": pa.array([shard.shard_uri] * n, pa.string()),
+                "key": ids["key"],
+                "score": pa.array(scores[offset : offset + n], pa.float32()),
+                "rank": pa.array(ranks[offset : offset + n], pa.int64()),
+                "selected": pa.array(selected[offset : offset + n], pa.bool_()),
+            }
+        )
         offset += n

@@ -35,8 +35,9 @@ def resolve_k(pool_size: int, *, k: int | None, fraction: float | None) -> int:
     return n
 
 
-def select_top(order: np.ndarray, n: int, source_codes: np.ndarray | None = None,
-               caps: dict[int, int] | None = None) -> np.ndarray:
+def select_top(
+    order: np.ndarray, n: int, source_codes: np.ndarray | None = None, caps: dict[int, int] | None = None
+) -> np.ndarray:
     """Boolean mask of the ``n`` best pool positions; with ``caps`` (source code -> most samples), a capped
     source stops contributing once full and the next best samples of other sources take its places."""
     selected = np.zeros(len(order), dtype=bool)

@@ -21,11 +21,11 @@ from tasks.storage import filesystem, join, protocol_of
 IMAGE_SIZE, PATCH, WIDTH, LAYERS, HEADS = 32, 8, 32, 2, 2
 _SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]  # ids 0..4
 _PAD, _BOS, _EOS, _IMAGE = 0, 2, 3, 4
-_MAX_TEXT = 64
+_MAX_TEXT, _MAX_PROMPT = 64, 512  # CLIP text positions; Llava prompt (16 image tokens + text)
 _MEAN, _STD = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
 
 
-def _tokenizer() -> object:
+def _tokenizer(max_length: int) -> object:
     """A byte-level tokenizer with no merges (every byte is a token): needs no training data and no download."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
@@ -39,7 +39,7 @@ def _tokenizer() -> object:
     tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", _BOS),
                                                                                               ("</s>", _EOS)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
-                                   eos_token="</s>", model_max_length=_MAX_TEXT,
+                                   eos_token="</s>", model_max_length=max_length,
                                    extra_special_tokens={"image_token": "<image>"})
 
 
@@ -80,7 +80,7 @@ def _save_hf_clip(out: str) -> str:
                      "pad_token_id": _PAD, "bos_token_id": _BOS, "eos_token_id": _EOS},
         vision_config={**tower, "image_size": IMAGE_SIZE, "patch_size": PATCH}, projection_dim=WIDTH)
     CLIPModel(cfg).save_pretrained(out)
-    CLIPProcessor(image_processor=_image_processor(), tokenizer=_tokenizer()).save_pretrained(out)
+    CLIPProcessor(image_processor=_image_processor(), tokenizer=_tokenizer(_MAX_TEXT)).save_pretrained(out)
     return "config.json"
 
 
@@ -92,13 +92,13 @@ def _save_hf_vlm(out: str) -> str:
                               num_attention_heads=HEADS, image_size=IMAGE_SIZE, patch_size=PATCH)
     text = LlamaConfig(vocab_size=len(_SPECIALS) + 256, hidden_size=WIDTH, intermediate_size=2 * WIDTH,
                        num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=HEADS,
-                       max_position_embeddings=256, pad_token_id=_PAD, bos_token_id=_BOS, eos_token_id=_EOS)
+                       max_position_embeddings=_MAX_PROMPT, pad_token_id=_PAD, bos_token_id=_BOS, eos_token_id=_EOS)
     cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=_IMAGE,
                       vision_feature_select_strategy="default", vision_feature_layer=-1)
     LlavaForConditionalGeneration(cfg).save_pretrained(out)
     template = ("{% for m in messages %}{{ m['role'] }}: {% for c in m['content'] %}"
                 "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %}\n{% endfor %}")
-    LlavaProcessor(image_processor=_image_processor(), tokenizer=_tokenizer(), patch_size=PATCH,
+    LlavaProcessor(image_processor=_image_processor(), tokenizer=_tokenizer(_MAX_PROMPT), patch_size=PATCH,
                    vision_feature_select_strategy="default", num_additional_image_tokens=1,
                    chat_template=template).save_pretrained(out)
     return "config.json"

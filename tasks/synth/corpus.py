@@ -24,6 +24,7 @@ from functools import partial
 from multiprocessing import get_context
 from typing import Any, TypeVar
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 from pydantic import BaseModel, Field, field_validator
@@ -43,6 +44,7 @@ from tasks.synth.robot import scripted_episode
 
 GENERATOR_VERSION = 1
 FPS = 10
+GT_ROW_GROUP = 65_536
 ROBOT_DATASETS = (("pick_place", False), ("stack_blocks", True))  # (name = scripted task, camera as video)
 T = TypeVar("T")
 
@@ -128,6 +130,58 @@ def _clear(root_uri: str, storage: StorageConfig | None) -> None:
             fs.rm(path, recursive=True)
 
 
+def _write_pool(
+    root_uri: str, config: SynthConfig, executor: Executor | None, storage: StorageConfig | None
+) -> dict[str, int]:
+    """Render every pool shard, stream the ground truth into one Parquet file; return samples per source."""
+    counts: dict[str, int] = {}
+    jobs = (
+        (source.name, shard, n)
+        for source in POOL_SOURCES
+        for shard, n in enumerate(shard_sizes(config.samples_per_source, config.shard_size))
+    )
+    fn = partial(
+        _pool_job, root_uri=root_uri, seed=config.seed, image_size=config.image_size, storage=storage
+    )
+    with (
+        publish(join(root_uri, "ground_truth.parquet"), storage) as f,
+        pq.ParquetWriter(f, GROUND_TRUTH) as gt,
+    ):
+        buffered: list[pa.Table] = []  # shards are small: gather ~64k rows per row group
+        for table in _ordered_map(fn, jobs, executor, window=4 * config.workers):
+            source = table["source"][0].as_py()
+            counts[source] = counts.get(source, 0) + table.num_rows
+            buffered.append(table)
+            if sum(t.num_rows for t in buffered) >= GT_ROW_GROUP:
+                gt.write_table(pa.concat_tables(buffered))
+                buffered = []
+        if buffered:
+            gt.write_table(pa.concat_tables(buffered))
+    return counts
+
+
+def _write_robot(
+    root_uri: str, config: SynthConfig, executor: Executor | None, storage: StorageConfig | None
+) -> dict[str, int]:
+    """Render the scripted episodes (in parallel) and write each robot dataset; return frames per dataset."""
+    counts: dict[str, int] = {}
+    fn = partial(
+        _episode_job, seed=config.seed, image_size=config.image_size, frames=config.frames_per_episode
+    )
+    for name, video in ROBOT_DATASETS:
+        jobs = ((name, e) for e in range(config.robot_episodes))
+        info = write_lerobot_dataset(
+            join(root_uri, "robot", name),
+            _ordered_map(fn, jobs, executor, window=2 * config.workers),
+            fps=FPS,
+            video=video,
+            episodes_per_file=config.episodes_per_file,
+            storage=storage,
+        )
+        counts[name] = info["total_frames"]
+    return counts
+
+
 def generate_corpus(
     root_uri: str, config: SynthConfig, storage: StorageConfig | None = None, *, overwrite: bool = False
 ) -> CorpusInfo:
@@ -135,7 +189,8 @@ def generate_corpus(
 
     A root whose ``_SUCCESS`` records the same settings is returned as it is, without writing. A root finished
     with other settings raises ``FileExistsError`` unless ``overwrite``; an unfinished one is cleared and
-    redone.
+    redone. With ``workers > 1`` the worker processes are *spawned*, so a calling script needs the usual
+    ``if __name__ == "__main__":`` guard.
     """
     marker = _read_marker(root_uri, storage)
     wanted = {"generator_version": GENERATOR_VERSION, "config": config.fingerprint()}
@@ -149,47 +204,13 @@ def generate_corpus(
             )
     _clear(root_uri, storage)
 
-    counts: dict[str, int] = {}
+    # spawn, not fork: forking a process that holds S3 client threads (or Ray's) can deadlock the child
     executor = (
         ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")) if config.workers > 1 else None
-    )  # spawn: forking a process that holds S3 client threads can deadlock
+    )
     try:
-        jobs = [
-            (source.name, shard, n)
-            for source in POOL_SOURCES
-            for shard, n in enumerate(shard_sizes(config.samples_per_source, config.shard_size))
-        ]
-        pool_fn = partial(
-            _pool_job, root_uri=root_uri, seed=config.seed, image_size=config.image_size, storage=storage
-        )
-        with (
-            publish(join(root_uri, "ground_truth.parquet"), storage) as f,
-            pq.ParquetWriter(f, GROUND_TRUTH) as gt,
-        ):
-            for table in _ordered_map(pool_fn, jobs, executor, window=4 * config.workers):
-                gt.write_table(table)
-                source = table["source"][0].as_py()
-                counts[source] = counts.get(source, 0) + table.num_rows
-
-        episode_fn = partial(
-            _episode_job, seed=config.seed, image_size=config.image_size, frames=config.frames_per_episode
-        )
-        for name, video in ROBOT_DATASETS:
-            episodes = _ordered_map(
-                episode_fn,
-                ((name, e) for e in range(config.robot_episodes)),
-                executor,
-                window=2 * config.workers,
-            )
-            info = write_lerobot_dataset(
-                join(root_uri, "robot", name),
-                episodes,
-                fps=FPS,
-                video=video,
-                episodes_per_file=config.episodes_per_file,
-                storage=storage,
-            )
-            counts[name] = info["total_frames"]
+        counts = _write_pool(root_uri, config, executor, storage)
+        counts |= _write_robot(root_uri, config, executor, storage)
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)

@@ -193,8 +193,7 @@ def draw_photo(rng: np.random.Generator, size: int, *, qa: bool) -> Scene:
             d.rectangle([x - h * 0.15, y - h * 0.7, x + h * 0.15, y], fill=_pick(rng, list(COLORS.values())))
             d.ellipse([x - h * 0.13, y - h, x + h * 0.13, y - h * 0.72], fill=(225, 180, 150))
     image = apply_light(img, tuple(rng.uniform(0.85, 1.1, 3)), float(rng.uniform(2, 6)), rng)
-    word = {"hill": "hill", "tree": "tree", "building": "building", "person": "person"}[subject]
-    things = _plural(n, word).replace("persons", "people")
+    things = _plural(n, subject).replace("persons", "people")
     where = {"grass": "on a meadow", "sand": "in the desert", "snow": "in the snow", "sea": "by the sea"}[
         ground
     ]
@@ -203,7 +202,7 @@ def draw_photo(rng: np.random.Generator, size: int, *, qa: bool) -> Scene:
     if sky_things and rng.random() < 0.4:
         return image, f"Q: What is in the sky? A: {' and '.join(sky_things)}."
     if rng.random() < 0.5:
-        noun = "people" if subject == "person" else f"{word}s"
+        noun = "people" if subject == "person" else f"{subject}s"
         return image, f"Q: How many {noun} are there? A: {n}."
     return image, f"Q: What is the weather like? A: {sky}."
 

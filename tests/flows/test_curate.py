@@ -28,8 +28,15 @@ def s3_backbone(s3):
 @pytest.fixture(scope="session")
 def s3_params(s3, s3_corpus, s3_backbone) -> CurateParams:
     out = s3.make_bucket("runs")
-    return CurateParams(pool=s3_corpus.pool, robot=s3_corpus.robot, storage=s3.storage, backbone=s3_backbone,
-                        k=20, output_uri=f"{out}/curate", ray={"embed_batch_size": 16})
+    return CurateParams(
+        pool=s3_corpus.pool,
+        robot=s3_corpus.robot,
+        storage=s3.storage,
+        backbone=s3_backbone,
+        k=20,
+        output_uri=f"{out}/curate",
+        ray={"embed_batch_size": 16},
+    )
 
 
 @pytest.fixture(scope="session")
@@ -66,10 +73,13 @@ def test_second_run_hits_the_cache(first_run, s3_params, s3):
     assert read_sidecar(second.manifest_uri, s3.storage)["content_sha256"] == first_sidecar["content_sha256"]
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"k": 10_000}, "larger than the pool"),
-    ({"backbone": BackboneSpec(kind="open_clip", model="No-Such-ViT")}, "No-Such-ViT"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"k": 10_000}, "larger than the pool"),
+        ({"backbone": BackboneSpec(kind="open_clip", model="No-Such-ViT")}, "No-Such-ViT"),
+    ],
+)
 def test_bad_input_rejected(s3_params, change, message, first_run):
     with pytest.raises(ValueError, match=message):
         curate(s3_params.model_copy(update={"run_name": "bad", **change}))
@@ -83,19 +93,36 @@ def test_empty_robot_set_rejected(s3_params, tmp_path):
 
 def test_estimator_from_another_backbone_rejected(first_run, s3_params, s3):
     other = save_tiny_backbone("open_clip", "s3://models/tiny-open_clip-seed1", s3.storage, seed=1)
-    params = s3_params.model_copy(update={
-        "backbone": other, "run_name": "mismatch",
-        "scorer": ScorerConfig(estimator_uri=f"{first_run.run_uri}/estimator")})
+    params = s3_params.model_copy(
+        update={
+            "backbone": other,
+            "run_name": "mismatch",
+            "scorer": ScorerConfig(estimator_uri=f"{first_run.run_uri}/estimator"),
+        }
+    )
     with pytest.raises(ValueError, match="trained on backbone"):
         curate(params)
 
 
 def test_params_reject_bad_configuration():
     with pytest.raises(ConfigError, match="give exactly one of k and fraction"):
-        parse_config(CurateParams, {"pool": [{"name": "a", "format": "parquet", "uri": "/x"}],
-                                    "robot": [{"name": "r", "format": "lerobot", "uri": "/y"}],
-                                    "backbone": {"kind": "open_clip", "model": "ViT-B-32"}, "output_uri": "/o"})
+        parse_config(
+            CurateParams,
+            {
+                "pool": [{"name": "a", "format": "parquet", "uri": "/x"}],
+                "robot": [{"name": "r", "format": "lerobot", "uri": "/y"}],
+                "backbone": {"kind": "open_clip", "model": "ViT-B-32"},
+                "output_uri": "/o",
+            },
+        )
     with pytest.raises(ConfigError, match="robot"):
-        parse_config(CurateParams, {"pool": [{"name": "a", "format": "parquet", "uri": "/x"}], "robot": [],
-                                    "backbone": {"kind": "open_clip", "model": "ViT-B-32"}, "k": 1,
-                                    "output_uri": "/o"})
+        parse_config(
+            CurateParams,
+            {
+                "pool": [{"name": "a", "format": "parquet", "uri": "/x"}],
+                "robot": [],
+                "backbone": {"kind": "open_clip", "model": "ViT-B-32"},
+                "k": 1,
+                "output_uri": "/o",
+            },
+        )

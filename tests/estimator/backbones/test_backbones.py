@@ -147,3 +147,17 @@ def test_validate_hf_specs(tiny: dict, s3) -> None:
         validate_backbone_spec(tiny["hf_clip"].model_copy(update={"pretrained": "x.safetensors"}))
     with pytest.raises(ValueError, match="s3://backbones-missing/x"):
         validate_backbone_spec(BackboneSpec(kind="hf_clip", model="s3://backbones-missing/x"), s3.storage)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", KINDS)
+def test_cuda_bfloat16_agrees_with_cpu_float32(tiny: dict, kind: str) -> None:
+    import torch
+
+    assert torch.cuda.is_available(), "gpu test selected on a machine without CUDA"
+    on_cpu = load_backbone(tiny[kind]).embed(images(), TEXTS)
+    gpu = load_backbone(tiny[kind].model_copy(update={"device": "auto", "dtype": "auto"}))
+    assert gpu.spec.resolved_dtype() == torch.bfloat16
+    on_gpu = gpu.embed(images(), TEXTS)
+    cosine = (on_cpu * on_gpu).sum(1) / np.linalg.norm(on_cpu, axis=1) / np.linalg.norm(on_gpu, axis=1)
+    assert on_gpu.dtype == np.float32 and (cosine > 0.98).all()
