@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ConfigError, ValueError) as err:  # bad configuration or input, found before work started
+    except (ConfigError, ValueError, FileExistsError) as err:  # bad configuration or input, before work started
         print(f"emt {args.command}: {err}", file=sys.stderr)
         return 2
 
