@@ -6,7 +6,12 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = {"read": "bench.read_throughput"}
+BENCHES = {
+    "read": "bench.read_throughput",
+    "embed": "bench.embed_throughput",
+    "recurate": "bench.recurate",
+    "select": "bench.selection",
+}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in BENCHES:

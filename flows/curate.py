@@ -102,6 +102,7 @@ def curate(params: CurateParams) -> CurateReport:
         "run_id": run_id,
         "backbone": params.backbone.model_dump(mode="json"),
         "backbone_fingerprint": plan.backbone.fingerprint,
+        "cache_uri": plan.cache.root,
         "embed_dim": plan.backbone.embed_dim,
         "scorer": metrics,
         "estimator_uri": join(run_uri, "estimator") if isinstance(scorer, ProximityEstimator) else None,
