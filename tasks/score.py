@@ -64,6 +64,8 @@ def score_pool(cache: EmbeddingCache, shards: list[CachedShard], scorer: Scorer)
     scores, codes = [], []
     for shard in shards:
         table = cache.read(shard.entry, columns=["sample_id", "embedding"])
+        if table.num_rows == 0:  # every sample of the shard was quarantined
+            continue
         scores.append(np.asarray(scorer.score(vectors(table), table["sample_id"].to_pylist()), np.float32))
         codes.append(np.full(table.num_rows, code[shard.source], np.int16))
     if not scores:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pandas as pd
 import pyarrow.compute as pc
 import pytest
@@ -126,3 +129,21 @@ def test_params_reject_bad_configuration():
                 "output_uri": "/o",
             },
         )
+
+
+def test_corrupt_input_is_quarantined_and_counted(local_corpus, tmp_path, s3_backbone, s3):
+    pool = [s.model_copy(update={"uri": str(tmp_path / s.name)}) for s in local_corpus.pool]
+    for src, dst in zip(local_corpus.pool, pool, strict=True):
+        shutil.copytree(src.uri, dst.uri)
+    broken = sorted(Path(pool[0].uri).glob("*.tar"))[0]
+    broken.write_bytes(broken.read_bytes()[:3000])  # a truncated tar: its tail is lost, and recorded
+    (Path(pool[2].uri) / "zz-not-parquet.parquet").write_bytes(b"garbage")
+    params = CurateParams(pool=pool, robot=local_corpus.robot, storage=s3.storage, backbone=s3_backbone, k=5,
+                          output_uri=str(tmp_path / "runs"), run_name="corrupt")
+    report = curate(params)
+    assert report.quarantined == {"corrupt_tar": 1, "unreadable_shard": 1}
+    errors = pd.read_parquet(tmp_path / "runs" / "corrupt" / "errors.parquet")
+    assert sorted(errors["reason"]) == ["corrupt_tar", "unreadable_shard"]
+
+    with pytest.raises(RuntimeError, match="max_error_rate"):
+        curate(params.model_copy(update={"run_name": "strict", "max_error_rate": 0.0}))
