@@ -126,14 +126,14 @@ def _row(name: str, spec: BackboneSpec, samples: int, args: argparse.Namespace) 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench embed")
-    ap.add_argument("--samples", type=int, default=256, help="pool samples embedded with --model")
+    ap.add_argument("--samples", type=int, default=400, help="pool samples embedded with --model")
     ap.add_argument("--tiny-samples", type=int, default=4000, help="pool samples for the tiny model row (0: skip)")
     ap.add_argument("--model", default="ViT-B-32", help="open_clip architecture, random weights (no download)")
     ap.add_argument("--actors", type=int, default=1)
     ap.add_argument("--actor-cpus", type=float, default=1.0)
     ap.add_argument("--read-cpus", type=float, default=0.5)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--shard-size", type=int, default=64)
+    ap.add_argument("--shard-size", type=int, default=100, help="keep it no multiple of --batch-size")
     ap.add_argument("--ray-cpus", type=int, default=2)
     args = ap.parse_args(argv)
 

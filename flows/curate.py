@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from estimator.probe import ProximityEstimator, save_estimator
 from flows.params import CurateParams
 from flows.runtime import ray_session
+from flows.tracking import record_run
 from tasks import curate_tasks
 from tasks.base import Resources
 from tasks.curate_steps import gather_errors
@@ -35,6 +36,7 @@ class CurateReport(BaseModel):
     shards_cached: int
     scorer: dict[str, Any]
     seconds: float
+    mlflow_run_id: str | None = None
 
 
 def _error_rate_check(errors_reasons: list[str], usable: int, max_rate: float, errors_uri: str) -> None:
@@ -130,8 +132,45 @@ def curate(params: CurateParams) -> CurateReport:
         scorer={k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)},
         seconds=round(time.perf_counter() - start, 2),
     )
+    if params.mlflow.enabled:
+        report.mlflow_run_id = _record(params, report, sidecar)
     _publish_artifacts(report)
     return report
+
+
+def _record(params: CurateParams, report: CurateReport, sidecar: dict) -> str:
+    metrics = {
+        "pool_samples": report.pool_samples,
+        "selected": report.selected,
+        "quarantined": sum(report.quarantined.values()),
+        "shards_embedded": report.shards_embedded,
+        "shards_cached": report.shards_cached,
+        "seconds": report.seconds,
+        **{f"scorer_{k}": float(v) for k, v in report.scorer.items() if isinstance(v, int | float)},
+        **{f"selected_{s}": c["selected"] for s, c in report.per_source.items()},
+    }
+    flat = {
+        "backbone": f"{params.backbone.kind}:{params.backbone.model}",
+        "modality": params.backbone.modality,
+        "scorer": params.scorer.method,
+        "k": sidecar["k"],
+        "fraction": params.fraction,
+        "pool_sources": ",".join(s.name for s in params.pool),
+        "robot_sources": ",".join(s.name for s in params.robot),
+        "backbone_fingerprint": sidecar["backbone_fingerprint"],
+    }
+    files = {
+        "manifest.json": json.dumps(sidecar, indent=1).encode(),
+        "params.json": params.model_dump_json(indent=1).encode(),
+    }
+    return record_run(
+        params.mlflow,
+        run_name=report.run_id,
+        params=flat,
+        metrics=metrics,
+        tags={"manifest_uri": report.manifest_uri, "run_uri": report.run_uri, "kind": "curation"},
+        files=files,
+    )
 
 
 def _publish_artifacts(report: CurateReport) -> None:

@@ -5,6 +5,7 @@ server with ``--s3``."""
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import pandas as pd
@@ -12,6 +13,7 @@ import pandas as pd
 from estimator.backbones.tiny import save_tiny_backbone
 from flows.curate import CurateReport, curate
 from flows.params import CurateParams
+from flows.tracking import MlflowConfig
 from tasks.config import CorpusConfig, StorageConfig
 from tasks.manifest import read_manifest
 from tasks.read import Quarantine
@@ -21,6 +23,7 @@ from tasks.synth import SynthConfig, generate_corpus
 
 DEFAULT_LOCAL_ROOT = "data/demo"
 DEMO_BUCKET = "emt-demo"
+DEMO_MLFLOW = "sqlite:///data/mlflow.db"  # MLflow on SQLite beside the demo's data (override: MLFLOW_TRACKING_URI)
 
 
 @contextlib.contextmanager
@@ -68,7 +71,10 @@ def print_survey(corpus: CorpusConfig) -> pd.DataFrame:
 
 def print_report(report: CurateReport, storage: StorageConfig | None, truth_uri: str | None = None) -> None:
     """Where the manifest is, the counts per source and the highest and lowest scored samples."""
-    print(f"\nmanifest: {report.manifest_uri}\n")
+    print(f"\nmanifest: {report.manifest_uri}")
+    if report.mlflow_run_id:
+        print(f"MLflow run: {report.mlflow_run_id} (tagged with the manifest URI)")
+    print()
     counts = pd.DataFrame([{"source": s, **c} for s, c in sorted(report.per_source.items())])
     counts["share_selected"] = (counts["selected"] / counts["pool"]).round(3)
     print(counts.to_string(index=False))
@@ -106,6 +112,7 @@ def run_demo(*, root: str | None, s3: bool, synth: SynthConfig, k_fraction: floa
             backbone=backbone,
             fraction=k_fraction,
             output_uri=join(root, "runs"),
+            mlflow=MlflowConfig(tracking_uri=None if os.environ.get("MLFLOW_TRACKING_URI") else DEMO_MLFLOW),
         )
         report = curate(params)
         print_report(report, storage, info.ground_truth_uri)

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from estimator.backbones.base import BackboneSpec
 from estimator.scorer import ScorerConfig
+from flows.tracking import MlflowConfig
 from tasks.config import Settings, SourceSpec, StorageConfig
 
 
@@ -43,6 +44,7 @@ class CurateParams(Settings):
     max_error_rate: float = Field(0.1, ge=0, le=1, description="Fail the run past this share of quarantined input.")
     train_pool_samples: int = Field(100_000, ge=2, description="Pool samples (uniform) used to train the scorer.")
     embedding_dtype: Literal["float16", "float32"] = Field("float16", description="Dtype of cached vectors.")
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig, description="MLflow tracking of curation runs.")
 
     @model_validator(mode="after")
     def _check(self) -> CurateParams:

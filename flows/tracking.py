@@ -20,8 +20,9 @@ class MlflowConfig(Settings):
 
     enabled: bool = Field(True, description="Record each curation run in MLflow.")
     tracking_uri: str | None = Field(
-        None, description=f"MLflow tracking URI; None = MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI} "
-        "(SQLite in the working directory)."
+        None,
+        description=f"MLflow tracking URI; None = MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI} "
+        "(SQLite in the working directory).",
     )
     experiment: str = Field("emt-curation", description="MLflow experiment of curation runs.")
 
@@ -34,8 +35,15 @@ def _experiment_id(name: str) -> str:
     return found.experiment_id if found else mlflow.create_experiment(name)
 
 
-def record_run(config: MlflowConfig, *, run_name: str, params: dict, metrics: dict[str, float], tags: dict[str, str],
-               files: dict[str, bytes]) -> str:
+def record_run(
+    config: MlflowConfig,
+    *,
+    run_name: str,
+    params: dict,
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    files: dict[str, bytes],
+) -> str:
     """Log one finished run; ``files`` maps artifact paths (``report/report.html``) to their bytes. Returns the
     MLflow run id."""
     mlflow.set_tracking_uri(config.resolved_uri())

@@ -81,3 +81,11 @@ def ray_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
              _temp_dir=str(tmp_path_factory.mktemp("ray")))
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real MLflow backend store (SQLite) for every run the tests make."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    return uri

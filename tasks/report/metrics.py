@@ -60,9 +60,7 @@ def common_bandwidth(sets: dict[str, np.ndarray], *, per_set: int = 200, seed: i
     return median_bandwidth(np.concatenate([p for p in parts if len(p)]), seed=seed)
 
 
-def mmd_matrix(
-    sets: dict[str, np.ndarray], *, bandwidth: float | None = None, unbiased: bool = True
-) -> pd.DataFrame:
+def mmd_matrix(sets: dict[str, np.ndarray], *, bandwidth: float | None = None, unbiased: bool = True) -> pd.DataFrame:
     """Squared MMD between every pair of sets (with >= 2 rows), as a symmetric DataFrame with a zero diagonal;
     the σ used is in ``df.attrs["bandwidth"]``.
 

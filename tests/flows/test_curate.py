@@ -147,3 +147,13 @@ def test_corrupt_input_is_quarantined_and_counted(local_corpus, tmp_path, s3_bac
 
     with pytest.raises(RuntimeError, match="max_error_rate"):
         curate(params.model_copy(update={"run_name": "strict", "max_error_rate": 0.0}))
+
+
+def test_run_is_recorded_in_mlflow(first_run, mlflow_store):
+    import mlflow
+
+    run = mlflow.MlflowClient(mlflow_store).get_run(first_run.mlflow_run_id)
+    assert run.data.tags["manifest_uri"] == first_run.manifest_uri
+    assert run.data.metrics["selected"] == 20 and run.data.params["scorer"] == "estimator"
+    artifacts = {a.path for a in mlflow.MlflowClient(mlflow_store).list_artifacts(first_run.mlflow_run_id)}
+    assert {"manifest.json", "params.json"} <= artifacts
