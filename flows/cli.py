@@ -66,6 +66,14 @@ def _cmd_curate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from tasks.report import build_report
+
+    result = build_report(args.manifest, _storage(args.config), per_set=args.per_set)
+    print(f"report: {result.html_uri}\nmetrics: {result.metrics_uri}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo import run_demo
 
@@ -90,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("curate", help="curate a pool against robot data (a Prefect flow over Ray Data)")
     p.add_argument("--config", required=True, help="YAML of the curate parameters (see README)")
     p.set_defaults(run=_cmd_curate)
+
+    p = sub.add_parser("report", help="rebuild the report (MMD, diversity, figures, HTML) of an existing run")
+    p.add_argument("manifest", help="the run's manifest URI (.../RUN/manifest.parquet)")
+    p.add_argument("--config", help="YAML with a `storage:` section (S3 endpoint and credentials)")
+    p.add_argument("--per-set", type=int, default=500, help="embeddings sampled per set (default: 500)")
+    p.set_defaults(run=_cmd_report)
 
     p = sub.add_parser("demo", help="run the main job on embedded defaults")
     p.add_argument(

@@ -21,7 +21,8 @@ from tasks import curate_tasks
 from tasks.base import Resources
 from tasks.curate_steps import gather_errors
 from tasks.embed import Embed
-from tasks.storage import join, publish_bytes, write_parquet
+from tasks.report import ReportResult
+from tasks.storage import join, publish_bytes, read_bytes, write_parquet
 
 
 class CurateReport(BaseModel):
@@ -37,6 +38,9 @@ class CurateReport(BaseModel):
     scorer: dict[str, Any]
     seconds: float
     mlflow_run_id: str | None = None
+    report_uri: str | None = None
+    diversity: dict[str, float] = {}
+    mmd2: dict[str, dict[str, float]] = {}
 
 
 def _error_rate_check(errors_reasons: list[str], usable: int, max_rate: float, errors_uri: str) -> None:
@@ -116,6 +120,9 @@ def curate(params: CurateParams) -> CurateReport:
     }
     manifest_uri = join(run_uri, "manifest.parquet")
     sidecar = curate_tasks.write_manifest(plan, manifest_uri, scores, ranks, chosen, sidecar)
+    analysis = (
+        curate_tasks.report(manifest_uri, storage, per_set=params.report_per_set) if params.report_per_set else None
+    )
     publish_bytes(join(run_uri, "params.json"), params.model_dump_json(indent=1).encode(), storage)
     publish_bytes(join(run_uri, "_SUCCESS"), b"", storage)
 
@@ -131,14 +138,17 @@ def curate(params: CurateParams) -> CurateReport:
         shards_cached=cached,
         scorer={k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)},
         seconds=round(time.perf_counter() - start, 2),
+        report_uri=analysis.html_uri if analysis else None,
+        diversity=analysis.metrics["diversity"] if analysis else {},
+        mmd2=analysis.metrics["mmd2"] if analysis else {},
     )
     if params.mlflow.enabled:
-        report.mlflow_run_id = _record(params, report, sidecar)
+        report.mlflow_run_id = _record(params, report, sidecar, analysis)
     _publish_artifacts(report)
     return report
 
 
-def _record(params: CurateParams, report: CurateReport, sidecar: dict) -> str:
+def _record(params: CurateParams, report: CurateReport, sidecar: dict, analysis: ReportResult | None) -> str:
     metrics = {
         "pool_samples": report.pool_samples,
         "selected": report.selected,
@@ -159,10 +169,15 @@ def _record(params: CurateParams, report: CurateReport, sidecar: dict) -> str:
         "robot_sources": ",".join(s.name for s in params.robot),
         "backbone_fingerprint": sidecar["backbone_fingerprint"],
     }
+    metrics |= {f"diversity_{name}": value for name, value in report.diversity.items()}
     files = {
         "manifest.json": json.dumps(sidecar, indent=1).encode(),
         "params.json": params.model_dump_json(indent=1).encode(),
     }
+    if analysis is not None:
+        uris = {"report/report.html": analysis.html_uri, "report/report_metrics.json": analysis.metrics_uri}
+        uris |= {f"report/figures/{name}.png": uri for name, uri in analysis.figure_uris.items()}
+        files |= {name: read_bytes(uri, params.storage) for name, uri in uris.items()}
     return record_run(
         params.mlflow,
         run_name=report.run_id,
@@ -199,6 +214,28 @@ def _publish_artifacts(report: CurateReport) -> None:
                 "| source | pool | selected |",
                 "|---|---|---|",
                 *[f"| {r['source']} | {r['pool']} | {r['selected']} |" for r in rows],
+                *_analysis_markdown(report),
             ]
         ),
     )
+
+
+def _analysis_markdown(report: CurateReport) -> list[str]:
+    """The report's key tables (diversity, squared MMD) and where the full HTML report is."""
+    if not report.report_uri:
+        return []
+    names = list(report.mmd2)
+    return [
+        "",
+        f"Full report (figures, 2-D map, examples): `{report.report_uri}`",
+        "",
+        "| set | diversity |",
+        "|---|---|",
+        *[f"| {k} | {v:.3f} |" for k, v in report.diversity.items()],
+        "",
+        "Squared MMD (RBF kernel, median-heuristic bandwidth, unbiased)",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+        *[f"| {a} | " + " | ".join(f"{report.mmd2[a][b]:.4f}" for b in names) + " |" for a in names],
+    ]

@@ -116,4 +116,6 @@ def run_demo(*, root: str | None, s3: bool, synth: SynthConfig, k_fraction: floa
         )
         report = curate(params)
         print_report(report, storage, info.ground_truth_uri)
+        if report.report_uri:
+            print(f"\nreport: {report.report_uri}")
         return report

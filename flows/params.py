@@ -44,6 +44,9 @@ class CurateParams(Settings):
     max_error_rate: float = Field(0.1, ge=0, le=1, description="Fail the run past this share of quarantined input.")
     train_pool_samples: int = Field(100_000, ge=2, description="Pool samples (uniform) used to train the scorer.")
     embedding_dtype: Literal["float16", "float32"] = Field("float16", description="Dtype of cached vectors.")
+    report_per_set: int = Field(
+        500, ge=0, description="Embeddings sampled per set for the run's report (MMD, diversity, map); 0 = no report."
+    )
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig, description="MLflow tracking of curation runs.")
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ from prefect.cache_policies import NONE
 from estimator.scorer import ScorerConfig, fit_scorer
 from tasks import curate_steps, embed_shards, manifest, score, select
 from tasks.embed import Embed
+from tasks.report import build
 from tasks.score import PoolScores
 
 # Inputs are models and arrays: hashing them for Prefect's result cache would cost more than the step.
@@ -59,3 +60,8 @@ def write_manifest(
 ) -> dict:
     parts = score.manifest_parts(plan.cache, plan.pool, scores.scores, ranks, chosen)
     return manifest.write_manifest(uri, parts, sidecar, plan.cache.storage)
+
+
+@task(name="report", retries=2, retry_delay_seconds=5, **_task)
+def report(manifest_uri: str, storage, *, per_set: int, seed: int = 0) -> build.ReportResult:
+    return build.build_report(manifest_uri, storage, per_set=per_set, seed=seed)

@@ -7,8 +7,23 @@ from tasks.synth import load_corpus_info
 
 
 def test_synth_writes_a_corpus(tmp_path, capsys):
-    assert main(["synth", str(tmp_path), "--samples-per-source", "5", "--shard-size", "5", "--robot-episodes", "2",
-                 "--frames-per-episode", "3"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                str(tmp_path),
+                "--samples-per-source",
+                "5",
+                "--shard-size",
+                "5",
+                "--robot-episodes",
+                "2",
+                "--frames-per-episode",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert load_corpus_info(str(tmp_path)).counts["photos"] == 5
     assert str(tmp_path) in capsys.readouterr().out
 
@@ -20,7 +35,9 @@ def test_bad_option_names_the_field(tmp_path, capsys):
 
 def test_bad_curate_config_names_the_field(tmp_path, capsys):
     config = tmp_path / "curate.yaml"
-    config.write_text("pool: [{name: a, format: tar, uri: /x}]\nrobot: [{name: r, format: lerobot, uri: /y}]\n"
-                      "backbone: {kind: open_clip, model: ViT-B-32}\nk: 5\noutput_uri: /out\n")
+    config.write_text(
+        "pool: [{name: a, format: tar, uri: /x}]\nrobot: [{name: r, format: lerobot, uri: /y}]\n"
+        "backbone: {kind: open_clip, model: ViT-B-32}\nk: 5\noutput_uri: /out\n"
+    )
     assert main(["curate", "--config", str(config)]) == 2
     assert "pool.0.format" in capsys.readouterr().err

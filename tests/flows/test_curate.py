@@ -138,8 +138,15 @@ def test_corrupt_input_is_quarantined_and_counted(local_corpus, tmp_path, s3_bac
     broken = sorted(Path(pool[0].uri).glob("*.tar"))[0]
     broken.write_bytes(broken.read_bytes()[:3000])  # a truncated tar: its tail is lost, and recorded
     (Path(pool[2].uri) / "zz-not-parquet.parquet").write_bytes(b"garbage")
-    params = CurateParams(pool=pool, robot=local_corpus.robot, storage=s3.storage, backbone=s3_backbone, k=5,
-                          output_uri=str(tmp_path / "runs"), run_name="corrupt")
+    params = CurateParams(
+        pool=pool,
+        robot=local_corpus.robot,
+        storage=s3.storage,
+        backbone=s3_backbone,
+        k=5,
+        output_uri=str(tmp_path / "runs"),
+        run_name="corrupt",
+    )
     report = curate(params)
     assert report.quarantined == {"corrupt_tar": 1, "unreadable_shard": 1}
     errors = pd.read_parquet(tmp_path / "runs" / "corrupt" / "errors.parquet")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from estimator.backbones.tiny import save_tiny_backbone
 from estimator.scorer import ScorerConfig
-from flows.curate import curate
+from flows.curate import CurateReport, curate
 from flows.params import CurateParams
 from tasks.manifest import read_manifest
 from tasks.synth import SynthConfig, generate_corpus
@@ -16,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("prefect_api", "ray_local")
 
 
 @pytest.fixture(scope="module")
-def precision(tmp_path_factory):
+def quality(tmp_path_factory):
     root = tmp_path_factory.mktemp("quality")
     info = generate_corpus(str(root / "corpus"), SynthConfig(seed=3, samples_per_source=150, shard_size=50))
     # Random weights: the text tower only adds noise, so the image tower alone forms the vector here.
@@ -24,7 +27,7 @@ def precision(tmp_path_factory):
     truth = pd.read_parquet(info.ground_truth_uri)
     k = int(truth["aligned"].sum())
 
-    def run(method: str) -> float:
+    def run(method: str) -> tuple[float, CurateReport]:
         params = CurateParams(
             pool=info.pool,
             robot=info.robot,
@@ -33,11 +36,19 @@ def precision(tmp_path_factory):
             output_uri=str(root / "runs"),
             scorer=ScorerConfig(method=method),
             run_name=method,
+            report_per_set=300 if method == "estimator" else 0,
         )
-        manifest = read_manifest(curate(params).manifest_uri).to_pandas().merge(truth, on="sample_id")
-        return float(manifest.loc[manifest["selected"], "aligned"].mean())
+        report = curate(params)
+        manifest = read_manifest(report.manifest_uri).to_pandas().merge(truth, on="sample_id")
+        return float(manifest.loc[manifest["selected"], "aligned"].mean()), report
 
-    return {m: run(m) for m in ("estimator", "random", "mean_distance", "knn")}
+    runs = {m: run(m) for m in ("estimator", "random", "mean_distance", "knn")}
+    return {m: p for m, (p, _) in runs.items()} | {"report": runs["estimator"][1]}
+
+
+@pytest.fixture(scope="module")
+def precision(quality):
+    return {m: p for m, p in quality.items() if m != "report"}
 
 
 def test_estimator_precision_is_high(precision):
@@ -47,3 +58,23 @@ def test_estimator_precision_is_high(precision):
 @pytest.mark.parametrize("baseline", ["random", "mean_distance", "knn"])
 def test_estimator_beats_baseline(precision, baseline):
     assert precision["estimator"] > precision[baseline] + 0.05, precision
+
+
+def test_report_explains_the_selection(quality):
+    """The paper's findings, as properties of the run's metrics (not of its pictures)."""
+    report = quality["report"]
+    metrics = json.loads(Path(report.report_uri).with_name("report_metrics.json").read_text())
+    median = {source: q["q50"] for source, q in metrics["score_quantiles"].items()}
+    assert median["tabletop"] > median["docs"] and median["tabletop"] > median["charts"]
+    mmd = report.mmd2
+    for robot in ("pick_place", "stack_blocks"):
+        assert mmd["selected"][robot] < mmd["pool"][robot]  # the selection moved toward the robot data
+    div = report.diversity
+    assert div["selected"] > max(div["pick_place"], div["stack_blocks"])  # more diverse than the robot sets
+    assert div["selected"] >= 0.8 * div["pool"]  # and keeps most of the pool's diversity
+
+
+def test_report_is_self_contained(quality):
+    html = Path(quality["report"].report_uri).read_text()
+    assert html.count("data:image/png;base64,") >= 4
+    assert "http://" not in html and "https://" not in html

@@ -1,0 +1,112 @@
+"""build_report on a tiny fake run: a real synthetic corpus, cache entries with shifted random vectors."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from tasks.cache import EmbeddingCache
+from tasks.contracts import ERRORS
+from tasks.manifest import write_manifest
+from tasks.read import Quarantine, list_shards, read_shard
+from tasks.report import build_report
+from tasks.report.sample import load_sets
+from tasks.synth import CorpusInfo
+
+DIM = 16
+
+
+@pytest.fixture(scope="module")
+def fake_run(local_corpus: CorpusInfo, tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("run")
+    cache = EmbeddingCache(root=str(root / "embeddings"), fingerprint="fake-fp")
+    rng = np.random.default_rng(0)
+    parts = []
+    specs = [(s, "pool") for s in local_corpus.pool] + [(s, "robot") for s in local_corpus.robot]
+    for offset, (spec, role) in enumerate(specs):
+        for shard in list_shards(spec):
+            batches = list(read_shard(spec, shard, quarantine=Quarantine()))
+            ids = [i for b in batches for i in b["sample_id"].to_pylist()]
+            keys = [k for b in batches for k in b["key"].to_pylist()]
+            vecs = rng.normal(offset * 0.5, 1.0, size=(len(ids), DIM)).astype(np.float32)
+            emb = pa.table(
+                {
+                    "sample_id": ids,
+                    "source": [spec.name] * len(ids),
+                    "key": keys,
+                    "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel()), DIM),
+                }
+            )
+            cache.write(cache.entry(shard), shard, emb, ERRORS.empty_table(), "float32")
+            if role == "pool":
+                scores = rng.normal(size=len(ids)).astype(np.float32) + offset
+                parts.append((ids, spec.name, shard, keys, scores))
+    ids = [i for p in parts for i in p[0]]
+    scores = np.concatenate([p[4] for p in parts])
+    rank = np.empty(len(ids), np.int64)
+    rank[np.argsort(-scores, kind="stable")] = np.arange(len(ids))
+    table = pa.table(
+        {
+            "sample_id": ids,
+            "source": [p[1] for p in parts for _ in p[0]],
+            "shard_uri": [p[2] for p in parts for _ in p[0]],
+            "key": [k for p in parts for k in p[3]],
+            "score": scores,
+            "rank": rank,
+            "selected": rank < 20,
+        }
+    )
+    manifest_uri = str(root / "manifest.parquet")
+    sidecar = {
+        "run_id": "test-run",
+        "backbone": "fake",
+        "backbone_fingerprint": "fake-fp",
+        "cache_uri": str(root / "embeddings"),
+        "k": 20,
+        "scorer": {"method": "fake"},
+        "pool": [s.model_dump(mode="json") for s in local_corpus.pool],
+        "robot": [s.model_dump(mode="json") for s in local_corpus.robot],
+        "quarantined": 0,
+    }
+    write_manifest(manifest_uri, [table], sidecar)
+    return manifest_uri
+
+
+def test_load_sets_bounded_and_labelled(fake_run: str, local_corpus: CorpusInfo) -> None:
+    data = load_sets(fake_run, per_set=7, seed=1)
+    names = {s.name for s in local_corpus.pool} | {s.name for s in local_corpus.robot} | {"selected", "pool"}
+    assert set(data.sets) == names
+    assert all(0 < len(v) <= 7 and v.shape[1] == DIM for v in data.sets.values())
+    assert len(data.map_points) == len(data.map_labels) == len(data.map_selected)
+    again = load_sets(fake_run, per_set=7, seed=1)
+    np.testing.assert_array_equal(again.sets["pool"], data.sets["pool"])
+
+
+def test_build_report_writes_offline_html_metrics_and_pngs(fake_run: str, tmp_path: Path) -> None:
+    result = build_report(fake_run, out_uri=str(tmp_path / "report"), per_set=30, examples=4)
+    page = Path(result.html_uri).read_text()
+    assert "data:image/png;base64," in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?https?://""", page)
+    metrics = json.loads(Path(result.metrics_uri).read_text())
+    for key in ("mmd2", "diversity", "score_quantiles", "selected_share", "bandwidth", "unbiased", "per_set"):
+        assert key in metrics
+    assert metrics["unbiased"] is True and metrics["per_set"] == 30
+    mmd = metrics["mmd2"]
+    assert mmd["selected"]["selected"] == 0.0 and mmd["pool"]["selected"] == mmd["selected"]["pool"]
+    assert {"top_selected", "lowest_scored", "mmd_heatmap", "embedding_map"} <= set(result.figure_uris)
+    for uri in result.figure_uris.values():
+        with Image.open(io.BytesIO(Path(uri).read_bytes())) as im:
+            assert im.format == "PNG" and im.size[0] > 50
+
+
+def test_build_report_defaults_next_to_manifest(fake_run: str) -> None:
+    result = build_report(fake_run, per_set=10, examples=0)
+    assert result.html_uri == str(Path(fake_run).parent / "report.html")
+    assert Path(result.html_uri).exists() and "top_selected" not in result.figure_uris
