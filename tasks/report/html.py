@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,10 +35,17 @@ def table(df: pd.DataFrame, *, digits: int = 4) -> str:
 def key_values(items: Mapping[str, Any]) -> str:
     """A two-column table of parameters."""
     rows = "".join(
-        f'<tr><th class="k">{html.escape(str(k))}</th><td class="k">{html.escape(str(v))}</td></tr>'
+        f'<tr><th class="k">{html.escape(str(k))}</th><td class="k">{html.escape(_text(v))}</td></tr>'
         for k, v in items.items()
     )
     return f"<table>{rows}</table>"
+
+
+def _text(value: Any) -> str:
+    """Nested parameters as compact JSON (not Python reprs), numbers rounded for reading."""
+    if isinstance(value, dict):
+        return json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in value.items()})
+    return str(value)
 
 
 def note(text: str) -> str:
