@@ -1,9 +1,9 @@
 """Re-curation: a first ``curate`` run on a synthetic corpus (embeds every shard) vs a second run on the same,
 unchanged shards (every embedding comes from the cache), in one process, one after the other.
 
-Both runs are the whole Prefect flow (preflight with the backbone load, fit, score, select, manifest); Prefect's
-embedded API is started before timing by a no-op flow. Each Prefect task call is timed, and the Ray session
-(local Ray start + embed task + shutdown) apart from the embed task itself.
+Both runs are the whole Prefect flow (preflight with the backbone load, fit, score, select, manifest, MLflow
+record); Prefect's embedded API and the MLflow DB (under data/bench/) are set up before timing. Each Prefect task
+call is timed, the Ray session (local Ray start + embed task + shutdown) and the MLflow record.
 """
 
 from __future__ import annotations
@@ -19,31 +19,44 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pandas as pd
-from prefect import flow
+from prefect import Task, flow
 
 import flows.curate as curate_flow
-from estimator.backbones import BackboneSpec
-from estimator.backbones.tiny import save_tiny_backbone
+from bench.models import bench_backbone
 from flows.params import CurateParams
+from flows.tracking import MlflowConfig
 from tasks import curate_tasks
 from tasks.synth import SynthConfig, generate_corpus
 
 OUT = Path("bench/out")
 DATA = Path("data/bench")
-TASKS = ("preflight", "embed", "fit", "score_pool", "choose", "write_manifest")
 
 
 @flow(name="bench-warm-up")
-def _warm_up() -> None:
+def _warm_prefect() -> None:
     """Starts Prefect's embedded API so neither timed run pays for it."""
+
+
+def _mlflow_config() -> MlflowConfig:
+    """Runs tracked in data/bench/ (not the working directory); the DB is created here, before timing."""
+    config = MlflowConfig(tracking_uri=f"sqlite:///{DATA}/mlflow.db", experiment="emt-bench-recurate")
+    mlflow.set_tracking_uri(config.resolved_uri())
+    if mlflow.get_experiment_by_name(config.experiment) is None:
+        mlflow.create_experiment(config.experiment, artifact_location=(DATA / "mlruns").resolve().as_uri())
+    return config
 
 
 @contextlib.contextmanager
 def _timed_steps(times: dict[str, float]) -> Iterator[None]:
-    """Time every curate task call and the Ray session, by wrapping what the flow looks up at call time."""
-    originals: dict[tuple[Any, str], Any] = {(curate_tasks, n): getattr(curate_tasks, n) for n in TASKS}
-    originals[(curate_flow, "ray_session")] = curate_flow.ray_session
+    """Time every Prefect task of ``tasks.curate_tasks``, the Ray session and the MLflow record, by wrapping
+    what the flow looks up at call time (restored on exit)."""
+    originals: dict[tuple[Any, str], Any] = {
+        (curate_tasks, n): t for n, t in vars(curate_tasks).items() if isinstance(t, Task)
+    }
+    originals |= {(curate_flow, n): getattr(curate_flow, n) for n in ("_record",) if hasattr(curate_flow, n)}
+    ray_session = curate_flow.ray_session
 
     def timed(name: str, fn: Callable) -> Callable:
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -51,34 +64,35 @@ def _timed_steps(times: dict[str, float]) -> Iterator[None]:
             try:
                 return fn(*args, **kwargs)
             finally:
-                times[name] += time.perf_counter() - t0
+                times[name.strip("_")] += time.perf_counter() - t0
 
         return call
 
     @contextlib.contextmanager
-    def ray_session(address: str | None) -> Iterator[None]:
+    def timed_session(address: str | None) -> Iterator[None]:
         t0 = time.perf_counter()
         try:
-            with originals[(curate_flow, "ray_session")](address):
+            with ray_session(address):
                 yield
         finally:
             times["ray_session"] += time.perf_counter() - t0
 
-    for name in TASKS:
-        setattr(curate_tasks, name, timed(name, originals[(curate_tasks, name)]))
-    curate_flow.ray_session = ray_session
+    for (module, name), fn in originals.items():
+        setattr(module, name, timed(name, fn))
+    curate_flow.ray_session = timed_session
     try:
         yield
     finally:
-        for (module, name), original in originals.items():
-            setattr(module, name, original)
+        curate_flow.ray_session = ray_session
+        for (module, name), fn in originals.items():
+            setattr(module, name, fn)
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench recurate")
     ap.add_argument("--samples-per-source", type=int, default=2000, help="pool samples in each of 4 sources")
     ap.add_argument("--shard-size", type=int, default=250, help="keep it no multiple of the embed batch (64)")
-    ap.add_argument("--model", default="tiny", help="tiny (demo's tiny open_clip) or an open_clip arch, random")
+    ap.add_argument("--model", default="tiny", help="tiny (the demo's) or an open_clip arch (seeded random weights)")
     ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument("--keep", action="store_true", help="keep the runs and the cache under data/bench/")
     args = ap.parse_args(argv)
@@ -86,18 +100,15 @@ def main(argv: list[str]) -> int:
     DATA.mkdir(parents=True, exist_ok=True)
     cfg = SynthConfig(samples_per_source=args.samples_per_source, shard_size=args.shard_size, workers=2)
     info = generate_corpus(str(DATA / f"corpus-{args.samples_per_source}-{args.shard_size}"), cfg)
-    if args.model == "tiny":
-        spec = save_tiny_backbone("open_clip", str(DATA / "models" / "tiny-open_clip"), seed=0)
-    else:
-        spec = BackboneSpec(kind="open_clip", model=args.model)
-    spec = spec.model_copy(update={"modality": "image"})
+    spec = bench_backbone(args.model)
     out = DATA / f"recurate-{uuid.uuid4().hex[:8]}"
-    _warm_up()
+    _warm_prefect()
+    tracking = _mlflow_config()
     rows = []
     try:
         for run in ("first", "second"):
             params = CurateParams(pool=info.pool, robot=info.robot, backbone=spec, fraction=args.fraction,
-                                  output_uri=str(out / "runs"), run_name=run)
+                                  output_uri=str(out / "runs"), run_name=run, mlflow=tracking)
             times: dict[str, float] = defaultdict(float)
             with _timed_steps(times):
                 t0 = time.perf_counter()
@@ -117,5 +128,6 @@ def main(argv: list[str]) -> int:
               "first: embed task share of wall": round(first["embed_s"] / first["wall_s"], 2)}
     print("\n" + table.T.to_string() + "\n\n" + "\n".join(f"{k}: {v}" for k, v in ratios.items()))
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "recurate.json").write_text(json.dumps({"args": vars(args), "rows": rows, "ratios": ratios}, indent=1))
+    result = {"args": vars(args), "rows": rows, "ratios": ratios}
+    (OUT / f"recurate-{args.model}.json").write_text(json.dumps(result, indent=1))
     return 0

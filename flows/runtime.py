@@ -18,14 +18,13 @@ def ray_session(address: str | None) -> Iterator[None]:
         yield
         return
     target = address or os.environ.get("RAY_ADDRESS")
-    kwargs = (
-        {}
-        if target
-        else {
-            "_temp_dir": os.environ.get("EMT_RAY_TMPDIR", tempfile.gettempdir() + "/emt-ray"),
-            "include_dashboard": False,
-        }
-    )
+    # A local Ray stays on loopback: nothing it starts listens on the machine's network addresses.
+    local = {
+        "_temp_dir": os.environ.get("EMT_RAY_TMPDIR", tempfile.gettempdir() + "/emt-ray"),
+        "include_dashboard": False,
+        "_node_ip_address": "127.0.0.1",
+    }
+    kwargs = {} if target else local
     ray.init(address=target, log_to_driver=False, **kwargs)
     try:
         yield

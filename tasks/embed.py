@@ -30,8 +30,11 @@ def decode_image(data: bytes) -> Image.Image | None:
 
 
 def embedded_table(batch: pa.Table, vectors: np.ndarray, rows: list[int], errors: list[str | None]) -> pa.Table:
-    """``batch``'s id columns plus a fixed-size ``embedding`` (null where ``errors`` says why)."""
-    dim = vectors.shape[1] if vectors.size else 0
+    """``batch``'s id columns plus a fixed-size ``embedding`` (null where ``errors`` says why).
+
+    ``vectors`` is [len(rows), dim] even when no row was usable, so the column type never depends on the batch.
+    """
+    dim = vectors.shape[1]
     full = np.zeros((batch.num_rows, dim), dtype=np.float32)
     if rows:
         full[rows] = vectors

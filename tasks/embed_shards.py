@@ -128,6 +128,19 @@ class _ShardAssembler:
             self.summary.quarantined[reason] = self.summary.quarantined.get(reason, 0) + 1
 
 
+def _check_fits(embed: Embed, *, actors: int, read_cpus: float) -> None:
+    """Refuse a job whose actors leave no room for a read task: Ray would wait for resources forever."""
+    have = ray.cluster_resources()
+    cpus = actors * embed.resources.cpus + read_cpus
+    gpus = actors * embed.resources.gpus
+    if cpus > have.get("CPU", 0) or gpus > have.get("GPU", 0):
+        raise ValueError(
+            f"the embedding job needs {cpus:g} CPUs and {gpus:g} GPUs (ray.embed_actors x ray.actor_cpus/actor_gpus "
+            f"+ ray.read_cpus) but the Ray cluster has {have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} GPUs: "
+            "lower ray.embed_actors or ray.actor_cpus"
+        )
+
+
 def embed_shards(
     jobs: list[ShardJob],
     *,
@@ -143,6 +156,7 @@ def embed_shards(
     summary = EmbedSummary()
     if not jobs:
         return summary
+    _check_fits(embed, actors=actors, read_cpus=read_cpus)
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     items = [{"spec": j.spec.model_dump_json(), "shard_uri": j.shard_uri} for j in jobs]
     ds = ray.data.from_items(items, override_num_blocks=len(items))

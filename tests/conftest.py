@@ -77,7 +77,7 @@ def ray_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One local Ray instance for the whole test run (2 CPUs, as on CI)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
              _temp_dir=str(tmp_path_factory.mktemp("ray")))
     yield
     ray.shutdown()

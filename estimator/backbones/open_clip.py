@@ -33,20 +33,27 @@ def unknown_arch_message(name: str) -> str:
     """Why ``name`` cannot be an open_clip model, and where valid names come from."""
     close = difflib.get_close_matches(name, open_clip.list_models(), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    return (f"open_clip model {name!r} is not a known architecture.{hint} Valid names: open_clip.list_models() "
-            f"(e.g. ViT-B-32, ViT-L-14); weights tags: open_clip.list_pretrained(). Or give a directory or S3 "
-            f"prefix holding {CONFIG_FILE} and the weights.")
+    return (
+        f"open_clip model {name!r} is not a known architecture.{hint} Valid names: open_clip.list_models() "
+        f"(e.g. ViT-B-32, ViT-L-14); weights tags: open_clip.list_pretrained(). Or give a directory or S3 "
+        f"prefix holding {CONFIG_FILE} and the weights."
+    )
 
 
 class OpenClipBackbone(Backbone):
     """An open_clip model; the vector is the L2-normalised image and/or text embedding (see ``modality``)."""
 
-    def __init__(self, spec: BackboneSpec, storage: StorageConfig | None = None, *,
-                 cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, spec: BackboneSpec, storage: StorageConfig | None = None, *, cache_dir: str | Path | None = None
+    ) -> None:
         self.spec = spec
         self.device, self.dtype = spec.resolved_device(), spec.resolved_dtype()
         name, pretrained, self.model_cfg = _resolve(spec, storage, cache_dir)
-        model, _, self.preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+        # Without weights the model is random: seed its initialisation, so every worker (and every run) builds the
+        # same model and the fingerprint, hence the embedding cache, holds.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model, _, self.preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
         self.tokenizer = open_clip.get_tokenizer(name)
         self.model = model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
         dim = int(self.model_cfg["embed_dim"])
@@ -54,8 +61,9 @@ class OpenClipBackbone(Backbone):
         self._weights: str | None = None
 
     def embed(self, images: list[Image.Image], texts: list[str]) -> np.ndarray:
-        return two_tower_vectors(self.spec.modality, images, texts, self._encode_images, self._encode_texts,
-                                 self.embed_dim)
+        return two_tower_vectors(
+            self.spec.modality, images, texts, self._encode_images, self._encode_texts, self.embed_dim
+        )
 
     def _encode_images(self, images: list[Image.Image]) -> torch.Tensor:
         x = torch.stack([self.preprocess(im) for im in images]).to(self.device, self.dtype)
@@ -68,14 +76,21 @@ class OpenClipBackbone(Backbone):
         if self._weights is None:  # hashing every parameter costs a pass over the weights: do it once
             self._weights = weights_hash(self.model)
         preprocess = dict(getattr(self.model.visual, "preprocess_cfg", {}))
-        tokenizer = {"class": type(self.tokenizer).__name__,
-                     "context_length": getattr(self.tokenizer, "context_length", None)}
-        return {"arch": self.model_cfg, "weights": self._weights, "embed_dim": self.embed_dim,
-                "preprocess": json.dumps({"image": preprocess, "tokenizer": tokenizer}, sort_keys=True, default=str)}
+        tokenizer = {
+            "class": type(self.tokenizer).__name__,
+            "context_length": getattr(self.tokenizer, "context_length", None),
+        }
+        return {
+            "arch": self.model_cfg,
+            "weights": self._weights,
+            "embed_dim": self.embed_dim,
+            "preprocess": json.dumps({"image": preprocess, "tokenizer": tokenizer}, sort_keys=True, default=str),
+        }
 
 
-def _resolve(spec: BackboneSpec, storage: StorageConfig | None,
-             cache_dir: str | Path | None) -> tuple[str, str | None, dict]:
+def _resolve(
+    spec: BackboneSpec, storage: StorageConfig | None, cache_dir: str | Path | None
+) -> tuple[str, str | None, dict]:
     """The open_clip model name to create, the local weights (or tag) and the architecture config."""
     if looks_like_path(spec.model):
         local = Path(localize(spec.model, storage, cache_dir))
@@ -94,8 +109,10 @@ def validate_open_clip(spec: BackboneSpec, storage: StorageConfig | None = None)
     """Reject a spec open_clip cannot resolve, without loading weights."""
     if looks_like_path(spec.model):
         if spec.pretrained:
-            raise ValueError(f"open_clip model {spec.model!r} is a directory: its weights are inside it, so "
-                             f"pretrained must be unset (got {spec.pretrained!r})")
+            raise ValueError(
+                f"open_clip model {spec.model!r} is a directory: its weights are inside it, so "
+                f"pretrained must be unset (got {spec.pretrained!r})"
+            )
         require_dir_with(spec.model, CONFIG_FILE, storage, what="open_clip model")
         return
     if spec.model.startswith(HF_HUB_PREFIX):
@@ -108,5 +125,7 @@ def validate_open_clip(spec: BackboneSpec, storage: StorageConfig | None = None)
         require_file(spec.pretrained, storage, what=f"open_clip weights for {spec.model!r}")
     elif spec.pretrained not in open_clip.list_pretrained_tags_by_model(spec.model):
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(spec.model)) or "none"
-        raise ValueError(f"open_clip model {spec.model!r} has no weights tag {spec.pretrained!r}; known tags: "
-                         f"{tags}. Or give a local file or S3 URI of a checkpoint.")
+        raise ValueError(
+            f"open_clip model {spec.model!r} has no weights tag {spec.pretrained!r}; known tags: "
+            f"{tags}. Or give a local file or S3 URI of a checkpoint."
+        )

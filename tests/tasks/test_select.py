@@ -29,11 +29,14 @@ def test_per_source_caps_pass_places_on():
         select_top(rank_order(scores), 3, sources, caps={0: 1, 1: 1})
 
 
-@pytest.mark.parametrize("kw,message", [
-    ({"k": 11, "fraction": None}, "larger than the pool"),
-    ({"k": None, "fraction": 0.01}, "selection is empty"),
-    ({"k": 1, "fraction": 0.5}, "exactly one"),
-])
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        ({"k": 11, "fraction": None}, "larger than the pool"),
+        ({"k": None, "fraction": 0.01}, "selection is empty"),
+        ({"k": 1, "fraction": 0.5}, "exactly one"),
+    ],
+)
 def test_resolve_k_rejects(kw, message):
     with pytest.raises(ValueError, match=message):
         resolve_k(10, **kw)

@@ -154,10 +154,7 @@ def test_lerobot_datasets(corpus):
         files = sorted((root / "data/chunk-000").iterdir())
         assert [p.name for p in files] == ["file-000.parquet", "file-001.parquet"]
         data = pd.concat([pq.read_table(p).to_pandas() for p in files], ignore_index=True)
-        assert (
-            len(data) == info["total_frames"] == 18
-            and data["episode_index"].nunique() == info["total_episodes"]
-        )
+        assert len(data) == info["total_frames"] == 18 and data["episode_index"].nunique() == info["total_episodes"]
         assert list(data["index"]) == list(range(18))
         assert all(len(a) == 7 and a[-1] in (0.0, 1.0) for a in data["action"])
         assert all(len(s) == 8 for s in data["observation.state"])
@@ -196,9 +193,7 @@ def test_corpus_yaml_round_trips(corpus):
 def test_rerun_is_a_no_op_and_other_settings_are_refused(corpus):
     root = Path(corpus.root)
     before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
-    assert (
-        generate_corpus(str(root), TINY.model_copy(update={"workers": 3})) == corpus
-    )  # workers: same output
+    assert generate_corpus(str(root), TINY.model_copy(update={"workers": 3})) == corpus  # workers: same output
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
     with pytest.raises(FileExistsError, match="other settings"):
         generate_corpus(str(root), TINY.model_copy(update={"seed": 5}))

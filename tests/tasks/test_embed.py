@@ -1,0 +1,73 @@
+"""The Embed stage on small inline tables with a recording stand-in model (no Ray)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from estimator.backbones.base import BackboneSpec
+from tasks.embed import Embed
+
+
+class CountingBackbone:
+    """Returns the call number in every component (ones, then twos...), so each row's output is traceable."""
+
+    embed_dim = 4
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def embed(self, images, texts):
+        self.calls.append(len(images))
+        return np.full((len(images), self.embed_dim), len(self.calls), np.float32)
+
+
+def png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 200, 10)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def batch(images: list[bytes], errors: list[str | None]) -> pa.Table:
+    n = len(images)
+    return pa.table(
+        {
+            "sample_id": [f"s/0.tar/{i}" for i in range(n)],
+            "source": ["s"] * n,
+            "shard_uri": ["/0.tar"] * n,
+            "key": [str(i) for i in range(n)],
+            "image": pa.array(images, pa.binary()),
+            "text": ["t"] * n,
+            "error": pa.array(errors, pa.string()),
+            "detail": pa.nulls(n, pa.string()),
+        }
+    )
+
+
+def stage(model: CountingBackbone, batch_size: int = 2) -> Embed:
+    return Embed(backbone=BackboneSpec(kind="open_clip", model="ViT-B-32"), model=model, batch_size=batch_size)
+
+
+def test_every_row_gets_its_own_vector_and_bad_rows_are_marked():
+    model = CountingBackbone()
+    out = stage(model)(batch([png(), b"junk", png(), png(), b""], [None, None, None, None, "missing_image"]))
+    assert model.calls == [2, 1]  # micro-batches of 2 over the 3 decodable images
+    assert out["error"].to_pylist() == [None, "undecodable_image", None, None, "missing_image"]
+    vectors = out["embedding"].to_pylist()
+    assert [v[0] if v else None for v in vectors] == [1.0, None, 1.0, 2.0, None]
+    assert out.schema.field("embedding").type == pa.list_(pa.float32(), 4)
+
+
+def test_batch_without_usable_rows_keeps_the_vector_type():
+    out = stage(CountingBackbone())(batch([b"", b""], ["missing_text", "__end_of_shard__"]))
+    assert out.schema.field("embedding").type == pa.list_(pa.float32(), 4)
+    assert out["embedding"].null_count == 2
+
+
+def test_missing_input_column_names_stage_and_shard():
+    with pytest.raises(ValueError, match="stage 'embed', shard /0.tar: missing input columns \\['error'\\]"):
+        stage(CountingBackbone())(batch([png()], [None]).drop_columns(["error"]))
