@@ -22,7 +22,7 @@ from tasks.base import Resources
 from tasks.curate_steps import gather_errors
 from tasks.embed import Embed
 from tasks.report import ReportResult
-from tasks.storage import join, publish_bytes, read_bytes, write_parquet
+from tasks.storage import exists, join, publish_bytes, read_bytes, write_parquet
 
 
 class CurateReport(BaseModel):
@@ -59,6 +59,9 @@ def curate(params: CurateParams) -> CurateReport:
     start = time.perf_counter()
     run_id = params.run_name or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     run_uri, storage = join(params.output_uri, run_id), params.storage
+    if exists(join(run_uri, "_SUCCESS"), storage):  # a finished run is never redone
+        print(f"run {run_id} is already complete at {run_uri}")
+        return CurateReport.model_validate_json(read_bytes(join(run_uri, "report.json"), storage))
     plan = curate_tasks.preflight(
         pool=params.pool,
         robot=params.robot,
@@ -124,7 +127,6 @@ def curate(params: CurateParams) -> CurateReport:
         curate_tasks.report(manifest_uri, storage, per_set=params.report_per_set) if params.report_per_set else None
     )
     publish_bytes(join(run_uri, "params.json"), params.model_dump_json(indent=1).encode(), storage)
-    publish_bytes(join(run_uri, "_SUCCESS"), b"", storage)
 
     report = CurateReport(
         run_id=run_id,
@@ -144,6 +146,8 @@ def curate(params: CurateParams) -> CurateReport:
     )
     if params.mlflow.enabled:
         report.mlflow_run_id = _record(params, report, sidecar, analysis)
+    publish_bytes(join(run_uri, "report.json"), report.model_dump_json(indent=1).encode(), storage)
+    publish_bytes(join(run_uri, "_SUCCESS"), b"", storage)  # last: the run is complete
     _publish_artifacts(report)
     return report
 

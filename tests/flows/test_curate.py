@@ -164,3 +164,9 @@ def test_run_is_recorded_in_mlflow(first_run, mlflow_store):
     assert run.data.metrics["selected"] == 20 and run.data.params["scorer"] == "estimator"
     artifacts = {a.path for a in mlflow.MlflowClient(mlflow_store).list_artifacts(first_run.mlflow_run_id)}
     assert {"manifest.json", "params.json"} <= artifacts
+
+
+def test_finished_run_is_not_redone(first_run, s3_params, s3):
+    again = curate(s3_params.model_copy(update={"run_name": "first"}))
+    assert again == first_run  # the stored report, not a new run
+    assert read_bytes(f"{first_run.run_uri}/_SUCCESS", s3.storage) == b""
