@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.compute as pc
 import pytest
+import yaml
 
 from estimator.backbones.base import BackboneSpec
 from estimator.backbones.tiny import save_tiny_backbone
@@ -17,7 +18,7 @@ from flows.params import CurateParams
 from tasks.config import ConfigError, parse_config
 from tasks.contracts import MANIFEST
 from tasks.manifest import iter_selected, read_manifest, read_sidecar
-from tasks.storage import read_bytes
+from tasks.storage import filesystem, read_bytes
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "ray_local")
 
@@ -170,3 +171,18 @@ def test_finished_run_is_not_redone(first_run, s3_params, s3):
     again = curate(s3_params.model_copy(update={"run_name": "first"}))
     assert again == first_run  # the stored report, not a new run
     assert read_bytes(f"{first_run.run_uri}/_SUCCESS", s3.storage) == b""
+
+
+def test_emt_report_rebuilds_a_runs_report(first_run, s3, tmp_path, capsys):
+    from flows.cli import main
+
+    config = tmp_path / "storage.yaml"
+    config.write_text(
+        yaml.safe_dump({"storage": {"endpoint_url": s3.storage.endpoint_url, "key": "embedded", "secret": "embedded"}})
+    )
+    html_uri = f"{first_run.run_uri}/report.html"
+    fs, path = filesystem(html_uri, s3.storage)
+    fs.rm(path)
+    assert main(["report", first_run.manifest_uri, "--config", str(config), "--per-set", "50"]) == 0
+    assert html_uri in capsys.readouterr().out
+    assert b"data:image/png;base64," in read_bytes(html_uri, s3.storage)
