@@ -29,6 +29,10 @@ def decode_image(data: bytes) -> Image.Image | None:
         return None
 
 
+def _column(batch: pa.Table, name: str) -> pa.Array:
+    return batch[name] if name in batch.column_names else pa.nulls(batch.num_rows, pa.string())
+
+
 def embedded_table(batch: pa.Table, vectors: np.ndarray, rows: list[int], errors: list[str | None]) -> pa.Table:
     """``batch``'s id columns plus a fixed-size ``embedding`` (null where ``errors`` says why).
 
@@ -49,7 +53,15 @@ def embedded_table(batch: pa.Table, vectors: np.ndarray, rows: list[int], errors
             "key": batch["key"],
             "embedding": embedding,
             "error": pa.array(errors, pa.string()),
-            "detail": batch["detail"] if "detail" in batch.column_names else pa.nulls(batch.num_rows, pa.string()),
+            "detail": _column(batch, "detail"),
+            # Which stage set a row aside: the one before (carried through) or this one.
+            "stage": pa.array(
+                [
+                    s if e is None or s else "embed"
+                    for e, s in zip(errors, _column(batch, "stage").to_pylist(), strict=True)
+                ],
+                pa.string(),
+            ),
         }
     )
 
@@ -68,6 +80,7 @@ class Embed(Stage):
         "embedding",
         "error",
         "detail",
+        "stage",
     )
     backbone: BackboneSpec
     storage: StorageConfig | None = None

@@ -32,6 +32,7 @@ WORK = pa.schema(
         ("text", pa.string()),
         ("error", pa.string()),
         ("detail", pa.string()),
+        ("stage", pa.string()),  # the stage that set the row aside (null while usable)
     ]
 )
 
@@ -54,7 +55,8 @@ def _work(table: pa.Table) -> pa.Table:
     """Reader output (sample contract) as work rows: usable, so no error."""
     n = table.num_rows
     cols = {name: table[name] for name in ("sample_id", "source", "shard_uri", "key", "image", "text")}
-    return pa.table({**cols, "error": pa.nulls(n, pa.string()), "detail": pa.nulls(n, pa.string())}, schema=WORK)
+    empty = pa.nulls(n, pa.string())
+    return pa.table({**cols, "error": empty, "detail": empty, "stage": empty}, schema=WORK)
 
 
 def _quarantined(q: Quarantine, spec: SourceSpec, shard_uri: str, count: int) -> pa.Table:
@@ -116,7 +118,7 @@ class _ShardAssembler:
             {
                 "sample_id": bad["sample_id"],
                 "shard_uri": bad["shard_uri"],
-                "stage": pa.array(["embed"] * bad.num_rows, pa.string()),
+                "stage": bad["stage"],
                 "reason": bad["error"],
                 "detail": bad["detail"],
             }

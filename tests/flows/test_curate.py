@@ -152,6 +152,7 @@ def test_corrupt_input_is_quarantined_and_counted(local_corpus, tmp_path, s3_bac
     assert report.quarantined == {"corrupt_tar": 1, "unreadable_shard": 1}
     errors = pd.read_parquet(tmp_path / "runs" / "corrupt" / "errors.parquet")
     assert sorted(errors["reason"]) == ["corrupt_tar", "unreadable_shard"]
+    assert set(errors["stage"]) == {"read"}
 
     with pytest.raises(RuntimeError, match="max_error_rate"):
         curate(params.model_copy(update={"run_name": "strict", "max_error_rate": 0.0}))

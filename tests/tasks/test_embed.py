@@ -44,6 +44,7 @@ def batch(images: list[bytes], errors: list[str | None]) -> pa.Table:
             "text": ["t"] * n,
             "error": pa.array(errors, pa.string()),
             "detail": pa.nulls(n, pa.string()),
+            "stage": pa.array([None if e is None else "read" for e in errors], pa.string()),
         }
     )
 
@@ -57,6 +58,7 @@ def test_every_row_gets_its_own_vector_and_bad_rows_are_marked():
     out = stage(model)(batch([png(), b"junk", png(), png(), b""], [None, None, None, None, "missing_image"]))
     assert model.calls == [2, 1]  # micro-batches of 2 over the 3 decodable images
     assert out["error"].to_pylist() == [None, "undecodable_image", None, None, "missing_image"]
+    assert out["stage"].to_pylist() == [None, "embed", None, None, "read"]
     vectors = out["embedding"].to_pylist()
     assert [v[0] if v else None for v in vectors] == [1.0, None, 1.0, 2.0, None]
     assert out.schema.field("embedding").type == pa.list_(pa.float32(), 4)
