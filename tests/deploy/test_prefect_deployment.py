@@ -7,8 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,49 +14,24 @@ import pyarrow.parquet as pq
 import pytest
 
 from estimator.backbones.tiny import save_tiny_backbone
-from infra.s3 import free_port
+from infra.services import prefect_server
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 
-def _wait_healthy(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"prefect server at {url} not healthy after {timeout}s")
-
-
 @pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory) -> Iterator[dict[str, str]]:
+def server_env(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """A real `prefect server`; yields the environment that points the CLI and the worker at it."""
     home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "EMT_HOME": str(ROOT),
-    }
-    log = open(home / "server.log", "w")  # noqa: SIM115 - open for the life of the server
-    server = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_healthy(env["PREFECT_API_URL"])
-        yield env
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+    with prefect_server(home) as api_url:
+        yield {
+            **os.environ,
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_API_URL": api_url,
+            "EMT_HOME": str(ROOT),
+        }
 
 
 def _prefect(env: dict[str, str], *args: str, timeout: float = 300) -> str:
@@ -69,8 +42,8 @@ def _prefect(env: dict[str, str], *args: str, timeout: float = 300) -> str:
     return done.stdout
 
 
-def test_deployment_runs_curate_on_a_worker(prefect_server, local_corpus, tmp_path):
-    env = prefect_server
+def test_deployment_runs_curate_on_a_worker(server_env, local_corpus, tmp_path):
+    env = server_env
     _prefect(env, "work-pool", "create", "emt-process", "--type", "process")
     _prefect(env, "deploy", "--all")
     backbone = save_tiny_backbone("open_clip", str(tmp_path / "model"))
