@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tasks.config import StorageConfig
 from tasks.storage import (
     arrow_filesystem,
     exists,
@@ -75,3 +76,12 @@ def test_shard_root_and_relative_names():
     assert shard_root("s3://b/pool/") == "s3://b/pool"
     assert relative_name("s3://b/pool", "s3://b/pool/a/00001.tar") == "a/00001.tar"
     assert relative_name("/data/pool", "/data/pool/00001.tar") == relative_name("s3://x/pool", "s3://x/pool/00001.tar")
+
+
+def test_standard_aws_variables_reach_the_server(s3, monkeypatch):
+    bucket = s3.make_bucket("env-config")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.storage.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-env")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-env")
+    publish_bytes(f"{bucket}/via-env.txt", b"no storage section needed", StorageConfig())
+    assert read_bytes(f"{bucket}/via-env.txt", s3.storage) == b"no storage section needed"
