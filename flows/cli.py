@@ -11,6 +11,7 @@ import argparse
 import sys
 from typing import Any
 
+from botocore.exceptions import BotoCoreError
 from pydantic import BaseModel
 
 from tasks.config import ConfigError, CorpusConfig, StorageConfig, load_config, parse_config
@@ -121,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except (ConfigError, ValueError, FileExistsError) as err:  # bad configuration or input, before work started
         print(f"emt {args.command}: {err}", file=sys.stderr)
+        return 2
+    except BotoCoreError as err:  # object storage unreachable or credentials missing: say so, not a traceback
+        print(f"emt {args.command}: object storage: {err} (check `storage:` or the AWS variables)", file=sys.stderr)
         return 2
 
 

@@ -41,3 +41,14 @@ def test_bad_curate_config_names_the_field(tmp_path, capsys):
     )
     assert main(["curate", "--config", str(config)]) == 2
     assert "pool.0.format" in capsys.readouterr().err
+
+
+def test_missing_storage_credentials_is_a_clear_error(s3, tmp_path, monkeypatch, capsys):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    config = tmp_path / "storage.yaml"
+    config.write_text(f"storage: {{endpoint_url: '{s3.storage.endpoint_url}'}}\n")
+    assert main(["synth", "s3://nowhere/corpus", "--config", str(config), "--samples-per-source", "2"]) == 2
+    assert "object storage: Unable to locate credentials" in capsys.readouterr().err
