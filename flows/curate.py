@@ -22,6 +22,7 @@ from tasks.base import Resources
 from tasks.curate_steps import gather_errors
 from tasks.embed import Embed
 from tasks.report import ReportResult
+from tasks.score import entry_rows
 from tasks.storage import exists, join, publish_bytes, read_bytes, write_parquet
 
 
@@ -99,9 +100,10 @@ def curate(params: CurateParams) -> CurateReport:
     errors_uri = join(run_uri, "errors.parquet")
     write_parquet(errors, errors_uri, storage)
     reasons = errors["reason"].to_pylist()
+    usable = sum(entry_rows(plan.cache, shard) for shard in plan.pool + plan.robot)
+    _error_rate_check(reasons, usable, params.max_error_rate, errors_uri)  # before any training
     scorer, metrics = curate_tasks.fit(plan, params.scorer, train_pool_samples=params.train_pool_samples)
     scores = curate_tasks.score_pool(plan, scorer)
-    _error_rate_check(reasons, len(scores.scores), params.max_error_rate, errors_uri)
     if isinstance(scorer, ProximityEstimator):
         save_estimator(scorer, join(run_uri, "estimator"), storage)
     ranks, chosen, n = curate_tasks.choose(

@@ -91,7 +91,6 @@ class Embed(Stage):
             self.model = load_backbone(self.backbone, self.storage)
 
     def process(self, batch: pa.Table) -> pa.Table:
-        self.setup()
         errors: list[str | None] = batch["error"].to_pylist()
         images, texts, rows = [], [], []
         for i, (data, text) in enumerate(zip(batch["image"].to_pylist(), batch["text"].to_pylist(), strict=True)):
