@@ -28,13 +28,13 @@ import ray
 import torch
 
 from bench.models import bench_backbone
+from core.read import Quarantine, list_shards, read_shard
 from estimator.backbones import BackboneSpec, load_backbone
+from synth import CorpusInfo, SynthConfig, generate_corpus
 from tasks.base import Resources
 from tasks.cache import EmbeddingCache
 from tasks.embed import Embed, decode_image
 from tasks.embed_shards import ShardJob, embed_shards
-from tasks.read import Quarantine, list_shards, read_shard
-from tasks.synth import CorpusInfo, SynthConfig, generate_corpus
 
 OUT = Path("bench/out")
 DATA = Path("data/bench")

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.settings import SourceSpec
+from core.storage import filesystem
 from infra.s3 import start_s3
-from tasks.config import SourceSpec
-from tasks.storage import filesystem
+from synth import SynthConfig, generate_corpus
 from tasks.survey import survey_source
-from tasks.synth import SynthConfig, generate_corpus
 
 OUT = Path("bench/out")
 

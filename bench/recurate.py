@@ -25,10 +25,10 @@ from prefect import Task, flow
 
 import flows.curate as curate_flow
 from bench.models import bench_backbone
+from core.settings import MlflowConfig
 from flows.params import CurateParams
-from flows.tracking import MlflowConfig
-from tasks import curate_tasks
-from tasks.synth import SynthConfig, generate_corpus
+from synth import SynthConfig, generate_corpus
+from tasks import prefect_tasks
 
 OUT = Path("bench/out")
 DATA = Path("data/bench")
@@ -50,10 +50,10 @@ def _mlflow_config() -> MlflowConfig:
 
 @contextlib.contextmanager
 def _timed_steps(times: dict[str, float]) -> Iterator[None]:
-    """Time every Prefect task of ``tasks.curate_tasks``, the Ray session and the MLflow record, by wrapping
+    """Time every Prefect task of ``tasks.prefect_tasks``, the Ray session and the MLflow record, by wrapping
     what the flow looks up at call time (restored on exit)."""
     originals: dict[tuple[Any, str], Any] = {
-        (curate_tasks, n): t for n, t in vars(curate_tasks).items() if isinstance(t, Task)
+        (prefect_tasks, n): t for n, t in vars(prefect_tasks).items() if isinstance(t, Task)
     }
     originals |= {(curate_flow, n): getattr(curate_flow, n) for n in ("_record",) if hasattr(curate_flow, n)}
     ray_session = curate_flow.ray_session

@@ -24,17 +24,17 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from core.contracts import ERRORS
+from core.storage import exists, publish_bytes
 from estimator.probe import ProximityEstimator
-from tasks import curate_tasks
+from tasks import curation
 from tasks.cache import EmbeddingCache, vectors
-from tasks.contracts import ERRORS
 from tasks.score import CachedShard, PoolScores, score_pool
-from tasks.storage import exists, publish_bytes
 
 OUT = Path("bench/out")
 DATA = Path("data/bench")
 SOURCES = ("src0", "src1", "src2", "src3")
-choose = curate_tasks.choose.fn  # the task's body, without a Prefect run around it
+choose = curation.select  # the plain step, without a Prefect run around it
 
 
 def synthetic_cache(pool: int, dim: int, shard_size: int) -> tuple[EmbeddingCache, list[CachedShard]]:

@@ -17,8 +17,8 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from tasks.config import Settings, StorageConfig
-from tasks.storage import join, publish_bytes, read_bytes
+from core.settings import Settings, StorageConfig
+from core.storage import join, publish_bytes, read_bytes
 
 FORMAT = "embodied-midtrain/proximity-estimator"
 FORMAT_VERSION = 1

@@ -12,9 +12,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from pydantic import Field
 
+from core.settings import Settings, StorageConfig
 from estimator.baselines import KnnScorer, MeanDistanceScorer, RandomScorer
 from estimator.probe import EstimatorConfig, as_features, load_estimator, train_estimator
-from tasks.config import Settings, StorageConfig
 
 
 @runtime_checkable

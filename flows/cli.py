@@ -14,8 +14,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError
 from pydantic import BaseModel
 
-from tasks.config import ConfigError, CorpusConfig, StorageConfig, load_config, parse_config
-from tasks.synth import SynthConfig
+from core.settings import ConfigError, CorpusConfig, StorageConfig, load_config, parse_config
+from synth import SynthConfig
 
 
 def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
@@ -40,7 +40,7 @@ def _storage(path: str | None) -> StorageConfig | None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from tasks.synth import generate_corpus
+    from synth import generate_corpus
 
     config = model_from_args(SynthConfig, args, origin="synth options")
     info = generate_corpus(args.root, config, _storage(args.config))

@@ -10,16 +10,15 @@ from collections.abc import Iterator
 
 import pandas as pd
 
+from core.manifest import read_manifest
+from core.read import Quarantine
+from core.settings import CorpusConfig, MlflowConfig, StorageConfig
+from core.storage import join, read_bytes
 from estimator.backbones.tiny import save_tiny_backbone
 from flows.curate import CurateReport, curate
 from flows.params import CurateParams
-from flows.tracking import MlflowConfig
-from tasks.config import CorpusConfig, StorageConfig
-from tasks.manifest import read_manifest
-from tasks.read import Quarantine
-from tasks.storage import join, read_bytes
+from synth import SynthConfig, generate_corpus
 from tasks.survey import survey_source
-from tasks.synth import SynthConfig, generate_corpus
 
 DEFAULT_LOCAL_ROOT = "data/demo"
 DEMO_BUCKET = "emt-demo"

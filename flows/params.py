@@ -6,10 +6,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from core.settings import MlflowConfig, Settings, SourceSpec, StorageConfig
 from estimator.backbones.base import BackboneSpec
 from estimator.scorer import ScorerConfig
-from flows.tracking import MlflowConfig
-from tasks.config import Settings, SourceSpec, StorageConfig
 
 
 class RayConfig(Settings):

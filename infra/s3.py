@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from moto.server import ThreadedMotoServer
 
-from tasks.config import StorageConfig
-from tasks.storage import filesystem
+from core.settings import StorageConfig
+from core.storage import filesystem
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.config import StorageConfig
-from tasks.contracts import ERRORS, embedding_schema
-from tasks.storage import arrow_filesystem, exists, filesystem, join, write_parquet
+from core.contracts import ERRORS, embedding_schema
+from core.settings import StorageConfig
+from core.storage import arrow_filesystem, exists, filesystem, join, write_parquet
 
 
 def shard_identity(shard_uri: str, storage: StorageConfig | None = None) -> str:

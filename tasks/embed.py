@@ -14,10 +14,10 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from core.settings import StorageConfig
 from estimator.backbones import load_backbone
 from estimator.backbones.base import Backbone, BackboneSpec
 from tasks.base import Stage
-from tasks.config import StorageConfig
 
 
 def decode_image(data: bytes) -> Image.Image | None:

@@ -14,12 +14,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray.data
 
+from core.contracts import ERRORS
+from core.read import Quarantine, read_shard
+from core.settings import SourceSpec, StorageConfig
 from tasks.cache import EmbeddingCache
-from tasks.config import SourceSpec, StorageConfig
-from tasks.contracts import ERRORS
 from tasks.embed import Embed
 from tasks.ray_stage import map_stage
-from tasks.read import Quarantine, read_shard
 
 END = "__end_of_shard__"
 WORK = pa.schema(

@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.storage import arrow_filesystem
 from estimator.scorer import Scorer
 from tasks.cache import EmbeddingCache, vectors
-from tasks.storage import arrow_filesystem
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import pyarrow.compute as pc
 
-from tasks.config import SourceSpec, StorageConfig
-from tasks.read import ImageCheck, Quarantine, list_shards_or_quarantine, read_shard
+from core.read import ImageCheck, Quarantine, list_shards_or_quarantine, read_shard
+from core.settings import SourceSpec, StorageConfig
 
 
 @dataclass

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from core.settings import SourceSpec
+from core.storage import filesystem
 from infra.s3 import EmbeddedS3, start_s3
-from tasks.config import SourceSpec
-from tasks.storage import filesystem
-from tasks.synth import CorpusInfo, SynthConfig, generate_corpus
+from synth import CorpusInfo, SynthConfig, generate_corpus
 
 # botocore must never look for credentials on the machine (instance metadata would hang without network).
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from core.settings import StorageConfig
 from estimator.backbones.base import Backbone, BackboneSpec, weights_hash
 from estimator.backbones.common import looks_like_path, require_dir_with
-from tasks.config import StorageConfig
 
 __all__ = ["Backbone", "BackboneSpec", "load_backbone", "validate_backbone_spec", "weights_hash"]
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from pydantic import Field
 
-from tasks.config import Settings
+from core.settings import Settings
 
 
 class BackboneSpec(Settings):

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tasks.config import StorageConfig
-from tasks.storage import filesystem, protocol_of
+from core.settings import StorageConfig
+from core.storage import filesystem, protocol_of
 
 LOCAL_DIR_PREFIX = "local-dir:"
 # Config keys that name where or how a model was loaded, not what it computes.

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from transformers import AutoModel, AutoProcessor
 
+from core.settings import StorageConfig
 from estimator.backbones.base import Backbone, BackboneSpec, weights_hash
 from estimator.backbones.common import (
     as_tensor,
@@ -22,7 +23,6 @@ from estimator.backbones.common import (
     processor_description,
     two_tower_vectors,
 )
-from tasks.config import StorageConfig
 
 
 def model_source(spec: BackboneSpec, storage: StorageConfig | None, cache_dir: str | Path | None) -> str:

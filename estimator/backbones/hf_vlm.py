@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
 
+from core.settings import StorageConfig
 from estimator.backbones.base import Backbone, BackboneSpec, weights_hash
 from estimator.backbones.common import clean_config, processor_description, rgb
 from estimator.backbones.hf_clip import model_source
-from tasks.config import StorageConfig
 
 
 def load_vlm(source: str, dtype: torch.dtype) -> torch.nn.Module:

@@ -13,6 +13,7 @@ import open_clip
 import torch
 from PIL import Image
 
+from core.settings import StorageConfig
 from estimator.backbones.base import Backbone, BackboneSpec, weights_hash
 from estimator.backbones.common import (
     LOCAL_DIR_PREFIX,
@@ -22,7 +23,6 @@ from estimator.backbones.common import (
     require_file,
     two_tower_vectors,
 )
-from tasks.config import StorageConfig
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import torch
 
+from core.settings import StorageConfig
+from core.storage import filesystem, join, protocol_of
 from estimator.backbones.base import BackboneSpec
-from tasks.config import StorageConfig
-from tasks.storage import filesystem, join, protocol_of
 
 IMAGE_SIZE, PATCH, WIDTH, LAYERS, HEADS = 32, 8, 32, 2, 2
 _SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]  # ids 0..4
@@ -96,8 +96,12 @@ def _save_hf_vlm(out: str) -> str:
     cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=_IMAGE,
                       vision_feature_select_strategy="default", vision_feature_layer=-1)
     LlavaForConditionalGeneration(cfg).save_pretrained(out)
+    # Turns end with a newline; an assistant turn also with EOS (so a fine-tuned model learns to stop), and
+    # add_generation_prompt opens the assistant turn (training masks everything before the answer).
     template = ("{% for m in messages %}{{ m['role'] }}: {% for c in m['content'] %}"
-                "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %}\n{% endfor %}")
+                "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %}"
+                "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
+                "{% if add_generation_prompt %}assistant: {% endif %}")
     LlavaProcessor(image_processor=_image_processor(), tokenizer=_tokenizer(_MAX_PROMPT), patch_size=PATCH,
                    vision_feature_select_strategy="default", num_additional_image_tokens=1,
                    chat_template=template).save_pretrained(out)

@@ -14,14 +14,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tasks.config import SourceSpec, StorageConfig
-from tasks.manifest import read_sidecar
-from tasks.read import Quarantine, read_shard
+from core.manifest import read_sidecar
+from core.read import Quarantine, read_shard
+from core.settings import SourceSpec, StorageConfig
+from core.storage import join, publish_bytes
 from tasks.report import figures
 from tasks.report.html import image, key_values, note, render_html, table
 from tasks.report.metrics import diversity, mmd_matrix, score_quantiles, selected_share
 from tasks.report.sample import load_sets, read_manifest_columns
-from tasks.storage import join, publish_bytes
 
 _RUN_KEYS = ("run_id", "backbone", "backbone_fingerprint", "k", "rows", "selected", "quarantined", "content_sha256")
 

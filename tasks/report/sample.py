@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from core.manifest import read_sidecar
+from core.read import list_shards
+from core.settings import SourceSpec, StorageConfig
+from core.storage import arrow_filesystem
 from tasks.cache import EmbeddingCache, vectors
-from tasks.config import SourceSpec, StorageConfig
-from tasks.manifest import read_sidecar
-from tasks.read import list_shards
-from tasks.storage import arrow_filesystem
 
 
 @dataclass

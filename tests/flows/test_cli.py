@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flows.cli import main
-from tasks.synth import load_corpus_info
+from synth import load_corpus_info
 
 
 def test_synth_writes_a_corpus(tmp_path, capsys):

@@ -10,15 +10,15 @@ import pyarrow.compute as pc
 import pytest
 import yaml
 
+from core.contracts import MANIFEST
+from core.manifest import iter_selected, read_manifest, read_sidecar
+from core.settings import ConfigError, parse_config
+from core.storage import filesystem, read_bytes
 from estimator.backbones.base import BackboneSpec
 from estimator.backbones.tiny import save_tiny_backbone
 from estimator.scorer import ScorerConfig
 from flows.curate import curate
 from flows.params import CurateParams
-from tasks.config import ConfigError, parse_config
-from tasks.contracts import MANIFEST
-from tasks.manifest import iter_selected, read_manifest, read_sidecar
-from tasks.storage import filesystem, read_bytes
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "ray_local")
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from core.manifest import read_manifest
 from estimator.backbones.tiny import save_tiny_backbone
 from estimator.scorer import ScorerConfig
 from flows.curate import CurateReport, curate
 from flows.params import CurateParams
-from tasks.manifest import read_manifest
-from tasks.synth import SynthConfig, generate_corpus
+from synth import SynthConfig, generate_corpus
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "ray_local")
 

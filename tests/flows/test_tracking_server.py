@@ -8,8 +8,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from flows.tracking import MlflowConfig, record_run
+from core.settings import MlflowConfig
 from infra.services import mlflow_server
+from training.tracking import record_run
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import ray.data
 
+from core.read import list_shards
 from estimator.backbones.base import BackboneSpec
 from estimator.backbones.tiny import save_tiny_backbone
 from tasks.base import Resources
@@ -12,7 +13,6 @@ from tasks.cache import EmbeddingCache, vectors
 from tasks.embed import Embed
 from tasks.embed_shards import ShardJob, embed_shards
 from tasks.ray_stage import map_stage
-from tasks.read import list_shards
 
 
 class RecordingDataset:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.storage import filesystem
 from estimator.backbones import BackboneSpec, load_backbone, validate_backbone_spec
 from estimator.backbones.tiny import save_tiny_backbone
-from tasks.storage import filesystem
 
 KINDS = ["open_clip", "hf_clip", "hf_vlm"]
 TEXTS = ["pick up the red cube", "a photo of a cat on a sofa", "open the top drawer"]

@@ -12,13 +12,13 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from core.contracts import ERRORS
+from core.manifest import write_manifest
+from core.read import Quarantine, list_shards, read_shard
+from synth import CorpusInfo
 from tasks.cache import EmbeddingCache
-from tasks.contracts import ERRORS
-from tasks.manifest import write_manifest
-from tasks.read import Quarantine, list_shards, read_shard
 from tasks.report import build_report
 from tasks.report.sample import load_sets
-from tasks.synth import CorpusInfo
 
 DIM = 16
 

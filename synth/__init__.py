@@ -1,14 +1,14 @@
 """Deterministic synthetic corpus: web-like pool sources at different distances from robot data, LeRobot v3
 robot datasets and the ground truth of which pool samples are "robot-like" (see ``corpus.py`` for the layout).
 
-    from tasks.synth import SynthConfig, generate_corpus
+    from synth import SynthConfig, generate_corpus
     info = generate_corpus("s3://bucket/synth", SynthConfig(samples_per_source=2000))
 """
 
-from tasks.synth.corpus import CorpusInfo, SynthConfig, generate_corpus, load_corpus_info
-from tasks.synth.lerobot import Episode, write_lerobot_dataset
-from tasks.synth.pool import GROUND_TRUTH, POOL_SOURCES
-from tasks.synth.scenes import ALIGNMENT, KINDS, draw_scene
+from synth.corpus import CorpusInfo, SynthConfig, generate_corpus, load_corpus_info
+from synth.lerobot import Episode, write_lerobot_dataset
+from synth.pool import GROUND_TRUTH, POOL_SOURCES
+from synth.scenes import ALIGNMENT, KINDS, draw_scene
 
 __all__ = [
     "ALIGNMENT",

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from tasks.config import SourceSpec, StorageConfig
-from tasks.contracts import make_sample_id
-from tasks.read.base import ImageCheck, Quarantine, batched
-from tasks.storage import filesystem, relative_name
+from core.contracts import make_sample_id
+from core.read.base import ImageCheck, Quarantine, batched
+from core.settings import SourceSpec, StorageConfig
+from core.storage import filesystem, relative_name
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 SHARD_SUFFIXES = (".tar",)

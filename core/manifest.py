@@ -1,4 +1,4 @@
-"""The curated manifest: one row per pool sample (``tasks.contracts.MANIFEST``) plus a sidecar JSON, and a reader
+"""The curated manifest: one row per pool sample (``core.contracts.MANIFEST``) plus a sidecar JSON, and a reader
 that streams the selected samples back from their original shards.
 
     pd.read_parquet("s3://bucket/runs/RUN/manifest.parquet").query("selected")      # any consumer, one line
@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.config import SourceSpec, StorageConfig
-from tasks.contracts import MANIFEST
-from tasks.read import Quarantine, read_shard
-from tasks.storage import arrow_filesystem, publish, publish_bytes, read_bytes
+from core.contracts import MANIFEST
+from core.read import Quarantine, read_shard
+from core.settings import SourceSpec, StorageConfig
+from core.storage import arrow_filesystem, publish, publish_bytes, read_bytes
 
 
 def sidecar_uri(manifest_uri: str) -> str:

@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from tasks.config import SourceSpec, StorageConfig
-from tasks.contracts import ROBOT_STEP, make_sample_id, table_from_rows
-from tasks.read.base import ImageCheck, Quarantine, accept_sample, batched
-from tasks.read.parquet import image_bytes
-from tasks.storage import filesystem, join, read_bytes, relative_name
+from core.contracts import ROBOT_STEP, make_sample_id, table_from_rows
+from core.read.base import ImageCheck, Quarantine, accept_sample, batched
+from core.read.parquet import image_bytes
+from core.settings import SourceSpec, StorageConfig
+from core.storage import filesystem, join, read_bytes, relative_name
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tasks.synth.pages import draw_chart, draw_document
-from tasks.synth.tabletop import (
+from synth.pages import draw_chart, draw_document
+from synth.tabletop import (
     COLORS,
     Obj,
     apply_light,

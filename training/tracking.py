@@ -1,33 +1,14 @@
-"""Record a curation run as an MLflow run (parameters, metrics, the report as artifacts, the manifest URI as a
-tag), so that training runs can point at it."""
+"""MLflow tracking shared by every run kind: a finished run logged in one call (curation), and the helpers
+training runs build on."""
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 import mlflow
-from pydantic import Field
 
-from tasks.config import Settings
-
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-
-
-class MlflowConfig(Settings):
-    """Where curation runs are tracked."""
-
-    enabled: bool = Field(True, description="Record each curation run in MLflow.")
-    tracking_uri: str | None = Field(
-        None,
-        description=f"MLflow tracking URI; None = MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI} "
-        "(SQLite in the working directory).",
-    )
-    experiment: str = Field("emt-curation", description="MLflow experiment of curation runs.")
-
-    def resolved_uri(self) -> str:
-        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+from core.settings import MlflowConfig
 
 
 def _experiment_id(name: str) -> str:

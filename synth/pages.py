@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tasks.synth.tabletop import COLORS, apply_light
+from synth.tabletop import COLORS, apply_light
 
 Scene = tuple[Image.Image, str]
 _PALETTE = list(COLORS.values())

@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.config import SourceSpec, StorageConfig
-from tasks.contracts import make_sample_id
-from tasks.read.base import ImageCheck, Quarantine, batched
-from tasks.storage import filesystem, relative_name
+from core.contracts import make_sample_id
+from core.read.base import ImageCheck, Quarantine, batched
+from core.settings import SourceSpec, StorageConfig
+from core.storage import filesystem, relative_name
 
 SHARD_SUFFIXES = (".parquet",)
 

@@ -2,7 +2,7 @@
 
     quarantine = Quarantine()
     for table in read_source(spec, storage=storage, quarantine=quarantine):
-        ...                      # pa.Table with tasks.contracts.SAMPLE's columns, at most batch_size rows
+        ...                      # pa.Table with core.contracts.SAMPLE's columns, at most batch_size rows
     quarantine.table()           # what was set aside, with reasons
 
 ``list_shards`` + ``read_shard`` split the same work by shard, for distributed readers.
@@ -14,10 +14,10 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from tasks.config import SourceSpec, StorageConfig
-from tasks.read import lerobot, parquet, webdataset
-from tasks.read.base import ImageCheck, Quarantine
-from tasks.storage import expand_shards, shard_root
+from core.read import lerobot, parquet, webdataset
+from core.read.base import ImageCheck, Quarantine
+from core.settings import SourceSpec, StorageConfig
+from core.storage import expand_shards, shard_root
 
 _READERS = {
     "webdataset": (webdataset.read_webdataset_shard, webdataset.SHARD_SUFFIXES),

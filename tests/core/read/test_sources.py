@@ -7,9 +7,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.contracts import SAMPLE, check_columns
-from tasks.read import Quarantine, list_shards, read_shard, read_source
-from tasks.read.lerobot import load_meta, read_robot_steps
+from core.contracts import SAMPLE, check_columns
+from core.read import Quarantine, list_shards, read_shard, read_source
+from core.read.lerobot import load_meta, read_robot_steps
 from tests.conftest import TINY
 
 

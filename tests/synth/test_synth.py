@@ -15,9 +15,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from tasks.config import ConfigError, SourceSpec, parse_config
-from tasks.contracts import make_sample_id
-from tasks.synth import (
+from core.contracts import make_sample_id
+from core.settings import ConfigError, SourceSpec, parse_config
+from synth import (
     ALIGNMENT,
     KINDS,
     CorpusInfo,

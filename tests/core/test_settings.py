@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.config import ConfigError, CorpusConfig, SourceSpec, StorageConfig, load_config, parse_config
+from core.settings import ConfigError, CorpusConfig, SourceSpec, StorageConfig, load_config, parse_config
 
 
 def test_yaml_round_trip(tmp_path):

@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.config import StorageConfig
-from tasks.storage import (
+from core.settings import StorageConfig
+from core.storage import (
     arrow_filesystem,
     exists,
     expand_shards,

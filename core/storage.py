@@ -19,7 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from tasks.config import StorageConfig
+from core.settings import StorageConfig
 
 _GLOB = re.compile(r"[*?\[]")
 

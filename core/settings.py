@@ -6,6 +6,7 @@ the offending field (``pool.1.uri: ...``).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -129,3 +130,21 @@ class CorpusConfig(Settings):
         if dup := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"source names must be unique, repeated: {dup}")
         return v
+
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+class MlflowConfig(Settings):
+    """Where runs (curation, mid-training, fine-tuning) are tracked in MLflow."""
+
+    enabled: bool = Field(True, description="Record each run in MLflow.")
+    tracking_uri: str | None = Field(
+        None,
+        description=f"MLflow tracking URI; None = MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI} "
+        "(SQLite in the working directory).",
+    )
+    experiment: str = Field("emt-curation", description="MLflow experiment the runs are filed under.")
+
+    def resolved_uri(self) -> str:
+        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI

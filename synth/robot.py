@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.synth.lerobot import Episode
-from tasks.synth.tabletop import (
+from synth.lerobot import Episode
+from synth.tabletop import (
     BOWL_HEIGHT,
     COLORS,
     SIZES,

@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tasks.config import SourceSpec
-from tasks.contracts import ERRORS
-from tasks.read import Quarantine, read_source
-from tasks.read.lerobot import load_meta
-from tasks.storage import join, publish_bytes
+from core.contracts import ERRORS
+from core.read import Quarantine, read_source
+from core.read.lerobot import load_meta
+from core.settings import SourceSpec
+from core.storage import join, publish_bytes
 
 
 def jpeg(color=(200, 30, 30)) -> bytes:

@@ -12,7 +12,7 @@ from typing import Literal
 import pyarrow as pa
 from PIL import Image
 
-from tasks.contracts import ERRORS, SAMPLE, table_from_rows
+from core.contracts import ERRORS, SAMPLE, table_from_rows
 
 ImageCheck = Literal["none", "header", "full"]
 

@@ -29,10 +29,10 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import BaseModel, Field, field_validator
 
-from tasks.config import Settings, SourceSpec, StorageConfig
-from tasks.storage import exists, filesystem, join, publish, publish_bytes, read_bytes
-from tasks.synth.lerobot import CAMERA, Episode, write_lerobot_dataset
-from tasks.synth.pool import (
+from core.settings import Settings, SourceSpec, StorageConfig
+from core.storage import exists, filesystem, join, publish, publish_bytes, read_bytes
+from synth.lerobot import CAMERA, Episode, write_lerobot_dataset
+from synth.pool import (
     GROUND_TRUTH,
     POOL_SOURCES,
     shard_sizes,
@@ -40,7 +40,7 @@ from tasks.synth.pool import (
     stable_rng,
     write_pool_shard,
 )
-from tasks.synth.robot import scripted_episode
+from synth.robot import scripted_episode
 
 GENERATOR_VERSION = 1
 FPS = 10

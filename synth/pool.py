@@ -17,10 +17,10 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from tasks.config import SourceSpec, StorageConfig
-from tasks.contracts import make_sample_id
-from tasks.storage import join, publish_bytes, write_parquet
-from tasks.synth.scenes import ALIGNMENT, draw_scene
+from core.contracts import make_sample_id
+from core.settings import SourceSpec, StorageConfig
+from core.storage import join, publish_bytes, write_parquet
+from synth.scenes import ALIGNMENT, draw_scene
 
 GROUND_TRUTH = pa.schema(
     [

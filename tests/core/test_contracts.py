@@ -3,7 +3,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from tasks.contracts import MANIFEST, SAMPLE, check_columns, embedding_schema, make_sample_id, table_from_rows
+from core.contracts import MANIFEST, SAMPLE, check_columns, embedding_schema, make_sample_id, table_from_rows
 
 
 def test_sample_table_from_rows_fills_optional_columns():

@@ -1,4 +1,4 @@
-"""A small LeRobot v3.0 dataset writer: episodes in, the v3 file layout out (through ``tasks.storage``).
+"""A small LeRobot v3.0 dataset writer: episodes in, the v3 file layout out (through ``core.storage``).
 
 It writes what LeRobot itself writes — ``meta/info.json``, ``meta/tasks.parquet``, ``meta/stats.json``,
 ``meta/episodes/chunk-000/file-000.parquet``, ``data/chunk-CCC/file-FFF.parquet`` and, for a video camera,
@@ -22,8 +22,8 @@ import pandas as pd
 import pyarrow as pa
 from PIL import Image
 
-from tasks.config import StorageConfig
-from tasks.storage import join, publish_bytes, write_parquet
+from core.settings import StorageConfig
+from core.storage import join, publish_bytes, write_parquet
 
 CAMERA = "observation.images.front"
 STATE_NAMES = ["x", "y", "z", "roll", "pitch", "yaw", "gripper_left", "gripper_right"]

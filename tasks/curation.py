@@ -1,0 +1,156 @@
+"""The curation steps, as plain functions: usable without Prefect (``tasks/prefect_tasks.py`` wraps each one as a
+Prefect task of the same name, suffixed ``_task``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from core.contracts import ERRORS
+from core.manifest import write_manifest as write_manifest_file
+from core.read import Quarantine, list_shards_or_quarantine
+from core.settings import SourceSpec, StorageConfig
+from estimator.backbones import load_backbone, validate_backbone_spec
+from estimator.backbones.base import Backbone, BackboneSpec
+from estimator.probe import load_estimator
+from estimator.scorer import Scorer, ScorerConfig, fit_scorer
+from tasks import select as selection
+from tasks.cache import EmbeddingCache
+from tasks.embed import Embed
+from tasks.embed_shards import EmbedSummary, ShardJob, embed_shards
+from tasks.score import CachedShard, PoolScores, load_features, manifest_parts, score_pool
+
+
+@dataclass
+class Plan:
+    """What a run will do: every shard, where its embeddings live and which still need embedding."""
+
+    backbone: Backbone
+    cache: EmbeddingCache
+    pool: list[CachedShard]
+    robot: list[CachedShard]
+    todo: list[ShardJob]
+    listing_errors: pa.Table
+
+
+def preflight(
+    *,
+    pool: list[SourceSpec],
+    robot: list[SourceSpec],
+    backbone_spec: BackboneSpec,
+    scorer_config: ScorerConfig,
+    cache_uri: str,
+    storage: StorageConfig | None,
+) -> Plan:
+    """Check everything that can be checked before work starts and plan the embedding job.
+
+    Raises ``ValueError`` for an unknown backbone, a robot set with no data, or an estimator made for another
+    backbone or dimension. Loads the backbone once here: its fingerprint keys the cache.
+    """
+    validate_backbone_spec(backbone_spec, storage)
+    backbone = load_backbone(backbone_spec, storage)
+    if scorer_config.method == "estimator" and scorer_config.estimator_uri:
+        load_estimator(
+            scorer_config.estimator_uri, storage, expect_fingerprint=backbone.fingerprint, expect_dim=backbone.embed_dim
+        )
+    cache = EmbeddingCache(root=cache_uri, fingerprint=backbone.fingerprint, storage=storage)
+    listing = Quarantine(stage="list")
+    shards: dict[str, list[CachedShard]] = {"pool": [], "robot": []}
+    todo: list[ShardJob] = []
+    for role, specs in (("pool", pool), ("robot", robot)):
+        for spec in specs:
+            for shard_uri in list_shards_or_quarantine(spec, storage, listing):
+                try:
+                    entry = cache.entry(shard_uri)
+                except FileNotFoundError:
+                    listing.add(shard_uri=shard_uri, reason="unreadable_shard", detail="shard not found")
+                    continue
+                shards[role].append(CachedShard(source=spec.name, shard_uri=shard_uri, entry=entry))
+                if not cache.has(entry):
+                    todo.append(ShardJob(spec=spec, shard_uri=shard_uri, entry=entry))
+    if not shards["robot"]:
+        raise ValueError(
+            f"the robot set is empty: no data found for {[s.name for s in robot]} ({dict(listing.counts)})"
+        )
+    if not shards["pool"]:
+        raise ValueError(f"the pool is empty: no shards found for {[s.name for s in pool]} ({dict(listing.counts)})")
+    return Plan(
+        backbone=backbone,
+        cache=cache,
+        pool=shards["pool"],
+        robot=shards["robot"],
+        todo=todo,
+        listing_errors=listing.table(),
+    )
+
+
+def gather_errors(plan: Plan) -> pa.Table:
+    """Every quarantined row of the run: listing failures plus what each shard's cache entry recorded."""
+    parts = [plan.listing_errors] + [plan.cache.read_errors(s.entry) for s in plan.pool + plan.robot]
+    return pa.concat_tables([p.cast(ERRORS) for p in parts])
+
+
+def embed(
+    plan: Plan,
+    *,
+    embed_stage: Embed,
+    storage: StorageConfig | None,
+    actors: int,
+    read_cpus: float,
+    read_batch: int,
+    dtype: str,
+) -> EmbedSummary:
+    """Embed every shard the plan has no cache entry for, on the current Ray cluster."""
+    return embed_shards(
+        plan.todo,
+        embed=embed_stage,
+        cache=plan.cache,
+        storage=storage,
+        actors=actors,
+        read_cpus=read_cpus,
+        read_batch=read_batch,
+        dtype=dtype,
+    )
+
+
+def fit(plan: Plan, config: ScorerConfig, *, train_pool_samples: int) -> tuple[Scorer, dict[str, Any]]:
+    """Train the scorer on every robot vector and a seeded uniform sample of the pool's."""
+    robot = load_features(plan.cache, plan.robot)
+    pool = load_features(plan.cache, plan.pool, max_rows=train_pool_samples, seed=config.estimator.seed)
+    return fit_scorer(config, robot, pool, backbone_fingerprint=plan.backbone.fingerprint, storage=plan.cache.storage)
+
+
+def score(plan: Plan, scorer: Scorer) -> PoolScores:
+    """The score of every cached pool sample, in pool order."""
+    return score_pool(plan.cache, plan.pool, scorer)
+
+
+@dataclass
+class Selection:
+    """The outcome of selection, in pool order: every sample's rank, which are kept, and how many."""
+
+    ranks: np.ndarray
+    chosen: np.ndarray
+    k: int
+
+
+def select(
+    scores: PoolScores, *, k: int | None, fraction: float | None, per_source_cap: dict[str, int] | None
+) -> Selection:
+    """Rank the pool by score and keep the global top-K (or fraction), within the optional per-source caps."""
+    n = selection.resolve_k(len(scores.scores), k=k, fraction=fraction)
+    order = selection.rank_order(scores.scores)
+    caps = {scores.sources.index(s): c for s, c in (per_source_cap or {}).items() if s in scores.sources}
+    chosen = selection.select_top(order, n, scores.source_codes, caps)
+    return Selection(ranks=selection.ranks_from_order(order), chosen=chosen, k=n)
+
+
+def write_manifest(
+    plan: Plan, uri: str, scores: PoolScores, chosen: Selection, sidecar: dict[str, Any]
+) -> dict[str, Any]:
+    """Publish the manifest (every pool sample, scored and ranked) and its sidecar; returns the sidecar."""
+    parts = manifest_parts(plan.cache, plan.pool, scores.scores, chosen.ranks, chosen.chosen)
+    return write_manifest_file(uri, parts, sidecar, plan.cache.storage)

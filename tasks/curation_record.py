@@ -1,0 +1,123 @@
+"""What a curation run records about itself: the manifest's sidecar, the typed summary (``CurateReport``) and the
+MLflow run (parameters flattened, metrics, the report as artifacts, the manifest URI as a tag)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from pydantic import BaseModel
+
+from core.settings import MlflowConfig, SourceSpec, StorageConfig
+from core.storage import read_bytes
+from estimator.backbones.base import BackboneSpec
+from tasks.report import ReportResult
+from training.tracking import record_run
+
+
+class CurateReport(BaseModel):
+    """The summary a curation run returns (and stores as ``report.json``)."""
+
+    run_id: str
+    run_uri: str
+    manifest_uri: str
+    pool_samples: int
+    selected: int
+    per_source: dict[str, dict[str, int]]
+    quarantined: dict[str, int]
+    shards_embedded: int
+    shards_cached: int
+    scorer: dict[str, Any]
+    seconds: float
+    mlflow_run_id: str | None = None
+    report_uri: str | None = None
+    diversity: dict[str, float] = {}
+    mmd2: dict[str, dict[str, float]] = {}
+
+
+def build_sidecar(
+    *,
+    run_id: str,
+    backbone: BackboneSpec,
+    fingerprint: str,
+    embed_dim: int,
+    cache_uri: str,
+    scorer_metrics: dict[str, Any],
+    estimator_uri: str | None,
+    k: int,
+    pool: list[SourceSpec],
+    robot: list[SourceSpec],
+    errors_uri: str,
+    reasons: list[str],
+) -> dict[str, Any]:
+    """The manifest's sidecar before the writer adds counts and the content hash."""
+    return {
+        "run_id": run_id,
+        "backbone": backbone.model_dump(mode="json"),
+        "backbone_fingerprint": fingerprint,
+        "cache_uri": cache_uri,
+        "embed_dim": embed_dim,
+        "scorer": scorer_metrics,
+        "estimator_uri": estimator_uri,
+        "k": k,
+        "pool": [s.model_dump(mode="json") for s in pool],
+        "robot": [s.model_dump(mode="json") for s in robot],
+        "errors_uri": errors_uri,
+        "quarantined": dict(Counter(reasons)),
+    }
+
+
+def mlflow_metrics(report: CurateReport) -> dict[str, float]:
+    """The run's numbers as flat MLflow metrics."""
+    metrics: dict[str, float] = {
+        "pool_samples": report.pool_samples,
+        "selected": report.selected,
+        "quarantined": sum(report.quarantined.values()),
+        "shards_embedded": report.shards_embedded,
+        "shards_cached": report.shards_cached,
+        "seconds": report.seconds,
+        **{f"scorer_{k}": float(v) for k, v in report.scorer.items() if isinstance(v, int | float)},
+        **{f"selected_{s}": c["selected"] for s, c in report.per_source.items()},
+    }
+    return metrics | {f"diversity_{name}": value for name, value in report.diversity.items()}
+
+
+def mlflow_params(*, backbone: BackboneSpec, scorer: str, fraction: float | None, sidecar: dict[str, Any]) -> dict:
+    """The settings a reader of the MLflow UI compares runs by, flattened to strings and numbers."""
+    return {
+        "backbone": f"{backbone.kind}:{backbone.model}",
+        "modality": backbone.modality,
+        "scorer": scorer,
+        "k": sidecar["k"],
+        "fraction": fraction,
+        "pool_sources": ",".join(s["name"] for s in sidecar["pool"]),
+        "robot_sources": ",".join(s["name"] for s in sidecar["robot"]),
+        "backbone_fingerprint": sidecar["backbone_fingerprint"],
+    }
+
+
+def record_curation(
+    config: MlflowConfig,
+    *,
+    report: CurateReport,
+    params: dict[str, Any],
+    params_json: str,
+    sidecar: dict[str, Any],
+    analysis: ReportResult | None,
+    storage: StorageConfig | None,
+) -> str:
+    """Log a finished curation run to MLflow; returns the MLflow run id."""
+    files = {"manifest.json": json.dumps(sidecar, indent=1).encode(), "params.json": params_json.encode()}
+    if analysis is not None:
+        uris = {"report/report.html": analysis.html_uri, "report/report_metrics.json": analysis.metrics_uri}
+        uris |= {f"report/figures/{name}.png": uri for name, uri in analysis.figure_uris.items()}
+        files |= {name: read_bytes(uri, storage) for name, uri in uris.items()}
+    return record_run(
+        config,
+        run_name=report.run_id,
+        params=params,
+        metrics=mlflow_metrics(report),
+        tags={"manifest_uri": report.manifest_uri, "run_uri": report.run_uri, "kind": "curation"},
+        files=files,
+    )

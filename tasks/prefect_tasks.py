@@ -1,0 +1,94 @@
+"""Prefect task wrappers of the curation steps in ``tasks/curation.py``: one ``<step>_task`` per step, running as
+the Prefect task ``<step>``, with the step's own signature and no logic of its own (retries on storage I/O only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from core.settings import SourceSpec, StorageConfig
+from estimator.backbones.base import BackboneSpec
+from estimator.scorer import Scorer, ScorerConfig
+from tasks import curation
+from tasks.embed import Embed
+from tasks.embed_shards import EmbedSummary
+from tasks.report import build
+from tasks.score import PoolScores
+
+# Inputs are models and arrays: hashing them for Prefect's result cache would cost more than the step.
+_task = {"cache_policy": NONE}
+
+
+@task(name="preflight", **_task)
+def preflight_task(
+    *,
+    pool: list[SourceSpec],
+    robot: list[SourceSpec],
+    backbone_spec: BackboneSpec,
+    scorer_config: ScorerConfig,
+    cache_uri: str,
+    storage: StorageConfig | None,
+) -> curation.Plan:
+    return curation.preflight(
+        pool=pool,
+        robot=robot,
+        backbone_spec=backbone_spec,
+        scorer_config=scorer_config,
+        cache_uri=cache_uri,
+        storage=storage,
+    )
+
+
+@task(name="embed", **_task)
+def embed_task(
+    plan: curation.Plan,
+    *,
+    embed_stage: Embed,
+    storage: StorageConfig | None,
+    actors: int,
+    read_cpus: float,
+    read_batch: int,
+    dtype: str,
+) -> EmbedSummary:
+    return curation.embed(
+        plan,
+        embed_stage=embed_stage,
+        storage=storage,
+        actors=actors,
+        read_cpus=read_cpus,
+        read_batch=read_batch,
+        dtype=dtype,
+    )
+
+
+@task(name="fit-scorer", **_task)
+def fit_task(plan: curation.Plan, config: ScorerConfig, *, train_pool_samples: int) -> tuple[Scorer, dict[str, Any]]:
+    return curation.fit(plan, config, train_pool_samples=train_pool_samples)
+
+
+@task(name="score", **_task)
+def score_task(plan: curation.Plan, scorer: Scorer) -> PoolScores:
+    return curation.score(plan, scorer)
+
+
+@task(name="select", **_task)
+def select_task(
+    scores: PoolScores, *, k: int | None, fraction: float | None, per_source_cap: dict[str, int] | None
+) -> curation.Selection:
+    return curation.select(scores, k=k, fraction=fraction, per_source_cap=per_source_cap)
+
+
+@task(name="write-manifest", retries=2, retry_delay_seconds=5, **_task)
+def write_manifest_task(
+    plan: curation.Plan, uri: str, scores: PoolScores, selection: curation.Selection, sidecar: dict[str, Any]
+) -> dict[str, Any]:
+    return curation.write_manifest(plan, uri, scores, selection, sidecar)
+
+
+@task(name="report", retries=2, retry_delay_seconds=5, **_task)
+def report_task(
+    manifest_uri: str, storage: StorageConfig | None, *, per_set: int, seed: int = 0
+) -> build.ReportResult:
+    return build.build_report(manifest_uri, storage, per_set=per_set, seed=seed)
