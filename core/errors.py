@@ -1,0 +1,95 @@
+"""Which faults are transient (retry; if they persist, fail the unit and write nothing) and which are about content
+(quarantine the sample or shard). The one rule every reader, writer and retry policy asks.
+
+A transient fault says nothing about the data: the same read may succeed a moment later (connection reset,
+timeout, HTTP 5xx, SlowDown/throttling). Quarantining it would cache a partial shard as if it were finished.
+"""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import re
+
+import aiohttp
+import botocore.exceptions
+import urllib3.exceptions
+
+__all__ = ["TRANSIENT_S3_CODES", "is_transient"]
+
+# S3 error codes a retry may cure (AWS "ErrorResponses" and botocore's retry handlers).
+TRANSIENT_S3_CODES = frozenset(
+    {
+        "InternalError",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "ServiceUnavailable",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "TransactionInProgressException",
+        "EC2ThrottledException",
+        "PriorRequestNotComplete",
+    }
+)
+
+_TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
+    ConnectionError,  # ConnectionResetError, BrokenPipeError, ConnectionAbortedError, http.client.RemoteDisconnected
+    TimeoutError,  # also asyncio.TimeoutError and socket.timeout
+    http.client.IncompleteRead,
+    botocore.exceptions.ConnectionError,  # EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError
+    botocore.exceptions.HTTPClientError,  # connection closed mid-request
+    botocore.exceptions.ResponseStreamingError,
+    botocore.exceptions.IncompleteReadError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.TimeoutError,
+    aiohttp.ClientConnectionError,  # ServerDisconnectedError, ClientOSError, ServerTimeoutError
+    aiohttp.ClientPayloadError,  # body cut short
+)
+
+# s3fs turns a 500 into OSError(EREMOTEIO) and a 503/SlowDown into OSError(EBUSY), keeping the ClientError as cause.
+_TRANSIENT_ERRNOS = frozenset(
+    {errno.EREMOTEIO, errno.EBUSY, errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE}
+)
+
+# pyarrow's S3 filesystem raises a plain OSError whose message names the AWS error type.
+_ARROW_TRANSIENT = re.compile(
+    r"AWS Error[^:]*\b(NETWORK_CONNECTION|SLOW_DOWN|THROTTLING|SERVICE_UNAVAILABLE|INTERNAL_FAILURE|REQUEST_TIMEOUT)\b"
+)
+
+
+def _one_is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, _TRANSIENT_TYPES):
+        return True
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return error.get("Code") in TRANSIENT_S3_CODES or status >= 500 or status == 429
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return exc.status >= 500 or exc.status == 429
+    if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+        return True
+    return isinstance(exc, OSError) and _ARROW_TRANSIENT.search(str(exc)) is not None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when ``exc`` (or any exception it was raised from) is a fault a retry may cure rather than bad content.
+
+    Follows ``__cause__``/``__context__`` because storage clients wrap the network error (s3fs: ``OSError`` from a
+    ``ClientError``; a reader: ``TarError`` raised while handling ``ConnectionResetError``).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if _one_is_transient(current):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
