@@ -1,8 +1,9 @@
 """A small LeRobot v3.0 dataset writer: episodes in, the v3 file layout out (through ``core.storage``).
 
 It writes what LeRobot itself writes — ``meta/info.json``, ``meta/tasks.parquet``, ``meta/stats.json``,
-``meta/episodes/chunk-000/file-000.parquet``, ``data/chunk-CCC/file-FFF.parquet`` and, for a video camera,
-``videos/{camera}/chunk-CCC/file-FFF.mp4`` — so the product's robot reader can be tested on the real layout.
+``meta/episodes/chunk-000/file-000.parquet`` (with per-episode ``stats/*`` columns),
+``data/chunk-CCC/file-FFF.parquet`` and, for a video camera, ``videos/{camera}/chunk-CCC/file-FFF.mp4`` — so the
+product's robot reader can be tested on the real layout and LeRobot's normalisers work on what it writes.
 Episodes are consumed as a stream, ``episodes_per_file`` at a time, so a dataset never has to fit in memory.
 """
 
@@ -24,6 +25,7 @@ from PIL import Image
 
 from core.settings import StorageConfig
 from core.storage import join, publish_bytes, write_parquet
+from synth.lerobot_stats import Stats, episode_columns, feature_stats, image_stats, stats_json
 
 CAMERA = "observation.images.front"
 STATE_NAMES = ["x", "y", "z", "roll", "pitch", "yaw", "gripper_left", "gripper_right"]
@@ -92,15 +94,18 @@ def _list_column(rows: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, pa.array(rows.reshape(-1).astype(np.float32)))
 
 
-def _stats(values: np.ndarray) -> dict[str, list[float]]:
+def _episode_stats(ep: Episode, row: dict[str, Any], task_index: int, fps: int) -> dict[str, Stats]:
+    """Every feature's statistics over one episode (LeRobot keeps them per episode and in ``meta/stats.json``)."""
+    n, frame_index = len(ep), np.arange(len(ep))
     return {
-        "min": values.min(0).tolist(),
-        "max": values.max(0).tolist(),
-        "mean": values.mean(0).tolist(),
-        "std": values.std(0).tolist(),
-        "count": [int(len(values))],
-        "q01": np.quantile(values, 0.01, axis=0).tolist(),
-        "q99": np.quantile(values, 0.99, axis=0).tolist(),
+        CAMERA: image_stats(ep.frames),
+        "observation.state": feature_stats(ep.state),
+        "action": feature_stats(ep.action),
+        "timestamp": feature_stats(frame_index.astype(np.float32) / np.float32(fps)),
+        "frame_index": feature_stats(frame_index),
+        "episode_index": feature_stats(np.full(n, row["episode_index"])),
+        "index": feature_stats(np.arange(row["dataset_from_index"], row["dataset_to_index"])),
+        "task_index": feature_stats(np.full(n, task_index)),
     }
 
 
@@ -211,7 +216,7 @@ def write_lerobot_dataset(
     """
     tasks: dict[str, int] = {}
     meta: list[dict[str, Any]] = []
-    states, actions = [], []  # kept for the statistics: 60 bytes per frame
+    episode_stats: list[dict[str, Stats]] = []  # a few KB per episode, like the episodes table itself
     frame_total = 0
     shape: tuple[int, ...] = ()
     codec = video_codec() if video else ""
@@ -225,9 +230,10 @@ def write_lerobot_dataset(
         for ep in group:
             _check(ep, shape, root_uri)
             tasks.setdefault(ep.task, len(tasks))
-            states.append(ep.state.astype(np.float32))
-            actions.append(ep.action.astype(np.float32))
         rows = _episode_rows(group, len(meta), frame_total, chunk_index, file_index, fps, video)
+        for ep, row in zip(group, rows, strict=True):
+            episode_stats.append(_episode_stats(ep, row, tasks[ep.task], fps))
+            row |= episode_columns(episode_stats[-1])
         where = {"chunk_index": chunk_index, "file_index": file_index}
         table = _data_table(group, rows, tasks, fps, video)
         write_parquet(table, join(root_uri, DATA_PATH.format(**where)), storage)
@@ -245,7 +251,7 @@ def write_lerobot_dataset(
     buf = io.BytesIO()
     task_df.to_parquet(buf)  # the way LeRobot writes it: the task string is the (named) index
     publish_bytes(join(root_uri, "meta/tasks.parquet"), buf.getvalue(), storage)
-    stats = {"observation.state": _stats(np.concatenate(states)), "action": _stats(np.concatenate(actions))}
+    stats = stats_json(episode_stats)
     publish_bytes(join(root_uri, "meta/stats.json"), json.dumps(stats, indent=2).encode(), storage)
     info = {
         "codebase_version": "v3.0",

@@ -4,17 +4,25 @@ Layout read (relative to the dataset root): ``meta/info.json`` (features, fps, p
 ``meta/tasks.parquet`` (task string -> task_index), ``meta/episodes/**.parquet`` (per-episode file locations and
 video timestamps) and ``data/chunk-*/file-*.parquet``. A camera stored as an ``image`` feature is read from the
 data files; a ``video`` feature is decoded from its MP4 files with PyAV, one episode at a time (seek to the
-episode's start, decode forward), so memory stays bounded. A *shard* is one data file.
+episode's start, decode forward), so memory stays bounded. A frame's place in the video follows LeRobot's own
+rule: the episode's ``from_timestamp`` plus the frame's ``timestamp``. Decoded frames are kept lossless (PNG).
+A *shard* is one data file.
+
+The episode metadata is read once per dataset and process (only the columns used, never the ``stats/*``
+ones): at 50k episodes it is tens of MB, and every data file needs it. An episode whose video cannot be
+decoded loses its own frames only, each quarantined as ``unreadable_video``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,13 +34,15 @@ from core.read.parquet import image_bytes
 from core.settings import SourceSpec, StorageConfig
 from core.storage import filesystem, join, read_bytes, relative_name
 
+_VIDEO_COLUMNS = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
+
 
 @dataclass(frozen=True)
 class LeRobotMeta:
     root: str
     fps: float
     tasks: dict[int, str]
-    episodes: list[dict]  # rows of meta/episodes, ordered by episode_index
+    episodes: list[dict]  # rows of meta/episodes (the columns used only), ordered by episode_index
     image_key: str
     image_dtype: str  # "image" or "video"
     data_path: str
@@ -45,9 +55,44 @@ class LeRobotMeta:
         return join(self.root, self.video_path.format(video_key=self.image_key, chunk_index=chunk, file_index=file))
 
 
+_META_CACHE: OrderedDict[tuple, LeRobotMeta] = OrderedDict()
+_META_CACHE_SIZE = 16
+
+
+def _episode_columns(image_key: str, image_dtype: str) -> list[str]:
+    cols = ["episode_index", "length", "data/chunk_index", "data/file_index"]
+    return cols + ([f"videos/{image_key}/{c}" for c in _VIDEO_COLUMNS] if image_dtype == "video" else [])
+
+
+def _episode_files(root: str, storage: StorageConfig | None) -> dict[str, str]:
+    """The ``meta/episodes`` Parquet files, each with a version stamp (size + mtime or ETag): one listing."""
+    fs, path = filesystem(join(root, "meta/episodes"), storage)
+    found = fs.find(path, detail=True) if fs.exists(path) else {}
+    return {
+        name: f"{info.get('size')}:{info.get('mtime') or info.get('ETag') or info.get('LastModified')}"
+        for name, info in sorted(found.items())
+        if name.endswith(".parquet")
+    }
+
+
+def _read_episodes(root: str, storage: StorageConfig | None, files: list[str], columns: list[str]) -> list[dict]:
+    """The rows of the ``meta/episodes`` ``files``, ``columns`` only, ordered by episode_index."""
+    fs, _ = filesystem(root, storage)
+    episodes: list[dict] = []
+    for ep_file in files:
+        with fs.open(ep_file, "rb") as f:
+            episodes.extend(pq.read_table(f, columns=columns).to_pylist())
+    episodes.sort(key=lambda e: e["episode_index"])
+    return episodes
+
+
 def load_meta(root: str, storage: StorageConfig | None = None, *, image_key: str | None = None) -> LeRobotMeta:
-    """Read a v3 dataset's metadata; raises ``ValueError`` if it is not a usable v3 dataset."""
-    info = json.loads(read_bytes(join(root, "meta/info.json"), storage))
+    """Read a v3 dataset's metadata; raises ``ValueError`` if it is not a usable v3 dataset.
+
+    Memoised per process by (root, camera, storage, ``info.json`` content, episode files' versions), so a data
+    file's reader pays one small read and one listing, and a dataset rewritten in place is read again."""
+    raw = read_bytes(join(root, "meta/info.json"), storage)
+    info = json.loads(raw)
     version = str(info.get("codebase_version", ""))
     if not version.startswith("v3"):
         raise ValueError(f"{root}: codebase_version {version!r} is not LeRobot v3")
@@ -57,26 +102,32 @@ def load_meta(root: str, storage: StorageConfig | None = None, *, image_key: str
     key = image_key or next(iter(cameras))
     if key not in cameras:
         raise ValueError(f"{root}: image_key {key!r} is not a camera feature (has {sorted(cameras)})")
+    storage_key = json.dumps(storage.s3_options(), sort_keys=True, default=str) if storage else ""
+    episode_files = _episode_files(root, storage)
+    stamp = hashlib.sha256(raw + json.dumps(episode_files).encode()).hexdigest()
+    cache_key = (root.rstrip("/"), key, storage_key, stamp)
+    if (meta := _META_CACHE.get(cache_key)) is not None:
+        _META_CACHE.move_to_end(cache_key)
+        return meta
     fs, path = filesystem(join(root, "meta"), storage)
     with fs.open(f"{path}/tasks.parquet", "rb") as f:
         tasks_table = pq.read_table(f)
     task_col = "task" if "task" in tasks_table.column_names else "__index_level_0__"
     tasks = dict(zip(tasks_table["task_index"].to_pylist(), tasks_table[task_col].to_pylist(), strict=True))
-    episodes: list[dict] = []
-    for ep_file in sorted(fs.glob(f"{path}/episodes/**/*.parquet")):
-        with fs.open(ep_file, "rb") as f:
-            episodes.extend(pq.read_table(f).to_pylist())
-    episodes.sort(key=lambda e: e["episode_index"])
-    return LeRobotMeta(
+    meta = LeRobotMeta(
         root=root.rstrip("/"),
         fps=float(info["fps"]),
         tasks=tasks,
-        episodes=episodes,
+        episodes=_read_episodes(root, storage, list(episode_files), _episode_columns(key, cameras[key])),
         image_key=key,
         image_dtype=cameras[key],
         data_path=info["data_path"],
         video_path=info.get("video_path"),
     )
+    _META_CACHE[cache_key] = meta
+    while len(_META_CACHE) > _META_CACHE_SIZE:
+        _META_CACHE.popitem(last=False)
+    return meta
 
 
 def data_files(meta: LeRobotMeta) -> list[str]:
@@ -85,47 +136,78 @@ def data_files(meta: LeRobotMeta) -> list[str]:
     return [meta.data_uri(c, f) for c, f in seen]
 
 
-def _jpeg(frame: np.ndarray) -> bytes:
+def _png(frame: np.ndarray) -> bytes:
+    """Lossless, so a decoded frame reaches the backbone as the video holds it (no second lossy encode)."""
     buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="JPEG", quality=95)
+    Image.fromarray(frame).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
-class _VideoFrames:
-    """Decoded frames of one episode from the MP4 files of a video feature."""
+class _EpisodeVideo:
+    """The decoded frames of one episode, looked up by the data's ``timestamp`` (frames in time order)."""
 
-    def __init__(self, meta: LeRobotMeta, storage: StorageConfig | None) -> None:
-        self.meta, self.storage = meta, storage
-        self.by_episode = {e["episode_index"]: e for e in meta.episodes}
+    def __init__(self, meta: LeRobotMeta, episode: dict[str, Any], storage: StorageConfig | None) -> None:
+        prefix = f"videos/{meta.image_key}/"
+        self.uri = meta.video_uri(episode[prefix + "chunk_index"], episode[prefix + "file_index"])
+        self.start, self.stop = episode[prefix + "from_timestamp"], episode[prefix + "to_timestamp"]
+        self.tolerance = 0.5 / meta.fps  # a frame matches the timestamp nearest to it
+        self.storage = storage
+        self._frames = self._decode()
+        self._current: tuple[float, np.ndarray] | None = None
 
-    def episode(self, episode_index: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (frame_index, RGB array) for one episode, in order."""
-        ep = self.by_episode[episode_index]
-        prefix = f"videos/{self.meta.image_key}/"
-        uri = self.meta.video_uri(ep[prefix + "chunk_index"], ep[prefix + "file_index"])
-        start, stop = ep[prefix + "from_timestamp"], ep[prefix + "to_timestamp"]
-        half = 0.5 / self.meta.fps  # frame times are matched to the nearest frame
-        fs, path = filesystem(uri, self.storage)
+    def _decode(self) -> Iterator[tuple[float, np.ndarray]]:
+        import av  # only video datasets need PyAV
+
+        fs, path = filesystem(self.uri, self.storage)
         with fs.open(path, "rb") as f, av.open(f) as container:
             stream = container.streams.video[0]
-            container.seek(int(max(start - half, 0) / stream.time_base), stream=stream, backward=True)
+            seek = max(self.start - self.tolerance, 0)
+            container.seek(int(seek / stream.time_base), stream=stream, backward=True)
             for frame in container.decode(stream):
                 t = float(frame.pts * stream.time_base)
-                if t < start - half:
-                    continue
-                if t >= stop - half:
-                    break
-                yield round((t - start) * self.meta.fps), frame.to_ndarray(format="rgb24")
+                if t >= self.stop - self.tolerance:
+                    return
+                if t >= self.start - self.tolerance:
+                    yield t - self.start, frame.to_ndarray(format="rgb24")
+
+    def frame_at(self, timestamp: float) -> np.ndarray | None:
+        """The frame shown at ``timestamp`` (seconds from the episode's start); None if the video lacks it."""
+        while self._current is None or self._current[0] < timestamp - self.tolerance:
+            self._current = next(self._frames, None)
+            if self._current is None:
+                return None
+        t, array = self._current
+        return array if abs(t - timestamp) <= self.tolerance else None
 
 
-def _next_frame(frames: Iterator[tuple[int, np.ndarray]], frame_index: int, encode: bool) -> bytes | None:
-    """Advance an episode's decoded frames to ``frame_index``; its JPEG bytes if ``encode`` (None if missing)."""
-    for index, array in frames:
-        if index == frame_index:
-            return _jpeg(array) if encode else None
-        if index > frame_index:
-            return None
-    return None
+class _VideoEpisodes:
+    """Frames of a video camera, one episode at a time; an episode whose video fails is lost alone."""
+
+    def __init__(self, meta: LeRobotMeta, storage: StorageConfig | None) -> None:
+        import av  # only video datasets need PyAV
+
+        self.meta, self.storage, self.errors = meta, storage, (av.FFmpegError, OSError)
+        self.by_episode = {e["episode_index"]: e for e in meta.episodes}
+        self.episode_index: int | None = None
+        self.video: _EpisodeVideo | None = None
+        self.lost: str | None = None  # why the current episode's frames cannot be had
+
+    def frame(self, episode_index: int, timestamp: float) -> tuple[bytes | None, str | None]:
+        """(PNG bytes or None if the video has no frame there, None) or (None, why the episode is lost)."""
+        if episode_index != self.episode_index:
+            self.episode_index, self.video, self.lost = episode_index, None, None
+            if (episode := self.by_episode.get(episode_index)) is None:
+                self.lost = f"episode {episode_index} is not in meta/episodes"
+            else:
+                self.video = _EpisodeVideo(self.meta, episode, self.storage)
+        if self.lost is None:
+            try:
+                array = self.video.frame_at(timestamp)
+            except self.errors as err:
+                self.lost = f"{self.video.uri}: {type(err).__name__}: {err}"
+            else:
+                return (None if array is None else _png(array)), None
+        return None, self.lost
 
 
 def _step_rows(
@@ -140,16 +222,14 @@ def _step_rows(
 ) -> Iterator[dict]:
     """Candidate step rows of one data file (every ``frame_stride``-th frame), with their sample ids."""
     shard = relative_name(meta.root, shard_uri)
-    video = _VideoFrames(meta, storage) if meta.image_dtype == "video" else None
-    frames: Iterator[tuple[int, np.ndarray]] = iter(())
-    current_episode = None
+    video = _VideoEpisodes(meta, storage) if meta.image_dtype == "video" else None
     fs, path = filesystem(shard_uri, storage)
     try:
         with fs.open(path, "rb") as f:
             pf = pq.ParquetFile(f)
             names = pf.schema_arrow.names
             wanted = ["episode_index", "frame_index", "task_index", "action"]
-            wanted += [meta.image_key] if video is None else []
+            wanted += ["timestamp"] if video is not None else [meta.image_key]
             if missing := [c for c in wanted if c not in names]:
                 quarantine.add(shard_uri=shard_uri, reason="wrong_schema", detail=f"missing columns {missing}")
                 return
@@ -159,15 +239,21 @@ def _step_rows(
                 batch = rb.to_pydict()
                 images = image_bytes(rb.column(meta.image_key)).to_pylist() if video is None else None
                 for i, (ep, fr) in enumerate(zip(batch["episode_index"], batch["frame_index"], strict=True)):
-                    if video is not None and ep != current_episode:
-                        frames, current_episode = video.episode(ep), ep
-                    keep = fr % frame_stride == 0
-                    image = images[i] if images is not None else _next_frame(frames, fr, keep)
-                    if not keep:
+                    if fr % frame_stride:
                         continue
                     key = f"ep{ep:06d}_fr{fr:06d}"
+                    sample_id = make_sample_id(source, shard, key)
+                    if images is not None:
+                        image = images[i]
+                    else:
+                        image, lost = video.frame(ep, batch["timestamp"][i])
+                        if lost is not None:
+                            quarantine.add(
+                                shard_uri=shard_uri, reason="unreadable_video", detail=lost, sample_id=sample_id
+                            )
+                            continue
                     yield {
-                        "sample_id": make_sample_id(source, shard, key),
+                        "sample_id": sample_id,
                         "source": source,
                         "shard_uri": shard_uri,
                         "key": key,
@@ -180,7 +266,7 @@ def _step_rows(
                     }
     except FileNotFoundError as err:
         quarantine.add(shard_uri=shard_uri, reason="unreadable_shard", detail=f"not found: {err}")
-    except (pa.ArrowException, av.FFmpegError, OSError, KeyError) as err:
+    except (pa.ArrowException, OSError) as err:
         quarantine.add(shard_uri=shard_uri, reason="unreadable_shard", detail=f"{type(err).__name__}: {err}")
 
 

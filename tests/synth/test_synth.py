@@ -235,3 +235,28 @@ def test_lerobot_writer_takes_any_episodes(tmp_path):
     ep = pq.read_table(tmp_path / "ds/meta/episodes/chunk-000/file-000.parquet").to_pandas()
     assert list(ep[f"videos/{CAMERA}/from_timestamp"]) == [0.0, 0.6, 1.6]
     assert list(ep["dataset_to_index"]) == [3, 8, 12]
+
+
+def test_lerobot_stats_serve_lerobot_normalisers(corpus):
+    """meta/stats.json and the per-episode stats/* columns hold every feature, cameras included, with the
+    quantiles LeRobot's QUANTILES / QUANTILE10 normalisers read."""
+    for spec in corpus.robot:
+        root = Path(spec.uri)
+        info = json.loads((root / "meta/info.json").read_text())
+        stats = json.loads((root / "meta/stats.json").read_text())
+        assert set(stats) == set(info["features"])
+        wanted = {"min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90", "q99"}
+        assert all(set(s) == wanted for s in stats.values())
+        assert np.asarray(stats[CAMERA]["q50"]).shape == (3, 1, 1)
+        assert 0 <= np.min(stats[CAMERA]["q01"]) <= np.max(stats[CAMERA]["q99"]) <= 1
+        data = pd.concat([pq.read_table(p).to_pandas() for p in sorted((root / "data").rglob("*.parquet"))])
+        actions = np.stack(data["action"])
+        assert np.allclose(stats["action"]["mean"], actions.mean(0), atol=1e-5)
+        assert stats["action"]["count"] == [len(actions)]
+        q01, q99 = np.asarray(stats["action"]["q01"]), np.asarray(stats["action"]["q99"])
+        assert np.all(q01 <= np.asarray(stats["action"]["q50"])) and np.all(q01 <= q99)
+        episodes = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet")
+        for feature in info["features"]:
+            for name in wanted:
+                assert f"stats/{feature}/{name}" in episodes.column_names
+        assert episodes[f"stats/{CAMERA}/count"].to_pylist() == [[n] for n in episodes["length"].to_pylist()]

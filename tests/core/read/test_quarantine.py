@@ -14,7 +14,6 @@ from PIL import Image
 
 from core.contracts import ERRORS
 from core.read import Quarantine, read_source
-from core.read.lerobot import load_meta
 from core.settings import SourceSpec
 from core.storage import join, publish_bytes
 
@@ -174,12 +173,3 @@ def test_lerobot_unknown_task_is_missing_text(local_corpus, tmp_path):
     ids, q = read(spec, None)
     assert q.counts["missing_text"] > 0 and len(ids) + q.counts["missing_text"] == len(full)
 
-
-def test_lerobot_corrupt_video(local_corpus, tmp_path):
-    index = next(i for i, s in enumerate(local_corpus.robot) if load_meta(s.uri).image_dtype == "video")
-    spec = _copy_robot(local_corpus, tmp_path, index)
-    videos = sorted((tmp_path / spec.name).rglob("*.mp4"))
-    videos[0].write_bytes(b"\x00" * 1000)
-    ids, q = read(spec, None)
-    assert q.counts["unreadable_shard"] >= 1
-    assert all(r["reason"] == "unreadable_shard" for r in q.rows)
