@@ -1,19 +1,50 @@
-"""MLflow tracking shared by every run kind: a finished run logged in one call (curation), and the helpers
-training runs build on."""
+"""MLflow tracking shared by every run kind: a finished run logged in one call (curation), and the pieces a
+training run is made of — the train loop's ``Tracker``, dataset inputs, the registered model and the lineage tags
+that let one MLflow query walk from a VLA back to the manifest it was mid-trained on.
+
+Lineage: every run carries ``kind`` (curation, midtrain, finetune) and, past curation, ``lineage.parent_run_id``
+(the upstream MLflow run) plus readable copies (``lineage.curation_run_id`` and ``manifest_uri`` on mid-training;
+``lineage.midtrain_run_id`` and ``lineage.base_model`` on fine-tuning). Everything goes through an explicit
+``MlflowClient`` (never the fluent active run), so flows in threads and Ray workers cannot mix runs up.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import socket
+import sys
 import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import mlflow
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.data.sources import LocalArtifactDatasetSource, S3ArtifactDatasetSource
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 
-from core.settings import MlflowConfig
+from core.settings import MlflowConfig, StorageConfig
+from core.storage import filesystem, join, protocol_of, read_bytes
+from training.metrics import flatten_params
+from training.sources import load_meta, read_sidecar
+
+KIND = "kind"
+PARENT = "lineage.parent_run_id"
+_PARAM_MAX = 6000  # MLflow's limit on a parameter value
+_DIGEST_MAX = 32  # MLflow's limit on a dataset digest is 36 characters
 
 
-def _experiment_id(name: str) -> str:
-    found = mlflow.get_experiment_by_name(name)
-    return found.experiment_id if found else mlflow.create_experiment(name)
+def _experiment_id(name: str, client: mlflow.MlflowClient | None = None) -> str:
+    client = client or mlflow.MlflowClient()
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found else client.create_experiment(name)
 
 
 def record_run(
@@ -40,3 +71,179 @@ def record_run(
             if files:
                 mlflow.log_artifacts(tmp)
     return run.info.run_id
+
+
+def system_tags() -> dict[str, str]:
+    """Where the run ran: host, Python, torch and the accelerator (what explains a difference in throughput)."""
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {
+        "sys.host": socket.gethostname(),
+        "sys.platform": platform.platform(),
+        "sys.python": sys.version.split()[0],
+        "sys.torch": torch.__version__,
+        "sys.mlflow": mlflow.__version__,
+        "sys.device": device,
+        "sys.cpus": str(os.cpu_count()),
+    }
+
+
+@dataclass
+class MlflowTracker:
+    """The train loop's ``Tracker`` writing to one MLflow run. Only a URI and a run id: it pickles, so the rank
+    zero of a Ray Train job can hold it, and the client is built where it is used."""
+
+    tracking_uri: str
+    run_id: str
+    _client: mlflow.MlflowClient | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"tracking_uri": self.tracking_uri, "run_id": self.run_id, "_client": None}
+
+    @property
+    def client(self) -> mlflow.MlflowClient:
+        if self._client is None:
+            self._client = mlflow.MlflowClient(self.tracking_uri)
+        return self._client
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log a (nested) config as dotted keys, lists as JSON; batched by MLflow's limit of 100 per call."""
+        flat = [
+            (k, (json.dumps(v, default=str) if isinstance(v, list) else str(v))[:_PARAM_MAX])
+            for k, v in flatten_params(dict(params)).items()
+        ]
+        for i in range(0, len(flat), 100):
+            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in flat[i : i + 100]])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items() if v is not None])
+
+
+@contextlib.contextmanager
+def training_run(
+    config: MlflowConfig, *, run_name: str, kind: str, tags: Mapping[str, Any], run_id: str | None = None
+) -> Iterator[MlflowTracker]:
+    """Open (or, given ``run_id``, reopen: an interrupted run resumes its MLflow run) a training run, tagged with
+    its kind, lineage and system info; it ends FINISHED, or FAILED if the block raises."""
+    uri = config.resolved_uri()
+    client = mlflow.MlflowClient(uri)
+    if run_id is None:
+        run_id = client.create_run(_experiment_id(config.experiment, client), run_name=run_name).info.run_id
+    else:
+        client.update_run(run_id, status="RUNNING")
+    tracker = MlflowTracker(uri, run_id, client)
+    tracker.set_tags({KIND: kind, **tags, **system_tags()})
+    try:
+        yield tracker
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+
+
+def _source(uri: str) -> S3ArtifactDatasetSource | LocalArtifactDatasetSource:
+    return S3ArtifactDatasetSource(uri) if protocol_of(uri) == "s3" else LocalArtifactDatasetSource(uri)
+
+
+def log_dataset(tracker: MlflowTracker, *, name: str, uri: str, sha256: str, context: str = "training") -> None:
+    """One dataset input of the run: where it is and a hash of its content (what the run was trained on). MLflow
+    keeps 36 characters of a digest, so the full SHA-256 goes in the input's ``sha256`` tag."""
+    dataset = MetaDataset(_source(uri), name=name, digest=sha256[:_DIGEST_MAX])
+    tags = [InputTag("mlflow.data.context", context), InputTag("sha256", sha256)]
+    tracker.client.log_inputs(tracker.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
+
+
+def log_manifest_input(tracker: MlflowTracker, manifest_uri: str, storage: StorageConfig | None) -> dict[str, Any]:
+    """The curation manifest as the mid-training run's dataset input, its content hash as the digest. Returns the
+    sidecar (it names the curation run)."""
+    sidecar = read_sidecar(manifest_uri, storage)
+    log_dataset(tracker, name="manifest", uri=manifest_uri, sha256=sidecar["content_sha256"])
+    return sidecar
+
+
+def robot_digest(root: str, storage: StorageConfig | None) -> str:
+    """A LeRobot dataset's identity: its ``meta/info.json`` and the per-episode metadata (lengths, file
+    locations), hashed; reading frames is not needed to tell two datasets apart."""
+    digest = hashlib.sha256(read_bytes(join(root, "meta/info.json"), storage))
+    digest.update(json.dumps(load_meta(root, storage).episodes, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def log_robot_inputs(tracker: MlflowTracker, sources: list, storage: StorageConfig | None) -> None:
+    """Each robot dataset (a ``SourceSpec``) as a dataset input of the fine-tuning run."""
+    for spec in sources:
+        log_dataset(tracker, name=spec.name, uri=spec.uri, sha256=robot_digest(spec.uri, storage))
+
+
+def log_model(
+    tracker: MlflowTracker, model_uri: str, *, registered_name: str, storage: StorageConfig | None, tags: dict
+) -> int:
+    """Log the saved model directory (local or s3://) as the run's ``model`` artifacts and register it as a new
+    version of ``registered_name``; returns the version number."""
+    client = tracker.client
+    with tempfile.TemporaryDirectory() as tmp:
+        fs, path = filesystem(model_uri, storage)
+        fs.get(path.rstrip("/") + "/", tmp + "/", recursive=True)
+        client.log_artifacts(tracker.run_id, tmp, "model")
+    with contextlib.suppress(MlflowException):  # already registered
+        client.create_registered_model(registered_name)
+    version = client.create_model_version(
+        registered_name,
+        source=f"runs:/{tracker.run_id}/model",
+        run_id=tracker.run_id,
+        tags={"model_uri": model_uri, **{k: str(v) for k, v in tags.items() if v is not None}},
+    )
+    tracker.set_tags({"model_uri": model_uri, "model_name": registered_name, "model_version": version.version})
+    return int(version.version)
+
+
+def find_run(tracking_uri: str, *, kind: str, tag: str, value: str) -> str | None:
+    """The newest finished run of ``kind`` whose ``tag`` equals ``value`` (e.g. the curation run of a manifest)."""
+    client = mlflow.MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    quoted = value.replace("'", "\\'")
+    runs = client.search_runs(
+        experiments,
+        filter_string=f"tags.{KIND} = '{kind}' and tags.`{tag}` = '{quoted}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def _dataset_row(item: DatasetInput) -> dict[str, str]:
+    source = json.loads(item.dataset.source).get("uri", item.dataset.source)
+    return {"name": item.dataset.name, "source": source, "digest": item.dataset.digest}
+
+
+def lineage(run_id: str, tracking_uri: str | None = None) -> list[dict[str, Any]]:
+    """Walk from a run (typically a VLA's fine-tuning run) up its ``lineage.parent_run_id`` tags to the curation
+    run; one dict per run, downstream first, with its dataset inputs, registered model and the manifest."""
+    client = mlflow.MlflowClient(tracking_uri or MlflowConfig().resolved_uri())
+    chain: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    while run_id and run_id not in seen:
+        seen.add(run_id)
+        run = client.get_run(run_id)
+        tags = run.data.tags
+        model = tags.get("model_name")
+        chain.append(
+            {
+                "run_id": run_id,
+                "kind": tags.get(KIND, "?"),
+                "run_name": run.info.run_name,
+                "status": run.info.status,
+                "model": f"{model}/{tags['model_version']}" if model else None,
+                "manifest_uri": tags.get("manifest_uri"),
+                "datasets": [_dataset_row(d) for d in run.inputs.dataset_inputs],
+                "lineage": {k: v for k, v in sorted(tags.items()) if k.startswith("lineage.")},
+            }
+        )
+        run_id = tags.get(PARENT, "")
+    return chain

@@ -1,0 +1,84 @@
+"""Parameters of the training flows (``midtrain``, ``finetune``, ``pipeline``): pydantic models, so each becomes a
+typed Prefect UI form and a YAML config, and a bad value is rejected before any work starts.
+
+A *stage* model holds what a stage needs besides its inputs; the standalone flows add the inputs (a manifest, a
+model), while the pipeline feeds them from the stage before (the curate report, the mid-training report).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from core.settings import MlflowConfig, Settings, StorageConfig
+from flows.params import CurateParams
+from training.config import ChatDataConfig, RobotDataConfig, TrainConfig, VLAHeadConfig
+
+RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+def _training_mlflow() -> MlflowConfig:
+    return MlflowConfig(experiment="emt-training")
+
+
+class TrainingStage(Settings):
+    """What every training stage shares: where it writes, where it runs, where it is tracked."""
+
+    output_uri: str = Field(description="Runs are written under OUTPUT_URI/RUN_ID/ (model/, checkpoints/).")
+    run_name: str | None = Field(
+        None, pattern=RUN_NAME, description="Run id; None = a new timestamped id (in a pipeline: the curate run's)."
+    )
+    storage: StorageConfig = Field(
+        default_factory=StorageConfig, description="Object storage settings (in a pipeline, unset = curate's)."
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation settings.")
+    workers: int = Field(1, ge=1, description="Training workers: 1 = in this process; more = Ray Train (DDP).")
+    ray_address: str | None = Field(
+        None, description="Ray cluster for workers > 1; None = RAY_ADDRESS, else a local Ray."
+    )
+    use_gpu: bool = Field(False, description="Ray Train workers each take one GPU (NCCL); else CPU (gloo).")
+    mlflow: MlflowConfig = Field(default_factory=_training_mlflow, description="MLflow tracking of the run.")
+
+
+class MidtrainStage(TrainingStage):
+    """Mid-training, short of its input manifest."""
+
+    model: str = Field(description="The VLM to start from: local directory, s3:// prefix or hub id.")
+    data: ChatDataConfig = Field(default_factory=ChatDataConfig, description="Chat formatting of the samples.")
+    registered_model: str = Field("emt-vlm", description="MLflow registered model the mid-trained VLM joins.")
+
+
+class MidtrainParams(MidtrainStage):
+    """Mid-train a VLM on the samples a curation manifest selects."""
+
+    manifest_uri: str = Field(description="The curation manifest (RUN/manifest.parquet, its sidecar beside it).")
+    curation_run_id: str | None = Field(
+        None, description="MLflow run id of the curation that wrote the manifest; None = found by its URI."
+    )
+
+
+class FinetuneStage(TrainingStage):
+    """Fine-tuning into a VLA, short of its input model."""
+
+    robot: RobotDataConfig = Field(description="Robot datasets, action chunking and the held-out split.")
+    head: VLAHeadConfig = Field(default_factory=VLAHeadConfig, description="The action head.")
+    eval_batches: int | None = Field(
+        None, ge=1, description="Held-out batches per evaluation; None = every held-out sample."
+    )
+    registered_model: str = Field("emt-vla", description="MLflow registered model the VLA joins.")
+
+
+class FinetuneParams(FinetuneStage):
+    """Fine-tune a (mid-trained) VLM into a VLA on robot episodes, evaluated on held-out episodes."""
+
+    model: str = Field(description="The VLM to start from (a mid-training run's model/): directory, s3:// or hub id.")
+    midtrain_run_id: str | None = Field(
+        None, description="MLflow run id of the mid-training that produced the model; None = found by its URI."
+    )
+
+
+class PipelineParams(Settings):
+    """Curate, mid-train on the selection, fine-tune the result into a VLA: one run id through all three."""
+
+    curate: CurateParams = Field(description="The curation stage.")
+    midtrain: MidtrainStage = Field(description="Mid-training on the curated manifest.")
+    finetune: FinetuneStage = Field(description="Fine-tuning the mid-trained VLM into a VLA.")
