@@ -10,10 +10,10 @@ import re
 from pathlib import Path
 
 from core.settings import StorageConfig
-from estimator.backbones.base import Backbone, BackboneSpec, weights_hash
+from estimator.backbones.base import Backbone, BackboneSpec
 from estimator.backbones.common import looks_like_path, require_dir_with
 
-__all__ = ["Backbone", "BackboneSpec", "load_backbone", "validate_backbone_spec", "weights_hash"]
+__all__ = ["Backbone", "BackboneSpec", "load_backbone", "validate_backbone_spec"]
 
 # A hub id: "name" or "org/name" (letters, digits, '-', '_', '.').
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")

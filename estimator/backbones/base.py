@@ -1,13 +1,12 @@
 """What every frozen backbone offers: one pooled feature vector per (image, text) sample, and a fingerprint.
 
 The fingerprint names everything that changes the vectors (model, weights, preprocessing, pooling, dtype), so an
-embedding cache keyed by it can never serve vectors of another model.
+embedding cache keyed by it can never serve vectors of another model; ``fingerprint.describe`` computes it from
+the model's files without loading it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from abc import ABC, abstractmethod
 from typing import Literal
 
@@ -42,9 +41,18 @@ class BackboneSpec(Settings):
         description="hf_vlm: mean over valid tokens of the last hidden state, or the last valid token.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto = bfloat16 on CUDA, float32 on CPU."
+        "auto", description="auto = bfloat16 on GPU workers, float32 on CPU workers."
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when present.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto = CUDA for workers that declare a GPU, else CPU."
+    )
+
+    def placed(self, *, gpu: bool) -> BackboneSpec:
+        """This spec with device and dtype decided by the workers' declared resources, never by the machine
+        that asks (a CPU driver planning for GPU actors must name the dtype they will embed in)."""
+        device = self.device if self.device != "auto" else ("cuda" if gpu else "cpu")
+        dtype = self.dtype if self.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+        return self.model_copy(update={"device": device, "dtype": dtype})
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -58,35 +66,24 @@ class BackboneSpec(Settings):
 
 
 class Backbone(ABC):
-    """A frozen feature extractor. Subclasses load the model in ``__init__`` (once per worker)."""
+    """A frozen feature extractor. Subclasses load the model in ``__init__`` (once per worker) and set
+    ``files_spec``: the spec pointing at the files actually loaded, in the dtype actually used."""
 
     spec: BackboneSpec
+    files_spec: BackboneSpec
     embed_dim: int
+    _fingerprint: str | None = None
 
     @abstractmethod
     def embed(self, images: list[Image.Image], texts: list[str]) -> np.ndarray:
         """Float32 array [len(images), embed_dim]; row i is the vector of (images[i], texts[i])."""
 
-    @abstractmethod
-    def fingerprint_parts(self) -> dict:
-        """What identifies the vectors beyond kind/modality/pooling/dtype: architecture, weights hash,
-        preprocessing, embed_dim. Where the weights came from (path, S3, hub) is left out on purpose: the same
-        weights loaded from anywhere give the same fingerprint."""
-
     @property
     def fingerprint(self) -> str:
-        parts = {
-            "spec": self.spec.model_dump(exclude={"device", "model", "pretrained"}),
-            "dtype": str(self.spec.resolved_dtype()),
-            **self.fingerprint_parts(),
-        }
-        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """The fingerprint of what was loaded, from its files (``fingerprint.describe``): equal to the one a
+        driver computes for the same files and placement without loading anything."""
+        if self._fingerprint is None:  # hashing streams the weights once: do it once
+            from estimator.backbones.fingerprint import describe
 
-
-def weights_hash(module: torch.nn.Module) -> str:
-    """sha256 over every parameter and buffer, in name order: the same weights give the same hash."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+            self._fingerprint = describe(self.files_spec).fingerprint
+        return self._fingerprint

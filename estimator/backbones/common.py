@@ -28,7 +28,6 @@ LOCAL_DIR_PREFIX = "local-dir:"
 _CONFIG_NOISE = {"_name_or_path", "transformers_version", "_commit_hash", "dtype", "torch_dtype",
                  "_attn_implementation", "_attn_implementation_autoset", "attn_implementation", "output_hidden_states",
                  "output_attentions", "return_dict", "use_cache", "use_return_dict"}
-_PROCESSOR_NOISE = {"image_processor_type", "processor_class", "_processor_class"}
 
 
 def default_cache_dir() -> Path:
@@ -88,15 +87,6 @@ def clean_config(cfg: Any) -> Any:
     if isinstance(cfg, list | tuple):
         return [clean_config(v) for v in cfg]
     return cfg
-
-
-def processor_description(image_processor: Any, tokenizer: Any, **extra: Any) -> str:
-    """Everything about the inputs that changes the vectors: image processing settings and the tokenizer."""
-    image = {k: v for k, v in image_processor.to_dict().items() if k not in _PROCESSOR_NOISE}
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    vocab = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    tok = {"class": type(tokenizer).__name__, "vocab_sha": hashlib.sha256(vocab.encode()).hexdigest()[:16]}
-    return json.dumps({"image": image, "tokenizer": tok, **extra}, sort_keys=True, default=str)
 
 
 def as_tensor(out: Any) -> torch.Tensor:

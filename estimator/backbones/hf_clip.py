@@ -4,7 +4,6 @@ directory or an S3 prefix.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,11 @@ from PIL import Image
 from transformers import AutoModel, AutoProcessor
 
 from core.settings import StorageConfig
-from estimator.backbones.base import Backbone, BackboneSpec, weights_hash
+from estimator.backbones.base import Backbone, BackboneSpec
 from estimator.backbones.common import (
     as_tensor,
-    clean_config,
     localize,
     looks_like_path,
-    processor_description,
     two_tower_vectors,
 )
 
@@ -38,6 +35,7 @@ class HFClipBackbone(Backbone):
         self.spec = spec
         self.device, self.dtype = spec.resolved_device(), spec.resolved_dtype()
         source = model_source(spec, storage, cache_dir)
+        self.files_spec = spec.model_copy(update={"model": source, "dtype": str(self.dtype).removeprefix("torch.")})
         self.processor = AutoProcessor.from_pretrained(source)
         model = AutoModel.from_pretrained(source, dtype=self.dtype)
         if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
@@ -51,13 +49,10 @@ class HFClipBackbone(Backbone):
             "truncation": True,
             "max_length": getattr(text_cfg, "max_position_embeddings", None),
         }
-        self._preprocess = processor_description(self.processor.image_processor, self.processor.tokenizer,
-                                                 text=self.text_kwargs)
         # The projection width differs between families (projection_dim, head sizes): ask the model once.
         probe = self._encode_images([Image.new("RGB", (8, 8))])
         dim = int(probe.shape[-1])
         self.embed_dim = 2 * dim if spec.modality == "image+text" else dim
-        self._weights: str | None = None
 
     def embed(self, images: list[Image.Image], texts: list[str]) -> np.ndarray:
         return two_tower_vectors(self.spec.modality, images, texts, self._encode_images, self._encode_texts,
@@ -72,9 +67,3 @@ class HFClipBackbone(Backbone):
     def _encode_texts(self, texts: list[str]) -> torch.Tensor:
         inputs = self.processor.tokenizer(texts, return_tensors="pt", **self.text_kwargs).to(self.device)
         return as_tensor(self.model.get_text_features(**inputs))
-
-    def fingerprint_parts(self) -> dict:
-        if self._weights is None:  # hashing every parameter costs a pass over the weights: do it once
-            self._weights = weights_hash(self.model)
-        return {"arch": json.dumps(clean_config(self.model.config.to_dict()), sort_keys=True, default=str),
-                "weights": self._weights, "embed_dim": self.embed_dim, "preprocess": self._preprocess}

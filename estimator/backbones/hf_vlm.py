@@ -5,7 +5,6 @@ hidden state over the image + text prompt, pooled over the valid tokens.
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,8 @@ from PIL import Image
 from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 from core.settings import StorageConfig
-from estimator.backbones.base import Backbone, BackboneSpec, weights_hash
-from estimator.backbones.common import clean_config, processor_description, rgb
+from estimator.backbones.base import Backbone, BackboneSpec
+from estimator.backbones.common import rgb
 from estimator.backbones.hf_clip import model_source
 
 
@@ -46,6 +45,7 @@ class HFVLMBackbone(Backbone):
         self.spec = spec
         self.device, self.dtype = spec.resolved_device(), spec.resolved_dtype()
         source = model_source(spec, storage, cache_dir)
+        self.files_spec = spec.model_copy(update={"model": source, "dtype": str(self.dtype).removeprefix("torch.")})
         self.processor = AutoProcessor.from_pretrained(source)
         self.model = load_vlm(source, self.dtype).to(self.device).eval().requires_grad_(False)
         self.embed_dim = int(self.model.config.get_text_config().hidden_size)
@@ -54,10 +54,6 @@ class HFVLMBackbone(Backbone):
         # Only the hidden states are needed: skip the LM head's [B, T, vocab] logits where the model allows.
         params = inspect.signature(self.model.forward).parameters
         self._extra: dict[str, Any] = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-        self._preprocess = processor_description(
-            self.processor.image_processor, self.processor.tokenizer, chat_template=self.chat_template,
-            prompt=self.prompt("{text}"))
-        self._weights: str | None = None
 
     def prompt(self, text: str) -> str:
         """One user turn holding the image and the text, through the model's chat template when it has one."""
@@ -80,9 +76,3 @@ class HFVLMBackbone(Backbone):
             out = self.model(**inputs, output_hidden_states=True, return_dict=True, **self._extra)
             vectors = pool(out.hidden_states[-1].float(), inputs["attention_mask"], self.spec.pooling)
         return vectors.cpu().numpy().astype(np.float32, copy=False)
-
-    def fingerprint_parts(self) -> dict:
-        if self._weights is None:  # hashing every parameter costs a pass over the weights: do it once
-            self._weights = weights_hash(self.model)
-        return {"arch": json.dumps(clean_config(self.model.config.to_dict()), sort_keys=True, default=str),
-                "weights": self._weights, "embed_dim": self.embed_dim, "preprocess": self._preprocess}

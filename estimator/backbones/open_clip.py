@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from core.settings import StorageConfig
-from estimator.backbones.base import Backbone, BackboneSpec, weights_hash
+from estimator.backbones.base import Backbone, BackboneSpec
 from estimator.backbones.common import (
     LOCAL_DIR_PREFIX,
     localize,
@@ -49,6 +49,9 @@ class OpenClipBackbone(Backbone):
         self.spec = spec
         self.device, self.dtype = spec.resolved_device(), spec.resolved_dtype()
         name, pretrained, self.model_cfg = _resolve(spec, storage, cache_dir)
+        local = name[len(LOCAL_DIR_PREFIX):] if name.startswith(LOCAL_DIR_PREFIX) else name
+        self.files_spec = spec.model_copy(update={"model": local, "pretrained": pretrained,
+                                                  "dtype": str(self.dtype).removeprefix("torch.")})
         # Without weights the model is random: seed its initialisation, so every worker (and every run) builds the
         # same model and the fingerprint, hence the embedding cache, holds.
         with torch.random.fork_rng(devices=[]):
@@ -58,7 +61,6 @@ class OpenClipBackbone(Backbone):
         self.model = model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
         dim = int(self.model_cfg["embed_dim"])
         self.embed_dim = 2 * dim if spec.modality == "image+text" else dim
-        self._weights: str | None = None
 
     def embed(self, images: list[Image.Image], texts: list[str]) -> np.ndarray:
         return two_tower_vectors(
@@ -71,21 +73,6 @@ class OpenClipBackbone(Backbone):
 
     def _encode_texts(self, texts: list[str]) -> torch.Tensor:
         return self.model.encode_text(self.tokenizer(texts).to(self.device))
-
-    def fingerprint_parts(self) -> dict:
-        if self._weights is None:  # hashing every parameter costs a pass over the weights: do it once
-            self._weights = weights_hash(self.model)
-        preprocess = dict(getattr(self.model.visual, "preprocess_cfg", {}))
-        tokenizer = {
-            "class": type(self.tokenizer).__name__,
-            "context_length": getattr(self.tokenizer, "context_length", None),
-        }
-        return {
-            "arch": self.model_cfg,
-            "weights": self._weights,
-            "embed_dim": self.embed_dim,
-            "preprocess": json.dumps({"image": preprocess, "tokenizer": tokenizer}, sort_keys=True, default=str),
-        }
 
 
 def _resolve(
