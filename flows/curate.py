@@ -22,30 +22,27 @@ from tasks.curation import gather_errors
 from tasks.curation_record import CurateReport, build_sidecar, mlflow_params, record_curation
 from tasks.embed import Embed
 from tasks.run_folder import RunFolder
+from tasks.sample_counts import check_error_rate, check_k_fits, count_errors, known_pool_size
 from tasks.score import entry_rows
 
 __all__ = ["CurateReport", "curate"]
-
-
-def _error_rate_check(errors_reasons: list[str], usable: int, max_rate: float, errors_uri: str) -> None:
-    total = usable + len(errors_reasons)
-    rate = len(errors_reasons) / total if total else 1.0
-    if rate > max_rate:
-        raise RuntimeError(
-            f"{len(errors_reasons)} of {total} inputs were quarantined ({rate:.1%} > max_error_rate "
-            f"{max_rate:.1%}); see {errors_uri}"
-        )
 
 
 @flow(name="curate", log_prints=True)
 def curate(params: CurateParams) -> CurateReport:
     """Curate the pool against the robot data and publish the manifest under OUTPUT_URI/RUN_ID/."""
     start = time.perf_counter()
-    storage = params.storage
-    run = RunFolder.open(params.output_uri, params.run_name, storage)
-    if run.is_complete():  # a finished run is never redone
+    run = RunFolder.open(params.output_uri, params.run_name, params.storage)
+    if run.is_complete():  # a finished run is never redone, nor answered for other parameters
+        run.refuse_other_params(params.result_params())
         print(f"run {run.run_id} is already complete at {run.uri}")
         return CurateReport.model_validate(run.read_json("report.json"))
+    with run.claim():  # a second run of the same name is refused, not interleaved with this one
+        return _curate(params, run, start)
+
+
+def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
+    storage = params.storage
     plan = prefect_tasks.preflight_task(
         pool=params.pool,
         robot=params.robot,
@@ -53,11 +50,14 @@ def curate(params: CurateParams) -> CurateReport:
         scorer_config=params.scorer,
         cache_uri=params.resolved_cache_uri(),
         storage=storage,
+        allow_empty_sources=params.allow_empty_sources,
     )
     print(
         f"run {run.run_id}: {len(plan.pool)} pool + {len(plan.robot)} robot shards, {len(plan.todo)} to embed "
         f"(backbone {plan.backbone.fingerprint})"
     )
+    known = known_pool_size(plan.cache, plan.pool, plan.todo, storage)
+    check_k_fits(known, k=params.k, fraction=params.fraction)  # before embedding, when the pool's size is known
 
     cached = len(plan.pool) + len(plan.robot) - len(plan.todo)
     embedded = None
@@ -83,8 +83,11 @@ def curate(params: CurateParams) -> CurateReport:
     errors_uri = run.path("errors.parquet")
     write_parquet(errors, errors_uri, storage)
     reasons = errors["reason"].to_pylist()
-    usable = sum(entry_rows(plan.cache, shard) for shard in plan.pool + plan.robot)
-    _error_rate_check(reasons, usable, params.max_error_rate, errors_uri)  # before any training
+    usable = {shard.shard_uri: entry_rows(plan.cache, shard) for shard in plan.pool + plan.robot}
+    source_of = {shard.shard_uri: shard.source for shard in plan.pool + plan.robot}
+    # Before any training: too much input lost, or a K the pool cannot meet, stops the run here.
+    check_error_rate(count_errors(errors, usable, source_of, storage), params.max_error_rate, errors_uri)
+    check_k_fits(sum(usable[s.shard_uri] for s in plan.pool), k=params.k, fraction=params.fraction)
     scorer, metrics = prefect_tasks.fit_task(plan, params.scorer, train_pool_samples=params.train_pool_samples)
     scores = prefect_tasks.score_task(plan, scorer)
     estimator_uri = None

@@ -40,7 +40,13 @@ class CurateParams(Settings):
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run id; None = a new timestamped id."
     )
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray settings for the embedding job.")
-    max_error_rate: float = Field(0.1, ge=0, le=1, description="Fail the run past this share of quarantined input.")
+    max_error_rate: float = Field(
+        0.1, ge=0, le=1, description="Fail the run past this share of input samples quarantined or lost."
+    )
+    allow_empty_sources: bool = Field(
+        False, description="Let a source that matches no shard, or only unreadable ones, count as empty "
+        "instead of failing the run."
+    )
     train_pool_samples: int = Field(100_000, ge=2, description="Pool samples (uniform) used to train the scorer.")
     embedding_dtype: Literal["float16", "float32"] = Field("float16", description="Dtype of cached vectors.")
     report_per_set: int = Field(
@@ -58,6 +64,11 @@ class CurateParams(Settings):
         if self.per_source_cap and (unknown := sorted(set(self.per_source_cap) - {s.name for s in self.pool})):
             raise ValueError(f"per_source_cap names unknown pool sources: {unknown}")
         return self
+
+    def result_params(self) -> dict:
+        """The parameters that decide a run's result: everything but where and how it runs (storage, Ray, MLflow),
+        so a finished run asked for again with other *result* parameters is refused rather than returned."""
+        return self.model_dump(mode="json", exclude={"storage", "ray", "mlflow"})
 
     def resolved_cache_uri(self) -> str:
         return self.cache_uri or self.output_uri.rstrip("/") + "/embeddings"

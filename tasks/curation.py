@@ -44,10 +44,12 @@ def preflight(
     scorer_config: ScorerConfig,
     cache_uri: str,
     storage: StorageConfig | None,
+    allow_empty_sources: bool = False,
 ) -> Plan:
     """Check everything that can be checked before work starts and plan the embedding job.
 
-    Raises ``ValueError`` for an unknown backbone, a robot set with no data, or an estimator made for another
+    Raises ``ValueError`` for an unknown backbone, a source with no readable shard (naming its field, e.g.
+    ``pool.2.uri``, unless ``allow_empty_sources``), a robot set with no data, or an estimator made for another
     backbone or dimension. Loads the backbone once here: its fingerprint keys the cache.
     """
     validate_backbone_spec(backbone_spec, storage)
@@ -60,8 +62,10 @@ def preflight(
     listing = Quarantine(stage="list")
     shards: dict[str, list[CachedShard]] = {"pool": [], "robot": []}
     todo: list[ShardJob] = []
+    empty: list[str] = []
     for role, specs in (("pool", pool), ("robot", robot)):
-        for spec in specs:
+        for index, spec in enumerate(specs):
+            found = len(shards[role])
             for shard_uri in list_shards_or_quarantine(spec, storage, listing):
                 try:
                     entry = cache.entry(shard_uri)
@@ -71,6 +75,10 @@ def preflight(
                 shards[role].append(CachedShard(source=spec.name, shard_uri=shard_uri, entry=entry))
                 if not cache.has(entry):
                     todo.append(ShardJob(spec=spec, shard_uri=shard_uri, entry=entry))
+            if len(shards[role]) == found:
+                empty.append(f"{role}.{index}.uri: no readable shard at {spec.uri}")
+    if empty and not allow_empty_sources:
+        raise ValueError("; ".join(empty) + " (set allow_empty_sources to run without such sources)")
     if not shards["robot"]:
         raise ValueError(
             f"the robot set is empty: no data found for {[s.name for s in robot]} ({dict(listing.counts)})"

@@ -30,6 +30,7 @@ def preflight_task(
     scorer_config: ScorerConfig,
     cache_uri: str,
     storage: StorageConfig | None,
+    allow_empty_sources: bool = False,
 ) -> curation.Plan:
     return curation.preflight(
         pool=pool,
@@ -38,6 +39,7 @@ def preflight_task(
         scorer_config=scorer_config,
         cache_uri=cache_uri,
         storage=storage,
+        allow_empty_sources=allow_empty_sources,
     )
 
 

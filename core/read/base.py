@@ -1,8 +1,15 @@
-"""What every reader shares: the quarantine for bad input, image checks and row batching."""
+"""What every reader shares: the quarantine for bad input, image, text and robot-value checks, and row batching.
+
+Bad input is quarantined with a reason, never changed silently: a caption that is not a string
+(``malformed_text``), not UTF-8 (``non_utf8_text``), holds a NUL byte (``nul_in_text``) or is longer than
+``MAX_TEXT_CHARS`` (``text_too_long``); a robot action or state that is not numeric (``malformed_action`` /
+``malformed_state``) or holds NaN/inf (``non_finite_action`` / ``non_finite_state``).
+"""
 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -15,6 +22,10 @@ from PIL import Image
 from core.contracts import ERRORS, SAMPLE, table_from_rows
 
 ImageCheck = Literal["none", "header", "full"]
+
+# Captions past this many characters are quarantined: backbones read a few hundred tokens, and a megabyte "caption"
+# is a scraping accident, not text to learn from.
+MAX_TEXT_CHARS = 16_384
 
 
 @dataclass
@@ -86,11 +97,36 @@ class SampleBatcher:
         return table
 
 
+def text_problem(text: object) -> str | None:
+    """Why ``text`` is not a usable caption or instruction (``None`` when it is)."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return "missing_text"
+    if not isinstance(text, str):
+        return "malformed_text"
+    if "\x00" in text:
+        return "nul_in_text"
+    return "text_too_long" if len(text) > MAX_TEXT_CHARS else None
+
+
+def values_problem(name: str, values: object) -> str | None:
+    """Why a robot ``action``/``state`` vector is unusable: not numbers, or NaN/inf (``None`` when fine)."""
+    if values is None:
+        return None
+    if not isinstance(values, list | tuple) or not all(isinstance(v, int | float) for v in values):
+        return f"malformed_{name}"
+    return None if all(math.isfinite(v) for v in values) else f"non_finite_{name}"
+
+
 def accept_sample(row: dict, quarantine: Quarantine, check: ImageCheck) -> bool:
-    """Check one candidate sample; quarantine it with a reason if unusable."""
-    problem = image_problem(row.get("image"), check)
-    if problem is None and not (row.get("text") or "").strip():
-        problem = "missing_text"
+    """Check one candidate sample; quarantine it with a reason if unusable. A reader may have set ``problem``
+    already (a fault only it can see, such as a duplicate key or undecodable text)."""
+    problem = (
+        row.get("problem")
+        or image_problem(row.get("image"), check)
+        or text_problem(row.get("text"))
+        or values_problem("action", row.get("action"))
+        or values_problem("state", row.get("state"))
+    )
     if problem is not None:
         quarantine.add(shard_uri=row["shard_uri"], reason=problem, sample_id=row["sample_id"])
         return False

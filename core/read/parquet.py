@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.contracts import make_sample_id
+from core.errors import is_transient
 from core.read.base import ImageCheck, Quarantine, batched
 from core.settings import SourceSpec, StorageConfig
 from core.storage import filesystem, relative_name
@@ -85,7 +86,9 @@ def read_parquet_shard(
                     offset += rb.num_rows
         except FileNotFoundError as err:
             quarantine.add(shard_uri=shard_uri, reason="unreadable_shard", detail=f"not found: {err}")
-        except (pa.ArrowException, OSError) as err:
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError, EOFError) as err:
+            if is_transient(err) or isinstance(err, PermissionError):
+                raise  # not the content's fault: the shard fails and is read again, never cached half-read
             quarantine.add(shard_uri=shard_uri, reason="unreadable_shard", detail=f"{type(err).__name__}: {err}")
 
     yield from batched(rows(), quarantine, image_check, batch_size)

@@ -2,7 +2,11 @@
 
 The tar is streamed member by member (``tarfile`` in ``r|`` mode over an fsspec file), so memory holds one
 sample at a time whatever the shard's size. A corrupt tar keeps the samples read before the damage and
-quarantines the rest of the shard with ``corrupt_tar``.
+quarantines the rest of the shard with ``corrupt_tar``. A transient storage fault (connection reset, timeout, 5xx)
+is raised, never quarantined: the shard is read again, not cached half-read.
+
+A key is the member's full path within the tar without its extension (``dirA/000000050``), so members in different
+folders are different samples; a key seen twice in one tar is quarantined as ``duplicate_key``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from core.contracts import make_sample_id
+from core.errors import is_transient
 from core.read.base import ImageCheck, Quarantine, batched
 from core.settings import SourceSpec, StorageConfig
 from core.storage import filesystem, relative_name
@@ -30,35 +35,47 @@ def _split_member(name: str) -> tuple[str, str]:
     return posixpath.join(folder, stem), ext.lower()
 
 
-def _group_members(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yield (key, {ext: bytes}) for consecutive members sharing a key."""
-    key, files = None, {}
+def _group_members(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes], bool]]:
+    """Yield (key, {ext: bytes}, repeated) for consecutive members sharing a key; ``repeated`` when the key (or one
+    of its files) already appeared in this tar."""
+    seen: set[str] = set()
+    key, files, repeated = None, {}, False
     for member in tar:
         if not member.isfile():
             continue
         k, ext = _split_member(member.name)
         if key is not None and k != key:
-            yield key, files
-            files = {}
+            yield key, files, repeated
+            files, repeated = {}, False
+        if k != key:
+            repeated = k in seen
+            seen.add(k)
         key = k
+        repeated = repeated or ext in files
         files[ext] = tar.extractfile(member).read()
     if key is not None:
-        yield key, files
+        yield key, files, repeated
 
 
-def _text_of(files: dict[str, bytes]) -> tuple[str | None, str | None]:
-    """(text, meta JSON): the .txt member, else the caption/text field of the .json member."""
-    meta = files["json"].decode("utf-8", "replace") if "json" in files else None
-    if "txt" in files:
-        return files["txt"].decode("utf-8", "replace"), meta
-    if meta is not None:
-        try:
-            info = json.loads(meta)
-        except json.JSONDecodeError:
-            return None, meta
-        if isinstance(info, dict):
-            return info.get("caption") or info.get("text"), meta
-    return None, meta
+def _text_of(files: dict[str, bytes]) -> tuple[object, str | None, str | None]:
+    """(text, meta JSON, problem): the .txt member, else the caption/text field of the .json member. The text is
+    returned as found (a number or a list is the checker's to reject); undecodable bytes are a problem."""
+    try:
+        meta = files["json"].decode("utf-8") if "json" in files else None
+        if "txt" in files:
+            return files["txt"].decode("utf-8"), meta, None
+    except UnicodeDecodeError:
+        return None, None, "non_utf8_text"
+    if meta is None:
+        return None, None, None
+    try:
+        info = json.loads(meta)
+    except json.JSONDecodeError:
+        return None, meta, "malformed_meta"
+    if isinstance(info, dict):
+        caption = info.get("caption")
+        return (caption if caption not in (None, "") else info.get("text")), meta, None
+    return None, meta, None
 
 
 def read_webdataset_shard(
@@ -79,22 +96,25 @@ def read_webdataset_shard(
         fs, path = filesystem(shard_uri, storage)
         try:
             with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
-                for key, files in _group_members(tar):
+                for key, files, repeated in _group_members(tar):
                     state["read"] += 1
                     image = next((files[e] for e in IMAGE_EXTS if e in files), None)
-                    text, meta = _text_of(files)
+                    text, meta, problem = _text_of(files)
                     yield {
-                        "sample_id": make_sample_id(spec.name, shard, posixpath.basename(key)),
+                        "sample_id": make_sample_id(spec.name, shard, key),
                         "source": spec.name,
                         "shard_uri": shard_uri,
-                        "key": posixpath.basename(key),
+                        "key": key,
                         "image": image,
                         "text": text,
                         "meta": meta,
+                        "problem": "duplicate_key" if repeated else problem,
                     }
         except FileNotFoundError as err:
             quarantine.add(shard_uri=shard_uri, reason="unreadable_shard", detail=f"not found: {err}")
         except (tarfile.TarError, EOFError, OSError) as err:
+            if is_transient(err) or isinstance(err, PermissionError):
+                raise  # not the content's fault: the shard fails and is read again, never cached half-read
             reason = "unreadable_shard" if state["read"] == 0 and isinstance(err, OSError) else "corrupt_tar"
             quarantine.add(
                 shard_uri=shard_uri,

@@ -91,7 +91,7 @@ def test_bad_input_rejected(s3_params, change, message, first_run):
 
 def test_empty_robot_set_rejected(s3_params, tmp_path):
     empty = s3_params.robot[0].model_copy(update={"uri": str(tmp_path / "nothing")})
-    with pytest.raises(ValueError, match="robot set is empty"):
+    with pytest.raises(ValueError, match=r"robot\.0\.uri: no readable shard at .*nothing"):
         curate(s3_params.model_copy(update={"robot": [empty], "run_name": "empty"}))
 
 
@@ -154,7 +154,7 @@ def test_corrupt_input_is_quarantined_and_counted(local_corpus, tmp_path, s3_bac
     assert sorted(errors["reason"]) == ["corrupt_tar", "unreadable_shard"]
     assert set(errors["stage"]) == {"read"}
 
-    with pytest.raises(RuntimeError, match="max_error_rate"):
+    with pytest.raises(ValueError, match="max_error_rate"):
         curate(params.model_copy(update={"run_name": "strict", "max_error_rate": 0.0}))
 
 

@@ -1,0 +1,92 @@
+"""The run folder: one run per run id at a time, stale leases taken over, finished runs keep their parameters,
+crash temporaries cleaned."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from core.storage import exists, filesystem, publish_bytes
+from tasks.run_folder import LEASE, RunFolder, RunRefused
+
+
+@pytest.fixture(params=["local", "s3"])
+def output_uri(request, tmp_path):
+    if request.param == "local":
+        return str(tmp_path / "runs")
+    s3 = request.getfixturevalue("s3")
+    return f"{s3.make_bucket('leases')}/{tmp_path.name}"
+
+
+def _folder(output_uri: str, request) -> RunFolder:
+    storage = request.getfixturevalue("s3").storage if output_uri.startswith("s3://") else None
+    return RunFolder.open(output_uri, "r1", storage)
+
+
+def test_second_claim_of_a_held_run_id_is_refused(output_uri, request):
+    run = _folder(output_uri, request)
+    with run.claim():
+        with pytest.raises(RunRefused, match="in use by another run"), run.claim():
+            pass
+        assert exists(run.path(LEASE), run.storage)
+    assert not exists(run.path(LEASE), run.storage)  # given back
+    with run.claim():  # and free again
+        pass
+
+
+def test_lease_of_a_killed_process_is_taken_over(output_uri, request):
+    run = _folder(output_uri, request)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+
+    holder = {"token": "x", "host": socket.gethostname(), "pid": int(dead.stdout), "heartbeat": 0}
+    publish_bytes(run.path(LEASE), json.dumps(holder).encode(), run.storage)
+    with run.claim():
+        assert json.loads(run.read_bytes(LEASE))["token"] != "x"
+
+
+def test_lease_of_another_host_is_taken_over_only_when_stale(output_uri, request):
+    import time
+
+    run = _folder(output_uri, request)
+    holder = {"token": "x", "host": "elsewhere", "pid": 1, "heartbeat": time.time()}
+    publish_bytes(run.path(LEASE), json.dumps(holder).encode(), run.storage)
+    with pytest.raises(RunRefused, match="elsewhere"), run.claim():
+        pass
+    publish_bytes(run.path(LEASE), json.dumps({**holder, "heartbeat": time.time() - 3600}).encode(), run.storage)
+    with run.claim():
+        pass
+
+
+def test_heartbeat_keeps_the_lease_fresh(tmp_path):
+    import time
+
+    run = RunFolder.open(str(tmp_path), "beat")
+    with run.claim(heartbeat_every=0.05):
+        first = json.loads(run.read_bytes(LEASE))["heartbeat"]
+        time.sleep(0.3)
+        assert json.loads(run.read_bytes(LEASE))["heartbeat"] > first
+
+
+def test_crash_temporaries_are_cleaned_on_resume_and_completion(output_uri, request):
+    run = _folder(output_uri, request)
+    publish_bytes(run.path(".tmp-0123456789ab-manifest.parquet"), b"half", run.storage)
+    publish_bytes(run.path("estimator", ".tmp-0123456789ab-model.pt"), b"half", run.storage)
+    publish_bytes(run.path("errors.parquet"), b"kept", run.storage)
+    with run.claim():
+        fs, root = filesystem(run.uri, run.storage)
+        names = sorted(p.rsplit("/", 1)[-1] for p in fs.find(root))
+        assert names == [LEASE, "errors.parquet"]
+        publish_bytes(run.path(".tmp-ffffffffffff-report.json"), b"half", run.storage)
+    assert not any(".tmp-" in p for p in fs.find(root))
+
+
+def test_finished_run_with_other_parameters_is_refused(tmp_path):
+    run = RunFolder.open(str(tmp_path), "done")
+    run.write_json("params.json", {"k": 20, "pool": ["a"], "ray": {"embed_actors": 1}})
+    run.refuse_other_params({"k": 20, "pool": ["a"]})  # same: fine
+    with pytest.raises(RunRefused, match=r"run done already finished .* \(k differ\)"):
+        run.refuse_other_params({"k": 30, "pool": ["a"]})
