@@ -3,6 +3,9 @@ that streams the selected samples back from their original shards.
 
     pd.read_parquet("s3://bucket/runs/RUN/manifest.parquet").query("selected")      # any consumer, one line
     for batch in iter_selected("s3://bucket/runs/RUN/manifest.parquet"): ...       # images + texts
+
+This module and its imports need only the base install (pyarrow, fsspec/s3fs, pydantic, Pillow): no torch,
+Ray, Prefect or MLflow, so a consumer can read what a run selected from anywhere.
 """
 
 from __future__ import annotations
@@ -84,8 +87,11 @@ def iter_selected(
     batch_size: int = 256,
     quarantine: Quarantine | None = None,
 ) -> Iterator[pa.Table]:
-    """Stream the selected samples (sample contract + ``score`` and ``rank``) from their original shards, shard
-    by shard. The pool's source specs come from the sidecar, so the manifest URI is all a consumer needs."""
+    """Stream the selected samples (sample contract + ``score`` and ``rank``) from their original shards.
+
+    Batches come in shard order (shards sorted by URI, rows in their order within a shard), not in rank order:
+    each shard is read once, front to back. Sort by ``rank`` afterwards where order matters. The pool's source
+    specs come from the sidecar, so the manifest URI (and the storage settings) is all a consumer needs."""
     specs = {s["name"]: SourceSpec.model_validate(s) for s in read_sidecar(manifest_uri, storage)["pool"]}
     chosen = read_manifest(manifest_uri, storage, selected_only=True)
     quarantine = quarantine if quarantine is not None else Quarantine(stage="iter_selected")
