@@ -1,4 +1,4 @@
-"""Prefect artifacts a curation run publishes: the selection table and a markdown summary (shown in the UI)."""
+"""Prefect artifacts the runs publish: tables and markdown summaries (shown in the UI) of curation and training."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.curation_record import CurateReport
+from tasks.training_run import TrainingReport
 
 
 def publish_curation_artifacts(report: CurateReport) -> None:
@@ -61,3 +62,34 @@ def _analysis_markdown(report: CurateReport) -> list[str]:
         "|---" * (len(names) + 1) + "|",
         *[f"| {a} | " + " | ".join(f"{report.mmd2[a][b]:.4f}" for b in names) + " |" for a in names],
     ]
+
+
+def mlflow_run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """A link to the run in the MLflow UI (a tracking server), or how to open it (a local SQLite store)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"[{run_id}]({tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id})"
+    return f"`{run_id}` (open with `mlflow ui --backend-store-uri {tracking_uri}`)"
+
+
+def publish_training_artifacts(report: TrainingReport) -> None:
+    """The ``<kind>-summary`` markdown (link to the MLflow run, model version, lineage) and the ``<kind>-metrics``
+    table of the final numbers (for fine-tuning, the held-out evaluation among them)."""
+    rows = [{"metric": k, "value": round(v, 6)} for k, v in sorted(report.metrics.items())]
+    create_table_artifact(key=f"{report.kind}-metrics", table=rows, description=f"Final metrics of {report.run_id}")
+    create_markdown_artifact(
+        key=f"{report.kind}-summary",
+        markdown="\n".join(
+            [
+                f"# {report.kind} run `{report.run_id}`",
+                f"- MLflow run: {mlflow_run_link(report.tracking_uri, report.experiment_id, report.mlflow_run_id)}",
+                f"- registered model: `{report.registered_model}` version {report.model_version}",
+                f"- model: `{report.model_uri}`; last checkpoint: `{report.checkpoint_uri}`",
+                f"- upstream MLflow run (lineage): `{report.parent_run_id or 'none'}`",
+                f"- {report.steps} steps, final loss {report.final_loss:.4f}, {report.seconds:.0f} s",
+                "",
+                "| metric | value |",
+                "|---|---|",
+                *[f"| {r['metric']} | {r['value']} |" for r in rows],
+            ]
+        ),
+    )

@@ -7,7 +7,7 @@ model), while the pipeline feeds them from the stage before (the curate report, 
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from core.settings import MlflowConfig, Settings, StorageConfig
 from flows.params import CurateParams
@@ -37,6 +37,13 @@ class TrainingStage(Settings):
     )
     use_gpu: bool = Field(False, description="Ray Train workers each take one GPU (NCCL); else CPU (gloo).")
     mlflow: MlflowConfig = Field(default_factory=_training_mlflow, description="MLflow tracking of the run.")
+
+    @field_validator("mlflow")
+    @classmethod
+    def _tracked(cls, v: MlflowConfig) -> MlflowConfig:
+        if not v.enabled:
+            raise ValueError("training runs are always tracked in MLflow (enabled must be true)")
+        return v
 
 
 class MidtrainStage(TrainingStage):
