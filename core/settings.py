@@ -17,6 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 M = TypeVar("M", bound=BaseModel)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def absolute_uri(uri: str) -> str:
+    """A local path made absolute (a trailing ``/`` kept), so every URI a run records resolves from any working
+    directory and in later training runs; a URI with a scheme (``s3://``, ``file://``) is kept as it is."""
+    if _SCHEME.match(uri):
+        return uri
+    path = os.path.abspath(os.path.expanduser(uri))
+    return path + "/" if uri.endswith("/") and path != "/" else path
 
 
 class ConfigError(ValueError):
@@ -88,6 +98,11 @@ class SourceSpec(Settings):
         if not _NAME.match(v):
             raise ValueError("must be letters, digits, '_', '.' or '-' (it becomes part of every sample_id)")
         return v
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_is_absolute(cls, v: str) -> str:
+        return absolute_uri(v)
 
 
 def format_validation_error(err: ValidationError, *, prefix: str = "") -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from core.settings import MlflowConfig, Settings, SourceSpec, StorageConfig
+from core.settings import MlflowConfig, Settings, SourceSpec, StorageConfig, absolute_uri
 from estimator.backbones.base import BackboneSpec
 from estimator.scorer import ScorerConfig
 
@@ -53,6 +53,11 @@ class CurateParams(Settings):
         500, ge=0, description="Embeddings sampled per set for the run's report (MMD, diversity, map); 0 = no report."
     )
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig, description="MLflow tracking of curation runs.")
+
+    @field_validator("output_uri", "cache_uri")
+    @classmethod
+    def _uri_is_absolute(cls, v: str | None) -> str | None:
+        return None if v is None else absolute_uri(v)
 
     @model_validator(mode="after")
     def _check(self) -> CurateParams:

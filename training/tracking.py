@@ -41,10 +41,22 @@ _PARAM_MAX = 6000  # MLflow's limit on a parameter value
 _DIGEST_MAX = 32  # MLflow's limit on a dataset digest is 36 characters
 
 
+def artifact_location(tracking_uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a SQLite store (``mlartifacts/`` next to the database),
+    as an absolute URI, so they land where the store is whatever directory a run starts in (MLflow's default is
+    ``./mlruns`` of the working directory); a tracking server chooses its own (None)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
+    return (database.parent / "mlartifacts").as_uri()
+
+
 def _experiment_id(name: str, client: mlflow.MlflowClient | None = None) -> str:
     client = client or mlflow.MlflowClient()
     found = client.get_experiment_by_name(name)
-    return found.experiment_id if found else client.create_experiment(name)
+    if found:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri))
 
 
 def record_run(
