@@ -2,8 +2,8 @@
 
 Layout under ``root``::
 
-    pool/{photos,tabletop}/NNNNN.tar       WebDataset shards (img2dataset-style members)
-    pool/{docs,charts}/NNNNN.parquet        Parquet shards, columns image (bytes) and text
+    pool/{photos,tabletop}/NNNNN.tar       WebDataset shards (img2dataset-style members; + scrapes)
+    pool/{docs,charts}/NNNNN.parquet        Parquet shards, columns image (bytes) and text (+ howto)
     robot/{pick_place,stack_blocks}/        LeRobot v3.0 datasets (image and video camera)
     ground_truth.parquet                    sample_id, source, scene, aligned, alignment for every pool sample
     corpus.yaml                             {"pool": [SourceSpec...], "robot": [SourceSpec...]}
@@ -22,31 +22,37 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from functools import partial
 from multiprocessing import get_context
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from core.settings import Settings, SourceSpec, StorageConfig
 from core.storage import exists, filesystem, join, publish, publish_bytes, read_bytes
 from synth.lerobot import CAMERA, Episode, write_lerobot_dataset
 from synth.pool import (
     GROUND_TRUTH,
+    MISMATCHED_SOURCES,
     POOL_SOURCES,
+    PoolSource,
     shard_sizes,
     source_spec,
     stable_rng,
     write_pool_shard,
 )
-from synth.robot import scripted_episode
+from synth.robot import Wording, scripted_episode
 
 GENERATOR_VERSION = 1
 FPS = 10
 GT_ROW_GROUP = 65_536
 ROBOT_DATASETS = (("pick_place", False), ("stack_blocks", True))  # (name = scripted task, camera as video)
 T = TypeVar("T")
+# Presets: named settings for corpora built to test something. "shortcut": robot instructions worded unlike any
+# pool text, plus pool sources whose texts disagree with their images, so a scorer that reads the wording fails.
+PRESETS: dict[str, dict[str, Any]] = {"standard": {}, "shortcut": {"robot_wording": "log", "mismatched_sources": True}}
+_VARIANTS = {"robot_wording": "instruction", "mismatched_sources": False}  # left out of the fingerprint at default
 
 
 class SynthConfig(Settings):
@@ -66,6 +72,25 @@ class SynthConfig(Settings):
     workers: int = Field(
         1, ge=1, description="Processes rendering shards; the output is the same for any count."
     )
+    preset: Literal["standard", "shortcut"] = Field(
+        "standard", description="Named settings filled in where not given; shortcut = robot_wording log + "
+        "mismatched_sources (a corpus where the text wording alone separates robot from pool)."
+    )
+    robot_wording: Wording = Field(
+        "instruction", description="Robot instructions: instruction (imperative, like real robot data), log "
+        "(control-log style unlike any pool text) or caption (the pool's caption format: harmonised texts)."
+    )
+    mismatched_sources: bool = Field(
+        False, description="Add pool sources scrapes (robot-like images, uninformative alt-texts) and howto "
+        "(documents, charts and photos under robot-style instructions)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") in PRESETS:
+            return PRESETS[data["preset"]] | data
+        return data
 
     @field_validator("image_size")
     @classmethod
@@ -75,8 +100,13 @@ class SynthConfig(Settings):
         return v
 
     def fingerprint(self) -> dict[str, Any]:
-        """The settings that determine the output (written to ``_SUCCESS``)."""
-        return self.model_dump(exclude={"workers"})
+        """The settings that determine the output (written to ``_SUCCESS``); variant settings at their defaults
+        are left out, so corpora generated before they existed still match."""
+        dump = self.model_dump(exclude={"workers", "preset"})
+        return {k: v for k, v in dump.items() if k not in _VARIANTS or v != _VARIANTS[k]}
+
+    def pool_sources(self) -> tuple[PoolSource, ...]:
+        return POOL_SOURCES + (MISMATCHED_SOURCES if self.mismatched_sources else ())
 
 
 class CorpusInfo(BaseModel):
@@ -89,16 +119,17 @@ class CorpusInfo(BaseModel):
     counts: dict[str, int] = Field(description="Pool samples per pool source, frames per robot dataset.")
 
 
-def _pool_job(job: tuple, *, root_uri: str, seed: int, image_size: int, storage: StorageConfig | None):
+def _pool_job(job: tuple, *, root_uri: str, seed: int, image_size: int, wording: Wording,
+              storage: StorageConfig | None):
     source, shard, samples = job
     return write_pool_shard(
-        root_uri, source, shard, samples, seed=seed, image_size=image_size, storage=storage
+        root_uri, source, shard, samples, seed=seed, image_size=image_size, wording=wording, storage=storage
     )
 
 
-def _episode_job(job: tuple[str, int], *, seed: int, image_size: int, frames: int) -> Episode:
+def _episode_job(job: tuple[str, int], *, seed: int, image_size: int, frames: int, wording: Wording) -> Episode:
     name, index = job
-    return scripted_episode(name, stable_rng(seed, name, index), size=image_size, frames=frames)
+    return scripted_episode(name, stable_rng(seed, name, index), size=image_size, frames=frames, wording=wording)
 
 
 def _ordered_map(
@@ -137,11 +168,12 @@ def _write_pool(
     counts: dict[str, int] = {}
     jobs = (
         (source.name, shard, n)
-        for source in POOL_SOURCES
+        for source in config.pool_sources()
         for shard, n in enumerate(shard_sizes(config.samples_per_source, config.shard_size))
     )
     fn = partial(
-        _pool_job, root_uri=root_uri, seed=config.seed, image_size=config.image_size, storage=storage
+        _pool_job, root_uri=root_uri, seed=config.seed, image_size=config.image_size,
+        wording=config.robot_wording, storage=storage,
     )
     with (
         publish(join(root_uri, "ground_truth.parquet"), storage) as f,
@@ -166,7 +198,8 @@ def _write_robot(
     """Render the scripted episodes (in parallel) and write each robot dataset; return frames per dataset."""
     counts: dict[str, int] = {}
     fn = partial(
-        _episode_job, seed=config.seed, image_size=config.image_size, frames=config.frames_per_episode
+        _episode_job, seed=config.seed, image_size=config.image_size, frames=config.frames_per_episode,
+        wording=config.robot_wording,
     )
     for name, video in ROBOT_DATASETS:
         jobs = ((name, e) for e in range(config.robot_episodes))
@@ -216,7 +249,7 @@ def generate_corpus(
             executor.shutdown(cancel_futures=True)
 
     specs = {
-        "pool": [source_spec(root_uri, s) for s in POOL_SOURCES],
+        "pool": [source_spec(root_uri, s) for s in config.pool_sources()],
         "robot": [
             SourceSpec(name=name, format="lerobot", uri=join(root_uri, "robot", name), image_key=CAMERA)
             for name, _ in ROBOT_DATASETS

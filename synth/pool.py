@@ -20,7 +20,9 @@ import pyarrow as pa
 from core.contracts import make_sample_id
 from core.settings import SourceSpec, StorageConfig
 from core.storage import join, publish_bytes, write_parquet
+from synth.robot import ROBOT_TASKS, Wording, word_instruction
 from synth.scenes import ALIGNMENT, draw_scene
+from synth.tabletop import COLORS
 
 GROUND_TRUTH = pa.schema(
     [
@@ -43,6 +45,9 @@ class PoolSource:
     qa: bool  # question/answer texts (VQA-style) rather than captions
     mixture: tuple[tuple[str, float], ...]  # (scene kind, probability)
     json_meta: bool = False  # img2dataset writes a KEY.json beside each image
+    # Where the text comes from: the scene's own caption/QA, uninformative web alt-text, or a robot-style
+    # instruction (in the robot data's wording) unrelated to the image.
+    texts: Literal["scene", "alt", "instruction"] = "scene"
 
     @property
     def suffix(self) -> str:
@@ -61,7 +66,27 @@ POOL_SOURCES: tuple[PoolSource, ...] = (
     PoolSource("docs", "parquet", "JPEG", True, (("document", 0.95), ("tabletop", 0.05))),
     PoolSource("charts", "parquet", "PNG", True, (("chart", 0.95), ("indoor", 0.05))),
 )
-SOURCES_BY_NAME = {s.name: s for s in POOL_SOURCES}
+# Sources whose texts disagree with their images, to expose a text shortcut (``SynthConfig.mismatched_sources``):
+# robot-like pictures under texts that say nothing of them, and far pictures under robot-like instructions.
+MISMATCHED_SOURCES: tuple[PoolSource, ...] = (
+    PoolSource("scrapes", "webdataset", "JPEG", False, (("tabletop", 0.7), ("photo", 0.3)), texts="alt"),
+    PoolSource("howto", "parquet", "PNG", False, (("document", 0.6), ("chart", 0.2), ("photo", 0.2)),
+               texts="instruction"),
+)
+SOURCES_BY_NAME = {s.name: s for s in POOL_SOURCES + MISMATCHED_SOURCES}
+_ALT = ("IMG_{n:04d}.JPG", "product photo {n}", "click to enlarge ({n} views)", "free shipping on orders over ${n}",
+        "DSC{n:05d}", "thumbnail {n} of 12", "sale: {n}% off today only", "image courtesy of user{n}")
+
+
+def source_text(source: PoolSource, scene_text: str, rng: np.random.Generator, wording: Wording) -> str:
+    """The text stored with a sample: the scene's own, or the source's mismatched kind (drawn from ``rng``)."""
+    if source.texts == "scene":
+        return scene_text
+    if source.texts == "alt":
+        return _ALT[int(rng.integers(len(_ALT)))].format(n=int(rng.integers(1, 10_000)))
+    task = ROBOT_TASKS[int(rng.integers(len(ROBOT_TASKS)))]
+    color, place = (str(c) for c in rng.permutation(list(COLORS))[:2])
+    return word_instruction(task, color, "bowl" if task == "pick_place" else place, wording)
 
 
 def stable_rng(seed: int, name: str, index: int) -> np.random.Generator:
@@ -119,9 +144,11 @@ def write_pool_shard(
     *,
     seed: int,
     image_size: int,
+    wording: Wording = "instruction",
     storage: StorageConfig | None = None,
 ) -> pa.Table:
-    """Render and publish one shard of ``source_name``; return its ground-truth rows (``GROUND_TRUTH``)."""
+    """Render and publish one shard of ``source_name``; return its ground-truth rows (``GROUND_TRUTH``).
+    ``wording`` is the robot data's, for a source whose texts are robot-style instructions."""
     source = SOURCES_BY_NAME[source_name]
     rng = stable_rng(seed, source.name, shard)
     kinds, probs = zip(*source.mixture, strict=True)
@@ -130,6 +157,7 @@ def write_pool_shard(
     keys, members, images, texts = [], [], [], []
     for i, kind in enumerate(scenes):
         image, text = draw_scene(kind, rng, image_size, qa=source.qa)
+        text = source_text(source, text, rng, wording)
         data = _encode(image, source.image_format)
         if source.format == "webdataset":
             key = f"{shard:05d}{i:04d}"

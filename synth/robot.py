@@ -8,9 +8,12 @@ and finger positions, the action the next pose plus a binary gripper command (1 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from synth.lerobot import Episode
+from synth.scenes import tabletop_text
 from synth.tabletop import (
     BOWL_HEIGHT,
     COLORS,
@@ -24,6 +27,11 @@ from synth.tabletop import (
 )
 
 ROBOT_TASKS = ("pick_place", "stack_blocks")
+# How the robot's instructions are worded: the imperative of real robot datasets ("pick up the red cube and place
+# it in the bowl"), a control-log style unlike any web text (the shortcut preset), or the pool's own caption
+# format (texts harmonised with the pool: the matched-text control).
+Wording = Literal["instruction", "log", "caption"]
+WORDINGS: tuple[str, ...] = ("instruction", "log", "caption")
 ROBOT_CAMERA = Camera(far=0.3, near=1.0, depth=0.9, width=1.15, cx=0.5)
 _CUBE = SIZES["cube"]
 _HOVER = 0.35  # carrying height
@@ -33,30 +41,42 @@ _TIMES = np.array([0.0, 0.25, 0.4, 0.5, 0.65, 0.8, 0.9, 1.0])
 _OPENING = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0])
 
 
+def word_instruction(task: str, color: str, place: str, wording: Wording) -> str:
+    """The instruction to move the ``color`` cube onto ``place`` (a colour for stack_blocks, "bowl" otherwise)."""
+    if wording == "log":
+        return f"[{task}] grasp={color}_cube target={place}{'_block' if task == 'stack_blocks' else ''} ok"
+    if task == "pick_place":
+        return f"pick up the {color} cube and place it in the bowl"
+    return f"stack the {color} block on the {place} block"
+
+
 def _layout(task: str, rng: np.random.Generator) -> tuple[list, int, tuple[float, float, float], str]:
-    """Objects, the index of the one to move, the place point (u, v, bottom z) and the instruction."""
+    """Objects, the index of the one to move, the place point (u, v, bottom z) and where it goes (a word)."""
     colors = [str(c) for c in rng.permutation(list(COLORS))]
     if task == "pick_place":
         names = [(colors[0], "bowl")] + [(c, "cube") for c in colors[1 : 1 + int(rng.integers(2, 4))]]
         objects = place_objects(rng, names)
         target = int(rng.integers(1, len(objects)))
         bowl = objects[0]
-        instruction = f"pick up the {objects[target].color} cube and place it in the bowl"
-        return objects, target, (bowl.u, bowl.v, 0.3 * BOWL_HEIGHT), instruction
+        return objects, target, (bowl.u, bowl.v, 0.3 * BOWL_HEIGHT), "bowl"
     if task == "stack_blocks":
         objects = place_objects(rng, [(c, "cube") for c in colors[:3]])
         target, base = (int(i) for i in rng.permutation(3)[:2])
-        instruction = f"stack the {objects[target].color} block on the {objects[base].color} block"
-        return objects, target, (objects[base].u, objects[base].v, _CUBE), instruction
+        return objects, target, (objects[base].u, objects[base].v, _CUBE), objects[base].color
     raise ValueError(f"unknown robot task {task!r}; expected one of {ROBOT_TASKS}")
 
 
-def scripted_episode(task: str, rng: np.random.Generator, *, size: int, frames: int) -> Episode:
+def scripted_episode(task: str, rng: np.random.Generator, *, size: int, frames: int,
+                     wording: Wording = "instruction") -> Episode:
     """Render one episode of ``task`` ("pick_place" or "stack_blocks") with ``frames`` steps."""
     camera = random_camera(rng, ROBOT_CAMERA, jitter=0.2)  # the rig is re-mounted a little between episodes
     look = random_look(rng, wood=task == "stack_blocks", jitter=0.3)
-    objects, target, (pu, pv, pz), instruction = _layout(task, rng)
+    objects, target, (pu, pv, pz), place = _layout(task, rng)
     obj = objects[target]
+    if wording == "caption":  # the first frame's objects, in the pool's caption format
+        instruction = tabletop_text(rng, objects, "wooden" if look.wood else "grey", qa=False)
+    else:
+        instruction = word_instruction(task, obj.color, place, wording)
     start = (float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.05, 0.3)), 0.5)
     grasp_z, place_z = _CUBE / 2, pz + _CUBE / 2
     waypoints = np.array(
