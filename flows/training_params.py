@@ -45,6 +45,11 @@ class TrainingStage(Settings):
             raise ValueError("training runs are always tracked in MLflow (enabled must be true)")
         return v
 
+    def result_params(self) -> dict:
+        """The parameters that decide a run's result: not where and how it runs (storage, workers, MLflow), so a
+        finished run asked for again with other *result* parameters is refused rather than returned."""
+        return self.model_dump(mode="json", exclude={"storage", "workers", "ray_address", "use_gpu", "mlflow"})
+
 
 class MidtrainStage(TrainingStage):
     """Mid-training, short of its input manifest."""

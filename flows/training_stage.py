@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from core.storage import exists
+from core.storage import check_writable, exists
 from flows.artifacts import publish_training_artifacts
 from flows.runtime import ray_session
 from flows.training_params import TrainingStage
@@ -23,9 +23,12 @@ MLFLOW_RUN = "mlflow_run.json"
 
 
 def open_run(params: TrainingStage) -> tuple[RunFolder, TrainingReport | None]:
-    """The run folder, and its stored report if the run already finished."""
+    """The run folder (its output checked writable), and its stored report if the run already finished with the
+    same result parameters (other ones are refused)."""
+    check_writable(params.output_uri, params.storage, setting="output_uri")
     run = RunFolder.open(params.output_uri, params.run_name, params.storage)
     if run.is_complete():
+        run.refuse_other_params(params.result_params())
         print(f"run {run.run_id} is already complete at {run.uri}")
         return run, TrainingReport.model_validate(run.read_json("report.json"))
     return run, None
@@ -49,7 +52,24 @@ def run_stage(
     parent_run_id: str | None,
     log_inputs: Callable[[MlflowTracker], None],
 ) -> TrainingReport:
-    """Train ``config`` as the MLflow run of ``run``, register the model, store and publish the report."""
+    """Train ``config`` as the MLflow run of ``run`` (holding the run id meanwhile), register the model, store and
+    publish the report."""
+    with run.claim():  # a second run of the same name is refused, not interleaved with this one
+        report = _train(kind, params, registered_model, run, config, tags, parent_run_id, log_inputs)
+    publish_training_artifacts(report)
+    return report
+
+
+def _train(
+    kind: Literal["midtrain", "finetune"],
+    params: TrainingStage,
+    registered_model: str,
+    run: RunFolder,
+    config: MidtrainConfig | FinetuneConfig,
+    tags: dict[str, str],
+    parent_run_id: str | None,
+    log_inputs: Callable[[MlflowTracker], None],
+) -> TrainingReport:
     start = time.perf_counter()
     resumed = run.read_json(MLFLOW_RUN)["run_id"] if exists(run.path(MLFLOW_RUN), params.storage) else None
     tags = {**tags, "run_uri": run.uri, "checkpoint_uri": config.train.checkpoint_uri}
@@ -87,7 +107,7 @@ def run_stage(
         metrics=summary,
         seconds=round(time.perf_counter() - start, 2),
     )
+    run.write_json("params.json", params)
     run.write_json("report.json", report)
     run.mark_complete()  # last: the run is complete
-    publish_training_artifacts(report)
     return report
