@@ -40,10 +40,10 @@ choose = curation.select  # the plain step, without a Prefect run around it
 def synthetic_cache(pool: int, dim: int, shard_size: int) -> tuple[EmbeddingCache, list[CachedShard]]:
     """A cache of ``pool`` random vectors (written once; reused while the _DONE marker is there)."""
     cache = EmbeddingCache(root=str(DATA / f"select-cache-{pool}-{dim}-{shard_size}"), fingerprint="synthetic")
-    shards = [CachedShard(source=SOURCES[i % len(SOURCES)], shard_uri=f"synthetic://{i:06d}",
+    shards = [CachedShard(source=SOURCES[i % len(SOURCES)], shard_uri=f"synthetic://{i:06d}", shard=f"{i:06d}",
                           entry=f"{cache.root}/{cache.fingerprint}/{i:06d}")
               for i in range(-(-pool // shard_size))]
-    done = f"{cache.root}/_DONE"
+    done = f"{cache.root}/_DONE-v2"  # v2: entries hold keys, not sample ids
     if exists(done):
         return cache, shards
     rng = np.random.default_rng(0)

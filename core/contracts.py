@@ -84,6 +84,14 @@ def embedding_schema(dim: int, *, dtype: pa.DataType | None = None, fingerprint:
     )
 
 
+def cached_embedding_schema(dim: int, *, dtype: pa.DataType | None = None, fingerprint: str = "") -> pa.Schema:
+    """Schema of an embedding cache entry: the embedding contract without the source's name (``sample_id``,
+    ``source``), so one shard read the same way is cached once whatever its source is called; a reader of the
+    cache applies ``make_sample_id(source, shard, key)``."""
+    full = embedding_schema(dim, dtype=dtype, fingerprint=fingerprint)
+    return pa.schema([full.field("key"), full.field("embedding")], metadata=full.metadata)
+
+
 def make_sample_id(source: str, shard: str, key: str) -> str:
     """The stable id of a sample: the same wherever the corpus is stored (shard is relative to the source root)."""
     return f"{source}/{shard}/{key}"

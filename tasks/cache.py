@@ -1,9 +1,12 @@
-"""The embedding cache: one Parquet file per (backbone fingerprint, shard identity).
+"""The embedding cache: one Parquet file per (backbone fingerprint, shard identity, read settings).
 
-A shard's identity is its URI plus its size and ETag (S3) or modification time (local disk): an unchanged
-shard embedded once with one backbone is never embedded again, whatever the robot set or the estimator. The
-samples quarantined while embedding a shard are cached beside it, so a cached run reports the same counts.
-The embeddings file is published last and is the entry's completion marker.
+A shard's identity is its URI plus its size and ETag (S3) or modification time (local disk); the read settings
+are every source setting that changes what is read from it (format, columns, camera, frame stride — all but the
+source's name and listing URI). So an unchanged shard read the same way with one backbone is embedded once,
+whatever the robot set, the estimator or the source's *name*: the entry holds shard-relative keys, and the
+source name and sample_id prefix are applied when the entry is read for a run (``sample_ids``).
+The samples quarantined while reading and embedding a shard are cached beside it, so a cached run reports the
+same counts. The embeddings file is published last and is the entry's completion marker.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from core.contracts import ERRORS, embedding_schema
-from core.settings import StorageConfig
+from core.contracts import ERRORS, cached_embedding_schema, make_sample_id
+from core.settings import SourceSpec, StorageConfig
 from core.storage import arrow_filesystem, exists, filesystem, join, write_parquet
 
 
@@ -31,28 +34,46 @@ def shard_identity(shard_uri: str, storage: StorageConfig | None = None) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
+def read_settings(spec: SourceSpec) -> dict:
+    """What decides the rows read from a shard: every setting of the source but its name and listing URI."""
+    return spec.model_dump(mode="json", exclude={"name", "uri"})
+
+
+def local_ids(sample_ids: pa.Array | pa.ChunkedArray, source: str) -> pa.Array:
+    """Sample ids without the ``{source}/`` prefix (null stays null): what the cache may hold."""
+    return pc.utf8_slice_codeunits(sample_ids, len(source) + 1)
+
+
+def sample_ids(source: str, shard: str, keys: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The run's sample ids for a cached shard's keys: ``make_sample_id(source, shard, key)``."""
+    return pc.binary_join_element_wise(make_sample_id(source, shard, ""), keys, "")
+
+
 @dataclass(frozen=True)
 class EmbeddingCache:
-    """Where embeddings of one backbone live: ``{root}/{fingerprint}/{shard identity}.parquet``."""
+    """Where embeddings of one backbone live: ``{root}/{fingerprint}/{entry key}.parquet``."""
 
     root: str
     fingerprint: str
     storage: StorageConfig | None = None
 
-    def entry(self, shard_uri: str) -> str:
-        return join(self.root, self.fingerprint, shard_identity(shard_uri, self.storage))
+    def entry(self, spec: SourceSpec, shard_uri: str) -> str:
+        """The entry for ``shard_uri`` read with ``spec``'s settings (raises FileNotFoundError for no shard)."""
+        raw = json.dumps([shard_identity(shard_uri, self.storage), read_settings(spec)], sort_keys=True)
+        return join(self.root, self.fingerprint, hashlib.sha256(raw.encode()).hexdigest()[:24])
 
     def has(self, entry: str) -> bool:
         return exists(entry + ".parquet", self.storage)
 
     def write(self, entry: str, shard_uri: str, embeddings: pa.Table, errors: pa.Table, dtype: str) -> None:
-        """Publish one shard's embeddings (``embedding`` as float32 rows) and its quarantined samples."""
+        """Publish one shard's embeddings (``key`` + ``embedding``) and its quarantined samples (sample ids
+        relative to the source, see ``local_ids``)."""
         dim = embeddings.schema.field("embedding").type.list_size
         arrow_dtype = pa.float16() if dtype == "float16" else pa.float32()
-        schema = embedding_schema(dim, dtype=arrow_dtype, fingerprint=self.fingerprint)
+        schema = cached_embedding_schema(dim, dtype=arrow_dtype, fingerprint=self.fingerprint)
         schema = schema.with_metadata({**schema.metadata, b"shard_uri": shard_uri.encode()})
         vectors = pc.cast(embeddings["embedding"], pa.list_(arrow_dtype, dim))
-        table = pa.table([embeddings["sample_id"], embeddings["source"], embeddings["key"], vectors], schema=schema)
+        table = pa.table([embeddings["key"], vectors], schema=schema)
         write_parquet(errors.cast(ERRORS), entry + ".errors.parquet", self.storage)
         # No dictionary encoding: vectors never repeat, and decoding dictionaries made cache reads ~5x slower.
         write_parquet(table, entry + ".parquet", self.storage, use_dictionary=False)  # last: marks it complete
@@ -61,9 +82,12 @@ class EmbeddingCache:
         fs, path = arrow_filesystem(entry + ".parquet", self.storage)
         return pq.read_table(path, filesystem=fs, columns=columns)
 
-    def read_errors(self, entry: str) -> pa.Table:
+    def read_errors(self, entry: str, source: str) -> pa.Table:
+        """The entry's quarantined rows with ``source``'s sample ids."""
         fs, path = arrow_filesystem(entry + ".errors.parquet", self.storage)
-        return pq.read_table(path, filesystem=fs)
+        errors = pq.read_table(path, filesystem=fs)
+        prefixed = pc.binary_join_element_wise(f"{source}/", errors["sample_id"], "")
+        return errors.set_column(errors.schema.get_field_index("sample_id"), "sample_id", prefixed)
 
 
 def vectors(table: pa.Table) -> np.ndarray:

@@ -11,10 +11,12 @@ import pyarrow as pa
 
 from core.contracts import ERRORS
 from core.manifest import write_manifest as write_manifest_file
-from core.read import Quarantine, list_shards_or_quarantine
+from core.read import Quarantine, list_shards_or_quarantine, source_root
 from core.settings import SourceSpec, StorageConfig
-from estimator.backbones import load_backbone, validate_backbone_spec
-from estimator.backbones.base import Backbone, BackboneSpec
+from core.storage import relative_name
+from estimator.backbones import validate_backbone_spec
+from estimator.backbones.base import BackboneSpec
+from estimator.backbones.fingerprint import BackboneInfo, describe
 from estimator.probe import load_estimator
 from estimator.scorer import Scorer, ScorerConfig, fit_scorer
 from tasks import select as selection
@@ -22,13 +24,14 @@ from tasks.cache import EmbeddingCache
 from tasks.embed import Embed
 from tasks.embed_shards import EmbedSummary, ShardJob, embed_shards
 from tasks.score import CachedShard, PoolScores, load_features, manifest_parts, score_pool
+from tasks.source_checks import refuse_robot_data_in_pool, refuse_shared_shards
 
 
 @dataclass
 class Plan:
     """What a run will do: every shard, where its embeddings live and which still need embedding."""
 
-    backbone: Backbone
+    backbone: BackboneInfo
     cache: EmbeddingCache
     pool: list[CachedShard]
     robot: list[CachedShard]
@@ -45,15 +48,19 @@ def preflight(
     cache_uri: str,
     storage: StorageConfig | None,
     allow_empty_sources: bool = False,
+    actor_gpus: float = 0.0,
 ) -> Plan:
     """Check everything that can be checked before work starts and plan the embedding job.
 
     Raises ``ValueError`` for an unknown backbone, a source with no readable shard (naming its field, e.g.
     ``pool.2.uri``, unless ``allow_empty_sources``), a robot set with no data, or an estimator made for another
-    backbone or dimension. Loads the backbone once here: its fingerprint keys the cache.
+    backbone or dimension; a LeRobot dataset in the pool, or two sources over the same shards (naming the field).
+    Loads no model: the fingerprint that keys the cache comes from the backbone's files, for the dtype workers
+    with ``actor_gpus`` will run in.
     """
     validate_backbone_spec(backbone_spec, storage)
-    backbone = load_backbone(backbone_spec, storage)
+    refuse_robot_data_in_pool(pool)
+    backbone = describe(backbone_spec, storage, gpu=actor_gpus > 0)
     if scorer_config.method == "estimator" and scorer_config.estimator_uri:
         load_estimator(
             scorer_config.estimator_uri, storage, expect_fingerprint=backbone.fingerprint, expect_dim=backbone.embed_dim
@@ -63,20 +70,24 @@ def preflight(
     shards: dict[str, list[CachedShard]] = {"pool": [], "robot": []}
     todo: list[ShardJob] = []
     empty: list[str] = []
+    listed: dict[str, list[str]] = {}
     for role, specs in (("pool", pool), ("robot", robot)):
         for index, spec in enumerate(specs):
             found = len(shards[role])
-            for shard_uri in list_shards_or_quarantine(spec, storage, listing):
+            listed[f"{role}.{index}.uri"] = list_shards_or_quarantine(spec, storage, listing)
+            for shard_uri in listed[f"{role}.{index}.uri"]:
                 try:
-                    entry = cache.entry(shard_uri)
+                    entry = cache.entry(spec, shard_uri)
                 except FileNotFoundError:
                     listing.add(shard_uri=shard_uri, reason="unreadable_shard", detail="shard not found")
                     continue
-                shards[role].append(CachedShard(source=spec.name, shard_uri=shard_uri, entry=entry))
+                shard = relative_name(source_root(spec), shard_uri)
+                shards[role].append(CachedShard(source=spec.name, shard_uri=shard_uri, shard=shard, entry=entry))
                 if not cache.has(entry):
                     todo.append(ShardJob(spec=spec, shard_uri=shard_uri, entry=entry))
             if len(shards[role]) == found:
                 empty.append(f"{role}.{index}.uri: no readable shard at {spec.uri}")
+    refuse_shared_shards(listed)
     if empty and not allow_empty_sources:
         raise ValueError("; ".join(empty) + " (set allow_empty_sources to run without such sources)")
     if not shards["robot"]:
@@ -97,7 +108,7 @@ def preflight(
 
 def gather_errors(plan: Plan) -> pa.Table:
     """Every quarantined row of the run: listing failures plus what each shard's cache entry recorded."""
-    parts = [plan.listing_errors] + [plan.cache.read_errors(s.entry) for s in plan.pool + plan.robot]
+    parts = [plan.listing_errors] + [plan.cache.read_errors(s.entry, s.source) for s in plan.pool + plan.robot]
     return pa.concat_tables([p.cast(ERRORS) for p in parts])
 
 

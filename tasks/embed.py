@@ -87,8 +87,8 @@ class Embed(Stage):
     model: Backbone | None = field(default=None, repr=False)
 
     def setup(self) -> None:
-        if self.model is None:
-            self.model = load_backbone(self.backbone, self.storage)
+        if self.model is None:  # placed by the declared resources: GPU workers run bf16 unless dtype is set
+            self.model = load_backbone(self.backbone.placed(gpu=self.resources.gpus > 0), self.storage)
 
     def process(self, batch: pa.Table) -> pa.Table:
         errors: list[str | None] = batch["error"].to_pylist()

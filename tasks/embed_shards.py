@@ -1,12 +1,20 @@
-"""The distributed embedding job: Ray Data reads shards, an actor pool embeds them, the driver writes the
-embedding cache shard by shard as each shard completes.
+"""The distributed embedding job. The unit of work is a shard: an actor holding the model reads one shard,
+embeds it, publishes the shard's cache entry itself (atomically) and returns one small summary row. The driver
+only adds summaries up, so its memory and network traffic do not grow with the number of vectors, and no global
+Ray state is touched (results come in any order; the cache is keyed per shard).
 
-Every shard's stream ends with one marker row carrying the number of rows the shard produced, so the driver
-publishes a cache entry only when all of its rows arrived (order is preserved, so a shard's rows are contiguous).
+A transient fault while reading a shard (``core.errors.is_transient``: connection reset, timeout, 5xx,
+throttling) restarts that shard after a back-off; if it persists, the shard fails without a cache entry, so the
+next run reads it again. Content faults are quarantined in the entry by the reader and the ``Embed`` stage.
 """
 
 from __future__ import annotations
 
+import json
+import queue
+import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -15,24 +23,27 @@ import pyarrow.compute as pc
 import ray.data
 
 from core.contracts import ERRORS
+from core.errors import is_transient
 from core.read import Quarantine, read_shard
 from core.settings import SourceSpec, StorageConfig
-from tasks.cache import EmbeddingCache
+from tasks.base import Resources
+from tasks.cache import EmbeddingCache, local_ids
 from tasks.embed import Embed
-from tasks.ray_stage import map_stage
+from tasks.ray_stage import map_actors
 
-END = "__end_of_shard__"
-WORK = pa.schema(
+SUMMARY = pa.schema(
     [
-        ("sample_id", pa.string()),
-        ("source", pa.string()),
         ("shard_uri", pa.string()),
-        ("key", pa.string()),
-        ("image", pa.binary()),
-        ("text", pa.string()),
-        ("error", pa.string()),
-        ("detail", pa.string()),
-        ("stage", pa.string()),  # the stage that set the row aside (null while usable)
+        ("source", pa.string()),
+        ("rows_read", pa.int64()),  # samples the reader produced plus those it quarantined
+        ("rows_embedded", pa.int64()),
+        ("quarantined", pa.string()),  # JSON {reason: samples}
+        ("bytes", pa.int64()),  # encoded image bytes read
+        ("seconds_read", pa.float64()),
+        ("seconds_embed", pa.float64()),
+        ("seconds_write", pa.float64()),
+        ("attempts", pa.int64()),
+        ("failed", pa.string()),  # null, or the transient fault that outlasted the retries
     ]
 )
 
@@ -46,100 +57,169 @@ class ShardJob:
 
 @dataclass
 class EmbedSummary:
+    """What the driver keeps of the job: counts and one summary row per shard (``SUMMARY``)."""
+
     shards_embedded: int = 0
     samples_embedded: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
+    shards: pa.Table = field(default_factory=SUMMARY.empty_table)
+
+    @classmethod
+    def of(cls, shards: pa.Table) -> EmbedSummary:
+        done = shards.filter(pc.is_null(shards["failed"]))
+        quarantined: Counter = Counter()
+        for counts in done["quarantined"].to_pylist():
+            quarantined.update(json.loads(counts))
+        return cls(done.num_rows, int(pc.sum(done["rows_embedded"]).as_py() or 0), dict(quarantined), shards)
+
+    def raise_for_failed(self) -> None:
+        """Raise ``ShardFailed`` listing the shards whose transient faults outlasted their retries."""
+        failed = self.shards.filter(pc.is_valid(self.shards["failed"]))
+        if failed.num_rows:
+            lost = "; ".join(f"{u} ({e}, {n} attempts)" for u, e, n in zip(
+                failed["shard_uri"].to_pylist(), failed["failed"].to_pylist(), failed["attempts"].to_pylist(),
+                strict=True))
+            raise ShardFailed(f"{failed.num_rows} shard(s) failed with transient faults; nothing was cached for "
+                              f"them, so a rerun reads them again: {lost}")
+
+    def stats(self) -> dict[str, float]:
+        """Totals for the run record: samples/s over the embedding seconds, and seconds per stage."""
+        t = {k: float(pc.sum(self.shards[f"seconds_{k}"]).as_py() or 0) for k in ("read", "embed", "write")}
+        busy = sum(t.values())
+        return {
+            "shards": self.shards.num_rows,
+            "rows_read": int(pc.sum(self.shards["rows_read"]).as_py() or 0),
+            "rows_embedded": self.samples_embedded,
+            "bytes": int(pc.sum(self.shards["bytes"]).as_py() or 0),
+            "samples_per_s": round(self.samples_embedded / busy, 1) if busy else 0.0,
+            **{f"seconds_{k}": round(v, 3) for k, v in t.items()},
+        }
+
+
+class ShardFailed(RuntimeError):
+    """Shards lost to persistent transient faults: nothing was cached for them, a rerun reads them again."""
 
 
 def _work(table: pa.Table) -> pa.Table:
-    """Reader output (sample contract) as work rows: usable, so no error."""
-    n = table.num_rows
-    cols = {name: table[name] for name in ("sample_id", "source", "shard_uri", "key", "image", "text")}
-    empty = pa.nulls(n, pa.string())
-    return pa.table({**cols, "error": empty, "detail": empty, "stage": empty}, schema=WORK)
+    """Reader output (sample contract) as ``Embed`` input: every row usable so far."""
+    empty = pa.nulls(table.num_rows, pa.string())
+    return table.append_column("error", empty).append_column("detail", empty).append_column("stage", empty)
 
 
-def _quarantined(q: Quarantine, spec: SourceSpec, shard_uri: str, count: int) -> pa.Table:
-    """The reader's quarantined rows, then the end-of-shard marker."""
-    rows = [
-        {**r, "source": spec.name, "key": "", "image": b"", "text": "", "error": r["reason"], "detail": r["detail"]}
-        for r in q.rows
-    ]
-    rows.append(
-        {
-            "source": spec.name,
-            "shard_uri": shard_uri,
-            "key": "",
-            "image": b"",
-            "text": "",
-            "error": END,
-            "detail": str(count + len(q.rows) + 1),
-        }
-    )
-    return pa.Table.from_pylist(rows, schema=WORK)
+def _prefetched(tables: Iterator[pa.Table], depth: int = 2) -> Iterator[pa.Table]:
+    """Iterate ``tables`` on a thread, ``depth`` batches ahead: the shard's I/O overlaps the model's compute."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def run() -> None:
+        try:
+            for t in tables:
+                q.put(t)
+            q.put(done)
+        except BaseException as err:  # handed to the consumer, which re-raises it in its own thread
+            q.put(err)
+
+    threading.Thread(target=run, daemon=True).start()
+    while (item := q.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
-def read_shards(batch: pa.Table, *, storage: StorageConfig | None, read_batch: int) -> Iterator[pa.Table]:
-    """Ray Data UDF: one batch of shard jobs in, the work rows of each shard out (streamed)."""
-    for spec_json, shard_uri in zip(batch["spec"].to_pylist(), batch["shard_uri"].to_pylist(), strict=True):
-        spec = SourceSpec.model_validate_json(spec_json)
-        q, count = Quarantine(stage="read"), 0
-        for table in read_shard(spec, shard_uri, quarantine=q, storage=storage, batch_size=read_batch):
-            count += table.num_rows
-            yield _work(table)
-        yield _quarantined(q, spec, shard_uri, count)
+@dataclass
+class ShardEmbedder:
+    """One shard in, its cache entry published and one ``SUMMARY`` row out. Holds the ``Embed`` stage (so the
+    model) for the life of a worker; ``setup`` checks the model is the one the cache entries are keyed by."""
 
+    embed: Embed
+    cache: EmbeddingCache
+    storage: StorageConfig | None = None
+    read_batch: int = 256
+    dtype: str = "float16"
+    retries: int = 2
+    backoff_s: float = 1.0
 
-class _ShardAssembler:
-    """Collects a shard's embedded rows; writes its cache entry when the end marker arrives."""
+    def setup(self) -> None:
+        self.embed.setup()
+        if self.embed.model.fingerprint != self.cache.fingerprint:
+            raise RuntimeError(
+                f"this worker loaded backbone {self.embed.model.fingerprint}, but the plan keys the cache by "
+                f"{self.cache.fingerprint}: its model files or placement (device/dtype) differ from what was planned"
+            )
 
-    def __init__(self, jobs: list[ShardJob], cache: EmbeddingCache, dtype: str, summary: EmbedSummary) -> None:
-        self.entries = {j.shard_uri: j.entry for j in jobs}
-        self.cache, self.dtype, self.summary = cache, dtype, summary
-        self.parts: dict[str, list[pa.Table]] = {}
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        jobs = zip(batch["spec"].to_pylist(), batch["shard_uri"].to_pylist(), batch["entry"].to_pylist(), strict=True)
+        rows = [self.run(ShardJob(SourceSpec.model_validate_json(s), u, e)) for s, u, e in jobs]
+        return pa.Table.from_pylist(rows, schema=SUMMARY)
 
-    def add(self, batch: pa.Table) -> None:
-        for shard_uri in pc.unique(batch["shard_uri"]).to_pylist():
-            part = batch.filter(pc.equal(batch["shard_uri"], shard_uri))
-            self.parts.setdefault(shard_uri, []).append(part)
-            if pc.any(pc.equal(part["error"], END)).as_py():
-                self._finish(shard_uri)
+    def run(self, job: ShardJob) -> dict:
+        """Embed ``job`` and publish its entry, retrying transient faults; a summary row either way."""
+        for attempt in range(1, self.retries + 2):
+            try:
+                return {**self._embed_shard(job), "attempts": attempt, "failed": None}
+            except Exception as err:
+                if not is_transient(err):
+                    raise
+                if attempt > self.retries:
+                    return {"shard_uri": job.shard_uri, "source": job.spec.name, "attempts": attempt,
+                            "failed": f"{type(err).__name__}: {err}"}
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
 
-    def _finish(self, shard_uri: str) -> None:
-        rows = pa.concat_tables(self.parts.pop(shard_uri))
-        is_end = pc.fill_null(pc.equal(rows["error"], END), False)
-        expected = int(rows.filter(is_end)["detail"][0].as_py())
-        if rows.num_rows != expected:
-            raise RuntimeError(f"shard {shard_uri}: {rows.num_rows} rows arrived, {expected} expected")
-        rows = rows.filter(pc.invert(is_end))
-        ok = pc.is_null(rows["error"])
-        good, bad = rows.filter(ok), rows.filter(pc.invert(ok))
-        errors = pa.table(
-            {
-                "sample_id": bad["sample_id"],
-                "shard_uri": bad["shard_uri"],
-                "stage": bad["stage"],
-                "reason": bad["error"],
-                "detail": bad["detail"],
-            }
-        ).cast(ERRORS)
-        self.cache.write(self.entries[shard_uri], shard_uri, good, errors, self.dtype)
-        self.summary.shards_embedded += 1
-        self.summary.samples_embedded += good.num_rows
-        for reason in bad["error"].to_pylist():
-            self.summary.quarantined[reason] = self.summary.quarantined.get(reason, 0) + 1
+    def _embed_shard(self, job: ShardJob) -> dict:
+        quarantine = Quarantine(stage="read")
+        seconds: Counter = Counter()
+        parts: list[pa.Table] = []
+        image_bytes = 0
+        tables = _prefetched(read_shard(job.spec, job.shard_uri, quarantine=quarantine, storage=self.storage,
+                                        batch_size=self.read_batch))
+        while True:
+            start = time.perf_counter()
+            table = next(tables, None)
+            seconds["read"] += time.perf_counter() - start
+            if table is None:
+                break
+            image_bytes += int(pc.sum(pc.binary_length(table["image"])).as_py() or 0)
+            start = time.perf_counter()
+            parts.append(self.embed(_work(table)))
+            seconds["embed"] += time.perf_counter() - start
+        start = time.perf_counter()
+        embedded, quarantined = self._publish(job, parts, quarantine)
+        seconds["write"] += time.perf_counter() - start
+        return {"shard_uri": job.shard_uri, "source": job.spec.name,
+                "rows_read": sum(t.num_rows for t in parts) + len(quarantine), "rows_embedded": embedded,
+                "quarantined": json.dumps(dict(quarantined)), "bytes": image_bytes,
+                **{f"seconds_{k}": round(seconds[k], 4) for k in ("read", "embed", "write")}}
+
+    def _publish(self, job: ShardJob, parts: list[pa.Table], quarantine: Quarantine) -> tuple[int, Counter]:
+        """Write the shard's entry: its vectors by key, and every quarantined row with ids relative to the source
+        (``tasks.cache.local_ids``). Returns (samples embedded, quarantined samples by reason)."""
+        errors = [quarantine.table().cast(ERRORS)]
+        dim = self.embed.model.embed_dim
+        good = pa.table({"key": pa.array([], pa.string()), "embedding": pa.array([], pa.list_(pa.float32(), dim))})
+        if parts:
+            rows = pa.concat_tables(parts)
+            ok = pc.is_null(rows["error"])
+            good, bad = rows.filter(ok), rows.filter(pc.invert(ok))
+            quarantined = {"sample_id": bad["sample_id"], "shard_uri": bad["shard_uri"], "stage": bad["stage"],
+                           "reason": bad["error"], "detail": bad["detail"]}
+            errors.append(pa.table(quarantined).cast(ERRORS))
+        table = pa.concat_tables(errors)
+        table = table.set_column(0, "sample_id", local_ids(table["sample_id"], job.spec.name))
+        self.cache.write(job.entry, job.shard_uri, good, table, self.dtype)
+        return good.num_rows, Counter(table["reason"].to_pylist())
 
 
 def _check_fits(embed: Embed, *, actors: int, read_cpus: float) -> None:
-    """Refuse a job whose actors leave no room for a read task: Ray would wait for resources forever."""
+    """Refuse a job the cluster cannot schedule: Ray would wait for resources forever."""
     have = ray.cluster_resources()
-    cpus = actors * embed.resources.cpus + read_cpus
+    cpus = actors * (embed.resources.cpus + read_cpus)
     gpus = actors * embed.resources.gpus
     if cpus > have.get("CPU", 0) or gpus > have.get("GPU", 0):
         raise ValueError(
-            f"the embedding job needs {cpus:g} CPUs and {gpus:g} GPUs (ray.embed_actors x ray.actor_cpus/actor_gpus "
-            f"+ ray.read_cpus) but the Ray cluster has {have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} GPUs: "
-            "lower ray.embed_actors or ray.actor_cpus"
+            f"the embedding job needs {cpus:g} CPUs and {gpus:g} GPUs (ray.embed_actors x (ray.actor_cpus + "
+            f"ray.read_cpus) and x ray.actor_gpus) but the Ray cluster has {have.get('CPU', 0):g} CPUs and "
+            f"{have.get('GPU', 0):g} GPUs: lower ray.embed_actors or ray.actor_cpus"
         )
 
 
@@ -153,26 +233,23 @@ def embed_shards(
     read_cpus: float = 0.5,
     read_batch: int = 256,
     dtype: str = "float16",
+    retries: int = 2,
 ) -> EmbedSummary:
-    """Embed every shard of ``jobs`` on the current Ray cluster and write each to ``cache``."""
-    summary = EmbedSummary()
+    """Embed every shard of ``jobs`` on the current Ray cluster; each worker writes its shards' cache entries.
+
+    Each actor reserves ``embed.resources`` plus ``read_cpus`` for reading its shard. Raises ``ShardFailed``
+    (after every other shard is cached) when transient faults outlast ``retries`` on some shards.
+    """
     if not jobs:
-        return summary
+        return EmbedSummary()
     _check_fits(embed, actors=actors, read_cpus=read_cpus)
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
-    items = [{"spec": j.spec.model_dump_json(), "shard_uri": j.shard_uri} for j in jobs]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(
-        read_shards,
-        batch_size=1,
-        batch_format="pyarrow",
-        num_cpus=read_cpus,
-        fn_kwargs={"storage": storage, "read_batch": read_batch},
-    )
-    ds = map_stage(ds, embed, actors=actors)
-    assembler = _ShardAssembler(jobs, cache, dtype, summary)
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        assembler.add(batch)
-    if assembler.parts:
-        raise RuntimeError(f"shards without an end marker: {sorted(assembler.parts)}")
+    items = [{"spec": j.spec.model_dump_json(), "shard_uri": j.shard_uri, "entry": j.entry} for j in jobs]
+    embedder = ShardEmbedder(embed=embed, cache=cache, storage=storage, read_batch=read_batch, dtype=dtype,
+                             retries=retries)
+    resources = Resources(cpus=embed.resources.cpus + read_cpus, gpus=embed.resources.gpus)
+    ds = map_actors(ray.data.from_items(items, override_num_blocks=len(items)), embedder, resources=resources,
+                    batch_size=1, actors=actors)
+    rows = ds.iter_batches(batch_size=None, batch_format="pyarrow")
+    summary = EmbedSummary.of(pa.concat_tables([SUMMARY.empty_table(), *rows]))
+    summary.raise_for_failed()
     return summary

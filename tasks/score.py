@@ -12,13 +12,17 @@ import pyarrow.parquet as pq
 
 from core.storage import arrow_filesystem
 from estimator.scorer import Scorer
-from tasks.cache import EmbeddingCache, vectors
+from tasks.cache import EmbeddingCache, sample_ids, vectors
 
 
 @dataclass(frozen=True)
 class CachedShard:
+    """One shard of a run: its source's name, its URI, its name relative to the source root (the middle of
+    its sample ids) and its cache entry."""
+
     source: str
     shard_uri: str
+    shard: str
     entry: str
 
 
@@ -63,10 +67,11 @@ def score_pool(cache: EmbeddingCache, shards: list[CachedShard], scorer: Scorer)
     code = {name: i for i, name in enumerate(sources)}
     scores, codes = [], []
     for shard in shards:
-        table = cache.read(shard.entry, columns=["sample_id", "embedding"])
+        table = cache.read(shard.entry, columns=["key", "embedding"])
         if table.num_rows == 0:  # every sample of the shard was quarantined
             continue
-        scores.append(np.asarray(scorer.score(vectors(table), table["sample_id"].to_pylist()), np.float32))
+        ids = sample_ids(shard.source, shard.shard, table["key"]).to_pylist()
+        scores.append(np.asarray(scorer.score(vectors(table), ids), np.float32))
         codes.append(np.full(table.num_rows, code[shard.source], np.int16))
     if not scores:
         return PoolScores(np.zeros(0, np.float32), np.zeros(0, np.int16), sources)
@@ -76,17 +81,18 @@ def score_pool(cache: EmbeddingCache, shards: list[CachedShard], scorer: Scorer)
 def manifest_parts(
     cache: EmbeddingCache, shards: list[CachedShard], scores: np.ndarray, ranks: np.ndarray, selected: np.ndarray
 ) -> Iterator[pa.Table]:
-    """Manifest rows shard by shard: ids from the cache, scores/ranks/selection from the arrays (pool order)."""
+    """Manifest rows shard by shard: keys from the cache, the run's source name and sample ids applied here,
+    scores/ranks/selection from the arrays (pool order)."""
     offset = 0
     for shard in shards:
-        ids = cache.read(shard.entry, columns=["sample_id", "source", "key"])
-        n = ids.num_rows
+        keys = cache.read(shard.entry, columns=["key"])["key"]
+        n = len(keys)
         yield pa.table(
             {
-                "sample_id": ids["sample_id"],
-                "source": ids["source"],
+                "sample_id": sample_ids(shard.source, shard.shard, keys),
+                "source": pa.array([shard.source] * n, pa.string()),
                 "shard_uri": pa.array([shard.shard_uri] * n, pa.string()),
-                "key": ids["key"],
+                "key": keys,
                 "score": pa.array(scores[offset : offset + n], pa.float32()),
                 "rank": pa.array(ranks[offset : offset + n], pa.int64()),
                 "selected": pa.array(selected[offset : offset + n], pa.bool_()),

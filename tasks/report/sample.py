@@ -43,25 +43,27 @@ def _pick(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(n, k, replace=False)) if n > k else np.arange(n)
 
 
-def _pool_vectors(manifest: pd.DataFrame, wanted: np.ndarray, cache: EmbeddingCache) -> dict[str, np.ndarray]:
-    """Vectors by sample_id for the manifest rows at ``wanted``, reading one cache entry per shard involved."""
+def _pool_vectors(
+    manifest: pd.DataFrame, wanted: np.ndarray, cache: EmbeddingCache, specs: dict[str, SourceSpec]
+) -> dict[str, np.ndarray]:
+    """Vectors by sample_id for the manifest rows at ``wanted``, reading one cache entry per shard involved
+    (entries hold keys; the manifest maps them to the run's sample ids)."""
     rows = manifest.iloc[np.unique(wanted)]
     found: dict[str, np.ndarray] = {}
-    for shard_uri, group in rows.groupby("shard_uri", sort=True):
-        entry = cache.entry(str(shard_uri))
+    for (source, shard_uri), group in rows.groupby(["source", "shard_uri"], sort=True):
+        entry = cache.entry(specs[str(source)], str(shard_uri))
         if not cache.has(entry):
             continue
-        table = cache.read(entry, columns=["sample_id", "embedding"])
-        table = table.filter(
-            pc.is_in(table["sample_id"], value_set=pa.array(group["sample_id"].astype(str).tolist(), pa.string()))
-        )
-        found.update(zip(table["sample_id"].to_pylist(), vectors(table), strict=True))
+        ids = dict(zip(group["key"].astype(str), group["sample_id"].astype(str), strict=True))
+        table = cache.read(entry, columns=["key", "embedding"])
+        table = table.filter(pc.is_in(table["key"], value_set=pa.array(list(ids), pa.string())))
+        found.update(zip([ids[k] for k in table["key"].to_pylist()], vectors(table), strict=True))
     return found
 
 
 def _robot_vectors(spec: SourceSpec, cache: EmbeddingCache, k: int, rng: np.random.Generator) -> np.ndarray:
     """Up to ``k`` vectors drawn uniformly from every frame of a robot source (row counts from Parquet footers)."""
-    entries = [e for e in (cache.entry(s) for s in list_shards(spec, cache.storage)) if cache.has(e)]
+    entries = [e for e in (cache.entry(spec, s) for s in list_shards(spec, cache.storage)) if cache.has(e)]
     counts = []
     for entry in entries:
         fs, path = arrow_filesystem(entry + ".parquet", cache.storage)
@@ -84,7 +86,7 @@ def load_sets(
     ``selected`` and ``pool``."""
     sidecar = read_sidecar(manifest_uri, storage)
     cache = EmbeddingCache(root=sidecar["cache_uri"], fingerprint=sidecar["backbone_fingerprint"], storage=storage)
-    manifest = read_manifest_columns(manifest_uri, storage, ["sample_id", "source", "shard_uri", "selected"])
+    manifest = read_manifest_columns(manifest_uri, storage, ["sample_id", "source", "shard_uri", "key", "selected"])
     rng = np.random.default_rng(seed)
     picks: dict[str, np.ndarray] = {}
     for source, idx in manifest.groupby("source", sort=True).indices.items():
@@ -92,7 +94,8 @@ def load_sets(
     selected_idx = np.flatnonzero(manifest["selected"].to_numpy())
     picks["selected"] = selected_idx[_pick(len(selected_idx), per_set, rng)]
     picks["pool"] = _pick(len(manifest), per_set, rng)
-    found = _pool_vectors(manifest, np.concatenate(list(picks.values())), cache)
+    specs = {s["name"]: SourceSpec.model_validate(s) for s in sidecar["pool"]}
+    found = _pool_vectors(manifest, np.concatenate(list(picks.values())), cache, specs)
     ids = manifest["sample_id"].to_numpy()
 
     def stack(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

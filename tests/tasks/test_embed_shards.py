@@ -1,18 +1,25 @@
-"""The distributed embedding job on a real local Ray, and its Ray Data wrapper's arguments."""
+"""The distributed embedding job: a shard is the unit of work, the worker publishes its cache entry and returns a
+summary row; transient faults fail a shard without caching it."""
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
 import pytest
 import ray.data
 
+import core.read.webdataset as webdataset
 from core.read import list_shards
-from estimator.backbones.base import BackboneSpec
 from estimator.backbones.tiny import save_tiny_backbone
 from tasks.base import Resources
 from tasks.cache import EmbeddingCache, vectors
 from tasks.embed import Embed
-from tasks.embed_shards import ShardJob, embed_shards
-from tasks.ray_stage import map_stage
+from tasks.embed_shards import SUMMARY, EmbedSummary, ShardEmbedder, ShardFailed, ShardJob, embed_shards
+from tasks.ray_stage import map_actors
 
 
 class RecordingDataset:
@@ -24,15 +31,13 @@ class RecordingDataset:
         return self
 
 
-def test_stage_with_a_model_runs_as_an_actor_pool():
-    stage = Embed(
-        backbone=BackboneSpec(kind="open_clip", model="ViT-B-32"), batch_size=32, resources=Resources(cpus=0.5, gpus=1)
-    )
+def test_a_worker_with_a_model_runs_as_an_actor_pool():
+    worker = object()
     ds = RecordingDataset()
-    map_stage(ds, stage, actors=3)
+    map_actors(ds, worker, resources=Resources(cpus=0.5, gpus=1), batch_size=1, actors=3)
     ((_, kwargs),) = ds.calls
-    assert kwargs["fn_constructor_kwargs"] == {"stage": stage}
-    assert kwargs["batch_size"] == 32 and kwargs["batch_format"] == "pyarrow"
+    assert kwargs["fn_constructor_kwargs"] == {"worker": worker}
+    assert kwargs["batch_size"] == 1 and kwargs["batch_format"] == "pyarrow"
     assert kwargs["num_cpus"] == 0.5 and kwargs["num_gpus"] == 1
     assert isinstance(kwargs["compute"], ray.data.ActorPoolStrategy)
 
@@ -42,28 +47,132 @@ def tiny_backbone(tmp_path_factory):
     return save_tiny_backbone("open_clip", str(tmp_path_factory.mktemp("model")), seed=0)
 
 
+def _cache(tmp_path, backbone) -> EmbeddingCache:
+    from estimator.backbones.fingerprint import describe
+
+    return EmbeddingCache(root=str(tmp_path / "cache"), fingerprint=describe(backbone).fingerprint)
+
+
 @pytest.mark.usefixtures("ray_local")
-def test_shards_whose_size_is_a_multiple_of_the_batch(local_corpus, tiny_backbone, tmp_path):
-    """10-row shards in batches of 5: the end-of-shard marker arrives alone in a batch."""
-    spec = local_corpus.pool[2]
-    cache = EmbeddingCache(root=str(tmp_path), fingerprint="test")
-    jobs = [ShardJob(spec=spec, shard_uri=u, entry=cache.entry(u)) for u in list_shards(spec)]
+def test_workers_publish_their_shards_and_return_summary_rows(local_corpus, tiny_backbone, tmp_path):
+    spec = local_corpus.pool[2]  # parquet, 10-row shards: batches of 5 end exactly at the shard's end
+    cache = _cache(tmp_path, tiny_backbone)
+    jobs = [ShardJob(spec=spec, shard_uri=u, entry=cache.entry(spec, u)) for u in list_shards(spec)]
+    before = ray.data.DataContext.get_current().execution_options.preserve_order
     summary = embed_shards(
         jobs, embed=Embed(backbone=tiny_backbone, batch_size=5, resources=Resources(cpus=1)), cache=cache, read_cpus=0.5
     )
+    assert ray.data.DataContext.get_current().execution_options.preserve_order == before  # no global state set
     assert summary.shards_embedded == len(jobs) and summary.samples_embedded == local_corpus.counts[spec.name]
-    assert all(vectors(cache.read(j.entry)).shape[1] == 64 for j in jobs)
+    assert sorted(summary.shards["shard_uri"].to_pylist()) == sorted(j.shard_uri for j in jobs)
+    assert summary.shards.column_names[:4] == ["shard_uri", "source", "rows_read", "rows_embedded"]
+    assert all(s > 0 for s in summary.shards["seconds_embed"].to_pylist())
+    stats = summary.stats()
+    assert stats["rows_embedded"] == summary.samples_embedded and stats["samples_per_s"] > 0
+    entries = [cache.read(j.entry) for j in jobs]
+    assert all(vectors(e).shape[1] == 64 for e in entries)
+    assert all(e.column_names == ["key", "embedding"] for e in entries)  # the source's name is not cached
 
 
 @pytest.mark.usefixtures("ray_local")
 def test_job_that_cannot_fit_is_refused(local_corpus, tiny_backbone, tmp_path):
     spec = local_corpus.pool[2]
-    cache = EmbeddingCache(root=str(tmp_path), fingerprint="test")
+    cache = _cache(tmp_path, tiny_backbone)
     shard = list_shards(spec)[0]
-    with pytest.raises(ValueError, match="needs 2.5 CPUs"):
+    with pytest.raises(ValueError, match="needs 3 CPUs"):
         embed_shards(
-            [ShardJob(spec=spec, shard_uri=shard, entry=cache.entry(shard))],
+            [ShardJob(spec=spec, shard_uri=shard, entry=cache.entry(spec, shard))],
             embed=Embed(backbone=tiny_backbone, resources=Resources(cpus=1)),
             cache=cache,
             actors=2,
         )
+
+
+def test_shards_lost_to_transient_faults_fail_the_job_after_the_others():
+    rows = [{"shard_uri": "s3://b/0.tar", "source": "p", "rows_read": 10, "rows_embedded": 10, "quarantined": "{}",
+             "attempts": 1, "failed": None},
+            {"shard_uri": "s3://b/1.tar", "source": "p", "attempts": 3, "failed": "ConnectionResetError: reset"}]
+    summary = EmbedSummary.of(pa.Table.from_pylist(rows, schema=SUMMARY))
+    assert summary.shards_embedded == 1 and summary.samples_embedded == 10
+    with pytest.raises(ShardFailed, match=r"1 shard\(s\).*rerun reads them again: s3://b/1.tar \(Connection"):
+        summary.raise_for_failed()
+
+
+class _CutFile(io.RawIOBase):
+    """A file whose connection resets after ``limit`` bytes, ``failures`` times (then it reads through)."""
+
+    def __init__(self, data: bytes, limit: int, state: dict) -> None:
+        self.data, self.limit, self.state, self.pos = data, limit, state, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self.state["failures"] and self.pos >= self.limit:
+            self.state["failures"] -= 1
+            raise ConnectionResetError(104, "Connection reset by peer")
+        chunk = self.data[self.pos : min(self.pos + len(b), self.limit if self.state["failures"] else len(self.data))]
+        b[: len(chunk)] = chunk
+        self.pos += len(chunk)
+        return len(chunk)
+
+
+def _cut_after_two_samples(monkeypatch, shard_uri: str, failures: int) -> None:
+    """Every open of ``shard_uri`` resets the connection once the first two samples are through."""
+    data = Path(shard_uri).read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        keys = []
+        for m in tar.getmembers():
+            key = m.name.split(".")[0]
+            if key not in keys:
+                keys.append(key)
+            if len(keys) == 3:
+                limit = m.offset  # the third sample's first header
+                break
+    state = {"failures": failures}
+    real = webdataset.filesystem
+
+    class _FS:
+        def __init__(self, fs) -> None:
+            self.fs = fs
+
+        def open(self, path, mode="rb"):
+            return io.BufferedReader(_CutFile(data, limit, state), buffer_size=512)
+
+    monkeypatch.setattr(webdataset, "filesystem", lambda uri, storage=None: (_FS(real(uri)[0]), real(uri)[1]))
+
+
+@pytest.mark.parametrize(("failures", "cached"), [(1, True), (5, False)])
+def test_connection_reset_mid_shard_is_retried_and_never_cached_partial(
+    local_corpus, tiny_backbone, tmp_path, monkeypatch, failures, cached
+):
+    spec = local_corpus.pool[0]  # webdataset, 10 samples per shard
+    shard = list_shards(spec)[0]
+    cache = _cache(tmp_path, tiny_backbone)
+    job = ShardJob(spec=spec, shard_uri=shard, entry=cache.entry(spec, shard))
+    _cut_after_two_samples(monkeypatch, shard, failures)
+    worker = ShardEmbedder(embed=Embed(backbone=tiny_backbone), cache=cache, retries=2, backoff_s=0.01)
+    worker.setup()
+    row = worker.run(job)
+    if cached:  # reset once, read again in full: all 10 samples, nothing quarantined
+        assert row["failed"] is None and row["attempts"] == 2 and row["rows_embedded"] == 10
+        assert cache.read(job.entry).num_rows == 10 and json.loads(row["quarantined"]) == {}
+    else:  # reset every time: the shard fails and no entry (not a 2-row one) is written
+        assert row["attempts"] == 3 and row["failed"].startswith("ConnectionResetError")
+        assert not cache.has(job.entry)
+
+
+def test_a_worker_whose_model_is_not_the_planned_one_fails_loudly(tiny_backbone, tmp_path):
+    cache = EmbeddingCache(root=str(tmp_path), fingerprint="planned-for-another-model")
+    worker = ShardEmbedder(embed=Embed(backbone=tiny_backbone), cache=cache)
+    with pytest.raises(RuntimeError, match="planned-for-another-model"):
+        worker.setup()
+
+
+def test_a_gpu_stage_loads_the_gpu_placement(tiny_backbone, monkeypatch):
+    """The Embed stage places its model by its declared resources, not by what the machine has."""
+    seen = []
+    monkeypatch.setattr("tasks.embed.load_backbone", lambda spec, storage: seen.append(spec) or pa.table({}))
+    Embed(backbone=tiny_backbone, resources=Resources(gpus=1)).setup()
+    Embed(backbone=tiny_backbone, resources=Resources(cpus=1)).setup()
+    assert [(s.device, s.dtype) for s in seen] == [("cuda", "bfloat16"), ("cpu", "float32")]

@@ -44,7 +44,7 @@ def fake_run(local_corpus: CorpusInfo, tmp_path_factory: pytest.TempPathFactory)
                     "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel()), DIM),
                 }
             )
-            cache.write(cache.entry(shard), shard, emb, ERRORS.empty_table(), "float32")
+            cache.write(cache.entry(spec, shard), shard, emb, ERRORS.empty_table(), "float32")
             if role == "pool":
                 scores = rng.normal(size=len(ids)).astype(np.float32) + offset
                 parts.append((ids, spec.name, shard, keys, scores))
