@@ -122,13 +122,17 @@ def parse_config(model: type[M], data: Any, *, origin: str = "config") -> M:
         raise ConfigError(f"invalid {origin}:\n{format_validation_error(err)}") from None
 
 
-def load_config(model: type[M], path: str | Path) -> M:
-    """Load a YAML file as ``model`` (see ``parse_config``)."""
+def load_yaml(path: str | Path) -> Any:
+    """A YAML file's contents; ``ConfigError`` if it cannot be read or parsed."""
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        return yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"cannot read config {path}: {err}") from None
-    return parse_config(model, data, origin=f"config {path}")
+
+
+def load_config(model: type[M], path: str | Path) -> M:
+    """Load a YAML file as ``model`` (see ``parse_config``)."""
+    return parse_config(model, load_yaml(path), origin=f"config {path}")
 
 
 class CorpusConfig(Settings):

@@ -2,7 +2,13 @@
 
 emt synth ROOT [--seed N --samples-per-source N ...]   generate the synthetic corpus at ROOT (any URI)
 emt survey --config corpus.yaml                         read every source and summarise it
+emt curate --config curate.yaml                         curate a pool (Prefect flow over Ray Data)
+emt report MANIFEST_URI                                 rebuild a run's report
 emt demo [--s3]                                         the main job on embedded defaults
+
+A command checks its configuration and reaches its storage before it imports the heavy stack (torch, Ray,
+Prefect, MLflow), so a mistake is one line on stderr within a second or two, never a traceback after the
+imports; every expected failure exits 2 with one line.
 """
 
 from __future__ import annotations
@@ -14,8 +20,20 @@ from typing import Any
 from botocore.exceptions import BotoCoreError
 from pydantic import BaseModel
 
-from core.settings import ConfigError, CorpusConfig, StorageConfig, load_config, parse_config
+from core.settings import (
+    ConfigError,
+    CorpusConfig,
+    StorageConfig,
+    absolute_uri,
+    load_config,
+    load_yaml,
+    parse_config,
+)
+from core.storage import check_writable
 from synth import SynthConfig
+
+# What the base install lacks: a command that needs it says which extra to install.
+_CURATE_STACK = {"torch", "torchvision", "ray", "prefect", "mlflow", "transformers", "open_clip", "av", "pandas"}
 
 
 def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
@@ -56,12 +74,25 @@ def _cmd_survey(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_outputs(path: str) -> None:
+    """The light part of a run config — storage, sources, output and cache — validated and the outputs probed
+    (write and delete an object) with core's models alone, before torch, Ray or Prefect are imported."""
+    data = load_yaml(path)
+    light = {k: data[k] for k in ("storage", "pool", "robot") if k in data}
+    corpus = parse_config(CorpusConfig, light, origin=f"config {path}")
+    for setting in ("output_uri", "cache_uri"):
+        if isinstance(data.get(setting), str):
+            check_writable(absolute_uri(data[setting]), corpus.storage, setting=setting)
+
+
 def _cmd_curate(args: argparse.Namespace) -> int:
-    from flows.curate import curate
-    from flows.demo import print_report
-    from flows.params import CurateParams
+    _check_outputs(args.config)
+    from flows.params import CurateParams  # its models import torch (the backbone spec), not Ray or Prefect
 
     params = load_config(CurateParams, args.config)
+    from flows.curate import curate
+    from flows.demo import print_report
+
     report = curate(params)
     print_report(report, params.storage)
     return 0
@@ -116,16 +147,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: str) -> str:
+    """A multi-line message (a validation error lists one field per line) as one line."""
+    head, *rest = [line.strip() for line in str(message).splitlines() if line.strip()] or [""]
+    return " ".join([head, "; ".join(rest)]).strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
     except (ConfigError, ValueError, FileExistsError) as err:  # bad configuration or input, before work started
-        print(f"emt {args.command}: {err}", file=sys.stderr)
-        return 2
+        message = one_line(str(err))
     except BotoCoreError as err:  # object storage unreachable or credentials missing: say so, not a traceback
-        print(f"emt {args.command}: object storage: {err} (check `storage:` or the AWS variables)", file=sys.stderr)
-        return 2
+        message = f"object storage: {one_line(str(err))} (check `storage:` or the AWS variables)"
+    except ModuleNotFoundError as err:
+        if err.name not in _CURATE_STACK:
+            raise
+        message = f"needs the curation stack ({err.name} is missing): pip install 'embodied-midtrain[curate]'"
+    print(f"emt {args.command}: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -17,9 +17,7 @@ from fractions import Fraction
 from itertools import count, islice
 from typing import Any
 
-import av
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 from PIL import Image
 
@@ -51,6 +49,8 @@ class Episode:
 
 def video_codec() -> str:
     """libx264 where this FFmpeg build has it, else the always-built-in mpeg4."""
+    import av  # PyAV and pandas are imported on use: `emt` starts without them
+
     try:
         av.codec.Codec("libx264", "w")
         return "libx264"
@@ -64,6 +64,8 @@ def encode_mp4(frames: list[np.ndarray], fps: int, codec: str) -> bytes:
     Reproducibility needs one thread and x264's macroblock-tree rate control off: with mbtree on, the same
     frames encoded twice in one process came out different now and then (at 18, 46, 64 and 96 px).
     """
+    import av
+
     height, width = frames[0].shape[:2]
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as container:
@@ -247,6 +249,8 @@ def write_lerobot_dataset(
 
     episodes_table = pa.Table.from_pylist(meta)  # inferred: int64, float64 and list<string> for tasks
     write_parquet(episodes_table, join(root_uri, "meta/episodes/chunk-000/file-000.parquet"), storage)
+    import pandas as pd
+
     task_df = pd.DataFrame({"task_index": list(tasks.values())}, index=pd.Index(list(tasks), name="task"))
     buf = io.BytesIO()
     task_df.to_parquet(buf)  # the way LeRobot writes it: the task string is the (named) index

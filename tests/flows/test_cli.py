@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 from flows.cli import main
+from infra.s3 import free_port
 from synth import load_corpus_info
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_synth_writes_a_corpus(tmp_path, capsys):
@@ -52,3 +60,40 @@ def test_missing_storage_credentials_is_a_clear_error(s3, tmp_path, monkeypatch,
     config.write_text(f"storage: {{endpoint_url: '{s3.storage.endpoint_url}'}}\n")
     assert main(["synth", "s3://nowhere/corpus", "--config", str(config), "--samples-per-source", "2"]) == 2
     assert "object storage: Unable to locate credentials" in capsys.readouterr().err
+
+
+def _emt(*args: str) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, capture_output=True, text=True)
+    return done, time.perf_counter() - start
+
+
+def _curate_config(tmp_path: Path, extra: str = "", *, pool_format: str = "webdataset") -> str:
+    config = tmp_path / "curate.yaml"
+    config.write_text(
+        f"pool: [{{name: a, format: {pool_format}, uri: /x}}]\nrobot: [{{name: r, format: lerobot, uri: /y}}]\n"
+        f"backbone: {{kind: open_clip, model: ViT-B-32}}\nk: 5\n{extra}"
+    )
+    return str(config)
+
+
+def test_bad_curate_config_is_one_fast_line(tmp_path):
+    done, seconds = _emt("curate", "--config", _curate_config(tmp_path, f"output_uri: {tmp_path}/out\n",
+                                                              pool_format="tar"))
+    assert done.returncode == 2 and seconds < 5, (seconds, done.stderr)
+    assert len(done.stderr.splitlines()) == 1 and "pool.0.format" in done.stderr
+
+
+def test_unreachable_storage_is_one_fast_line(tmp_path):
+    storage = f"storage: {{endpoint_url: 'http://127.0.0.1:{free_port()}', key: k, secret: s}}\n"
+    done, seconds = _emt("curate", "--config", _curate_config(tmp_path, storage + "output_uri: s3://b/runs\n"))
+    assert done.returncode == 2 and seconds < 15, (seconds, done.stderr)  # not the ~40 s of retries
+    assert len(done.stderr.splitlines()) == 1 and "output_uri (s3://b/runs)" in done.stderr
+    assert "endpoint" in done.stderr
+
+
+def test_every_bad_field_is_on_one_line(tmp_path, capsys):
+    config = _curate_config(tmp_path, f"output_uri: {tmp_path}/out\nfraction: 2\nsampels: 3\n")
+    assert main(["curate", "--config", config]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "fraction" in err and "sampels" in err
