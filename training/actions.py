@@ -19,8 +19,10 @@ class ActionStats:
 
     @classmethod
     def fit(cls, actions: np.ndarray, gripper_index: int | None) -> ActionStats:
-        """Statistics of ``actions`` [N, A] (training episodes only: the held-out ones must stay unseen)."""
-        q01, q99 = np.quantile(actions.astype(np.float64), [0.01, 0.99], axis=0)
+        """Statistics of ``actions`` [N, A] (training episodes only: the held-out ones must stay unseen); a
+        non-finite action does not move them (it still reaches the loss, which then stops the run)."""
+        q01, q99 = np.nanquantile(np.where(np.isfinite(actions), actions, np.nan).astype(np.float64), [0.01, 0.99],
+                                  axis=0)
         return cls(q01=q01.tolist(), q99=q99.tolist(), gripper_index=gripper_index)
 
     @property

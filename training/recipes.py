@@ -102,7 +102,7 @@ def evaluate_vla(vla: VLA, episodes: RobotEpisodes, *, batch_size: int = 8, max_
     out["l1/arm"] = float(l1[arm].sum() / n / max(len(arm), 1))
     if g is not None:
         out["gripper_accuracy"] = float(correct / n)
-    out["loss"] = loss / n
+    out["loss"] = float(loss / n)
     return out
 
 
