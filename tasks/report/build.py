@@ -20,7 +20,7 @@ from core.settings import SourceSpec, StorageConfig
 from core.storage import join, publish_bytes
 from tasks.report import figures
 from tasks.report.html import image, key_values, note, render_html, table
-from tasks.report.metrics import diversity, mmd_matrix, score_quantiles, selected_share
+from tasks.report.metrics import diversity, mmd_matrix, score_quantiles, selection_by_source
 from tasks.report.sample import load_sets, read_manifest_columns
 
 _RUN_KEYS = ("run_id", "backbone", "backbone_fingerprint", "k", "rows", "selected", "quarantined", "content_sha256")
@@ -86,7 +86,7 @@ def build_report(
         {"diversity": {k: diversity(v) for k, v in sets.items()}, "n": {k: len(v) for k, v in sets.items()}}
     )
     quantiles = score_quantiles(manifest)
-    share = selected_share(manifest)
+    share = selection_by_source(manifest)
     metrics: dict[str, Any] = {
         "run": {k: sidecar.get(k) for k in _RUN_KEYS},
         "mmd2": _jsonable(mmd),
@@ -96,15 +96,18 @@ def build_report(
         "diversity": {k: float(v) for k, v in div["diversity"].items()},
         "set_sizes": {k: int(v) for k, v in div["n"].items()},
         "score_quantiles": _jsonable(quantiles),
-        "selected_share": _jsonable(share),
+        "selection_by_source": _jsonable(share),
         "per_set": per_set,
         "seed": seed,
     }
 
+    colours = figures.source_colours([*order, *data.map_labels, *manifest["source"].astype(str)])
     pngs = {
         "mmd_heatmap": figures.mmd_heatmap(mmd),
-        "embedding_map": figures.embedding_map(data.map_points, data.map_labels, data.map_selected, seed=seed),
-        "score_distributions": figures.score_distributions(manifest),
+        "embedding_map": figures.embedding_map(
+            data.map_points, data.map_labels, data.map_selected, colours=colours, seed=seed
+        ),
+        "score_distributions": figures.score_distributions(manifest, colours=colours),
         "selected_mixture": figures.selected_mixture(share),
     }
     pool_specs = {s["name"]: SourceSpec.model_validate(s) for s in sidecar.get("pool", [])}

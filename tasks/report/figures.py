@@ -56,19 +56,24 @@ def tsne_2d(points: np.ndarray, *, seed: int = 0) -> np.ndarray:
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
 
 
-def embedding_map(points: np.ndarray, labels: list[str], selected: np.ndarray, *, seed: int = 0) -> bytes:
+def source_colours(names: list[str]) -> dict[str, tuple]:
+    """One colour per set name, the same in every figure of a report (tab10, then tab20b past ten names)."""
+    palette = [*plt.get_cmap("tab10").colors, *plt.get_cmap("tab20b").colors]
+    return {name: palette[i % len(palette)] for i, name in enumerate(dict.fromkeys(names))}
+
+
+def embedding_map(
+    points: np.ndarray, labels: list[str], selected: np.ndarray, *, colours: dict[str, tuple], seed: int = 0
+) -> bytes:
     """t-SNE map coloured by source; selected pool samples get a black edge."""
     xy = tsne_2d(points, seed=seed)
     labels_arr = np.asarray(labels)
     selected = np.asarray(selected, bool)
     fig, ax = plt.subplots(figsize=(7, 6))
-    cmap = plt.get_cmap("tab10")
-    for i, name in enumerate(dict.fromkeys(labels)):
-        m = labels_arr == name
-        ax.scatter(xy[m & ~selected, 0], xy[m & ~selected, 1], s=10, color=cmap(i % 10), alpha=0.6, label=name)
-        ax.scatter(
-            xy[m & selected, 0], xy[m & selected, 1], s=18, color=cmap(i % 10), edgecolors="black", linewidths=0.8
-        )
+    for name in dict.fromkeys(labels):
+        m, colour = labels_arr == name, colours[name]
+        ax.scatter(xy[m & ~selected, 0], xy[m & ~selected, 1], s=10, color=colour, alpha=0.6, label=name)
+        ax.scatter(xy[m & selected, 0], xy[m & selected, 1], s=18, color=colour, edgecolors="black", linewidths=0.8)
     ax.scatter([], [], s=18, facecolors="none", edgecolors="black", label="selected (black edge)")
     ax.legend(fontsize=7, markerscale=1.5, loc="best")
     ax.set_title("Embedding map (t-SNE)")
@@ -77,7 +82,7 @@ def embedding_map(points: np.ndarray, labels: list[str], selected: np.ndarray, *
     return _png(fig)
 
 
-def score_distributions(manifest: pd.DataFrame) -> bytes:
+def score_distributions(manifest: pd.DataFrame, *, colours: dict[str, tuple]) -> bytes:
     """Per-source score histograms (density), with the lowest selected score as a dashed line."""
     scores = manifest["score"].to_numpy(np.float64)
     bins = np.histogram_bin_edges(scores, bins=40) if len(scores) else 10
@@ -89,6 +94,7 @@ def score_distributions(manifest: pd.DataFrame) -> bytes:
             histtype="step",
             density=True,
             linewidth=1.5,
+            color=colours[str(name)],
             label=str(name),
         )
     chosen = manifest.loc[manifest["selected"], "score"]
@@ -106,7 +112,7 @@ def selected_mixture(share: pd.DataFrame) -> bytes:
     x = np.arange(len(share))
     fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(share), 4))
     ax.bar(x - 0.2, share["pool_share"], width=0.4, label="share of pool", color="#9ab")
-    ax.bar(x + 0.2, share["selected_share"], width=0.4, label="share of selected", color="#c53")
+    ax.bar(x + 0.2, share["share_of_selection"], width=0.4, label="share of the selection", color="#c53")
     ax.set_xticks(x, share.index, rotation=30, ha="right")
     ax.set_ylabel("fraction")
     ax.legend(fontsize=8)

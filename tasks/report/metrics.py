@@ -102,13 +102,15 @@ def score_quantiles(manifest: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def selected_share(manifest: pd.DataFrame) -> pd.DataFrame:
-    """Per source: pool count, selected count, share of the pool, share of the selected set, selection rate."""
+def selection_by_source(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Per source: pool count, selected count, its share of the pool (``pool_share``), of the selected set
+    (``share_of_selection``) and the share of its samples selected (``share_selected``, as the CLI and the
+    Prefect table name it)."""
     grouped = manifest.groupby("source", sort=True)["selected"].agg(pool="size", selected="sum")
     grouped["selected"] = grouped["selected"].astype(int)
     total_selected = max(int(grouped["selected"].sum()), 1)
     grouped["pool_share"] = grouped["pool"] / max(int(grouped["pool"].sum()), 1)
-    grouped["selected_share"] = grouped["selected"] / total_selected
-    grouped["selection_rate"] = grouped["selected"] / grouped["pool"].clip(lower=1)
+    grouped["share_of_selection"] = grouped["selected"] / total_selected
+    grouped["share_selected"] = grouped["selected"] / grouped["pool"].clip(lower=1)
     grouped.index = grouped.index.astype(str)
     return grouped

@@ -95,7 +95,7 @@ def test_build_report_writes_offline_html_metrics_and_pngs(fake_run: str, tmp_pa
     assert "data:image/png;base64," in page
     assert not re.search(r"""(src|href)\s*=\s*["']?https?://""", page)
     metrics = json.loads(Path(result.metrics_uri).read_text())
-    for key in ("mmd2", "diversity", "score_quantiles", "selected_share", "bandwidth", "unbiased", "per_set"):
+    for key in ("mmd2", "diversity", "score_quantiles", "selection_by_source", "bandwidth", "unbiased", "per_set"):
         assert key in metrics
     assert metrics["unbiased"] is True and metrics["per_set"] == 30
     mmd = metrics["mmd2"]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tasks.report import diversity, mmd2_rbf, mmd_matrix
-from tasks.report.metrics import median_bandwidth, score_quantiles, selected_share
+from tasks.report.metrics import median_bandwidth, score_quantiles, selection_by_source
 
 
 def _reference_mmd2(x: np.ndarray, y: np.ndarray, sigma: float, unbiased: bool) -> float:
@@ -83,7 +83,7 @@ def test_score_summaries() -> None:
     assert {"a", "b", "(all)", "(selected)"} <= set(q.index)
     assert list(q.columns) == ["q05", "q25", "q50", "q75", "q95", "mean"]
     assert q.loc["a", "q50"] == pytest.approx(1.5)
-    share = selected_share(df)
+    share = selection_by_source(df)
     assert share.loc["a", "pool"] == 4 and share.loc["b", "selected"] == 2
-    assert share["selected_share"].sum() == pytest.approx(1.0)
-    assert share.loc["a", "selection_rate"] == pytest.approx(0.5)
+    assert share["share_of_selection"].sum() == pytest.approx(1.0)
+    assert share.loc["a", "share_selected"] == pytest.approx(0.5)
