@@ -1,0 +1,53 @@
+"""The training commands of ``emt``: ``emt midtrain|finetune|pipeline --config FILE``. Each validates its YAML
+(a bad field is one line naming it) before the training stack is imported, runs its flow with a progress line
+per logged step, and ends with the MLflow run ids (and, for a VLA, the run tree and held-out evaluation)."""
+
+from __future__ import annotations
+
+import argparse
+
+from core.settings import load_config
+
+_HELP = {
+    "midtrain": "mid-train a VLM on the samples a curation manifest selects (MLflow run)",
+    "finetune": "fine-tune a VLM into a VLA on robot episodes, evaluated on held-out episodes (MLflow run)",
+    "pipeline": "curate -> midtrain -> finetune in one flow, one run id through all three",
+}
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from flows import training_params
+
+    model = {
+        "midtrain": training_params.MidtrainParams,
+        "finetune": training_params.FinetuneParams,
+        "pipeline": training_params.PipelineParams,
+    }[args.command]
+    params = load_config(model, args.config)  # before the heavy imports below
+
+    from flows.demo_training import print_evaluation, print_run_tree
+
+    if args.command == "pipeline":
+        from flows.pipeline import pipeline
+
+        report = pipeline(params)
+        print(f"\nmanifest: {report.curate.manifest_uri}\nMLflow runs: {report.mlflow_run_ids}")
+        tuned = report.finetune
+    else:
+        from flows.finetune import finetune
+        from flows.midtrain import midtrain
+
+        tuned = (midtrain if args.command == "midtrain" else finetune)(params)
+        print(f"\n{tuned.kind} run {tuned.run_id}: model {tuned.model_uri} "
+              f"({tuned.registered_model} v{tuned.model_version}), MLflow run {tuned.mlflow_run_id}")
+    print_run_tree(tuned.mlflow_run_id, tuned.tracking_uri)
+    if tuned.kind == "finetune":
+        print_evaluation(tuned)
+    return 0
+
+
+def add_training_commands(sub: argparse._SubParsersAction) -> None:
+    for name, help_text in _HELP.items():
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", required=True, help=f"YAML of the parameters (deploy/{name}.example.yaml)")
+        p.set_defaults(run=_cmd_train)
