@@ -17,7 +17,7 @@ from core.storage import join, read_bytes
 from estimator.backbones.tiny import save_tiny_backbone
 from flows.curate import CurateReport, curate
 from flows.params import CurateParams
-from synth import SynthConfig, generate_corpus
+from synth import CorpusInfo, SynthConfig, generate_corpus
 from tasks.survey import survey_source
 
 DEFAULT_LOCAL_ROOT = "data/demo"
@@ -94,25 +94,39 @@ def print_report(report: CurateReport, storage: StorageConfig | None, truth_uri:
         print(f"\nprecision@K against the ground truth: {precision:.3f} (pool base rate {base:.3f})")
 
 
+def demo_curate_params(
+    root: str, storage: StorageConfig | None, synth: SynthConfig, k_fraction: float
+) -> tuple[CurateParams, CorpusInfo]:
+    """Generate the corpus (once), survey it, save the tiny backbone: the curate parameters of the demo."""
+    info = generate_corpus(join(root, "corpus"), synth, storage)
+    print(f"synthetic corpus at {info.root}")
+    print_survey(CorpusConfig(storage=storage or StorageConfig(), pool=info.pool, robot=info.robot))
+    model_uri = join(root, "models", "tiny-open_clip")
+    # Deterministic (same weights, same fingerprint, so the cache holds across demos). With random weights
+    # the text tower only adds noise, so the image tower alone forms the vector.
+    backbone = save_tiny_backbone("open_clip", model_uri, storage, seed=0).model_copy(update={"modality": "image"})
+    params = CurateParams(
+        pool=info.pool,
+        robot=info.robot,
+        storage=storage or StorageConfig(),
+        backbone=backbone,
+        fraction=k_fraction,
+        output_uri=join(root, "runs"),
+        mlflow=demo_mlflow(),
+    )
+    return params, info
+
+
+def demo_mlflow(experiment: str = "emt-curation") -> MlflowConfig:
+    return MlflowConfig(
+        tracking_uri=None if os.environ.get("MLFLOW_TRACKING_URI") else DEMO_MLFLOW, experiment=experiment
+    )
+
+
 def run_demo(*, root: str | None, s3: bool, synth: SynthConfig, k_fraction: float = 0.1) -> CurateReport:
     with demo_storage(s3) as storage:
         root = root or (f"s3://{DEMO_BUCKET}/demo" if s3 else DEFAULT_LOCAL_ROOT)
-        info = generate_corpus(join(root, "corpus"), synth, storage)
-        print(f"synthetic corpus at {info.root}")
-        print_survey(CorpusConfig(storage=storage or StorageConfig(), pool=info.pool, robot=info.robot))
-        model_uri = join(root, "models", "tiny-open_clip")
-        # Deterministic (same weights, same fingerprint, so the cache holds across demos). With random weights
-        # the text tower only adds noise, so the image tower alone forms the vector.
-        backbone = save_tiny_backbone("open_clip", model_uri, storage, seed=0).model_copy(update={"modality": "image"})
-        params = CurateParams(
-            pool=info.pool,
-            robot=info.robot,
-            storage=storage or StorageConfig(),
-            backbone=backbone,
-            fraction=k_fraction,
-            output_uri=join(root, "runs"),
-            mlflow=MlflowConfig(tracking_uri=None if os.environ.get("MLFLOW_TRACKING_URI") else DEMO_MLFLOW),
-        )
+        params, info = demo_curate_params(root, storage, synth, k_fraction)
         report = curate(params)
         print_report(report, storage, info.ground_truth_uri)
         if report.report_uri:
