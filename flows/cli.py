@@ -4,7 +4,8 @@ emt synth ROOT [--seed N --samples-per-source N ...]   generate the synthetic co
 emt survey --config corpus.yaml                         read every source and summarise it
 emt curate --config curate.yaml                         curate a pool (Prefect flow over Ray Data)
 emt report MANIFEST_URI                                 rebuild a run's report
-emt demo [--s3]                                         the main job on embedded defaults
+emt midtrain|finetune|pipeline --config FILE            train a VLM / a VLA, or the whole pipeline (MLflow runs)
+emt demo [--s3] [--curate-only]                         the whole pipeline on embedded defaults, tiny models
 
 A command checks its configuration and reaches its storage before it imports the heavy stack (torch, Ray,
 Prefect, MLflow), so a mistake is one line on stderr within a second or two, never a traceback after the
@@ -30,6 +31,7 @@ from core.settings import (
     parse_config,
 )
 from core.storage import check_writable
+from flows.cli_training import add_training_commands
 from synth import SynthConfig
 
 # What the base install lacks: a command that needs it says which extra to install.
@@ -108,8 +110,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo import run_demo
+    from flows.demo_training import run_pipeline_demo
 
-    run_demo(root=args.root, s3=args.s3, synth=model_from_args(SynthConfig, args, origin="demo options"))
+    demo = run_demo if args.curate_only else run_pipeline_demo
+    demo(root=args.root, s3=args.s3, synth=model_from_args(SynthConfig, args, origin="demo options"))
     return 0
 
 
@@ -137,13 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-set", type=int, default=500, help="embeddings sampled per set (default: 500)")
     p.set_defaults(run=_cmd_report)
 
-    p = sub.add_parser("demo", help="run the main job on embedded defaults")
+    p = sub.add_parser("demo", help="curate -> midtrain -> finetune on embedded defaults and tiny models")
     p.add_argument(
         "--root", default=None, help="where the demo writes (default: data/demo, or s3://emt-demo/demo with --s3)"
     )
     p.add_argument("--s3", action="store_true", help="run against an embedded S3 server on loopback")
+    p.add_argument("--curate-only", action="store_true", help="stop after curation (no training)")
     add_model_options(p, SynthConfig)
     p.set_defaults(run=_cmd_demo)
+    add_training_commands(sub)
     return parser
 
 
