@@ -51,6 +51,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
         cache_uri=params.resolved_cache_uri(),
         storage=storage,
         allow_empty_sources=params.allow_empty_sources,
+        actor_gpus=params.ray.actor_gpus,  # the workers' placement names the dtype, not this machine's GPU
     )
     print(
         f"run {run.run_id}: {len(plan.pool)} pool + {len(plan.robot)} robot shards, {len(plan.todo)} to embed "
@@ -78,6 +79,10 @@ def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
                 read_batch=params.ray.read_batch_size,
                 dtype=params.embedding_dtype,
             )
+    embedding = embedded.stats() if embedded else {}
+    # datatrove's habit: what each shard's worker counted, beside the run (a cached shard has no row)
+    run.write_json("stats.json", {"embedding": embedding, "shards_cached": cached,
+                                  "shards": embedded.shards.to_pylist() if embedded else []})
 
     errors = gather_errors(plan)
     errors_uri = run.path("errors.parquet")
@@ -110,6 +115,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
         robot=params.robot,
         errors_uri=errors_uri,
         reasons=reasons,
+        embedding=embedding,
     )
     manifest_uri = run.path("manifest.parquet")
     sidecar = prefect_tasks.write_manifest_task(plan, manifest_uri, scores, selection, sidecar)
@@ -135,6 +141,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
         report_uri=analysis.html_uri if analysis else None,
         diversity=analysis.metrics["diversity"] if analysis else {},
         mmd2=analysis.metrics["mmd2"] if analysis else {},
+        embedding=embedding,
     )
     if params.mlflow.enabled:
         report.mlflow_run_id = record_curation(

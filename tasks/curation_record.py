@@ -34,6 +34,7 @@ class CurateReport(BaseModel):
     report_uri: str | None = None
     diversity: dict[str, float] = {}
     mmd2: dict[str, dict[str, float]] = {}
+    embedding: dict[str, float] = {}  # this run's embedding job: samples/s, seconds per stage (empty: all cached)
 
 
 def build_sidecar(
@@ -50,6 +51,7 @@ def build_sidecar(
     robot: list[SourceSpec],
     errors_uri: str,
     reasons: list[str],
+    embedding: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The manifest's sidecar before the writer adds counts and the content hash."""
     return {
@@ -65,6 +67,7 @@ def build_sidecar(
         "robot": [s.model_dump(mode="json") for s in robot],
         "errors_uri": errors_uri,
         "quarantined": dict(Counter(reasons)),
+        "embedding": embedding or {},
     }
 
 
@@ -80,6 +83,7 @@ def mlflow_metrics(report: CurateReport) -> dict[str, float]:
         **{f"scorer_{k}": float(v) for k, v in report.scorer.items() if isinstance(v, int | float)},
         **{f"selected_{s}": c["selected"] for s, c in report.per_source.items()},
     }
+    metrics |= {f"embed_{name}": float(value) for name, value in report.embedding.items()}
     return metrics | {f"diversity_{name}": value for name, value in report.diversity.items()}
 
 

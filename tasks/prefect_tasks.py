@@ -31,6 +31,7 @@ def preflight_task(
     cache_uri: str,
     storage: StorageConfig | None,
     allow_empty_sources: bool = False,
+    actor_gpus: float = 0.0,
 ) -> curation.Plan:
     return curation.preflight(
         pool=pool,
@@ -40,6 +41,7 @@ def preflight_task(
         cache_uri=cache_uri,
         storage=storage,
         allow_empty_sources=allow_empty_sources,
+        actor_gpus=actor_gpus,
     )
 
 

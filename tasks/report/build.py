@@ -135,6 +135,12 @@ def build_report(
         ("Run", key_values(run)),
         ("Counts", key_values(counts) + table(share)),
         (
+            "Embedding",
+            note("This run's embedding job, summed over the shards it embedded (seconds are worker time; "
+                 "cached shards are not counted; per-shard rows in the run's stats.json).")
+            + key_values(sidecar.get("embedding") or {"shards": 0}),
+        ),
+        (
             "MMD² between sets",
             note(
                 f"Unbiased U-statistic, RBF kernel, one median-heuristic bandwidth "

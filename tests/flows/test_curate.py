@@ -187,3 +187,18 @@ def test_emt_report_rebuilds_a_runs_report(first_run, s3, tmp_path, capsys):
     assert main(["report", first_run.manifest_uri, "--config", str(config), "--per-set", "50"]) == 0
     assert html_uri in capsys.readouterr().out
     assert b"data:image/png;base64," in read_bytes(html_uri, s3.storage)
+
+
+def test_worker_stats_are_written_beside_the_run_and_recorded(first_run, s3, mlflow_store):
+    import json
+
+    import mlflow
+
+    stats = json.loads(read_bytes(f"{first_run.run_uri}/stats.json", s3.storage))
+    assert len(stats["shards"]) == first_run.shards_embedded  # one summary row per shard a worker embedded
+    assert sum(r["rows_embedded"] for r in stats["shards"]) == stats["embedding"]["rows_embedded"] > 0
+    assert first_run.embedding["samples_per_s"] > 0 and first_run.embedding["seconds_embed"] > 0
+    metrics = mlflow.MlflowClient(mlflow_store).get_run(first_run.mlflow_run_id).data.metrics
+    assert metrics["embed_samples_per_s"] > 0 and metrics["embed_seconds_read"] >= 0
+    report = read_bytes(first_run.report_uri, s3.storage).decode()
+    assert "Embedding" in report and "samples_per_s" in report
