@@ -7,19 +7,13 @@ exactly as against AWS or MinIO. Production users bring their own S3 or MinIO an
 from __future__ import annotations
 
 import logging
-import socket
 from dataclasses import dataclass
 
 from moto.server import ThreadedMotoServer
 
 from core.settings import StorageConfig
 from core.storage import filesystem
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+from infra.services import free_port
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -15,9 +16,14 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from infra.s3 import free_port
-
 BIN = Path(sys.executable).parent  # the console scripts of this environment
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def wait_healthy(url: str, process: subprocess.Popen, log: Path, *, timeout: float = 90) -> None:

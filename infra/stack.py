@@ -1,0 +1,278 @@
+"""``emt stack up|down|status``: the whole product on one machine, on loopback — an S3-compatible server (moto),
+a Prefect server with its UI, a Prefect worker for the ``emt-process`` pool, an MLflow tracking server (SQLite
+backend, artifacts on the S3 server) and a Ray head node.
+
+Each service is one process group started here, with its port, data directory and log file under the stack's root
+(``.stack/`` by default) and its PID in ``ROOT/stack.json``; ``down`` ends exactly those process trees and waits
+for their ports to close, so nothing is left behind. The flows reach the services through the environment alone
+(``env`` is what ``up`` prints to export), the same way they reach production services.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+from pydantic import Field
+
+from core.settings import Settings
+from infra.services import BIN, free_port, wait_healthy
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository: prefect.yaml's entrypoints are relative to it
+WORK_POOL = "emt-process"
+S3_KEY, S3_SECRET = "emt-stack", "emt-stack-secret"  # moto accepts any credentials; these never leave loopback
+MLFLOW_BUCKET = "emt-mlflow"
+
+
+class StackConfig(Settings):
+    """Where the local stack keeps its state and which loopback ports it listens on."""
+
+    root: str = Field(".stack", description="Data directories, logs and PIDs of every service.")
+    s3_port: int = Field(9000, ge=1, le=65535, description="S3-compatible server (moto).")
+    prefect_port: int = Field(4200, ge=1, le=65535, description="Prefect server: API and UI.")
+    mlflow_port: int = Field(5000, ge=1, le=65535, description="MLflow tracking server and UI.")
+    ray_port: int = Field(6379, ge=1, le=65535, description="Ray head node (GCS).")
+    worker_port: int = Field(8089, ge=1, le=65535, description="Prefect worker's health endpoint.")
+    ray_cpus: int = Field(max(1, os.cpu_count() or 1), ge=1, description="CPUs the Ray head offers.")
+    deploy: bool = Field(True, description="Register prefect.yaml's deployments and seed the demo data.")
+    demo_samples_per_source: int = Field(200, ge=10, description="Size of each pool source of the demo corpus.")
+
+    @property
+    def home(self) -> Path:
+        return Path(self.root).resolve()
+
+
+@dataclass
+class Service:
+    """One started process: what ``status`` and ``down`` need to find it again."""
+
+    name: str
+    pid: int
+    port: int
+    url: str
+    health: str | None
+    log: str
+
+
+def env(config: StackConfig) -> dict[str, str]:
+    """The variables that point the CLI, the flows, the worker and Ray's workers at this stack."""
+    return {
+        "PREFECT_API_URL": f"http://127.0.0.1:{config.prefect_port}/api",
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{config.mlflow_port}",
+        "RAY_ADDRESS": f"127.0.0.1:{config.ray_port}",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{config.s3_port}",
+        "AWS_ACCESS_KEY_ID": S3_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+def _base_env(config: StackConfig) -> dict[str, str]:
+    return {
+        **os.environ,
+        **env(config),
+        "PREFECT_HOME": str(config.home / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "RAY_AUTH_MODE": "disabled",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "EMT_HOME": str(ROOT),
+    }
+
+
+def _commands(config: StackConfig) -> dict[str, tuple[list[str], dict[str, str], int, str, str | None]]:
+    """Per service: command, extra environment, port, URL to open, health URL (None = the port answers)."""
+    home, e = config.home, env(config)
+    s3_url, prefect_url, mlflow_url = e["AWS_ENDPOINT_URL"], e["PREFECT_API_URL"][:-4], e["MLFLOW_TRACKING_URI"]
+    ray_ports = [
+        f"--{name}={free_port()}"
+        for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                     "metrics-export-port", "runtime-env-agent-port", "node-manager-port", "object-manager-port")
+    ]
+    return {
+        # moto keeps objects in memory; its recorder appends every request to a file that ``up`` replays, so
+        # buckets and objects outlive a restart.
+        "s3": (
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(config.s3_port)],
+            {"MOTO_ENABLE_RECORDING": "true", "MOTO_RECORDER_FILEPATH": str(home / "s3" / "recording.jsonl")},
+            config.s3_port, s3_url, f"{s3_url}/moto-api/",
+        ),
+        "prefect-server": (
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(config.prefect_port)],
+            {"PREFECT_UI_API_URL": e["PREFECT_API_URL"]},
+            config.prefect_port, prefect_url, f"{e['PREFECT_API_URL']}/health",
+        ),
+        "mlflow": (
+            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(config.mlflow_port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+             "--artifacts-destination", f"s3://{MLFLOW_BUCKET}/artifacts"],
+            {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_S3_ENDPOINT_URL": s3_url},
+            config.mlflow_port, mlflow_url, f"{mlflow_url}/health",
+        ),
+        "ray-head": (
+            [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+             f"--port={config.ray_port}", f"--num-cpus={config.ray_cpus}", "--include-dashboard=false",
+             "--disable-usage-stats", f"--temp-dir={home / 'ray'}", *ray_ports],
+            {},
+            config.ray_port, e["RAY_ADDRESS"], None,
+        ),
+        "prefect-worker": (
+            [str(BIN / "prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process",
+             "--with-healthcheck"],
+            {"PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1", "PREFECT_WORKER_WEBSERVER_PORT": str(config.worker_port)},
+            config.worker_port, f"pool {WORK_POOL}", f"http://127.0.0.1:{config.worker_port}/health",
+        ),
+    }
+
+
+def _state_file(config: StackConfig) -> Path:
+    return config.home / "stack.json"
+
+
+def read_state(config: StackConfig) -> dict[str, Service]:
+    path = _state_file(config)
+    if not path.exists():
+        return {}
+    return {name: Service(**s) for name, s in json.loads(path.read_text()).items()}
+
+
+def _write_state(config: StackConfig, services: dict[str, Service]) -> None:
+    _state_file(config).write_text(json.dumps({n: asdict(s) for n, s in services.items()}, indent=1))
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_port(port: int, process: subprocess.Popen, log: Path, *, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not _port_open(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"port {port} did not open; log:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+def alive(service: Service) -> bool:
+    """The process we started is still there (not a recycled PID: it must still be in its own session)."""
+    try:
+        proc = psutil.Process(service.pid)
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE and os.getsid(service.pid) == service.pid
+    except (psutil.NoSuchProcess, ProcessLookupError):
+        return False
+
+
+def _start(name: str, config: StackConfig) -> Service:
+    cmd, extra, port, url, health = _commands(config)[name]
+    if _port_open(port):
+        raise RuntimeError(f"{name}: port {port} on 127.0.0.1 is taken; choose another with --{name}-port")
+    log = config.home / "logs" / f"{name}.log"
+    with open(log, "a") as out:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            cmd, env={**_base_env(config), **extra}, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: ``down`` ends exactly this tree
+        )
+    service = Service(name=name, pid=process.pid, port=port, url=url, health=health, log=str(log))
+    try:
+        if health:
+            wait_healthy(health, process, log)
+        else:
+            _wait_port(port, process, log)
+    except RuntimeError:
+        stop(service)
+        raise
+    return service
+
+
+def up(config: StackConfig) -> dict[str, Service]:
+    """Start every service not already running (in dependency order), register the deployments and seed the demo
+    data; return the services. Idempotent: a second ``up`` starts only what is missing."""
+    from infra import stack_setup
+
+    home = config.home
+    for sub in ("s3", "prefect", "mlflow", "ray", "logs"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    services = {n: s for n, s in read_state(config).items() if alive(s)}
+    for name in ("s3", "prefect-server", "mlflow", "ray-head", "prefect-worker"):
+        if name in services:
+            continue
+        if name == "prefect-worker":  # the pool and the deployments exist before a worker polls for them
+            stack_setup.register(config, deploy=config.deploy)
+        services[name] = _start(name, config)
+        _write_state(config, services)
+        if name == "s3":  # restore earlier sessions' objects; the MLflow artifact bucket before MLflow starts
+            stack_setup.prepare_s3(config)
+    if config.deploy:
+        stack_setup.seed_demo(config)
+    return services
+
+
+def stop(service: Service, *, timeout: float = 30) -> None:
+    """End the service's whole process tree (SIGTERM, then SIGKILL) and wait until its port is closed."""
+    try:
+        root = psutil.Process(service.pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        procs = []
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGTERM)
+    _, left = psutil.wait_procs(procs, timeout=timeout)
+    for proc in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(left, timeout=10)
+    deadline = time.monotonic() + timeout
+    while _port_open(service.port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def down(config: StackConfig) -> list[str]:
+    """Stop every service of the stack (the worker first, S3 last); return their names."""
+    services = read_state(config)
+    for name in reversed(list(services)):
+        stop(services[name])
+    _state_file(config).unlink(missing_ok=True)
+    return list(reversed(list(services)))
+
+
+def rss_mib(service: Service) -> float:
+    """Resident memory of the service's process tree, MiB."""
+    try:
+        root = psutil.Process(service.pid)
+        return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+def status(config: StackConfig) -> list[dict[str, object]]:
+    """One row per service of the stack: running or not, its URL, port, memory and log."""
+    return [
+        {
+            "service": s.name,
+            "running": alive(s),
+            "port_open": _port_open(s.port),
+            "url": s.url,
+            "rss_mib": round(rss_mib(s)),
+            "log": s.log,
+        }
+        for s in read_state(config).values()
+    ]
+
+
+def describe(config: StackConfig, services: dict[str, Service]) -> str:
+    """What ``up`` prints: the URLs to open, the environment to export, where the logs are."""
+    lines = ["", "open:"]
+    lines += [f"  {s.name:15} {s.url}" for s in services.values()]
+    lines += ["", "export (the CLI, the flows and the Ray driver read only these):"]
+    lines += [f"  export {k}={v}" for k, v in env(config).items()]
+    lines += ["", f"logs: {config.home / 'logs'}; stop with `emt stack down --root {config.root}`"]
+    return "\n".join(lines)
