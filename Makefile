@@ -14,6 +14,7 @@ STAMP := $(VENV)/.installed-$(TORCH)
 # Prefect's embedded (ephemeral) API keeps its database here; its telemetry locks that SQLite file otherwise.
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 300
 
 .PHONY: install demo test lint bench clean
 

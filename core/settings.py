@@ -51,6 +51,17 @@ class StorageConfig(Settings):
     secret: SecretStr | None = Field(None, description="Secret access key; None = AWS credential chain.")
     region: str | None = Field(None, description="Region; None = AWS_DEFAULT_REGION.")
     anon: bool = Field(False, description="Anonymous access (public buckets).")
+    retry_mode: Literal["standard", "adaptive", "legacy"] = Field(
+        "standard",
+        description="botocore retry mode for transient faults (5xx, SlowDown, throttling, timeouts, resets), with "
+        "exponential backoff; adaptive also slows the client down while the service throttles it.",
+    )
+    max_attempts: int = Field(
+        8, ge=1, description="botocore attempts per request, the first included (s3fs adds its own few retries "
+        "of a response body cut short)."
+    )
+    connect_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a connection to the endpoint.")
+    read_timeout: float = Field(60.0, gt=0, description="Seconds to wait for a response.")
 
     @field_validator("endpoint_url")
     @classmethod
@@ -60,8 +71,15 @@ class StorageConfig(Settings):
         return v
 
     def s3_options(self) -> dict[str, Any]:
-        """fsspec/s3fs storage options for this configuration (empty means: botocore's defaults and env)."""
-        opts: dict[str, Any] = {}
+        """fsspec/s3fs storage options for this configuration: the retry policy, and whatever is set of endpoint,
+        credentials and region (unset ones are left to botocore's environment and credential chain)."""
+        opts: dict[str, Any] = {
+            "config_kwargs": {
+                "retries": {"mode": self.retry_mode, "max_attempts": self.max_attempts},
+                "connect_timeout": self.connect_timeout,
+                "read_timeout": self.read_timeout,
+            },
+        }
         if self.anon:
             opts["anon"] = True
         if self.key is not None:

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from typing import IO, Any
 
+import botocore.exceptions
 import braceexpand
 import fsspec
 import pyarrow as pa
@@ -19,15 +20,52 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from core.settings import StorageConfig
+from core.settings import ConfigError, StorageConfig
 
 _GLOB = re.compile(r"[*?\[]")
 
 
+class StorageAccessError(ConfigError):
+    """Storage that cannot be used as configured: one line naming the setting to fix, never a traceback."""
+
+
+def storage_error(err: BaseException, *, setting: str, uri: str) -> StorageAccessError:
+    """``err`` from a storage call as one line naming ``setting`` (``output_uri``, ``pool.2.uri``...) and the storage
+    setting that would fix it."""
+    text = str(err)
+    if isinstance(err, botocore.exceptions.NoCredentialsError):
+        why = "no credentials: set storage.key and storage.secret (or the AWS variables)"
+    elif isinstance(err, PermissionError) or "AccessDenied" in text or "InvalidAccessKeyId" in text:
+        why = "access denied: check storage.key and storage.secret (or the AWS credentials) and the bucket's policy"
+    elif isinstance(err, FileNotFoundError) and ("NoSuchBucket" in text or "bucket" in text.lower()):
+        why = "the bucket does not exist"
+    elif isinstance(err, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectTimeoutError):
+        why = f"cannot reach the storage endpoint ({err}): check storage.endpoint_url"
+    else:
+        why = f"{type(err).__name__}: {text or 'failed'}"
+    return StorageAccessError(f"{setting} ({uri}): {why}")
+
+
+def check_writable(uri: str, storage: StorageConfig | None, *, setting: str) -> None:
+    """Write and delete a probe object under ``uri``, so that an unwritable output fails before the work, not after.
+
+    Raises ``StorageAccessError`` naming ``setting``. Probes with few attempts: an unreachable endpoint is a
+    configuration error, and waiting out the full retry policy would only delay saying so."""
+    probe_storage = (storage or StorageConfig()).model_copy(update={"max_attempts": 2})
+    try:
+        fs, path = filesystem(join(uri, f".probe-{uuid.uuid4().hex[:12]}"), probe_storage)
+        if protocol_of(uri) == "file":
+            fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        fs.pipe_file(path, b"")
+        fs.rm(path)
+    except (OSError, botocore.exceptions.BotoCoreError) as err:
+        raise storage_error(err, setting=setting, uri=uri) from None
+
+
 def storage_options(uri: str, storage: StorageConfig | None) -> dict[str, Any]:
-    """fsspec options for ``uri``: S3 settings apply to ``s3://`` only."""
-    if storage is not None and uri.startswith(("s3://", "s3a://")):
-        return storage.s3_options()
+    """fsspec options for ``uri``: S3 settings apply to ``s3://`` only (defaults, retries included, when unset)."""
+    if uri.startswith(("s3://", "s3a://")):
+        return (storage or StorageConfig()).s3_options()
     return {}
 
 

@@ -11,7 +11,7 @@ import time
 
 from prefect import flow
 
-from core.storage import write_parquet
+from core.storage import check_writable, write_parquet
 from estimator.probe import ProximityEstimator, save_estimator
 from flows.artifacts import publish_curation_artifacts
 from flows.params import CurateParams
@@ -32,6 +32,8 @@ __all__ = ["CurateReport", "curate"]
 def curate(params: CurateParams) -> CurateReport:
     """Curate the pool against the robot data and publish the manifest under OUTPUT_URI/RUN_ID/."""
     start = time.perf_counter()
+    for setting, uri in (("output_uri", params.output_uri), ("cache_uri", params.resolved_cache_uri())):
+        check_writable(uri, params.storage, setting=setting)  # before any work, not after the embedding
     run = RunFolder.open(params.output_uri, params.run_name, params.storage)
     if run.is_complete():  # a finished run is never redone, nor answered for other parameters
         run.refuse_other_params(params.result_params())

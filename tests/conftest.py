@@ -14,6 +14,9 @@ from synth import CorpusInfo, SynthConfig, generate_corpus
 
 # botocore must never look for credentials on the machine (instance metadata would hang without network).
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+# A loaded 2-core machine can take minutes to start Prefect's ephemeral API (set before Prefect reads its settings);
+# a user's own value wins.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
 
 TINY = SynthConfig(
     seed=7,
@@ -68,7 +71,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect"))
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=None):  # None: the setting above
         yield
 
 

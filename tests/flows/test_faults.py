@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from core.settings import SourceSpec
+from core.storage import StorageAccessError
 from estimator.backbones.tiny import save_tiny_backbone
 from flows.curate import curate
 from flows.params import CurateParams, RayConfig
@@ -69,3 +70,9 @@ def test_a_finished_run_asked_with_other_parameters_is_refused(params):
     assert curate(params.model_copy(update={"ray": RayConfig(embed_actors=2)})).run_id == "r"  # how it runs: same run
     with pytest.raises(RunRefused, match=r"run r already finished .*\(k differ\)"):
         curate(params.model_copy(update={"k": 6}))
+
+
+def test_unwritable_output_fails_before_any_work(params, s3):
+    missing = params.model_copy(update={"output_uri": "s3://no-such-bucket/runs", "storage": s3.storage})
+    with pytest.raises(StorageAccessError, match=r"^output_uri \(s3://no-such-bucket/runs\): the bucket does not"):
+        curate(missing)
