@@ -28,8 +28,10 @@ import ray
 import torch
 
 from bench.models import bench_backbone
+from bench.read_throughput import _reset_peak, _status_mb
 from core.read import Quarantine, list_shards, read_shard
 from estimator.backbones import BackboneSpec, load_backbone
+from estimator.backbones.fingerprint import describe
 from synth import CorpusInfo, SynthConfig, generate_corpus
 from tasks.base import Resources
 from tasks.cache import EmbeddingCache
@@ -75,17 +77,37 @@ def bare_loop(spec: BackboneSpec, images: list[bytes], texts: list[str], batch: 
         torch.set_num_threads(before)
 
 
-def pipeline(spec: BackboneSpec, shards: list[tuple], args: argparse.Namespace) -> tuple[int, float]:
-    """Samples embedded and wall seconds of one ``embed_shards`` call (actor start and model load included)."""
-    cache = EmbeddingCache(root=str(DATA / f"embed-cache-{uuid.uuid4().hex[:8]}"), fingerprint="bench")
-    jobs = [ShardJob(spec=s, shard_uri=u, entry=cache.entry(u)) for s, u in shards]
+def pipeline(spec: BackboneSpec, shards: list[tuple], args: argparse.Namespace) -> tuple[int, float, float]:
+    """Samples embedded, wall seconds and the driver's peak RSS growth (MB) of one ``embed_shards`` call (actor
+    start and model load included). Workers write the cache, so the driver's growth should not depend on N."""
+    root = str(DATA / f"embed-cache-{uuid.uuid4().hex[:8]}")
+    cache = EmbeddingCache(root=root, fingerprint=describe(spec).fingerprint)
+    jobs = [ShardJob(spec=s, shard_uri=u, entry=cache.entry(s, u)) for s, u in shards]
     stage = Embed(backbone=spec, batch_size=args.batch_size, resources=Resources(cpus=args.actor_cpus))
     try:
+        base = _reset_peak()
         t0 = time.perf_counter()
         summary = embed_shards(jobs, embed=stage, cache=cache, actors=args.actors, read_cpus=args.read_cpus)
-        return summary.samples_embedded, time.perf_counter() - t0
+        return summary.samples_embedded, time.perf_counter() - t0, _status_mb("VmHWM") - base
     finally:
         shutil.rmtree(cache.root, ignore_errors=True)
+
+
+def driver_memory(args: argparse.Namespace) -> list[dict]:
+    """Driver peak RSS growth for the tiny model on N and 10 N samples (``--memory-samples``)."""
+    spec, rows = bench_backbone("tiny"), []
+    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False, _temp_dir=RAY_TMP)
+    try:
+        pipeline(spec, _pool_shards(_corpus(400, 100)), args)  # warm-up: Ray Data's first plan costs memory once
+        for n in (args.memory_samples, 10 * args.memory_samples):
+            shards = _pool_shards(_corpus(n, args.tiny_shard_size))
+            done, wall, growth = pipeline(spec, shards, args)
+            rows.append({"samples": done, "shards": len(shards), "seconds": round(wall, 1),
+                         "driver_peak_rss_growth_mb": round(growth, 1)})
+            print(json.dumps(rows[-1]))
+    finally:
+        ray.shutdown()
+    return rows
 
 
 def main(argv: list[str]) -> int:
@@ -100,7 +122,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--shard-size", type=int, default=50, help="with --model; no multiple of --batch-size")
     ap.add_argument("--ray-cpus", type=int, default=2)
+    ap.add_argument("--memory-samples", type=int, default=0,
+                    help="instead: driver peak memory for this many tiny-model samples and 10x as many")
     args = ap.parse_args(argv)
+    if args.memory_samples:
+        rows = driver_memory(args)
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "embed_driver_memory.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+        return 0
 
     DATA.mkdir(parents=True, exist_ok=True)
     models = [(args.model, bench_backbone(args.model), args.samples, args.shard_size)]
@@ -119,8 +148,8 @@ def main(argv: list[str]) -> int:
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, _temp_dir=RAY_TMP)
     try:
         for row, (spec, shards) in zip(rows, work, strict=True):
-            n_half, wall_half = pipeline(spec, shards[::2], args)  # every other shard: all sources
-            n, wall = pipeline(spec, shards, args)
+            n_half, wall_half, _ = pipeline(spec, shards[::2], args)  # every other shard: all sources
+            n, wall, _ = pipeline(spec, shards, args)
             marginal = (n - n_half) / (wall - wall_half) if wall > wall_half else float("nan")  # nan: noise won
             row |= {"pipeline_per_s": round(n / wall, 1), "pipeline_marginal_per_s": round(marginal, 1),
                     "startup_s": round(wall - n / marginal, 1)}
