@@ -10,8 +10,9 @@ from tasks.curation_record import CurateReport
 from tasks.training_run import TrainingReport
 
 
-def publish_curation_artifacts(report: CurateReport) -> None:
-    """The ``curation-selection`` table and the ``curation-summary`` markdown of a finished run."""
+def publish_curation_artifacts(report: CurateReport, tracking_uri: str | None = None) -> None:
+    """The ``curation-selection`` table and the ``curation-summary`` markdown of a finished run (linking its MLflow
+    run, when ``tracking_uri`` tracked it, and its report)."""
     rows = [
         {
             "source": s,
@@ -29,6 +30,7 @@ def publish_curation_artifacts(report: CurateReport) -> None:
             [
                 f"# Curation run `{report.run_id}`",
                 f"- manifest: `{report.manifest_uri}`",
+                *_mlflow_markdown(report, tracking_uri),
                 f"- selected {report.selected} of {report.pool_samples} pool samples",
                 f"- scorer: {json.dumps(report.scorer)}",
                 f"- shards embedded {report.shards_embedded}, from cache {report.shards_cached}",
@@ -41,6 +43,17 @@ def publish_curation_artifacts(report: CurateReport) -> None:
             ]
         ),
     )
+
+
+def _mlflow_markdown(report: CurateReport, tracking_uri: str | None) -> list[str]:
+    """The run's MLflow link; the report is among that run's artifacts (report/report.html)."""
+    if not (tracking_uri and report.mlflow_run_id):
+        return []
+    from mlflow.tracking import MlflowClient
+
+    experiment_id = MlflowClient(tracking_uri).get_run(report.mlflow_run_id).info.experiment_id
+    link = mlflow_run_link(tracking_uri, experiment_id, report.mlflow_run_id)
+    return [f"- MLflow run: {link} (its artifacts hold report/report.html)"]
 
 
 def _analysis_markdown(report: CurateReport) -> list[str]:

@@ -6,6 +6,7 @@ emt curate --config curate.yaml                         curate a pool (Prefect f
 emt report MANIFEST_URI                                 rebuild a run's report
 emt midtrain|finetune|pipeline --config FILE            train a VLM / a VLA, or the whole pipeline (MLflow runs)
 emt demo [--s3] [--curate-only]                         the whole pipeline on embedded defaults, tiny models
+emt stack up|down|status [--root .stack ...]            the local stack: S3, Prefect server + worker, MLflow, Ray
 
 A command checks its configuration and reaches its storage before it imports the heavy stack (torch, Ray,
 Prefect, MLflow), so a mistake is one line on stderr within a second or two, never a traceback after the
@@ -117,6 +118,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stack(args: argparse.Namespace) -> int:
+    import time
+
+    from infra import stack
+
+    config = model_from_args(stack.StackConfig, args, origin="stack options")
+    if args.action == "up":
+        start = time.monotonic()
+        services = stack.up(config)
+        rss = sum(stack.rss_mib(s) for s in services.values())
+        print(f"stack up in {time.monotonic() - start:.0f} s, {rss:.0f} MiB resident")
+        print(stack.describe(config, services))
+    elif args.action == "down":
+        print(f"stopped: {', '.join(stack.down(config)) or 'nothing was running'}")
+    else:
+        rows = stack.status(config)
+        for row in rows:
+            print("  ".join(f"{k}={v}" for k, v in row.items()))
+        if not rows:
+            print(f"no stack under {config.home}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emt", description="EmbodiedMidtrain: curate robot-ready VL data.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -150,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p, SynthConfig)
     p.set_defaults(run=_cmd_demo)
     add_training_commands(sub)
+
+    from infra.stack import StackConfig
+
+    p = sub.add_parser("stack", help="start, stop or inspect the local stack (all services on 127.0.0.1)")
+    p.add_argument("action", choices=["up", "down", "status"])
+    add_model_options(p, StackConfig)
+    p.set_defaults(run=_cmd_stack)
     return parser
 
 

@@ -15,6 +15,7 @@ from core.storage import check_writable, write_parquet
 from estimator.probe import ProximityEstimator, save_estimator
 from flows.artifacts import publish_curation_artifacts
 from flows.params import CurateParams
+from flows.progress import CurationProgress
 from flows.runtime import ray_session
 from tasks import prefect_tasks
 from tasks.base import Resources
@@ -45,6 +46,7 @@ def curate(params: CurateParams) -> CurateReport:
 
 def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
     storage = params.storage
+    progress = CurationProgress(run.run_id)  # the bar and the step log lines on the run's page in the UI
     plan = prefect_tasks.preflight_task(
         pool=params.pool,
         robot=params.robot,
@@ -71,7 +73,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
             batch_size=params.ray.embed_batch_size,
             resources=Resources(cpus=params.ray.actor_cpus, gpus=params.ray.actor_gpus),
         )
-        with ray_session(params.ray.address):
+        with ray_session(params.ray.address), progress.watch_embedding(plan.cache, plan.todo):
             embedded = prefect_tasks.embed_task(
                 plan,
                 embed_stage=stage,
@@ -95,7 +97,9 @@ def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
     # Before any training: too much input lost, or a K the pool cannot meet, stops the run here.
     check_error_rate(count_errors(errors, usable, source_of, storage), params.max_error_rate, errors_uri)
     check_k_fits(sum(usable[s.shard_uri] for s in plan.pool), k=params.k, fraction=params.fraction)
+    progress.step("fit")
     scorer, metrics = prefect_tasks.fit_task(plan, params.scorer, train_pool_samples=params.train_pool_samples)
+    progress.step("score")
     scores = prefect_tasks.score_task(plan, scorer)
     estimator_uri = None
     if isinstance(scorer, ProximityEstimator):
@@ -120,7 +124,9 @@ def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
         embedding=embedding,
     )
     manifest_uri = run.path("manifest.parquet")
+    progress.step("manifest")
     sidecar = prefect_tasks.write_manifest_task(plan, manifest_uri, scores, selection, sidecar)
+    progress.step("report")
     analysis = (
         prefect_tasks.report_task(manifest_uri, storage, per_set=params.report_per_set)
         if params.report_per_set
@@ -146,6 +152,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
         embedding=embedding,
     )
     if params.mlflow.enabled:
+        progress.step("mlflow")
         report.mlflow_run_id = record_curation(
             params.mlflow,
             report=report,
@@ -159,5 +166,6 @@ def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
         )
     run.write_json("report.json", report)
     run.mark_complete()  # last: the run is complete
-    publish_curation_artifacts(report)
+    publish_curation_artifacts(report, params.mlflow.resolved_uri() if params.mlflow.enabled else None)
+    progress.step("done", report.manifest_uri)
     return report

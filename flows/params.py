@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from core.settings import MlflowConfig, Settings, SourceSpec, StorageConfig, absolute_uri
 from estimator.backbones.base import BackboneSpec
@@ -23,21 +23,39 @@ class RayConfig(Settings):
     read_batch_size: int = Field(256, ge=1, description="Samples per batch read from a shard.")
 
 
+# k xor fraction, in the JSON schema the Prefect UI validates its form against: a run with both or neither is
+# refused when submitted, not on a worker (the model validator below says the same for every other caller).
+# Its test of k is by type, not "required", which Prefect strips when it checks a deployment's partial defaults.
+_K_XOR_FRACTION = {
+    "if": {"properties": {"k": {"type": "null"}}},  # no k: a fraction is needed
+    "then": {"properties": {"fraction": {"type": "number"}}, "required": ["fraction"]},
+    "else": {"properties": {"fraction": {"type": "null"}}},  # a k: no fraction
+}
+
+
 class CurateParams(Settings):
     """Everything a curation run needs; invalid values are rejected before any work starts."""
+
+    model_config = ConfigDict(json_schema_extra=_K_XOR_FRACTION)
 
     pool: list[SourceSpec] = Field(min_length=1, description="Web vision-language pool sources to curate.")
     robot: list[SourceSpec] = Field(min_length=1, description="Robot datasets defining the target (positives).")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage settings.")
     backbone: BackboneSpec = Field(description="Frozen backbone that embeds every sample.")
     scorer: ScorerConfig = Field(default_factory=ScorerConfig, description="Estimator (default) or a baseline.")
-    k: int | None = Field(None, ge=1, description="Keep the top-k pool samples (give k or fraction).")
-    fraction: float | None = Field(None, gt=0, le=1, description="Keep this fraction of the pool.")
+    k: int | None = Field(None, ge=1, description="Keep the top-k pool samples (give k or fraction, not both).")
+    fraction: float | None = Field(
+        None, gt=0, le=1, description="Keep this fraction of the pool (give k or fraction, not both)."
+    )
     per_source_cap: dict[str, int] | None = Field(None, description="Optional: most samples kept per pool source.")
     output_uri: str = Field(description="Runs are written under OUTPUT_URI/RUN_ID/ (manifest, errors, estimator).")
     cache_uri: str | None = Field(None, description="Embedding cache; None = OUTPUT_URI/embeddings.")
     run_name: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run id; None = a new timestamped id."
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        title="Output run id",
+        description="Folder of this run under OUTPUT_URI (and its MLflow run name); None = a new timestamped id. "
+        "Not the Prefect flow-run name.",
     )
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray settings for the embedding job.")
     max_error_rate: float = Field(
