@@ -29,14 +29,11 @@ def train_task(
 ) -> TrainResult:
     """Run the recipe; with ``workers > 1`` on the Ray cluster this process is attached to (DDP), where only
     rank zero gets the tracker."""
-    recipe = _RECIPES[kind]
     if workers == 1:
-        return recipe(config, tracker)
+        return _RECIPES[kind](config, tracker)
     from training.distributed import run_distributed
 
-    return run_distributed(
-        recipe, config, num_workers=workers, use_gpu=use_gpu, tracker_factory=lambda: tracker
-    )
+    return run_distributed(kind, config, num_workers=workers, use_gpu=use_gpu, tracker_factory=lambda: tracker)
 
 
 @task(name="register-model", retries=2, retry_delay_seconds=5, cache_policy=NONE)

@@ -73,8 +73,9 @@ def test_command_line_run_then_not_redone(base, local_pipeline, tmp_path, capsys
     config = tmp_path / "midtrain.yaml"
     config.write_text(yaml.safe_dump({**base, "run_name": "cli"}))
     assert main(["midtrain", "--config", str(config)]) == 0
-    out = capsys.readouterr().out
-    assert "midtrain step 2/2" in out  # progress while it trains
+    printed = capsys.readouterr()
+    out = printed.out
+    assert "midtrain step 2/2" in printed.err  # progress while it trains (the flow's log, on stderr)
     curation = local_pipeline[1].curate.mlflow_run_id
     assert f"lineage.curation_run_id = {curation}" in out  # found by the manifest URI
     params = MidtrainParams.model_validate({**base, "run_name": "cli"})
@@ -93,3 +94,12 @@ def test_command_line_bad_config_is_one_line(tmp_path, capsys):
     assert main(["midtrain", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "manifest_uri" in err and "train.steps" in err and "Traceback" not in err
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_two_workers_train_on_ray_train(base, mlflow_store):
+    params = MidtrainParams.model_validate({**base, "run_name": "ddp", "workers": 2})
+    report = midtrain(params)
+    assert report.steps == 2
+    history = mlflow.MlflowClient(mlflow_store).get_metric_history(report.mlflow_run_id, "loss")
+    assert sorted(m.step for m in history) == [1, 2]  # logged once per step: by rank zero only
