@@ -8,24 +8,50 @@ import tempfile
 from collections.abc import Iterator
 
 import ray
+from ray._private import ray_constants
+
+
+@contextlib.contextmanager
+def local_ray(*, temp_dir: str, num_cpus: int | None = None) -> Iterator[None]:
+    """Start a Ray instance on this machine for the block, every process of it listening on 127.0.0.1 only.
+
+    Ray turns a loopback ``_node_ip_address`` into the machine's external address (so that other nodes could
+    join) unless multi-node clusters are off, as they are by default on macOS (``ENABLE_RAY_CLUSTER``, from
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``, read when Ray is imported). Turned off while the node starts, its GCS,
+    raylet, agents, driver and workers all bind the loopback address; restored after, so a later connection to a
+    real cluster from this process is unaffected.
+    """
+    clusters = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            _node_ip_address="127.0.0.1",
+            _temp_dir=temp_dir,
+        )
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = clusters
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 @contextlib.contextmanager
 def ray_session(address: str | None) -> Iterator[None]:
     """Use the Ray cluster already initialised in this process, else connect to ``address`` (or ``RAY_ADDRESS``),
-    else start a local Ray for the duration of the block."""
+    else start a local Ray (on loopback only) for the duration of the block."""
     if ray.is_initialized():
         yield
         return
     target = address or os.environ.get("RAY_ADDRESS")
-    # A local Ray stays on loopback: nothing it starts listens on the machine's network addresses.
-    local = {
-        "_temp_dir": os.environ.get("EMT_RAY_TMPDIR", tempfile.gettempdir() + "/emt-ray"),
-        "include_dashboard": False,
-        "_node_ip_address": "127.0.0.1",
-    }
-    kwargs = {} if target else local
-    ray.init(address=target, log_to_driver=False, **kwargs)
+    if not target:
+        with local_ray(temp_dir=os.environ.get("EMT_RAY_TMPDIR", tempfile.gettempdir() + "/emt-ray")):
+            yield
+        return
+    ray.init(address=target, log_to_driver=False)
     try:
         yield
     finally:

@@ -77,13 +77,11 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def ray_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One local Ray instance for the whole test run (2 CPUs, as on CI)."""
-    import ray
+    """One local Ray instance for the whole test run (2 CPUs, as on CI), on loopback as the product starts it."""
+    from flows.runtime import local_ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
-             _temp_dir=str(tmp_path_factory.mktemp("ray")))
-    yield
-    ray.shutdown()
+    with local_ray(temp_dir=str(tmp_path_factory.mktemp("ray")), num_cpus=2):
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
