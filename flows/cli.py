@@ -16,6 +16,7 @@ imports; every expected failure exits 2 with one line.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -191,6 +192,9 @@ def one_line(message: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Prefect's ephemeral API (a flow run without a server) took over its 20 s default to start on a loaded
+    # machine and failed the run; a user's own value wins.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -97,3 +98,13 @@ def test_every_bad_field_is_on_one_line(tmp_path, capsys):
     assert main(["curate", "--config", config]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "fraction" in err and "sampels" in err
+
+
+def test_prefect_ephemeral_api_gets_time_to_start(tmp_path, monkeypatch, capsys):
+    """A loaded machine took longer than Prefect's 20 s default to start the ephemeral API; a user's value wins."""
+    monkeypatch.delenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
+    main(["synth", str(tmp_path), "--samples-per-source", "0"])
+    assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "300"
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "42")
+    main(["synth", str(tmp_path), "--samples-per-source", "0"])
+    assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "42"
