@@ -24,6 +24,8 @@ from core.read import Quarantine, read_shard
 from core.settings import SourceSpec, StorageConfig
 from core.storage import arrow_filesystem, publish, publish_bytes, read_bytes
 
+HASHED_COLUMNS = ("sample_id", "score", "rank", "selected")
+
 
 def sidecar_uri(manifest_uri: str) -> str:
     return manifest_uri.rsplit(".parquet", 1)[0] + ".json"
@@ -41,9 +43,7 @@ def write_manifest(
         for part in parts:
             part = part.select(MANIFEST.names).cast(MANIFEST)
             writer.write_table(part)
-            for name in ("sample_id", "score", "rank", "selected"):
-                for buf in part[name].combine_chunks().buffers():
-                    digest.update(b"" if buf is None else buf.to_pybytes())
+            hash_part(digest, part)
             rows += part.num_rows
             selected += pc.sum(part["selected"]).as_py() or 0
             for src, n, s in zip(*_counts(part), strict=True):
@@ -60,6 +60,14 @@ def write_manifest(
     }
     publish_bytes(sidecar_uri(uri), json.dumps(sidecar, indent=1, sort_keys=True).encode(), storage)
     return sidecar
+
+
+def hash_part(digest: Any, part: pa.Table) -> None:
+    """Feed the hashed columns of one manifest part (sample_id, score, rank, selected: the Arrow buffers) into
+    ``digest``: what ``content_sha256`` covers, never the file bytes, so it names the content whatever the writer."""
+    for name in HASHED_COLUMNS:
+        for buf in part[name].combine_chunks().buffers():
+            digest.update(b"" if buf is None else buf.to_pybytes())
 
 
 def _counts(part: pa.Table) -> tuple[list[str], list[int], list[int]]:
