@@ -101,15 +101,3 @@ def table_from_rows(rows: Iterable[Mapping], schema: pa.Schema) -> pa.Table:
     """Build a table of ``schema`` from row dicts (missing optional columns become null)."""
     rows = list(rows)
     return pa.Table.from_pydict({f.name: [r.get(f.name) for r in rows] for f in schema}, schema=schema)
-
-
-def check_columns(table: pa.Table, schema: pa.Schema, *, where: str) -> None:
-    """Raise ``ValueError`` naming ``where`` if ``table`` lacks a column of ``schema`` or has it with another type."""
-    for field in schema:
-        if field.name not in table.column_names:
-            if field.nullable:
-                continue
-            raise ValueError(f"{where}: missing column {field.name!r} (expected {field.type})")
-        actual = table.schema.field(field.name).type
-        if actual != field.type:
-            raise ValueError(f"{where}: column {field.name!r} has type {actual}, expected {field.type}")

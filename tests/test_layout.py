@@ -64,3 +64,28 @@ def test_layers_keep_to_their_libraries(package: str) -> None:
 def test_every_package_is_checked() -> None:
     packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()} - {"bench"}
     assert packages == set(ALLOWED)
+
+
+def _names_used(path: Path) -> set[str]:
+    """Every name ``path`` refers to (``x``, ``mod.x``) and every word of its short strings (``__all__``)."""
+    used = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Name):
+            used.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            used.add(node.attr)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 80:
+            used.add(node.value)
+    return used
+
+
+def test_core_holds_nothing_only_tests_reach() -> None:
+    """The light package a consumer installs carries no function or class that product code never calls."""
+    used = set().union(*(_names_used(f) for package in PRODUCT for f in _files(package)))
+    defined = {
+        node.name: str(f.relative_to(ROOT))
+        for f in _files("core")
+        for node in ast.parse(f.read_text()).body
+        if isinstance(node, ast.FunctionDef | ast.ClassDef)
+    }
+    assert {name: where for name, where in defined.items() if name not in used} == {}

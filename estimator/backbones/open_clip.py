@@ -25,7 +25,6 @@ from estimator.backbones.common import (
 )
 
 CONFIG_FILE = "open_clip_config.json"
-WEIGHTS_FILE = "open_clip_model.safetensors"
 HF_HUB_PREFIX = "hf-hub:"
 
 
