@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
+from core.errors import is_transient
 from core.read import lerobot, parquet, webdataset
 from core.read.base import ImageCheck, Quarantine
 from core.settings import SourceSpec, StorageConfig
@@ -49,10 +50,16 @@ def list_shards(spec: SourceSpec, storage: StorageConfig | None = None) -> list[
 
 
 def list_shards_or_quarantine(spec: SourceSpec, storage: StorageConfig | None, quarantine: Quarantine) -> list[str]:
-    """``list_shards``, with a source that cannot be listed or matches nothing recorded in ``quarantine``."""
+    """``list_shards``, with a source whose content cannot be listed (missing files, broken metadata) or that
+    matches nothing recorded in ``quarantine``.
+
+    A transient fault or denied access is raised, not quarantined: it is the storage's, not the source's (the
+    caller names the setting); any other exception (a ``KeyError`` from the code) is a bug and crashes."""
     try:
         shards = list_shards(spec, storage)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, pa.ArrowException) as err:
+        if is_transient(err) or isinstance(err, PermissionError):
+            raise
         quarantine.add(shard_uri=spec.uri, reason="unreadable_source", detail=f"{type(err).__name__}: {err}")
         return []
     if not shards:

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from core.contracts import ROBOT_STEP, make_sample_id, table_from_rows
+from core.errors import is_transient
 from core.read.base import ImageCheck, Quarantine, accept_sample, batched
 from core.read.parquet import image_bytes
 from core.settings import SourceSpec, StorageConfig
@@ -93,9 +94,11 @@ def load_meta(root: str, storage: StorageConfig | None = None, *, image_key: str
     file's reader pays one small read and one listing, and a dataset rewritten in place is read again."""
     raw = read_bytes(join(root, "meta/info.json"), storage)
     info = json.loads(raw)
-    version = str(info.get("codebase_version", ""))
+    version = str(info.get("codebase_version", "")) if isinstance(info, dict) else ""
     if not version.startswith("v3"):
         raise ValueError(f"{root}: codebase_version {version!r} is not LeRobot v3")
+    if missing := [k for k in ("features", "fps", "data_path") if k not in info]:
+        raise ValueError(f"{root}: meta/info.json lacks {missing}")
     cameras = {k: f["dtype"] for k, f in info["features"].items() if f.get("dtype") in ("image", "video")}
     if not cameras:
         raise ValueError(f"{root}: no image or video feature in meta/info.json")
@@ -113,6 +116,8 @@ def load_meta(root: str, storage: StorageConfig | None = None, *, image_key: str
     with fs.open(f"{path}/tasks.parquet", "rb") as f:
         tasks_table = pq.read_table(f)
     task_col = "task" if "task" in tasks_table.column_names else "__index_level_0__"
+    if missing := {"task_index", task_col} - set(tasks_table.column_names):
+        raise ValueError(f"{root}: meta/tasks.parquet lacks columns {sorted(missing)}")
     tasks = dict(zip(tasks_table["task_index"].to_pylist(), tasks_table[task_col].to_pylist(), strict=True))
     meta = LeRobotMeta(
         root=root.rstrip("/"),
@@ -204,6 +209,8 @@ class _VideoEpisodes:
             try:
                 array = self.video.frame_at(timestamp)
             except self.errors as err:
+                if is_transient(err) or isinstance(err, PermissionError):
+                    raise  # not the video's fault: the shard fails and is read again, never cached half-read
                 self.lost = f"{self.video.uri}: {type(err).__name__}: {err}"
             else:
                 return (None if array is None else _png(array)), None
@@ -267,6 +274,8 @@ def _step_rows(
     except FileNotFoundError as err:
         quarantine.add(shard_uri=shard_uri, reason="unreadable_shard", detail=f"not found: {err}")
     except (pa.ArrowException, OSError) as err:
+        if is_transient(err) or isinstance(err, PermissionError):
+            raise  # not the content's fault: the shard fails and is read again, never cached half-read
         quarantine.add(shard_uri=shard_uri, reason="unreadable_shard", detail=f"{type(err).__name__}: {err}")
 
 

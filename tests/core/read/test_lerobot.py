@@ -115,3 +115,34 @@ def test_reading_an_image_dataset_does_not_import_pyav(local_corpus):
         "assert 'av' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_bug_in_the_reader_crashes_instead_of_quarantining_the_source(local_corpus, tmp_path, monkeypatch):
+    spec = _copy(local_corpus, tmp_path, "image")
+
+    def broken(*args):
+        raise KeyError("episode_index")  # what a programming error in the reader looks like
+
+    monkeypatch.setattr(lerobot, "_read_episodes", broken)
+    with pytest.raises(KeyError, match="episode_index"):
+        _read(spec)
+
+
+def test_a_transient_fault_while_listing_is_raised_not_quarantined(local_corpus, tmp_path, monkeypatch):
+    spec = _copy(local_corpus, tmp_path, "image")
+
+    def reset(*args):
+        raise ConnectionResetError("connection reset by peer")
+
+    monkeypatch.setattr(lerobot, "_read_episodes", reset)
+    with pytest.raises(ConnectionResetError):
+        _read(spec)
+
+
+def test_bad_metadata_is_a_quarantined_source(local_corpus, tmp_path):
+    spec = _copy(local_corpus, tmp_path, "image")
+    info = Path(spec.uri) / "meta/info.json"
+    info.write_text(info.read_text().replace('"features"', '"feature_list"'))
+    q = Quarantine()
+    assert list(read_source(spec, quarantine=q)) == []
+    assert dict(q.counts) == {"unreadable_source": 1} and "lacks ['features']" in q.rows[0]["detail"]
