@@ -1,8 +1,14 @@
 """The proximity estimator: s(x) = sigmoid(f(φ(x))) on frozen backbone features, trained robot (1) vs pool (0).
 
 With balanced classes, the Bayes-optimal logit of this classifier is log p_robot(x) / p_pool(x), so ranking pool
-samples by the score ranks them exactly as the density ratio does (EmbodiedMidtrain's recipe). Training is
-deterministic from ``EstimatorConfig.seed``; persistence is safetensors + a JSON sidecar, never pickle.
+samples by the score ranks them exactly as the density ratio does (EmbodiedMidtrain's recipe). The score a run
+records is that **logit**, not the sigmoid: in float32 the sigmoid rounds to exactly 1.0 from a logit of about 17,
+so confident samples would tie and fall back to pool order; the logit keeps them apart, and it keeps one meaning
+across runs (an estimate of the log density ratio; sigmoid(score) is P(robot | x) under equal priors).
+
+The estimator may read only some columns of the vector (``columns``: the image part of an image+text vector, by
+default); it is stored with it. Training is deterministic from ``EstimatorConfig.seed``; persistence is
+safetensors + a JSON sidecar, never pickle.
 """
 
 from __future__ import annotations
@@ -64,38 +70,45 @@ def as_features(x: np.ndarray, *, name: str, dim: int | None = None) -> np.ndarr
 
 
 class ProximityEstimator(nn.Module):
-    """Feature standardisation (buffers) followed by the head; ``forward`` returns logits."""
+    """Feature standardisation (buffers) followed by the head; ``forward`` takes the ``columns`` part of the
+    vectors and returns logits."""
 
     name = "estimator"
 
     def __init__(self, *, embed_dim: int, head: Literal["linear", "mlp"] = "linear", hidden_dim: int = 256,
-                 backbone_fingerprint: str = "", metadata: dict[str, Any] | None = None) -> None:
+                 backbone_fingerprint: str = "", metadata: dict[str, Any] | None = None,
+                 columns: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.embed_dim, self.head_kind, self.hidden_dim = embed_dim, head, hidden_dim
+        self.columns = columns or (0, embed_dim)
+        if not 0 <= self.columns[0] < self.columns[1] <= embed_dim:
+            raise ValueError(f"columns {self.columns} do not fit {embed_dim}-d features")
+        width = self.columns[1] - self.columns[0]
         self.backbone_fingerprint = backbone_fingerprint
         self.metadata: dict[str, Any] = dict(metadata or {})
-        self.register_buffer("mean", torch.zeros(embed_dim))
-        self.register_buffer("std", torch.ones(embed_dim))
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("std", torch.ones(width))
         if head == "linear":
-            self.head = nn.Linear(embed_dim, 1)
+            self.head = nn.Linear(width, 1)
         else:
-            self.head = nn.Sequential(nn.Linear(embed_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, 1))
+            self.head = nn.Sequential(nn.Linear(width, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head((x - self.mean) / self.std).squeeze(-1)
 
     @torch.inference_mode()
     def logits(self, features: np.ndarray, *, batch_size: int = 65536) -> np.ndarray:
-        """Raw logits (≈ log density ratio); unlike the sigmoid they never saturate into ties."""
-        x = as_features(features, name="scored", dim=self.embed_dim)
+        """Logits (≈ log density ratio) of full vectors; unlike the sigmoid they never saturate into ties."""
+        x = as_features(features, name="scored", dim=self.embed_dim)[:, slice(*self.columns)]
         self.eval()
-        out = [self(torch.from_numpy(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+        out = [self(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])))
+               for i in range(0, len(x), batch_size)]
         return torch.cat(out).numpy().astype(np.float32, copy=False)
 
     def score(self, features: np.ndarray, ids: list[str] | None = None, *, batch_size: int = 65536) -> np.ndarray:
-        """sigmoid(logits) as float32; ``ids`` is accepted for the ``Scorer`` protocol and ignored."""
-        logits = torch.from_numpy(self.logits(features, batch_size=batch_size)).double()
-        return torch.sigmoid(logits).numpy().astype(np.float32)
+        """The logits, float32: the run's score and ranking key; ``ids`` is accepted for the ``Scorer`` protocol
+        and ignored."""
+        return self.logits(features, batch_size=batch_size)
 
 
 def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -137,11 +150,16 @@ def _evaluate(est: ProximityEstimator, robot: torch.Tensor, pool: torch.Tensor) 
 
 
 def train_estimator(robot: np.ndarray, pool: np.ndarray, config: EstimatorConfig, *,
-                    backbone_fingerprint: str) -> tuple[ProximityEstimator, dict[str, Any]]:
-    """Fit the estimator robot-vs-pool; stop at the target validation accuracy or ``max_steps``."""
+                    backbone_fingerprint: str, columns: tuple[int, int] | None = None,
+                    ) -> tuple[ProximityEstimator, dict[str, Any]]:
+    """Fit the estimator robot-vs-pool on ``columns`` of the vectors (all by default); stop at the target
+    validation accuracy or ``max_steps``."""
     t0 = time.perf_counter()
     robot = as_features(robot, name="robot")
     pool = as_features(pool, name="pool", dim=robot.shape[1])
+    embed_dim = robot.shape[1]
+    a, b = columns or (0, embed_dim)
+    robot, pool = np.ascontiguousarray(robot[:, a:b]), np.ascontiguousarray(pool[:, a:b])
     for label, x in (("robot", robot), ("pool", pool)):
         if len(x) < 2:
             raise ValueError(f"{label} features: need at least 2 samples (train + validation), got {len(x)}")
@@ -153,8 +171,8 @@ def train_estimator(robot: np.ndarray, pool: np.ndarray, config: EstimatorConfig
 
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
         torch.manual_seed(config.seed)
-        est = ProximityEstimator(embed_dim=robot.shape[1], head=config.head, hidden_dim=config.hidden_dim,
-                                 backbone_fingerprint=backbone_fingerprint)
+        est = ProximityEstimator(embed_dim=embed_dim, head=config.head, hidden_dim=config.hidden_dim,
+                                 backbone_fingerprint=backbone_fingerprint, columns=(a, b))
     if config.normalize:
         train = torch.cat([rt, pt])
         est.mean.copy_(train.mean(0))
@@ -197,7 +215,7 @@ def save_estimator(est: ProximityEstimator, uri: str, storage: StorageConfig | N
     metrics = est.metadata.get("metrics", {})
     sidecar = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "head": est.head_kind, "hidden_dim": est.hidden_dim,
-        "embed_dim": est.embed_dim, "backbone_fingerprint": est.backbone_fingerprint,
+        "embed_dim": est.embed_dim, "columns": list(est.columns), "backbone_fingerprint": est.backbone_fingerprint,
         "config": est.metadata.get("config"), "metrics": metrics,
         "counts": {k: metrics[k] for k in ("n_robot", "n_pool") if k in metrics},
     }
@@ -217,8 +235,9 @@ def load_estimator(uri: str, storage: StorageConfig | None = None, *, expect_fin
                          f"{expect_fingerprint!r}; retrain it or use the matching backbone")
     if expect_dim is not None and dim != expect_dim:
         raise ValueError(f"{uri}: estimator expects {dim}-d features, this run has {expect_dim}-d features")
+    columns = tuple(meta.get("columns") or (0, dim))
     est = ProximityEstimator(embed_dim=dim, head=meta["head"], hidden_dim=int(meta["hidden_dim"]),
-                             backbone_fingerprint=fp,
+                             backbone_fingerprint=fp, columns=columns,  # type: ignore[arg-type]
                              metadata={"config": meta.get("config"), "metrics": meta.get("metrics", {})})
     tensors = safetensors.torch.load(read_bytes(join(uri, MODEL_FILE), storage))
     try:

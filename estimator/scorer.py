@@ -1,7 +1,9 @@
 """One scoring interface for the proximity estimator and its baselines, and the factory that builds one.
 
 A curation run only needs ``scorer.score(features, ids)``: higher = closer to the robot data. Which method sits
-behind it is one setting (``ScorerConfig.method``).
+behind it is one setting (``ScorerConfig.method``); which part of the vector it reads is another
+(``ScorerConfig.features``, default the image part: see ``estimator/features.py``). Every fit also runs the
+modality-shortcut diagnostic (``estimator/diagnostics.py``) and returns it among its metrics.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from pydantic import Field
 
 from core.settings import Settings, StorageConfig
 from estimator.baselines import KnnScorer, MeanDistanceScorer, RandomScorer
+from estimator.diagnostics import shortcut_diagnostic
+from estimator.features import ColumnScorer, Part, columns_for
+from estimator.normsim import NormSimScorer
 from estimator.probe import EstimatorConfig, as_features, load_estimator, train_estimator
 
 
@@ -30,11 +35,18 @@ class Scorer(Protocol):
 class ScorerConfig(Settings):
     """Which scorer ranks the pool."""
 
-    method: Literal["estimator", "random", "mean_distance", "knn"] = Field(
-        "estimator", description="estimator: the trained proximity estimator (the recipe); the rest are the "
-        "paper's baselines: random, negative mean L2 distance to robot features, mean cosine to k nearest."
+    method: Literal["estimator", "random", "mean_distance", "knn", "normsim"] = Field(
+        "estimator", description="estimator: the trained proximity estimator (the recipe); the paper's "
+        "baselines: random, negative mean L2 distance to robot features, mean cosine to k nearest; normsim: "
+        "training-free p-norm of the cosine similarities to every robot feature."
+    )
+    features: Part = Field(
+        "image", description="Which part of the sample vector the scorer reads: image (default: robot "
+        "instructions are worded unlike web texts, and a scorer reading the text ranks by wording), text, or all. "
+        "A fused hf_vlm vector is read whole."
     )
     knn_k: int = Field(10, ge=1, description="knn: number of nearest robot features averaged.")
+    normsim_p: float = Field(2.0, ge=1, description="normsim: the norm's p (inf = nearest robot sample).")
     estimator: EstimatorConfig = Field(default_factory=EstimatorConfig, description="estimator: training settings.")
     estimator_uri: str | None = Field(
         None, description="estimator: load this trained estimator (directory/prefix) instead of training one."
@@ -43,27 +55,38 @@ class ScorerConfig(Settings):
 
 
 def fit_scorer(config: ScorerConfig, robot: np.ndarray, pool_sample: np.ndarray, *, backbone_fingerprint: str,
-               storage: StorageConfig | None = None) -> tuple[Scorer, dict[str, Any]]:
-    """Train (or load) the estimator, or fit a baseline, on robot features; ``pool_sample`` is used only to
-    train the estimator. A loaded estimator must match ``backbone_fingerprint`` and the feature width."""
+               parts: dict[str, slice] | None = None, storage: StorageConfig | None = None,
+               ) -> tuple[Scorer, dict[str, Any]]:
+    """Train (or load) the estimator, or fit a baseline, on the ``config.features`` part of the robot features
+    (``parts``: the vector's column slices, ``estimator.features.feature_parts``; None = one unnamed part);
+    ``pool_sample`` trains the estimator and the shortcut diagnostic. A loaded estimator must match
+    ``backbone_fingerprint`` and the feature width, and keeps the columns it was trained on."""
     t0 = time.perf_counter()
     robot = as_features(robot, name="robot")
-    metrics: dict[str, Any] = {"method": config.method, "n_robot": len(robot)}
+    dim = robot.shape[1]
+    cols, reads = columns_for(config.features, parts or {"fused": slice(0, dim)}, dim)
+    metrics: dict[str, Any] = {"method": config.method, "n_robot": len(robot), "features": reads}
     scorer: Scorer
     if config.method == "estimator" and config.estimator_uri is not None:
         est = load_estimator(config.estimator_uri, storage, expect_fingerprint=backbone_fingerprint,
-                             expect_dim=robot.shape[1])
-        metrics |= {"loaded_from": config.estimator_uri, "trained": est.metadata.get("metrics", {})}
+                             expect_dim=dim)
+        metrics |= {"loaded_from": config.estimator_uri, "trained": est.metadata.get("metrics", {}),
+                    "columns": f"{est.columns[0]}:{est.columns[1]}"}
         scorer = est
     elif config.method == "estimator":
         scorer, trained = train_estimator(robot, pool_sample, config.estimator,
-                                          backbone_fingerprint=backbone_fingerprint)
+                                          backbone_fingerprint=backbone_fingerprint, columns=(cols.start, cols.stop))
         metrics |= trained
     elif config.method == "random":
         scorer = RandomScorer(seed=config.seed)
     elif config.method == "mean_distance":
-        scorer = MeanDistanceScorer(robot)
+        scorer = ColumnScorer(MeanDistanceScorer(robot[:, cols]), cols)
+    elif config.method == "knn":
+        scorer = ColumnScorer(KnnScorer(robot[:, cols], k=config.knn_k), cols)
     else:
-        scorer = KnnScorer(robot, k=config.knn_k)
+        scorer = ColumnScorer(NormSimScorer(robot[:, cols], p=config.normsim_p), cols)
+    if parts is not None:
+        metrics |= shortcut_diagnostic(robot, as_features(pool_sample, name="pool", dim=dim), parts,
+                                       config.estimator, scorer_reads=reads)
     metrics["seconds"] = time.perf_counter() - t0
     return scorer, metrics

@@ -51,7 +51,7 @@ def test_random_is_stable_per_id_and_seeded() -> None:
         RandomScorer().score(x, ids[:3])
 
 
-@pytest.mark.parametrize("method", ["estimator", "mean_distance", "knn"])
+@pytest.mark.parametrize("method", ["estimator", "mean_distance", "knn", "normsim"])
 def test_shifted_cluster_ranks_above_far_one(method: str) -> None:
     rng = np.random.default_rng(3)
     center = np.full(8, 3.0, dtype=np.float32)

@@ -159,3 +159,36 @@ def test_config_rejects_odd_batch_and_bad_target() -> None:
 def test_roc_auc_with_ties() -> None:
     assert roc_auc(np.array([1.0, 2.0]), np.array([0.0, 0.5])) == 1.0
     assert roc_auc(np.array([1.0]), np.array([1.0])) == 0.5
+
+
+def test_confident_scores_do_not_tie() -> None:
+    """float32 sigmoid saturates to exactly 1.0 from a logit of ~17: ranked by it, confident samples tied and fell
+    back to pool order. The score is the logit, which keeps them in order."""
+    est = ProximityEstimator(embed_dim=1)
+    with torch.no_grad():
+        est.head.weight.fill_(1.0)
+        est.head.bias.zero_()
+    x = np.array([[18.0], [30.0], [20.0], [25.0]], np.float32)
+    sigmoid = torch.sigmoid(torch.from_numpy(est.logits(x)).double()).numpy().astype(np.float32)
+    assert np.all(sigmoid == 1.0)  # the tie, reproduced
+    assert np.argsort(-sigmoid, kind="stable").tolist() == [0, 1, 2, 3]  # pool order, not confidence
+    scores = est.score(x)
+    assert scores.dtype == np.float32 and len(set(scores.tolist())) == 4
+    assert np.argsort(-scores, kind="stable").tolist() == [1, 3, 2, 0]
+
+
+def test_columns_train_score_and_persist(tmp_path) -> None:
+    """An estimator on some columns (the image part) ignores the others, at training and scoring, and keeps them."""
+    robot, pool = gaussians(3)
+    noise = np.random.default_rng(0).normal(size=(len(robot) + len(pool), DIM)).astype(np.float32)
+    robot_x = np.hstack([robot, noise[:len(robot)] + 5.0])  # the second half separates too: a shortcut
+    pool_x = np.hstack([pool, noise[len(robot):]])
+    est, _ = train_estimator(robot_x, pool_x, EstimatorConfig(lr=1e-2), backbone_fingerprint=FP, columns=(0, DIM))
+    assert est.head.weight.shape == (1, DIM) and est.columns == (0, DIM) and est.embed_dim == 2 * DIM
+    moved = robot_x.copy()
+    moved[:, DIM:] = -100.0  # the unread columns change nothing
+    np.testing.assert_array_equal(est.score(moved), est.score(robot_x))
+    save_estimator(est, str(tmp_path / "est"))
+    loaded = load_estimator(str(tmp_path / "est"), expect_dim=2 * DIM)
+    assert loaded.columns == (0, DIM)
+    np.testing.assert_array_equal(loaded.score(robot_x), est.score(robot_x))
