@@ -17,6 +17,7 @@ from core.storage import relative_name
 from estimator.backbones import validate_backbone_spec
 from estimator.backbones.base import BackboneSpec
 from estimator.backbones.fingerprint import BackboneInfo, describe
+from estimator.features import feature_parts
 from estimator.probe import load_estimator
 from estimator.scorer import Scorer, ScorerConfig, fit_scorer
 from tasks import select as selection
@@ -139,7 +140,10 @@ def fit(plan: Plan, config: ScorerConfig, *, train_pool_samples: int) -> tuple[S
     """Train the scorer on every robot vector and a seeded uniform sample of the pool's."""
     robot = load_features(plan.cache, plan.robot)
     pool = load_features(plan.cache, plan.pool, max_rows=train_pool_samples, seed=config.estimator.seed)
-    return fit_scorer(config, robot, pool, backbone_fingerprint=plan.backbone.fingerprint, storage=plan.cache.storage)
+    info = plan.backbone
+    parts = feature_parts(info.parts["kind"], info.parts["modality"], info.embed_dim)  # image/text columns
+    return fit_scorer(config, robot, pool, backbone_fingerprint=info.fingerprint, parts=parts,
+                      storage=plan.cache.storage)
 
 
 def score(plan: Plan, scorer: Scorer) -> PoolScores:
