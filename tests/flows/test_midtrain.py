@@ -73,9 +73,7 @@ def test_command_line_run_then_not_redone(base, local_pipeline, tmp_path, capsys
     config = tmp_path / "midtrain.yaml"
     config.write_text(yaml.safe_dump({**base, "run_name": "cli"}))
     assert main(["midtrain", "--config", str(config)]) == 0
-    printed = capsys.readouterr()
-    out = printed.out
-    assert "midtrain step 2/2" in printed.err  # progress while it trains (the flow's log, on stderr)
+    out = capsys.readouterr().out
     curation = local_pipeline[1].curate.mlflow_run_id
     assert f"lineage.curation_run_id = {curation}" in out  # found by the manifest URI
     params = MidtrainParams.model_validate({**base, "run_name": "cli"})
