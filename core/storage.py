@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from core.errors import is_transient
 from core.settings import ConfigError, StorageConfig
 
 _GLOB = re.compile(r"[*?\[]")
@@ -44,6 +45,14 @@ def storage_error(err: BaseException, *, setting: str, uri: str) -> StorageAcces
     else:
         why = f"{type(err).__name__}: {text or 'failed'}"
     return StorageAccessError(f"{setting} ({uri}): {why}")
+
+
+def is_storage_fault(err: BaseException) -> bool:
+    """True when ``err`` is the storage's (access denied, no credentials, a missing bucket, an endpoint that does
+    not answer, a transient fault that outlived its retries), not the data's: a setting to fix, not input to
+    quarantine."""
+    missing_bucket = isinstance(err, FileNotFoundError) and "bucket does not exist" in str(err)
+    return isinstance(err, PermissionError | botocore.exceptions.BotoCoreError) or missing_bucket or is_transient(err)
 
 
 def check_writable(uri: str, storage: StorageConfig | None, *, setting: str) -> None:

@@ -8,12 +8,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from botocore.exceptions import BotoCoreError
 
 from core.contracts import ERRORS
 from core.manifest import write_manifest as write_manifest_file
 from core.read import Quarantine, list_shards_or_quarantine, source_root
 from core.settings import SourceSpec, StorageConfig
-from core.storage import relative_name
+from core.storage import relative_name, storage_error
 from estimator.backbones import validate_backbone_spec
 from estimator.backbones.base import BackboneSpec
 from estimator.backbones.fingerprint import BackboneInfo, describe
@@ -56,6 +57,7 @@ def preflight(
     Raises ``ValueError`` for an unknown backbone, a source with no readable shard (naming its field, e.g.
     ``pool.2.uri``, unless ``allow_empty_sources``), a robot set with no data, or an estimator made for another
     backbone or dimension; a LeRobot dataset in the pool, or two sources over the same shards (naming the field).
+    A source whose storage fails (denied, unreachable, missing bucket) is a ``StorageAccessError`` naming its field.
     Loads no model: the fingerprint that keys the cache comes from the backbone's files, for the dtype workers
     with ``actor_gpus`` will run in.
     """
@@ -75,7 +77,10 @@ def preflight(
     for role, specs in (("pool", pool), ("robot", robot)):
         for index, spec in enumerate(specs):
             found = len(shards[role])
-            listed[f"{role}.{index}.uri"] = list_shards_or_quarantine(spec, storage, listing)
+            try:
+                listed[f"{role}.{index}.uri"] = list_shards_or_quarantine(spec, storage, listing)
+            except (OSError, BotoCoreError) as err:  # the storage's fault (the source's own is quarantined)
+                raise storage_error(err, setting=f"{role}.{index}.uri", uri=spec.uri) from None
             for shard_uri in listed[f"{role}.{index}.uri"]:
                 try:
                     entry = cache.entry(spec, shard_uri)

@@ -14,11 +14,10 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from core.errors import is_transient
 from core.read import lerobot, parquet, webdataset
 from core.read.base import ImageCheck, Quarantine
 from core.settings import SourceSpec, StorageConfig
-from core.storage import expand_shards, shard_root
+from core.storage import expand_shards, is_storage_fault, shard_root
 
 _READERS = {
     "webdataset": (webdataset.read_webdataset_shard, webdataset.SHARD_SUFFIXES),
@@ -53,12 +52,13 @@ def list_shards_or_quarantine(spec: SourceSpec, storage: StorageConfig | None, q
     """``list_shards``, with a source whose content cannot be listed (missing files, broken metadata) or that
     matches nothing recorded in ``quarantine``.
 
-    A transient fault or denied access is raised, not quarantined: it is the storage's, not the source's (the
-    caller names the setting); any other exception (a ``KeyError`` from the code) is a bug and crashes."""
+    A storage fault (denied, unreachable, missing bucket, transient) is raised, not quarantined: it is the
+    storage's, not the source's (the caller names the setting); any other exception (a ``KeyError`` from the
+    code) is a bug and crashes."""
     try:
         shards = list_shards(spec, storage)
     except (OSError, ValueError, pa.ArrowException) as err:
-        if is_transient(err) or isinstance(err, PermissionError):
+        if is_storage_fault(err):
             raise
         quarantine.add(shard_uri=spec.uri, reason="unreadable_source", detail=f"{type(err).__name__}: {err}")
         return []
