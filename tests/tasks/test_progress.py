@@ -1,0 +1,31 @@
+"""A step's progress lines: one at the start, then at most one per interval, and one at the end."""
+
+from __future__ import annotations
+
+import pytest
+
+import tasks.progress
+from tasks.progress import Progress
+
+
+def test_lines_are_rate_limited_and_state_rate_eta_and_total(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(tasks.progress.time, "monotonic", lambda: now[0])
+    lines: list[str] = []
+    with Progress("embed", total=4, log=lines.append, every_s=10) as progress:
+        for seconds in (2, 9, 1, 1):  # one line at 11 s; nothing in between
+            now[0] += seconds
+            progress.update(samples=100)
+    assert lines == [
+        "embed: 0/4 shards",
+        "embed: 2/4 shards, 18 samples/s, ETA 0:00:11",
+        "embed: 4/4 shards, 31 samples/s, in 0:00:13",
+    ]
+
+
+def test_a_failed_step_does_not_claim_to_have_finished():
+    lines: list[str] = []
+    with pytest.raises(RuntimeError), Progress("report", total=5, unit="steps", log=lines.append) as progress:
+        progress.update()
+        raise RuntimeError("figure failed")
+    assert lines == ["report: 0/5 steps"]
