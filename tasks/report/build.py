@@ -18,6 +18,7 @@ from core.manifest import read_sidecar
 from core.read import Quarantine, read_shard
 from core.settings import SourceSpec, StorageConfig
 from core.storage import join, publish_bytes
+from tasks.progress import Progress
 from tasks.report import figures
 from tasks.report.html import image, key_values, note, render_html, table
 from tasks.report.metrics import diversity, mmd_matrix, score_quantiles, selection_by_source
@@ -59,6 +60,21 @@ def _jsonable(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return json.loads(df.to_json(orient="index"))
 
 
+def _selection_summary(manifest: pd.DataFrame) -> dict[str, Any]:
+    """K, the fraction of the pool it is and the score threshold: the score of the K-th selected sample (the
+    selected sample ranked last), which every selected sample reaches."""
+    chosen = manifest[manifest["selected"]]
+    k, rows = len(chosen), len(manifest)
+    threshold = float(chosen.loc[chosen["rank"].idxmax(), "score"]) if k else None
+    return {"k": k, "pool_samples": rows, "fraction": k / rows if rows else 0.0, "score_threshold": threshold}
+
+
+def _backbone_rows(sidecar: dict[str, Any]) -> dict[str, Any]:
+    spec = sidecar.get("backbone")
+    rows = dict(spec) if isinstance(spec, dict) else {"model": spec}
+    return rows | {"fingerprint": sidecar.get("backbone_fingerprint"), "embed_dim": sidecar.get("embed_dim")}
+
+
 def build_report(
     manifest_uri: str,
     storage: StorageConfig | None = None,
@@ -71,6 +87,23 @@ def build_report(
     """Compute MMD², diversity, score quantiles and the selected mixture of a run; draw the figures; publish
     ``report.html``, ``report_metrics.json`` and ``figures/*.png`` under ``out_uri`` (default: the manifest's
     directory). Embeddings are sampled (``per_set`` per set, seeded), so the cost does not grow with the pool."""
+    # steps: read the sets, metrics, figures, examples, publish
+    with Progress("report", total=5, unit="steps") as progress:
+        return _build_report(
+            manifest_uri, storage, out_uri=out_uri, per_set=per_set, seed=seed, examples=examples, progress=progress
+        )
+
+
+def _build_report(
+    manifest_uri: str,
+    storage: StorageConfig | None,
+    *,
+    out_uri: str | None,
+    per_set: int,
+    seed: int,
+    examples: int,
+    progress: Progress,
+) -> ReportResult:
     out_uri = out_uri or manifest_uri.rsplit("/", 1)[0]
     sidecar = read_sidecar(manifest_uri, storage)
     manifest = read_manifest_columns(
@@ -80,6 +113,7 @@ def build_report(
     robot_names = [s["name"] for s in sidecar.get("robot", [])]
     order = sorted(manifest["source"].unique().astype(str)) + robot_names + ["selected", "pool"]
     sets = {k: data.sets[k] for k in order if k in data.sets}
+    progress.update()
 
     mmd = mmd_matrix(sets)
     div = pd.DataFrame(
@@ -87,8 +121,10 @@ def build_report(
     )
     quantiles = score_quantiles(manifest)
     share = selection_by_source(manifest)
+    selection = _selection_summary(manifest)
     metrics: dict[str, Any] = {
         "run": {k: sidecar.get(k) for k in _RUN_KEYS},
+        "selection": selection,
         "mmd2": _jsonable(mmd),
         "bandwidth": mmd.attrs["bandwidth"],
         "unbiased": mmd.attrs["unbiased"],
@@ -100,6 +136,7 @@ def build_report(
         "per_set": per_set,
         "seed": seed,
     }
+    progress.update()
 
     colours = figures.source_colours([*order, *data.map_labels, *manifest["source"].astype(str)])
     pngs = {
@@ -110,6 +147,7 @@ def build_report(
         "score_distributions": figures.score_distributions(manifest, colours=colours),
         "selected_mixture": figures.selected_mixture(share),
     }
+    progress.update()
     pool_specs = {s["name"]: SourceSpec.model_validate(s) for s in sidecar.get("pool", [])}
     if examples > 0:
         top = manifest[manifest["selected"]].nsmallest(examples, "rank")
@@ -121,6 +159,7 @@ def build_report(
             samples = _examples(rows, pool_specs, storage)
             if samples:
                 pngs[name] = figures.thumbnails(samples, title)
+    progress.update()
 
     figure_uris = {name: join(out_uri, "figures", f"{name}.png") for name in pngs}
     for name, png in pngs.items():
@@ -128,12 +167,39 @@ def build_report(
     metrics_uri = join(out_uri, "report_metrics.json")
     publish_bytes(metrics_uri, json.dumps(metrics, indent=1, sort_keys=True).encode(), storage)
 
-    run = {k: sidecar.get(k) for k in ("run_id", "backbone", "backbone_fingerprint", "k", "scorer")}
-    run.update(manifest_uri=manifest_uri, pool=", ".join(pool_specs), robot=", ".join(robot_names))
+    run = {"run_id": sidecar.get("run_id"), "manifest_uri": manifest_uri}
+    run.update(pool=", ".join(pool_specs), robot=", ".join(robot_names))
     counts = {k: sidecar.get(k) for k in ("rows", "selected", "quarantined")}
+    threshold = selection["score_threshold"]
     sections = [
         ("Run", key_values(run)),
-        ("Counts", key_values(counts) + table(share)),
+        (
+            "Selection",
+            key_values(
+                {
+                    "K": selection["k"],
+                    "fraction of the pool": f"{selection['fraction']:.2%} of {selection['pool_samples']} samples",
+                    "score threshold": "–" if threshold is None else f"{threshold:.4g}",
+                }
+            )
+            + note(
+                "The K highest-scoring pool samples are selected (within any per-source caps). The threshold is "
+                "the score of the K-th selected sample: every selected sample scores at least this much."
+            ),
+        ),
+        ("Backbone", key_values(_backbone_rows(sidecar)) + note("The frozen model that embedded every sample; "
+                                                                "its fingerprint keys the embedding cache.")),
+        ("Scorer", key_values(sidecar.get("scorer") or {}) + note("How the samples were scored and, for a "
+                                                                  "trained probe, its validation metrics.")),
+        (
+            "Counts",
+            key_values(counts)
+            + table(share)
+            + note(
+                "Per source: samples in the pool, how many were selected, the source's share of the pool and of "
+                "the selected set, and the share of its own samples selected."
+            ),
+        ),
         (
             "Embedding",
             note("This run's embedding job, summed over the shards it embedded (seconds are worker time; "
@@ -148,7 +214,12 @@ def build_report(
                 f"embeddings per set (seed {seed})."
             )
             + table(mmd)
-            + image(pngs["mmd_heatmap"], "MMD heatmap"),
+            + image(pngs["mmd_heatmap"], "MMD heatmap")
+            + note(
+                "Each cell is the squared MMD between two sets' embeddings: 0 when the kernel cannot tell them "
+                "apart, larger the further apart they are. A useful selection sits closer to the robot sets than "
+                "the pool as a whole does."
+            ),
         ),
         (
             "Diversity",
@@ -158,14 +229,44 @@ def build_report(
             )
             + table(div),
         ),
-        ("Scores", table(quantiles) + image(pngs["score_distributions"], "score distributions")),
-        ("Selected mixture", image(pngs["selected_mixture"], "selected mixture")),
-        ("Embedding map", image(pngs["embedding_map"], "t-SNE map")),
+        (
+            "Scores",
+            table(quantiles)
+            + image(pngs["score_distributions"], "score distributions")
+            + note(
+                "Score quantiles per source, overall and of the selected set (table); the density of scores per "
+                "source (figure). Higher scores look more like the robot data; the dashed line is the threshold, "
+                "and the samples to its right were selected."
+            ),
+        ),
+        (
+            "Selected mixture",
+            image(pngs["selected_mixture"], "selected mixture")
+            + note(
+                "Each source's share of the pool beside its share of the selected set: a source whose second bar "
+                "is taller is over-represented in the selection, a shorter one under-represented."
+            ),
+        ),
+        (
+            "Embedding map",
+            image(pngs["embedding_map"], "t-SNE map")
+            + note(
+                f"A 2-D t-SNE of at most {per_set} embeddings per set, coloured by source; selected pool samples "
+                "have a black edge. Selected points should gather near the robot sets' points. t-SNE keeps "
+                "neighbourhoods, not distances: read which points sit together, not how far apart clusters are."
+            ),
+        ),
     ]
+    captions = {
+        "top_selected": "The highest-ranked selected samples, with their source and score.",
+        "lowest_scored": "The lowest-scored pool samples, with their source and score: what the scorer finds "
+        "least like the robot data.",
+    }
     sections += [
-        (n.replace("_", " ").capitalize(), image(pngs[n], n)) for n in ("top_selected", "lowest_scored") if n in pngs
+        (n.replace("_", " ").capitalize(), image(pngs[n], n) + note(captions[n])) for n in captions if n in pngs
     ]
     html_uri = join(out_uri, "report.html")
     page = render_html(f"Curation report — {sidecar.get('run_id', '')}", sections)
     publish_bytes(html_uri, page.encode(), storage)
+    progress.update()
     return ReportResult(html_uri=html_uri, metrics_uri=metrics_uri, figure_uris=figure_uris, metrics=metrics)

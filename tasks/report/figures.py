@@ -99,7 +99,8 @@ def score_distributions(manifest: pd.DataFrame, *, colours: dict[str, tuple]) ->
         )
     chosen = manifest.loc[manifest["selected"], "score"]
     if len(chosen):
-        ax.axvline(float(chosen.min()), color="black", linestyle="--", linewidth=1, label="selection threshold")
+        threshold = float(chosen.min())  # the K-th selected sample's score
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:.3g}")
     ax.set_xlabel("score (higher = closer to robot data)")
     ax.set_ylabel("density")
     ax.legend(fontsize=8)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
-import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pandas as pd
@@ -33,19 +32,30 @@ def table(df: pd.DataFrame, *, digits: int = 4) -> str:
 
 
 def key_values(items: Mapping[str, Any]) -> str:
-    """A two-column table of parameters."""
+    """A two-column table of parameters; a nested mapping gives a row per entry (``trained.val_accuracy``), so
+    the page never shows a JSON blob."""
     rows = "".join(
-        f'<tr><th class="k">{html.escape(str(k))}</th><td class="k">{html.escape(_text(v))}</td></tr>'
-        for k, v in items.items()
+        f'<tr><th class="k">{html.escape(k)}</th><td class="k">{html.escape(_text(v))}</td></tr>'
+        for k, v in _flat(items)
     )
     return f"<table>{rows}</table>"
 
 
+def _flat(items: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in items.items():
+        if isinstance(value, Mapping) and value:
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
 def _text(value: Any) -> str:
-    """Nested parameters as compact JSON (not Python reprs), numbers rounded for reading."""
-    if isinstance(value, dict):
-        return json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in value.items()})
-    return str(value)
+    """Numbers rounded for reading, lists as comma-separated items, nothing as a dash."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value))
+    return "–" if value is None or value == {} else str(value)
 
 
 def note(text: str) -> str:

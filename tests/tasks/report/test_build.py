@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from core.contracts import ERRORS
-from core.manifest import write_manifest
+from core.manifest import read_manifest, write_manifest
 from core.read import Quarantine, list_shards, read_shard
 from synth import CorpusInfo
 from tasks.cache import EmbeddingCache
@@ -70,7 +70,8 @@ def fake_run(local_corpus: CorpusInfo, tmp_path_factory: pytest.TempPathFactory)
         "backbone_fingerprint": "fake-fp",
         "cache_uri": str(root / "embeddings"),
         "k": 20,
-        "scorer": {"method": "fake"},
+        "embed_dim": DIM,
+        "scorer": {"method": "probe", "n_robot": 36, "trained": {"val_accuracy": 0.91234}},
         "pool": [s.model_dump(mode="json") for s in local_corpus.pool],
         "robot": [s.model_dump(mode="json") for s in local_corpus.robot],
         "quarantined": 0,
@@ -104,6 +105,30 @@ def test_build_report_writes_offline_html_metrics_and_pngs(fake_run: str, tmp_pa
     for uri in result.figure_uris.values():
         with Image.open(io.BytesIO(Path(uri).read_bytes())) as im:
             assert im.format == "PNG" and im.size[0] > 50
+
+
+def test_report_states_the_selection_and_readable_settings(fake_run: str, tmp_path: Path, capsys) -> None:
+    result = build_report(fake_run, out_uri=str(tmp_path / "report"), per_set=10, examples=0)
+    page = Path(result.html_uri).read_text()
+    manifest = read_manifest(fake_run).to_pandas()
+    kth = manifest[manifest["selected"]].nlargest(1, "rank")["score"].item()
+    selection = result.metrics["selection"]
+    assert selection["k"] == 20 and selection["fraction"] == 20 / len(manifest)
+    assert selection["score_threshold"] == pytest.approx(kth)
+    assert '<th class="k">K</th><td class="k">20</td>' in page
+    assert f'<th class="k">score threshold</th><td class="k">{kth:.4g}</td>' in page
+    assert f"{20 / len(manifest):.2%} of {len(manifest)} samples" in page
+    # the scorer and the backbone as rows of a table, never a JSON blob
+    assert '<th class="k">method</th><td class="k">probe</td>' in page
+    assert '<th class="k">trained.val_accuracy</th><td class="k">0.9123</td>' in page
+    assert '<th class="k">fingerprint</th><td class="k">fake-fp</td>' in page
+    assert "{&quot;" not in page and '{"' not in page
+    # each figure is explained in words
+    for words in ("the dashed line is the threshold", "share of the pool beside its share of the selected set",
+                  "2-D t-SNE", "squared MMD between two sets"):
+        assert words in page
+    out = capsys.readouterr().out
+    assert "report: 0/5 steps" in out and "report: 5/5 steps, in " in out
 
 
 def test_build_report_defaults_next_to_manifest(fake_run: str) -> None:
