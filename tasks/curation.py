@@ -3,6 +3,7 @@ Prefect task of the same name, suffixed ``_task``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from tasks import select as selection
 from tasks.cache import EmbeddingCache
 from tasks.embed import Embed
 from tasks.embed_shards import EmbedSummary, ShardJob, embed_shards
+from tasks.progress import Progress
 from tasks.score import CachedShard, PoolScores, load_features, manifest_parts, score_pool
 from tasks.source_checks import refuse_robot_data_in_pool, refuse_shared_shards
 
@@ -143,17 +145,25 @@ def embed(
 
 def fit(plan: Plan, config: ScorerConfig, *, train_pool_samples: int) -> tuple[Scorer, dict[str, Any]]:
     """Train the scorer on every robot vector and a seeded uniform sample of the pool's."""
-    robot = load_features(plan.cache, plan.robot)
-    pool = load_features(plan.cache, plan.pool, max_rows=train_pool_samples, seed=config.estimator.seed)
-    info = plan.backbone
-    parts = feature_parts(info.parts["kind"], info.parts["modality"], info.embed_dim)  # image/text columns
-    return fit_scorer(config, robot, pool, backbone_fingerprint=info.fingerprint, parts=parts,
-                      storage=plan.cache.storage)
+    # steps: every shard read for features, then the fit itself
+    with Progress("fit", total=len(plan.robot) + len(plan.pool) + 1, unit="steps") as progress:
+        robot = load_features(plan.cache, plan.robot, progress=progress)
+        pool = load_features(
+            plan.cache, plan.pool, max_rows=train_pool_samples, seed=config.estimator.seed, progress=progress
+        )
+        info = plan.backbone
+        parts = feature_parts(info.parts["kind"], info.parts["modality"], info.embed_dim)  # image/text columns
+        fitted = fit_scorer(
+            config, robot, pool, backbone_fingerprint=info.fingerprint, parts=parts, storage=plan.cache.storage
+        )
+        progress.update()
+    return fitted
 
 
 def score(plan: Plan, scorer: Scorer) -> PoolScores:
     """The score of every cached pool sample, in pool order."""
-    return score_pool(plan.cache, plan.pool, scorer)
+    with Progress("score", total=len(plan.pool)) as progress:
+        return score_pool(plan.cache, plan.pool, scorer, progress=progress)
 
 
 @dataclass
@@ -181,4 +191,12 @@ def write_manifest(
 ) -> dict[str, Any]:
     """Publish the manifest (every pool sample, scored and ranked) and its sidecar; returns the sidecar."""
     parts = manifest_parts(plan.cache, plan.pool, scores.scores, chosen.ranks, chosen.chosen)
-    return write_manifest_file(uri, parts, sidecar, plan.cache.storage)
+    with Progress("write manifest", total=len(plan.pool)) as progress:
+        return write_manifest_file(uri, _counted(parts, progress), sidecar, plan.cache.storage)
+
+
+def _counted(parts: Iterator[pa.Table], progress: Progress) -> Iterator[pa.Table]:
+    """``parts`` as they are, each counted once the writer has taken it."""
+    for part in parts:
+        yield part
+        progress.update(samples=part.num_rows)

@@ -29,7 +29,8 @@ from core.settings import SourceSpec, StorageConfig
 from tasks.base import Resources
 from tasks.cache import EmbeddingCache, local_ids
 from tasks.embed import Embed
-from tasks.ray_stage import map_actors
+from tasks.progress import Progress
+from tasks.ray_stage import console_warnings_only, map_actors, quiet
 
 SUMMARY = pa.schema(
     [
@@ -247,9 +248,13 @@ def embed_shards(
     embedder = ShardEmbedder(embed=embed, cache=cache, storage=storage, read_batch=read_batch, dtype=dtype,
                              retries=retries)
     resources = Resources(cpus=embed.resources.cpus + read_cpus, gpus=embed.resources.gpus)
-    ds = map_actors(ray.data.from_items(items, override_num_blocks=len(items)), embedder, resources=resources,
-                    batch_size=1, actors=actors)
-    rows = ds.iter_batches(batch_size=None, batch_format="pyarrow")
-    summary = EmbedSummary.of(pa.concat_tables([SUMMARY.empty_table(), *rows]))
+    ds = map_actors(quiet(ray.data.from_items(items, override_num_blocks=len(items))), embedder,
+                    resources=resources, batch_size=1, actors=actors)
+    rows = [SUMMARY.empty_table()]
+    with console_warnings_only(), Progress("embed", total=len(jobs)) as progress:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):  # summary rows, as shards finish
+            rows.append(batch)
+            progress.update(batch.num_rows, samples=int(pc.sum(batch["rows_embedded"]).as_py() or 0))
+    summary = EmbedSummary.of(pa.concat_tables(rows))
     summary.raise_for_failed()
     return summary

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from core.storage import arrow_filesystem
 from estimator.scorer import Scorer
 from tasks.cache import EmbeddingCache, sample_ids, vectors
+from tasks.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,15 @@ def entry_rows(cache: EmbeddingCache, shard: CachedShard) -> int:
 
 
 def load_features(
-    cache: EmbeddingCache, shards: list[CachedShard], *, max_rows: int | None = None, seed: int = 0
+    cache: EmbeddingCache,
+    shards: list[CachedShard],
+    *,
+    max_rows: int | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
 ) -> np.ndarray:
-    """Vectors of ``shards`` as float32 [n, dim]: all of them, or a seeded uniform sample of ``max_rows``."""
+    """Vectors of ``shards`` as float32 [n, dim]: all of them, or a seeded uniform sample of ``max_rows``
+    (``progress`` counts the shards and the vectors read)."""
     sizes = [entry_rows(cache, s) for s in shards]
     total = sum(sizes)
     keep = None
@@ -49,6 +56,8 @@ def load_features(
                 x = x[inside]
             parts.append(x)
         offset += size
+        if progress:
+            progress.update(samples=size)
     if not parts:
         return np.zeros((0, 0), np.float32)
     return np.concatenate(parts)
@@ -61,13 +70,17 @@ class PoolScores:
     sources: list[str]
 
 
-def score_pool(cache: EmbeddingCache, shards: list[CachedShard], scorer: Scorer) -> PoolScores:
+def score_pool(
+    cache: EmbeddingCache, shards: list[CachedShard], scorer: Scorer, *, progress: Progress | None = None
+) -> PoolScores:
     """Score every cached pool sample, in pool order (shards in the given order, rows in shard order)."""
     sources = sorted({s.source for s in shards})
     code = {name: i for i, name in enumerate(sources)}
     scores, codes = [], []
     for shard in shards:
         table = cache.read(shard.entry, columns=["key", "embedding"])
+        if progress:
+            progress.update(samples=table.num_rows)
         if table.num_rows == 0:  # every sample of the shard was quarantined
             continue
         ids = sample_ids(shard.source, shard.shard, table["key"]).to_pylist()

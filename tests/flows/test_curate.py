@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -202,3 +203,25 @@ def test_worker_stats_are_written_beside_the_run_and_recorded(first_run, s3, mlf
     assert metrics["embed_samples_per_s"] > 0 and metrics["embed_seconds_read"] >= 0
     report = read_bytes(first_run.report_uri, s3.storage).decode()
     assert "Embedding" in report and "samples_per_s" in report
+
+
+def test_each_step_shows_progress_and_ray_data_stays_quiet(local_corpus, s3_backbone, s3, tmp_path, capfd):
+    params = CurateParams(
+        pool=local_corpus.pool[:2],
+        robot=local_corpus.robot,
+        storage=s3.storage,
+        backbone=s3_backbone,
+        k=5,
+        output_uri=str(tmp_path / "runs"),  # a fresh cache: this run embeds
+        run_name="progress",
+        report_per_set=10,
+    )
+    curate(params)
+    out = "".join(capfd.readouterr())
+    for step, unit in (("embed", "shards"), ("fit", "steps"), ("score", "shards"), ("write manifest", "shards"),
+                       ("report", "steps")):
+        assert re.search(rf"{step}: 0/(\d+) {unit}\b.*{step}: \1/\1 {unit}, .*in \d:\d\d:\d\d", out, re.S), step
+    assert re.search(r"embed: \d+/\d+ shards, \d+ samples/s", out)
+    # Ray Data's block counters and banners, and Ray's actor-restart alarm, say nothing a user can act on
+    for noise in ("Total Progress", "Queued blocks", "Starting execution of Dataset", "max_restarts"):
+        assert noise not in out

@@ -40,6 +40,7 @@ def test_a_worker_with_a_model_runs_as_an_actor_pool():
     assert kwargs["batch_size"] == 1 and kwargs["batch_format"] == "pyarrow"
     assert kwargs["num_cpus"] == 0.5 and kwargs["num_gpus"] == 1
     assert isinstance(kwargs["compute"], ray.data.ActorPoolStrategy)
+    assert kwargs["max_restarts"] == 0  # a lost actor fails the job (a rerun resumes), and Ray says nothing of it
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +59,12 @@ def test_workers_publish_their_shards_and_return_summary_rows(local_corpus, tiny
     spec = local_corpus.pool[2]  # parquet, 10-row shards: batches of 5 end exactly at the shard's end
     cache = _cache(tmp_path, tiny_backbone)
     jobs = [ShardJob(spec=spec, shard_uri=u, entry=cache.entry(spec, u)) for u in list_shards(spec)]
-    before = ray.data.DataContext.get_current().execution_options.preserve_order
+    context = ray.data.DataContext.get_current()
+    before = context.execution_options.preserve_order, context.enable_progress_bars
     summary = embed_shards(
         jobs, embed=Embed(backbone=tiny_backbone, batch_size=5, resources=Resources(cpus=1)), cache=cache, read_cpus=0.5
     )
-    assert ray.data.DataContext.get_current().execution_options.preserve_order == before  # no global state set
+    assert (context.execution_options.preserve_order, context.enable_progress_bars) == before  # no global state
     assert summary.shards_embedded == len(jobs) and summary.samples_embedded == local_corpus.counts[spec.name]
     assert sorted(summary.shards["shard_uri"].to_pylist()) == sorted(j.shard_uri for j in jobs)
     assert summary.shards.column_names[:4] == ["shard_uri", "source", "rows_read", "rows_embedded"]
