@@ -21,10 +21,12 @@ from tasks import prefect_tasks
 from tasks.base import Resources
 from tasks.curation import gather_errors
 from tasks.curation_record import CurateReport, build_sidecar, mlflow_params, record_curation
+from tasks.distributed_select import DistributedSelection
 from tasks.embed import Embed
 from tasks.run_folder import RunFolder
 from tasks.sample_counts import check_error_rate, check_k_fits, count_errors, known_pool_size
 from tasks.score import entry_rows
+from tasks.select import resolve_k
 
 __all__ = ["CurateReport", "curate"]
 
@@ -100,14 +102,16 @@ def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
     progress.step("fit")
     scorer, metrics = prefect_tasks.fit_task(plan, params.scorer, train_pool_samples=params.train_pool_samples)
     progress.step("score")
-    scores = prefect_tasks.score_task(plan, scorer)
+    distributed = params.ray.distributed_selection  # score, select and write in Ray workers, in one step below
+    scores = None if distributed else prefect_tasks.score_task(plan, scorer)
     estimator_uri = None
     if isinstance(scorer, ProximityEstimator):
         estimator_uri = run.path("estimator")
         save_estimator(scorer, estimator_uri, storage)
-    selection = prefect_tasks.select_task(
+    selection = None if distributed else prefect_tasks.select_task(
         scores, k=params.k, fraction=params.fraction, per_source_cap=params.per_source_cap
     )
+    pool_rows = sum(usable[s.shard_uri] for s in plan.pool)
     sidecar = build_sidecar(
         run_id=run.run_id,
         backbone=params.backbone,
@@ -116,7 +120,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
         cache_uri=plan.cache.root,
         scorer_metrics=metrics,
         estimator_uri=estimator_uri,
-        k=selection.k,
+        k=selection.k if selection else resolve_k(pool_rows, k=params.k, fraction=params.fraction),
         pool=params.pool,
         robot=params.robot,
         errors_uri=errors_uri,
@@ -125,7 +129,16 @@ def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
     )
     manifest_uri = run.path("manifest.parquet")
     progress.step("manifest")
-    sidecar = prefect_tasks.write_manifest_task(plan, manifest_uri, scores, selection, sidecar)
+    if distributed:
+        options = DistributedSelection(
+            shards_per_file=params.ray.shards_per_manifest_file, workers=params.ray.selection_workers
+        )
+        with ray_session(params.ray.address):
+            sidecar = prefect_tasks.score_select_write_task(
+                plan, scorer, manifest_uri, sidecar, k=params.k, fraction=params.fraction, options=options
+            )
+    else:
+        sidecar = prefect_tasks.write_manifest_task(plan, manifest_uri, scores, selection, sidecar)
     progress.step("report")
     analysis = (
         prefect_tasks.report_task(manifest_uri, storage, per_set=params.report_per_set)

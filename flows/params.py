@@ -21,6 +21,16 @@ class RayConfig(Settings):
     read_cpus: float = Field(0.5, gt=0, description="CPUs per shard-reading task (leave CPU for reads).")
     embed_batch_size: int = Field(64, ge=1, description="Samples per backbone forward pass.")
     read_batch_size: int = Field(256, ge=1, description="Samples per batch read from a shard.")
+    distributed_selection: bool = Field(
+        False, description="Score, rank and write the manifest in Ray workers: a partitioned manifest (a directory "
+        "of Parquet files) with the same rows, the driver's memory flat in the pool. Not with per_source_cap.",
+    )
+    shards_per_manifest_file: int = Field(
+        64, ge=1, description="Distributed selection: pool shards per manifest file (and per scoring task)."
+    )
+    selection_workers: int | None = Field(
+        None, ge=1, description="Distributed selection: most tasks at once (None = as many as the cluster runs)."
+    )
 
 
 # k xor fraction, in the JSON schema the Prefect UI validates its form against: a run with both or neither is
@@ -86,6 +96,8 @@ class CurateParams(Settings):
             raise ValueError(f"source names must be unique across pool and robot, repeated: {dup}")
         if self.per_source_cap and (unknown := sorted(set(self.per_source_cap) - {s.name for s in self.pool})):
             raise ValueError(f"per_source_cap names unknown pool sources: {unknown}")
+        if self.per_source_cap and self.ray.distributed_selection:
+            raise ValueError("per_source_cap needs the one-process selection: unset ray.distributed_selection")
         return self
 
     def result_params(self) -> dict:

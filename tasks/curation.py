@@ -22,6 +22,7 @@ from estimator.backbones.fingerprint import BackboneInfo, describe
 from estimator.features import feature_parts
 from estimator.probe import load_estimator
 from estimator.scorer import Scorer, ScorerConfig, fit_scorer
+from tasks import distributed_select
 from tasks import select as selection
 from tasks.cache import EmbeddingCache
 from tasks.embed import Embed
@@ -200,3 +201,22 @@ def _counted(parts: Iterator[pa.Table], progress: Progress) -> Iterator[pa.Table
     for part in parts:
         yield part
         progress.update(samples=part.num_rows)
+
+
+def score_select_write(
+    plan: Plan,
+    scorer: Scorer,
+    uri: str,
+    sidecar: dict[str, Any],
+    *,
+    k: int | None,
+    fraction: float | None,
+    options: distributed_select.DistributedSelection,
+) -> dict[str, Any]:
+    """``score`` + ``select`` + ``write_manifest`` as one job on the current Ray cluster: the same rows, as a
+    partitioned manifest written by the workers, with the driver's memory flat in the pool (no per-source caps:
+    they need the whole order in one process). Returns the sidecar."""
+    return distributed_select.score_select_write(
+        cache=plan.cache, pool=plan.pool, scorer=scorer, manifest_uri=uri, sidecar=sidecar, k=k, fraction=fraction,
+        options=options,
+    )

@@ -12,6 +12,7 @@ from core.settings import SourceSpec, StorageConfig
 from estimator.backbones.base import BackboneSpec
 from estimator.scorer import Scorer, ScorerConfig
 from tasks import curation
+from tasks.distributed_select import DistributedSelection
 from tasks.embed import Embed
 from tasks.embed_shards import EmbedSummary
 from tasks.report import build
@@ -89,6 +90,20 @@ def write_manifest_task(
     plan: curation.Plan, uri: str, scores: PoolScores, selection: curation.Selection, sidecar: dict[str, Any]
 ) -> dict[str, Any]:
     return curation.write_manifest(plan, uri, scores, selection, sidecar)
+
+
+@task(name="score-select-write", retries=2, retry_delay_seconds=5, **_task)
+def score_select_write_task(
+    plan: curation.Plan,
+    scorer: Scorer,
+    uri: str,
+    sidecar: dict[str, Any],
+    *,
+    k: int | None,
+    fraction: float | None,
+    options: DistributedSelection,
+) -> dict[str, Any]:
+    return curation.score_select_write(plan, scorer, uri, sidecar, k=k, fraction=fraction, options=options)
 
 
 @task(name="report", retries=2, retry_delay_seconds=5, **_task)
