@@ -151,7 +151,9 @@ def run_training(
         set_rng_state(rngs[rank])
         result.checkpoint = path
 
-    ddp = DistributedDataParallel(model) if world > 1 else model
+    # Some weights take no part in the loss (a vision tower's unused last norm, the VLA's LM head): DDP must
+    # not wait for their gradients.
+    ddp = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     micro_done = step * config.grad_accum  # the DataLoader's workers take turns: continue the rotation
     batches = iter(data(positions, micro_done % max(1, config.num_workers)))
     peak = peak_flops(device, config.peak_tflops)
@@ -180,9 +182,9 @@ def run_training(
             window["tokens"] += int(batch["attention_mask"].sum())
             # DDP all-reduces gradients on the last micro-batch only
             sync = ddp.no_sync() if world > 1 and micro < config.grad_accum - 1 else contextlib.nullcontext()
-            with sync, autocast:
-                micro_loss, micro_count = objective(ddp, batch)
             with sync:
+                with autocast:
+                    micro_loss, micro_count = objective(ddp, batch)
                 micro_loss.backward()  # a sum: normalised below by the whole step's count
             loss_sum += micro_loss.detach().double()
             count += micro_count.detach().double()

@@ -3,13 +3,19 @@ few samples of every source (captions and QA texts)."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 from core.manifest import write_manifest
 from core.read import Quarantine, read_source
-from synth import CorpusInfo
+from core.settings import SourceSpec
+from synth import CorpusInfo, write_lerobot_dataset
+from synth.robot import scripted_episode
 from training.vlm import save_tiny_vlm
 
 
@@ -36,3 +42,18 @@ def make_manifest(uri: str, corpus: CorpusInfo, *, per_source: int) -> str:
 def manifest(tmp_path_factory: pytest.TempPathFactory, local_corpus: CorpusInfo) -> str:
     """2 selected samples from each of the 4 pool sources: 8 samples."""
     return make_manifest(str(tmp_path_factory.mktemp("curated") / "manifest.parquet"), local_corpus, per_source=2)
+
+
+def write_robot_dataset(uri: str, *, episodes: int = 3, frames: int = 6, action_dims: int = 7,
+                        nan_at: tuple[int, int] | None = None) -> SourceSpec:
+    """A LeRobot v3 dataset of scripted pick-and-place episodes; actions cut to ``action_dims`` and, with
+    ``nan_at`` = (episode, frame), one non-finite action."""
+    made = []
+    for e in range(episodes):
+        ep = scripted_episode("pick_place", np.random.default_rng(100 + e), size=32, frames=frames)
+        action = ep.action[:, :action_dims].copy()
+        if nan_at is not None and nan_at[0] == e:
+            action[nan_at[1], 0] = np.nan
+        made.append(dataclasses.replace(ep, action=action))
+    write_lerobot_dataset(uri, made, episodes_per_file=2)
+    return SourceSpec(name=os.path.basename(uri.rstrip("/")), format="lerobot", uri=uri)
