@@ -11,6 +11,8 @@ BENCHES = {
     "embed": "bench.embed_throughput",
     "recurate": "bench.recurate",
     "select": "bench.selection",
+    "quality": "bench.quality",
+    "train": "bench.train_throughput",
 }
 
 if __name__ == "__main__":
