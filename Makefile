@@ -33,6 +33,8 @@ demo: $(STAMP)
 	$(BIN)/emt demo $(ARGS)
 
 test: $(STAMP)
+	@test -x /usr/bin/chromium || echo "make test: no Chromium, so tests/deploy/test_browser.py will fail;" \
+		"install it with: sudo apt-get install -y chromium (bash .ci/run does)" >&2
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -21,14 +21,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from core.settings import Settings
 from infra.services import BIN, free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: prefect.yaml's entrypoints are relative to it
 WORK_POOL = "emt-process"
-S3_KEY, S3_SECRET = "emt-stack", "emt-stack-secret"  # moto accepts any credentials; these never leave loopback
+S3_KEY = "emt-stack"  # moto accepts any credentials; these never leave loopback
 MLFLOW_BUCKET = "emt-mlflow"
 
 
@@ -43,6 +43,9 @@ class StackConfig(Settings):
     worker_port: int = Field(8089, ge=1, le=65535, description="Prefect worker's health endpoint.")
     ray_cpus: int = Field(max(1, os.cpu_count() or 1), ge=1, description="CPUs the Ray head offers.")
     deploy: bool = Field(True, description="Register prefect.yaml's deployments and seed the demo data.")
+    s3_secret: SecretStr = Field(
+        SecretStr("emt-stack-secret"), description="Secret key of the S3 server (moto accepts any); only in env."
+    )
     demo_samples_per_source: int = Field(200, ge=10, description="Size of each pool source of the demo corpus.")
 
     @property
@@ -70,12 +73,12 @@ def env(config: StackConfig) -> dict[str, str]:
         "RAY_ADDRESS": f"127.0.0.1:{config.ray_port}",
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{config.s3_port}",
         "AWS_ACCESS_KEY_ID": S3_KEY,
-        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+        "AWS_SECRET_ACCESS_KEY": config.s3_secret.get_secret_value(),
         "AWS_DEFAULT_REGION": "us-east-1",
     }
 
 
-def _base_env(config: StackConfig) -> dict[str, str]:
+def service_env(config: StackConfig) -> dict[str, str]:
     return {
         **os.environ,
         **env(config),
@@ -147,15 +150,15 @@ def _write_state(config: StackConfig, services: dict[str, Service]) -> None:
     _state_file(config).write_text(json.dumps({n: asdict(s) for n, s in services.items()}, indent=1))
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _wait_port(port: int, process: subprocess.Popen, log: Path, *, timeout: float = 90) -> None:
+def wait_port(port: int, process: subprocess.Popen, log: Path, *, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
-    while not _port_open(port):
+    while not port_open(port):
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"port {port} did not open; log:\n{log.read_text()[-3000:]}")
         time.sleep(0.5)
@@ -172,12 +175,12 @@ def alive(service: Service) -> bool:
 
 def _start(name: str, config: StackConfig) -> Service:
     cmd, extra, port, url, health = _commands(config)[name]
-    if _port_open(port):
+    if port_open(port):
         raise RuntimeError(f"{name}: port {port} on 127.0.0.1 is taken; choose another with --{name}-port")
     log = config.home / "logs" / f"{name}.log"
     with open(log, "a") as out:  # the child keeps its own descriptor
         process = subprocess.Popen(
-            cmd, env={**_base_env(config), **extra}, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            cmd, env={**service_env(config), **extra}, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: ``down`` ends exactly this tree
         )
     service = Service(name=name, pid=process.pid, port=port, url=url, health=health, log=str(log))
@@ -185,7 +188,7 @@ def _start(name: str, config: StackConfig) -> Service:
         if health:
             wait_healthy(health, process, log)
         else:
-            _wait_port(port, process, log)
+            wait_port(port, process, log)
     except RuntimeError:
         stop(service)
         raise
@@ -231,7 +234,7 @@ def stop(service: Service, *, timeout: float = 30) -> None:
             proc.kill()
     psutil.wait_procs(left, timeout=10)
     deadline = time.monotonic() + timeout
-    while _port_open(service.port) and time.monotonic() < deadline:
+    while port_open(service.port) and time.monotonic() < deadline:
         time.sleep(0.2)
 
 
@@ -259,7 +262,7 @@ def status(config: StackConfig) -> list[dict[str, object]]:
         {
             "service": s.name,
             "running": alive(s),
-            "port_open": _port_open(s.port),
+            "port_open": port_open(s.port),
             "url": s.url,
             "rss_mib": round(rss_mib(s)),
             "log": s.log,

@@ -10,14 +10,14 @@ from pathlib import Path
 from core.settings import StorageConfig
 from core.storage import filesystem
 from infra.services import BIN
-from infra.stack import MLFLOW_BUCKET, ROOT, S3_KEY, S3_SECRET, WORK_POOL, StackConfig, _base_env, env
+from infra.stack import MLFLOW_BUCKET, ROOT, S3_KEY, WORK_POOL, StackConfig, service_env, env
 
 DEMO_BUCKET = "emt-demo"  # prefect.yaml's default parameters read s3://emt-demo/corpus and write s3://emt-demo/runs
 SEED_MARKER = f"{DEMO_BUCKET}/_SEEDED"
 
 
 def storage(config: StackConfig) -> StorageConfig:
-    return StorageConfig(endpoint_url=env(config)["AWS_ENDPOINT_URL"], key=S3_KEY, secret=S3_SECRET)
+    return StorageConfig(endpoint_url=env(config)["AWS_ENDPOINT_URL"], key=S3_KEY, secret=config.s3_secret)
 
 
 def prepare_s3(config: StackConfig) -> None:
@@ -49,7 +49,7 @@ def register(config: StackConfig, *, deploy: bool) -> None:
     with open(log, "w") as out:
         done = subprocess.run(
             [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"],
-            env=_base_env(config), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=900,
+            env=service_env(config), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=900,
         )
     if done.returncode:
         raise RuntimeError(f"prefect deploy --all failed; log:\n{Path(log).read_text()[-3000:]}")

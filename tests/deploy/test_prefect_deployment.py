@@ -1,80 +1,85 @@
-"""prefect.yaml as production runs it: a real `prefect server`, `prefect deploy`, a process worker, and a
-`curate` run triggered by deployment name with parameters (as from the UI)."""
+"""prefect.yaml as production runs it: deployed by `emt stack up` to a real Prefect server, runs of each deployment
+created through the API exactly as the UI's "Custom run" does (the deployment's defaults, a few fields changed),
+run by the stack's process worker on its Ray head, tracked on its MLflow server, written to its S3 server."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-
 import pyarrow.parquet as pq
 import pytest
+from mlflow.tracking import MlflowClient
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.exceptions import PrefectHTTPStatusError
 
-from estimator.backbones.tiny import save_tiny_backbone
-from infra.services import prefect_server
+from core.storage import filesystem
 
-ROOT = Path(__file__).resolve().parents[2]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
-
-
-@pytest.fixture(scope="module")
-def server_env(tmp_path_factory) -> Iterator[dict[str, str]]:
-    """A real `prefect server`; yields the environment that points the CLI and the worker at it."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    with prefect_server(home) as api_url:
-        yield {
-            **os.environ,
-            "PREFECT_HOME": str(home),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_API_URL": api_url,
-            "EMT_HOME": str(ROOT),
-        }
+FAST = {"steps": 2, "batch_size": 2, "log_every": 1}
 
 
-def _prefect(env: dict[str, str], *args: str, timeout: float = 300) -> str:
-    done = subprocess.run(
-        [PREFECT, "--no-prompt", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
-    assert done.returncode == 0, f"prefect {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
-
-
-def test_deployment_runs_curate_on_a_worker(server_env, local_corpus, tmp_path):
-    env = server_env
-    _prefect(env, "work-pool", "create", "emt-process", "--type", "process")
-    _prefect(env, "deploy", "--all")
-    backbone = save_tiny_backbone("open_clip", str(tmp_path / "model"))
-    params = {
-        "params": {
-            "pool": [s.model_dump() for s in local_corpus.pool],
-            "robot": [s.model_dump() for s in local_corpus.robot],
-            "backbone": backbone.model_dump(),
-            "k": 5,
-            "output_uri": str(tmp_path / "runs"),
-            "run_name": "from-ui",
-            "mlflow": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
-            "report_per_set": 50,
-        }
-    }
-    with open(tmp_path / "worker.log", "w") as log:
-        worker = subprocess.Popen(
-            [PREFECT, "worker", "start", "--pool", "emt-process"],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+def artifacts(stack, flow_run_id) -> dict[str, object]:
+    with stack.client() as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
-        try:
-            out = _prefect(env, "deployment", "run", "curate/curate", "--params", json.dumps(params), "--watch")
-        finally:
-            worker.terminate()
-            worker.wait(timeout=30)
-    assert "Completed" in out
-    run = tmp_path / "runs" / "from-ui"
-    assert (run / "_SUCCESS").exists()
-    manifest = pq.read_table(run / "manifest.parquet")
-    assert manifest.num_rows == sum(local_corpus.counts[s.name] for s in local_corpus.pool)
-    assert sum(manifest["selected"].to_pylist()) == 5
+    return {a.key: a for a in found}
+
+
+def test_every_deployment_is_registered_with_runnable_defaults(local_stack):
+    with local_stack.client() as client:
+        names = {d.name for d in client.read_deployments()}
+        curate = client.read_deployment_by_name("curate/curate")
+    assert names >= {"curate", "midtrain", "finetune", "pipeline"}
+    assert curate.parameters["params"]["fraction"] == 0.1
+    assert [s.active for s in curate.schedules] == [False]  # the cron example stays off until switched on
+
+
+def test_k_and_fraction_together_are_refused_on_submit(local_stack):
+    params = local_stack.defaults("curate")
+    params["params"] |= {"k": 5}
+    with local_stack.client() as client, pytest.raises(PrefectHTTPStatusError, match="fraction"):
+        deployment = client.read_deployment_by_name("curate/curate")
+        client.create_flow_run_from_deployment(deployment.id, parameters=params)
+
+
+def test_curate_then_midtrain_then_finetune_from_their_deployments(local_stack):
+    params = local_stack.defaults("curate")
+    params["params"] = {k: v for k, v in params["params"].items() if k != "fraction"} | {
+        "k": 7, "run_name": "quickstart", "report_per_set": 20,
+    }
+    run = local_stack.run_deployment("curate/curate", params)
+    assert run.state.is_completed(), run.state.message
+    fs, _ = filesystem("s3://", local_stack.storage)
+    manifest = pq.read_table(fs.open("emt-demo/runs/quickstart/manifest.parquet", "rb"))
+    assert manifest.num_rows == 80 and sum(manifest["selected"].to_pylist()) == 7
+    found = artifacts(local_stack, run.id)
+    assert {"curation-summary", "curation-selection", "curation-progress"} <= set(found)
+    assert found["curation-progress"].data == 100
+    summary = found["curation-summary"].data
+    mlflow = MlflowClient(local_stack.env["MLFLOW_TRACKING_URI"])
+    [mlflow_run] = mlflow.search_runs(
+        [mlflow.get_experiment_by_name("emt-curation").experiment_id], "attributes.run_name = 'quickstart'"
+    )
+    assert f"/runs/{mlflow_run.info.run_id}" in summary  # the summary links the run on the MLflow server
+    assert "report/report.html" in {f.path for f in mlflow.list_artifacts(mlflow_run.info.run_id, "report")}
+
+    mid = local_stack.defaults("midtrain")  # its default manifest is the `quickstart` curation's
+    mid["params"] |= {"train": FAST, "run_name": "quickstart"}
+    run = local_stack.run_deployment("midtrain/midtrain", mid)
+    assert run.state.is_completed(), run.state.message
+    assert "midtrain-summary" in artifacts(local_stack, run.id)
+
+    tune = local_stack.defaults("finetune")
+    tune["params"] |= {"train": FAST, "model": "s3://emt-demo/training/midtrain/quickstart/model"}
+    run = local_stack.run_deployment("finetune/finetune", tune)
+    assert run.state.is_completed(), run.state.message
+    found = artifacts(local_stack, run.id)
+    assert "/#/experiments/" in found["finetune-summary"].data
+
+
+def test_pipeline_from_its_deployment(local_stack):
+    params = local_stack.defaults("pipeline")
+    params["params"]["curate"] |= {"report_per_set": 0}
+    params["params"]["midtrain"] |= {"train": FAST}
+    params["params"]["finetune"] |= {"train": FAST}
+    run = local_stack.run_deployment("pipeline/pipeline", params)
+    assert run.state.is_completed(), run.state.message
+    assert "pipeline-summary" in artifacts(local_stack, run.id)

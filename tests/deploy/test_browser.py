@@ -1,0 +1,94 @@
+"""The UIs in a real browser (the system's headless Chromium driven by Playwright): in the Prefect UI, find the
+`curate` deployment, start a custom run with a changed parameter, wait for it to complete and find its artifacts;
+in the MLflow UI, find that run and its report. Screenshots go to bench/out/screenshots/."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+from infra.stack import ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = ROOT / "bench" / "out" / "screenshots"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+RUN_ID = "from-browser"
+
+
+@pytest.fixture(scope="module")
+def page() -> Iterator:
+    if not CHROMIUM.exists():
+        pytest.fail("Chromium is missing: `apt-get install -y chromium` (bash .ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(120_000)  # a loaded 2-core machine renders slowly
+        yield page
+        browser.close()
+
+
+def shot(page, name: str) -> None:
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+
+
+def _flow_run_of(local_stack, run_name: str, *, timeout: float = 60):
+    """The flow run the form just created: the deployment's run whose output run id is ``run_name``."""
+    deadline = time.monotonic() + timeout
+    with local_stack.client() as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["curate"])))
+            found = [r for r in runs if r.parameters.get("params", {}).get("run_name") == run_name]
+            if found:
+                return found[0]
+            time.sleep(2)
+    raise AssertionError(f"no flow run with output run id {run_name} was created")
+
+
+def test_custom_run_from_the_prefect_ui_then_its_mlflow_run(local_stack, page):
+    ui = local_stack.services["prefect-server"].url
+    page.goto(f"{ui}/deployments")
+    page.get_by_role("link", name="curate").first.click()
+    page.wait_for_url("**/deployments/deployment/**")
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("Custom run").click()
+    page.wait_for_url("**/run**")
+    # The changed parameter: the output run id (a str-or-None field: pick str, then type it).
+    field = page.locator(".schema-form-property", has=page.locator("label", has_text="Output run id")).last
+    field.get_by_role("button", name="str", exact=True).click()
+    field.locator("textarea").fill(RUN_ID)
+    shot(page, "prefect-custom-run-form")
+    page.get_by_role("button", name="Submit").click()
+
+    run = _flow_run_of(local_stack, RUN_ID)
+    page.goto(f"{ui}/runs/flow-run/{run.id}")
+    run = local_stack.wait(run.id)
+    assert run.state.is_completed(), run.state.message
+    page.reload()
+    page.get_by_text("Completed").first.wait_for()
+    shot(page, "prefect-flow-run-completed")
+    page.locator("li.p-tab#artifacts").click()
+    page.get_by_text("curation-summary").first.wait_for()
+    page.get_by_text("curation-selection").first.wait_for()
+    shot(page, "prefect-flow-run-artifacts")
+
+    mlflow_ui = local_stack.services["mlflow"].url
+    experiment = MlflowClient(mlflow_ui).get_experiment_by_name("emt-curation")
+    page.goto(f"{mlflow_ui}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning")
+    page.get_by_text(RUN_ID).first.click()
+    page.wait_for_url("**/runs/**")
+    shot(page, "mlflow-run")
+    page.get_by_role("tab", name="Artifacts").click()
+    page.get_by_text("report", exact=True).first.click()
+    page.get_by_text("report.html").first.click()
+    shot(page, "mlflow-run-report")
