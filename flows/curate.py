@@ -20,7 +20,7 @@ from flows.runtime import ray_session
 from tasks import prefect_tasks
 from tasks.base import Resources
 from tasks.curation import gather_errors
-from tasks.curation_record import CurateReport, build_sidecar, mlflow_params, record_curation
+from tasks.curation_record import CurateReport, build_sidecar, cache_entries, mlflow_params, record_curation
 from tasks.distributed_select import DistributedSelection
 from tasks.embed import Embed
 from tasks.run_folder import RunFolder
@@ -118,6 +118,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
         fingerprint=plan.backbone.fingerprint,
         embed_dim=plan.backbone.embed_dim,
         cache_uri=plan.cache.root,
+        cache_entries=cache_entries(plan.pool, plan.robot),
         scorer_metrics=metrics,
         estimator_uri=estimator_uri,
         k=selection.k if selection else resolve_k(pool_rows, k=params.k, fraction=params.fraction),

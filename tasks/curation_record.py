@@ -13,6 +13,7 @@ from core.settings import MlflowConfig, SourceSpec, StorageConfig
 from core.storage import read_bytes
 from estimator.backbones.base import BackboneSpec
 from tasks.report import ReportResult
+from tasks.score import CachedShard
 from training.tracking import record_run
 
 
@@ -37,6 +38,16 @@ class CurateReport(BaseModel):
     embedding: dict[str, float] = {}  # this run's embedding job: samples/s, seconds per stage (empty: all cached)
 
 
+def cache_entries(pool: list[CachedShard], robot: list[CachedShard]) -> dict[str, Any]:
+    """Where the run's embeddings are, as its plan found them: pool entries by shard URI, robot entries by source.
+    The report reads these and never lists the sources again (a shard quarantined at preflight has no entry, and a
+    source may have changed since the run)."""
+    by_source: dict[str, list[str]] = {}
+    for shard in robot:
+        by_source.setdefault(shard.source, []).append(shard.entry)
+    return {"pool": {shard.shard_uri: shard.entry for shard in pool}, "robot": by_source}
+
+
 def build_sidecar(
     *,
     run_id: str,
@@ -44,6 +55,7 @@ def build_sidecar(
     fingerprint: str,
     embed_dim: int,
     cache_uri: str,
+    cache_entries: dict[str, Any],
     scorer_metrics: dict[str, Any],
     estimator_uri: str | None,
     k: int,
@@ -59,6 +71,7 @@ def build_sidecar(
         "backbone": backbone.model_dump(mode="json"),
         "backbone_fingerprint": fingerprint,
         "cache_uri": cache_uri,
+        "cache_entries": cache_entries,
         "embed_dim": embed_dim,
         "scorer": scorer_metrics,
         "estimator_uri": estimator_uri,

@@ -14,8 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.manifest import read_sidecar
-from core.read import list_shards
-from core.settings import SourceSpec, StorageConfig
+from core.settings import StorageConfig
 from core.storage import arrow_filesystem
 from tasks.cache import EmbeddingCache, vectors
 
@@ -44,15 +43,15 @@ def _pick(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _pool_vectors(
-    manifest: pd.DataFrame, wanted: np.ndarray, cache: EmbeddingCache, specs: dict[str, SourceSpec]
+    manifest: pd.DataFrame, wanted: np.ndarray, cache: EmbeddingCache, entries: dict[str, str]
 ) -> dict[str, np.ndarray]:
-    """Vectors by sample_id for the manifest rows at ``wanted``, reading one cache entry per shard involved
-    (entries hold keys; the manifest maps them to the run's sample ids)."""
+    """Vectors by sample_id for the manifest rows at ``wanted``, reading the run's cache entry (``entries``, by
+    shard URI) of each shard involved (entries hold keys; the manifest maps them to the run's sample ids)."""
     rows = manifest.iloc[np.unique(wanted)]
     found: dict[str, np.ndarray] = {}
-    for (source, shard_uri), group in rows.groupby(["source", "shard_uri"], sort=True):
-        entry = cache.entry(specs[str(source)], str(shard_uri))
-        if not cache.has(entry):
+    for shard_uri, group in rows.groupby("shard_uri", sort=True):
+        entry = entries.get(str(shard_uri))
+        if entry is None or not cache.has(entry):
             continue
         ids = dict(zip(group["key"].astype(str), group["sample_id"].astype(str), strict=True))
         table = cache.read(entry, columns=["key", "embedding"])
@@ -61,9 +60,10 @@ def _pool_vectors(
     return found
 
 
-def _robot_vectors(spec: SourceSpec, cache: EmbeddingCache, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Up to ``k`` vectors drawn uniformly from every frame of a robot source (row counts from Parquet footers)."""
-    entries = [e for e in (cache.entry(spec, s) for s in list_shards(spec, cache.storage)) if cache.has(e)]
+def _robot_vectors(entries: list[str], cache: EmbeddingCache, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to ``k`` vectors drawn uniformly from every frame in a robot source's cache ``entries`` (row counts from
+    Parquet footers)."""
+    entries = [e for e in entries if cache.has(e)]
     counts = []
     for entry in entries:
         fs, path = arrow_filesystem(entry + ".parquet", cache.storage)
@@ -94,8 +94,8 @@ def load_sets(
     selected_idx = np.flatnonzero(manifest["selected"].to_numpy())
     picks["selected"] = selected_idx[_pick(len(selected_idx), per_set, rng)]
     picks["pool"] = _pick(len(manifest), per_set, rng)
-    specs = {s["name"]: SourceSpec.model_validate(s) for s in sidecar["pool"]}
-    found = _pool_vectors(manifest, np.concatenate(list(picks.values())), cache, specs)
+    entries = sidecar["cache_entries"]  # as the run's plan found them: the sources are not listed again
+    found = _pool_vectors(manifest, np.concatenate(list(picks.values())), cache, entries["pool"])
     ids = manifest["sample_id"].to_numpy()
 
     def stack(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -109,12 +109,11 @@ def load_sets(
     labels = manifest["source"].to_numpy()[pool_idx].astype(str).tolist()
     flags = manifest["selected"].to_numpy()[pool_idx].astype(bool)
     points = [pool_vecs]
-    for spec_dict in sidecar.get("robot", []):
-        spec = SourceSpec.model_validate(spec_dict)
-        robot = _robot_vectors(spec, cache, per_set, rng)
+    for name in (s["name"] for s in sidecar.get("robot", [])):
+        robot = _robot_vectors(entries["robot"].get(name, []), cache, per_set, rng)
         if len(robot):
-            sets[spec.name] = robot
+            sets[name] = robot
             points.append(robot)
-            labels += [spec.name] * len(robot)
+            labels += [name] * len(robot)
             flags = np.concatenate([flags, np.zeros(len(robot), bool)])
     return EmbeddingSets(sets=sets, map_points=np.concatenate(points), map_labels=labels, map_selected=flags)

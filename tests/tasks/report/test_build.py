@@ -29,6 +29,7 @@ def fake_run(local_corpus: CorpusInfo, tmp_path_factory: pytest.TempPathFactory)
     cache = EmbeddingCache(root=str(root / "embeddings"), fingerprint="fake-fp")
     rng = np.random.default_rng(0)
     parts = []
+    entries: dict = {"pool": {}, "robot": {}}  # what the run's plan records in the sidecar
     specs = [(s, "pool") for s in local_corpus.pool] + [(s, "robot") for s in local_corpus.robot]
     for offset, (spec, role) in enumerate(specs):
         for shard in list_shards(spec):
@@ -44,7 +45,12 @@ def fake_run(local_corpus: CorpusInfo, tmp_path_factory: pytest.TempPathFactory)
                     "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel()), DIM),
                 }
             )
-            cache.write(cache.entry(spec, shard), shard, emb, ERRORS.empty_table(), "float32")
+            entry = cache.entry(spec, shard)
+            cache.write(entry, shard, emb, ERRORS.empty_table(), "float32")
+            if role == "robot":
+                entries["robot"].setdefault(spec.name, []).append(entry)
+            else:
+                entries["pool"][shard] = entry
             if role == "pool":
                 scores = rng.normal(size=len(ids)).astype(np.float32) + offset
                 parts.append((ids, spec.name, shard, keys, scores))
@@ -69,6 +75,7 @@ def fake_run(local_corpus: CorpusInfo, tmp_path_factory: pytest.TempPathFactory)
         "backbone": "fake",
         "backbone_fingerprint": "fake-fp",
         "cache_uri": str(root / "embeddings"),
+        "cache_entries": entries,
         "k": 20,
         "embed_dim": DIM,
         "scorer": {"method": "probe", "n_robot": 36, "trained": {"val_accuracy": 0.91234}},
