@@ -173,7 +173,7 @@ def alive(service: Service) -> bool:
         return False
 
 
-def _start(name: str, config: StackConfig) -> Service:
+def start_service(name: str, config: StackConfig) -> Service:
     cmd, extra, port, url, health = _commands(config)[name]
     if port_open(port):
         raise RuntimeError(f"{name}: port {port} on 127.0.0.1 is taken; choose another with --{name}-port")
@@ -209,7 +209,7 @@ def up(config: StackConfig) -> dict[str, Service]:
             continue
         if name == "prefect-worker":  # the pool and the deployments exist before a worker polls for them
             stack_setup.register(config, deploy=config.deploy)
-        services[name] = _start(name, config)
+        services[name] = start_service(name, config)
         _write_state(config, services)
         if name == "s3":  # restore earlier sessions' objects; the MLflow artifact bucket before MLflow starts
             stack_setup.prepare_s3(config)
