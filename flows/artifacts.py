@@ -33,6 +33,7 @@ def publish_curation_artifacts(report: CurateReport, tracking_uri: str | None = 
                 *_mlflow_markdown(report, tracking_uri),
                 f"- selected {report.selected} of {report.pool_samples} pool samples",
                 f"- scorer: {json.dumps(report.scorer)}",
+                *_shortcut_markdown(report),
                 f"- shards embedded {report.shards_embedded}, from cache {report.shards_cached}",
                 f"- quarantined: {quarantine}",
                 "",
@@ -43,6 +44,19 @@ def publish_curation_artifacts(report: CurateReport, tracking_uri: str | None = 
             ]
         ),
     )
+
+
+def _shortcut_markdown(report: CurateReport) -> list[str]:
+    """The modality-shortcut diagnostic: probe accuracies per feature part beside the estimator's, and its note
+    (a warning, with what to change, when the text alone separates robot from pool and the scorer reads it)."""
+    s = report.scorer
+    if "shortcut_note" not in s:
+        return []
+    probes = ", ".join(f"{p} {s[f'probe_{p}_val_accuracy']:.3f}" for p in ("image", "text")
+                       if f"probe_{p}_val_accuracy" in s)
+    estimator = f", estimator {s['val_accuracy']:.3f}" if "val_accuracy" in s else ""
+    head = f"- shortcut diagnostic (validation accuracy: {probes}{estimator}; scorer reads {s.get('features')}):"
+    return [head, f"  **{s['shortcut_note']}**" if s.get("shortcut") else f"  {s['shortcut_note']}"]
 
 
 def _mlflow_markdown(report: CurateReport, tracking_uri: str | None) -> list[str]:

@@ -75,6 +75,18 @@ def _backbone_rows(sidecar: dict[str, Any]) -> dict[str, Any]:
     return rows | {"fingerprint": sidecar.get("backbone_fingerprint"), "embed_dim": sidecar.get("embed_dim")}
 
 
+def _shortcut_section(scorer: dict[str, Any]) -> str:
+    """Probe accuracies on the image and text parts beside the estimator's, and the diagnostic's note."""
+    rows = {f"{p} part only": f"{scorer[f'probe_{p}_val_accuracy']:.3f} (AUC {scorer[f'probe_{p}_val_auc']:.3f})"
+            for p in ("image", "text") if f"probe_{p}_val_accuracy" in scorer}
+    if "val_accuracy" in scorer:
+        rows[f"estimator ({scorer.get('features')} part)"] = f"{scorer['val_accuracy']:.3f}"
+    return key_values(rows) + note(scorer.get("shortcut_note", "no diagnostic recorded")) + note(
+        "Balanced validation accuracy of a linear probe trained on each part of the vector alone. Text that "
+        "separates robot from pool where images do not means the texts' wording differs (robot instructions vs "
+        "web captions); a scorer reading the text would select by wording.")
+
+
 def build_report(
     manifest_uri: str,
     storage: StorageConfig | None = None,
@@ -191,6 +203,7 @@ def _build_report(
                                                                 "its fingerprint keys the embedding cache.")),
         ("Scorer", key_values(sidecar.get("scorer") or {}) + note("How the samples were scored and, for a "
                                                                   "trained probe, its validation metrics.")),
+        ("Shortcut diagnostic", _shortcut_section(sidecar.get("scorer") or {})),
         (
             "Counts",
             key_values(counts)
