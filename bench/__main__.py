@@ -11,6 +11,7 @@ BENCHES = {
     "embed": "bench.embed_throughput",
     "recurate": "bench.recurate",
     "select": "bench.selection",
+    "dselect": "bench.distributed_selection",
     "quality": "bench.quality",
     "train": "bench.train_throughput",
 }

@@ -1,0 +1,107 @@
+"""Distributed scoring + selection (``tasks.distributed_select``) vs a raw parallel read of the same vectors, and
+the driver's peak memory as the pool grows, on a local Ray cluster.
+
+The cache is ``bench.selection``'s synthetic one (random float16 vectors, shards of ``--shard-size`` rows, written
+once under data/bench/). The scorer is an untrained linear ``ProximityEstimator``. The raw read is what a user would
+write: ``ray.data.read_parquet`` over the same entry files, each block's vectors turned into a float32 matrix and
+counted. Driver memory is the driver process's resident set, sampled every 20 ms during the run, above its value
+before (RSS counts Arrow and numpy alike). The one-process path (``score_pool`` + ``select``, no manifest) runs too
+for reference; its driver memory grows ~31 bytes a sample (bench/README.md ``select``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import ray
+import torch
+
+from bench.selection import synthetic_cache
+from estimator.probe import ProximityEstimator
+from flows.runtime import local_ray
+from tasks.cache import vectors
+from tasks.curation import select
+from tasks.distributed_select import DistributedSelection, score_select_write
+from tasks.score import score_pool
+
+OUT = Path("bench/out")
+RUNS = Path("data/bench/distributed-select-runs")
+
+
+def _peak_rss(fn: Callable[[], object]) -> tuple[float, float, object]:
+    """(seconds, peak resident MB above the start, result) of ``fn`` in this process."""
+    proc = psutil.Process()
+    base = peak = proc.memory_info().rss
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.02):
+            peak = max(peak, proc.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.perf_counter()
+    try:
+        out = fn()
+    finally:
+        done.set()
+        sampler.join()
+    return time.perf_counter() - t0, (peak - base) / 1e6, out
+
+
+def _raw_read(entries: list[str], workers: int) -> int:
+    """Ray Data's plain parallel read of the entry files, vectors as float32: the floor of a distributed pass."""
+    ds = ray.data.read_parquet([e + ".parquet" for e in entries], columns=["embedding"], concurrency=workers)
+    ds = ds.map_batches(lambda t: {"n": np.array([len(vectors(t))])}, batch_format="pyarrow", batch_size=None)
+    return int(sum(row["n"] for row in ds.iter_rows()))
+
+
+def bench_pool(pool: int, args: argparse.Namespace) -> dict:
+    cache, shards = synthetic_cache(pool, args.dim, args.shard_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        scorer = ProximityEstimator(embed_dim=args.dim)
+    k = max(1, pool // 10)
+    options = DistributedSelection(shards_per_file=args.shards_per_file, workers=args.workers, cpus=args.cpus)
+    read_s, read_mb, rows = _peak_rss(lambda: _raw_read([s.entry for s in shards], args.workers))
+    assert rows == pool
+    uri = str(RUNS / f"{pool}-{time.time_ns()}" / "manifest.parquet")
+    dist_s, dist_mb, sidecar = _peak_rss(lambda: score_select_write(
+        cache=cache, pool=shards, scorer=scorer, manifest_uri=uri, sidecar={}, k=k, fraction=None, options=options))
+    assert sidecar["rows"] == pool and sidecar["selected"] == k
+    one_s, one_mb, _ = _peak_rss(lambda: select(score_pool(cache, shards, scorer), k=k, fraction=None,
+                                                per_source_cap=None))
+    row = {"pool": pool, "files": len(sidecar["files"]), "raw_read_s": round(read_s, 1),
+           "distributed_s": round(dist_s, 1), "raw_read/distributed": round(read_s / dist_s, 2),
+           "distributed_per_s": round(pool / dist_s), "one_process_s(no manifest)": round(one_s, 1),
+           "driver_peak_mb_raw_read": round(read_mb, 1), "driver_peak_mb_distributed": round(dist_mb, 1),
+           "driver_peak_mb_one_process": round(one_mb, 1)}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench dselect")
+    ap.add_argument("--pools", default="100000,1000000", help="comma-separated pool sizes")
+    ap.add_argument("--dim", type=int, default=512, help="vector width (ViT-B-32 image tower: 512)")
+    ap.add_argument("--shard-size", type=int, default=10_000)
+    ap.add_argument("--shards-per-file", type=int, default=8, help="pool shards per manifest file / task")
+    ap.add_argument("--workers", type=int, default=2, help="tasks at once")
+    ap.add_argument("--cpus", type=float, default=1.0, help="CPUs per task")
+    ap.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
+    args = ap.parse_args(argv)
+    with local_ray(temp_dir="/tmp/emt-bench-ray", num_cpus=args.num_cpus):
+        rows = [bench_pool(int(p), args) for p in args.pools.split(",")]
+    print("\n" + pd.DataFrame(rows).to_string(index=False))
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "distributed_selection.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    return 0
