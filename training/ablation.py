@@ -1,0 +1,168 @@
+"""Does the curation help? The arms of the ablation and one (arm, seed) unit of it, as plain code: the flow
+(``flows.ablation``) only orders the units and publishes the result (``training.ablation_stats``).
+
+Arms, all at one budget — the same K mid-training samples, the same mid-training steps, the same fine-tuning
+steps and the same held-out episodes (one ``robot.split_seed`` for every run):
+
+- ``none``: fine-tune the base VLM directly;
+- ``random``: mid-train on K pool samples drawn uniformly without replacement (seeded by the unit's seed, so the
+  spread across seeds covers the luck of the draw too), then fine-tune;
+- ``curated``: mid-train on the manifest's selected K, then fine-tune.
+
+The unit's seed seeds both trainings (head initialisation, data order), so arm A and arm B at seed s differ only
+by their mid-training: the statistics pair runs by seed.
+
+A random arm reads its samples through a derived manifest — the curated manifest's rows (every pool sample is in
+it) with ``selected`` replaced by the draw, and its own sidecar — so both mid-trained arms take the same data path.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from core.manifest import read_manifest, read_sidecar, write_manifest
+from core.settings import MlflowConfig, StorageConfig
+from core.storage import exists, join, publish_bytes, read_bytes
+from training.config import ChatDataConfig, FinetuneConfig, MidtrainConfig, RobotDataConfig, TrainConfig, VLAHeadConfig
+from training.metrics import MemoryTracker
+from training.recipes import finetune, midtrain
+from training.robot_data import RobotEpisodes
+from training.tracking import PARENT, MlflowTracker, log_manifest_input, log_robot_inputs, training_run
+
+Arm = Literal["none", "random", "curated"]
+ARMS: tuple[Arm, ...] = ("none", "random", "curated")
+MLFLOW_PARENT = "mlflow.parentRunId"  # MLflow's own nesting tag: the UI shows the run under its parent
+CURVE_METRICS = ("loss", "l1/arm", "gripper_accuracy")  # held-out metrics kept per evaluation step
+
+
+def random_manifest(manifest_uri: str, out_uri: str, *, seed: int, storage: StorageConfig | None = None) -> str:
+    """Write ``out_uri``: the manifest's rows with ``selected`` replaced by a uniform draw (without replacement,
+    ``numpy.random.default_rng(seed)``) of as many rows as the manifest selects; its sidecar names the draw."""
+    table = read_manifest(manifest_uri, storage)
+    k = int(np.count_nonzero(table["selected"].to_numpy(zero_copy_only=False)))
+    chosen = np.zeros(table.num_rows, dtype=bool)
+    chosen[np.random.default_rng(seed).choice(table.num_rows, size=k, replace=False)] = True
+    drawn = table.set_column(table.schema.get_field_index("selected"), "selected", pa.array(chosen))
+    sidecar = read_sidecar(manifest_uri, storage)
+    keep = {k_: v for k_, v in sidecar.items() if k_ not in ("rows", "selected", "per_source", "content_sha256")}
+    write_manifest(out_uri, [drawn], {**keep, "selection": "random", "draw_seed": seed,
+                                      "derived_from": manifest_uri}, storage)
+    return out_uri
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What every arm shares. ``k`` = the manifest's selected count; ``heldout`` = the held-out episodes."""
+
+    k: int
+    midtrain_steps: int
+    finetune_steps: int
+    split_seed: int
+    heldout: list[str]
+
+    def tags(self) -> dict[str, str]:
+        return {"ablation.k": str(self.k), "ablation.midtrain_steps": str(self.midtrain_steps),
+                "ablation.finetune_steps": str(self.finetune_steps), "ablation.split_seed": str(self.split_seed),
+                "ablation.heldout_episodes": json.dumps(self.heldout)}
+
+
+def heldout_episodes(robot: RobotDataConfig, storage: StorageConfig | None) -> list[str]:
+    """The held-out episodes as ``source/episode`` names: what every arm is evaluated on."""
+    return sorted(f"{name}/{ep}" for name, ep in RobotEpisodes(robot, storage).heldout)
+
+
+@dataclass
+class Plan:
+    """An ablation's settings, resolved: where the unit writes, what it trains, where it is tracked."""
+
+    model: str
+    manifest_uri: str
+    robot: RobotDataConfig
+    head: VLAHeadConfig
+    data: ChatDataConfig
+    midtrain_train: TrainConfig
+    finetune_train: TrainConfig
+    eval_batches: int | None
+    mlflow: MlflowConfig
+    parent_run_id: str
+    root_uri: str
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+
+@dataclass
+class UnitResult:
+    """One (arm, seed): the held-out curves ``{metric: [(step, value), ...]}`` and its MLflow runs."""
+
+    arm: str
+    seed: int
+    curves: dict[str, list[tuple[int, float]]]
+    midtrain_run_id: str | None
+    finetune_run_id: str
+    midtrain_samples: int
+    seconds: float
+
+
+class _Recorder:
+    """Forward to the MLflow tracker and keep the evaluation metrics (the curves) in memory."""
+
+    def __init__(self, inner: MlflowTracker) -> None:
+        self.inner, self.memory = inner, MemoryTracker()
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.inner.log_params(params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.inner.log_metrics(metrics, step)
+        self.memory.log_metrics(metrics, step)
+
+
+def _child(plan: Plan, *, arm: str, seed: int, kind: str, budget: Budget, extra: dict[str, str]
+           ) -> AbstractContextManager[MlflowTracker]:
+    tags = {MLFLOW_PARENT: plan.parent_run_id, "ablation.arm": arm, "ablation.seed": str(seed),
+            **budget.tags(), **extra}
+    return training_run(plan.mlflow, run_name=f"{arm}-s{seed}-{kind}", kind=kind, tags=tags)
+
+
+def run_unit(plan: Plan, arm: Arm, seed: int, budget: Budget) -> UnitResult:
+    """Mid-train (unless ``none``) and fine-tune one arm at one seed, each as an MLflow child run of the
+    ablation's parent run; the result is stored as ``UNIT/result.json`` and a stored result is returned as is
+    (an interrupted ablation resumes at the first unfinished unit)."""
+    unit = join(plan.root_uri, "arms", arm, f"seed{seed}")
+    done = join(unit, "result.json")
+    if exists(done, plan.storage):
+        return UnitResult(**json.loads(read_bytes(done, plan.storage)))
+    start = time.perf_counter()
+    model, midtrain_run, samples = plan.model, None, 0
+    if arm != "none":
+        manifest = plan.manifest_uri if arm == "curated" else random_manifest(
+            plan.manifest_uri, join(unit, "manifest.parquet"), seed=seed, storage=plan.storage)
+        config = MidtrainConfig(model=plan.model, manifest_uri=manifest, output_uri=join(unit, "midtrain"),
+                                storage=plan.storage, train=plan.midtrain_train.model_copy(update={"seed": seed}),
+                                data=plan.data)
+        extra = {"manifest_uri": manifest, "lineage.manifest_uri": manifest}
+        with _child(plan, arm=arm, seed=seed, kind="midtrain", budget=budget, extra=extra) as tracker:
+            samples = int(log_manifest_input(tracker, manifest, plan.storage)["selected"])
+            midtrain(config, tracker)
+        model, midtrain_run = config.output_uri, tracker.run_id
+    config = FinetuneConfig(model=model, output_uri=join(unit, "finetune"), robot=plan.robot, head=plan.head,
+                            storage=plan.storage, train=plan.finetune_train.model_copy(update={"seed": seed}),
+                            eval_batches=plan.eval_batches)
+    extra = {"base_model_uri": model, **({PARENT: midtrain_run, "lineage.midtrain_run_id": midtrain_run}
+                                         if midtrain_run else {})}
+    with _child(plan, arm=arm, seed=seed, kind="finetune", budget=budget, extra=extra) as tracker:
+        log_robot_inputs(tracker, plan.robot.sources, plan.storage)
+        recorder = _Recorder(tracker)
+        finetune(config, recorder)
+    curves = {m: recorder.memory.series(f"eval/{m}") for m in CURVE_METRICS}
+    result = UnitResult(arm=arm, seed=seed, curves={m: c for m, c in curves.items() if c},
+                        midtrain_run_id=midtrain_run, finetune_run_id=tracker.run_id, midtrain_samples=samples,
+                        seconds=round(time.perf_counter() - start, 2))
+    publish_bytes(done, json.dumps(asdict(result)).encode(), plan.storage)
+    return result
