@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError
 from pydantic import BaseModel
@@ -35,6 +36,9 @@ from core.settings import (
 from core.storage import check_writable
 from flows.cli_training import add_training_commands
 from synth import SynthConfig
+
+if TYPE_CHECKING:
+    from flows.params import CurateParams
 
 # What the base install lacks: a command that needs it says which extra to install.
 _CURATE_STACK = {"torch", "torchvision", "ray", "prefect", "mlflow", "transformers", "open_clip", "av", "pandas"}
@@ -94,6 +98,10 @@ def _cmd_curate(args: argparse.Namespace) -> int:
     from flows.params import CurateParams  # its models import torch (the backbone spec), not Ray or Prefect
 
     params = load_config(CurateParams, args.config)
+    return on_ray(args, lambda: _curate_and_report(params))
+
+
+def _curate_and_report(params: CurateParams) -> int:
     from flows.curate import curate
     from flows.demo import print_report
 
@@ -115,8 +123,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo_training import run_pipeline_demo
 
     demo = run_demo if args.curate_only else run_pipeline_demo
-    demo(root=args.root, s3=args.s3, synth=model_from_args(SynthConfig, args, origin="demo options"))
-    return 0
+    synth = model_from_args(SynthConfig, args, origin="demo options")
+
+    def run() -> int:
+        demo(root=args.root, s3=args.s3, synth=synth)
+        return 0
+
+    return on_ray(args, run)
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
@@ -191,11 +204,23 @@ def one_line(message: str) -> str:
     return " ".join([head, "; ".join(rest)]).strip()
 
 
+def on_ray(args: argparse.Namespace, work: Callable[[], int]) -> int:
+    """A command's run on Ray, after its configuration was checked: from the command line in a watched child
+    process, so that a lost Ray cluster is one line and leaves nothing running (``flows.supervise``); called from
+    Python (tests, a notebook) in this process, which may hold a Ray session already."""
+    if not args.supervise:
+        return work()
+    from flows.supervise import run_supervised
+
+    return run_supervised(work, command=args.command)
+
+
 def main(argv: list[str] | None = None) -> int:
     # Prefect's ephemeral API (a flow run without a server) took over its 20 s default to start on a loaded
     # machine and failed the run; a user's own value wins.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
     args = build_parser().parse_args(argv)
+    args.supervise = argv is None  # the command line itself: see on_ray
     try:
         return args.run(args)
     except (ConfigError, ValueError, FileExistsError) as err:  # bad configuration or input, before work started

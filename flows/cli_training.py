@@ -5,6 +5,7 @@ per logged step, and ends with the MLflow run ids (and, for a VLA, the run tree 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from core.settings import load_config
 
@@ -24,10 +25,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "pipeline": training_params.PipelineParams,
     }[args.command]
     params = load_config(model, args.config)  # before the heavy imports below
+    from flows.cli import on_ray  # imported here: flows.cli imports this module
 
+    return on_ray(args, lambda: _train(args.command, params))
+
+
+def _train(command: str, params: Any) -> int:
     from flows.demo_training import print_evaluation, print_run_tree
 
-    if args.command == "pipeline":
+    if command == "pipeline":
         from flows.pipeline import pipeline
 
         report = pipeline(params)
@@ -37,7 +43,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from flows.finetune import finetune
         from flows.midtrain import midtrain
 
-        tuned = (midtrain if args.command == "midtrain" else finetune)(params)
+        tuned = (midtrain if command == "midtrain" else finetune)(params)
         print(f"\n{tuned.kind} run {tuned.run_id}: model {tuned.model_uri} "
               f"({tuned.registered_model} v{tuned.model_version}), MLflow run {tuned.mlflow_run_id}")
     print_run_tree(tuned.mlflow_run_id, tuned.tracking_uri)

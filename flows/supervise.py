@@ -1,0 +1,131 @@
+"""A command's run on Ray, watched from a parent process, so that a lost Ray cluster is one line, not a silent exit.
+
+When the raylet of a local Ray dies, Ray's core worker ends the driver at once (a C-level quick exit): no Python
+``except``, ``finally`` or ``atexit`` runs, so the run cannot report it, and what it started — Prefect's ephemeral
+API server, Ray's GCS and workers — is orphaned, with its flow runs left RUNNING. So the command forks: the child
+goes on to run exactly as an unsupervised command would (its output, exit code and clean-up are unchanged), while
+the parent only waits. The child ends every normal Python exit (a return, ``sys.exit``, a traceback) by telling the
+parent through a pipe, from its last ``atexit`` handler; a child that ended without telling was ended from below
+Python. Then the parent prints one line, marks the child's flow runs CRASHED (through the configured Prefect API,
+else through the child's orphaned ephemeral server, before ending it) and ends every process the child left behind:
+on Linux the parent is a child subreaper, so orphans of the run become its own children and none escapes. Elsewhere
+only descendants still attached are found. Without ``fork`` (Windows) the command runs unsupervised.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+
+import psutil
+
+_PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+_EPHEMERAL_APP = "prefect.server.api.server:create_app"  # what Prefect's ephemeral server runs (uvicorn --factory)
+
+
+def run_supervised(work: Callable[[], int], *, command: str) -> int:
+    """``work()``'s exit code, run in a forked child that this process watches (see the module's docstring)."""
+    if not hasattr(os, "fork"):
+        return work()
+    _become_subreaper()
+    marker = f"emt-process-{uuid.uuid4().hex[:12]}"  # a tag on every flow run of the child, to find them after
+    receive, send = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(receive)
+        atexit.register(os.write, send, b"1")  # registered first, so it runs last: after every other clean-up
+        from prefect import tags
+
+        with tags(marker):
+            return work()
+    os.close(send)
+    with _signals_to(pid):
+        _, raw = os.waitpid(pid, 0)
+    finished = os.read(receive, 1) == b"1"
+    os.close(receive)
+    status = os.waitstatus_to_exitcode(raw)  # negative: the signal that ended it
+    code = 128 - status if status < 0 else status  # ended by a signal: the shell's 128 + its number
+    if finished:
+        return code
+    cause = (f"the run's process was ended by {signal.Signals(-status).name}" if status < 0
+             else "the Ray cluster was lost during the run (its raylet exited)")
+    print(f"emt {command}: {cause}; run the same command again to resume", file=sys.stderr, flush=True)
+    left = psutil.Process().children(recursive=True)
+    with contextlib.suppress(Exception):  # best effort: the line above is the report, whatever the API says
+        _mark_crashed(marker, left, cause)
+    _end(left)
+    return code or 1
+
+
+def _become_subreaper() -> None:
+    """Orphans of the child's tree are re-parented to this process instead of init (Linux only)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+@contextlib.contextmanager
+def _signals_to(pid: int) -> Iterator[None]:
+    """While the child runs: Ctrl-C reaches it from the terminal (this process ignores it), SIGTERM is passed on."""
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, _: os.kill(pid, signum))}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _mark_crashed(marker: str, left: list[psutil.Process], cause: str) -> None:
+    """Set the child's unfinished flow runs CRASHED through the Prefect API they were recorded in."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Crashed
+
+    api = PREFECT_API_URL.value() or _ephemeral_api(left)
+    if not api:
+        return
+    unfinished = FlowRunFilter(
+        tags=FlowRunFilterTags(all_=[marker]),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])),
+    )
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        for run in client.read_flow_runs(flow_run_filter=unfinished):
+            client.set_flow_run_state(run.id, Crashed(message=cause), force=True)
+
+
+def _ephemeral_api(left: list[psutil.Process]) -> str | None:
+    """The URL of the ephemeral Prefect server the child started, found by its command line and listening port."""
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            if _EPHEMERAL_APP in proc.cmdline():
+                for conn in proc.net_connections(kind="inet"):
+                    if conn.status == psutil.CONN_LISTEN:
+                        return f"http://127.0.0.1:{conn.laddr.port}/api"
+    return None
+
+
+def _end(left: list[psutil.Process]) -> None:
+    """Terminate what the child left behind, then kill what did not stop within five seconds."""
+    for proc in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(left, timeout=5)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5)
