@@ -60,7 +60,8 @@ def _peak_rss(fn: Callable[[], object]) -> tuple[float, float, object]:
 
 def _raw_read(entries: list[str], workers: int) -> int:
     """Ray Data's plain parallel read of the entry files, vectors as float32: the floor of a distributed pass."""
-    ds = ray.data.read_parquet([e + ".parquet" for e in entries], columns=["embedding"], concurrency=workers)
+    ds = ray.data.read_parquet([e + ".parquet" for e in entries], columns=["embedding"], concurrency=workers,
+                               override_num_blocks=len(entries))  # else one read task took every file
     ds = ds.map_batches(lambda t: {"n": np.array([len(vectors(t))])}, batch_format="pyarrow", batch_size=None)
     return int(sum(row["n"] for row in ds.iter_rows()))
 
