@@ -8,9 +8,11 @@ tracker is built on rank zero by ``tracker_factory`` (a tracker may hold a clien
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Literal
 
 from training.config import FinetuneConfig, MidtrainConfig
@@ -32,7 +34,13 @@ def _worker(payload: dict[str, Any]) -> None:
     tracker = factory() if factory is not None and rank == 0 else None
     recipe = midtrain if payload["recipe"] == "midtrain" else finetune
     result = recipe(payload["config"], tracker, device=ray.train.torch.get_device())
-    ray.train.report({"result": asdict(result)})
+    # Ray Train keeps the metrics of reports that carry a checkpoint: rank zero's carries its result.
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            Path(tmp, "result.json").write_text(json.dumps(asdict(result)))
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report({"steps": result.steps}, checkpoint=checkpoint)
 
 
 def run_distributed(
@@ -67,6 +75,7 @@ def run_distributed(
             run_config=RunConfig(storage_path=storage_path or tmp, name=f"emt-{recipe}"),
         )
         result = trainer.fit()
-    if result.error is not None:
-        raise result.error
-    return TrainResult(**result.metrics["result"])
+        if result.error is not None:
+            raise result.error
+        with result.checkpoint.as_directory() as path:
+            return TrainResult(**json.loads(Path(path, "result.json").read_text()))

@@ -129,6 +129,8 @@ class RobotSamples:
             raise SkipSample("no_instruction")
         sample = self.encoder.prompt(decode_image(image), self.episodes.config.prompt.format(instruction=task))
         actions, valid, raw = self.episodes.chunk((name, ep), frame)
+        if not np.isfinite(raw).all():  # a corrupt action inside the chunk: no usable target
+            raise SkipSample("non_finite_action")
         sample["actions"] = torch.from_numpy(actions)[None]
         sample["action_mask"] = torch.from_numpy(valid)[None]
         sample["raw_actions"] = torch.from_numpy(raw)[None]  # dataset units, for evaluation

@@ -120,9 +120,14 @@ class BatchStream(IterableDataset):
 
 
 def loader(stream: BatchStream, num_workers: int) -> DataLoader:
-    """A DataLoader over already-batched items (batching happens in the stream, after skipping)."""
+    """A DataLoader over already-batched items (batching happens in the stream, after skipping).
+
+    Workers are spawned, not forked: a training process holds threads (Ray's, S3 clients', CUDA's) and a
+    forked child can inherit one of their locks held, and hang. They start once per run (the stream is endless).
+    """
     return DataLoader(stream, batch_size=None, num_workers=num_workers, persistent_workers=False,
-                      prefetch_factor=4 if num_workers else None)
+                      prefetch_factor=4 if num_workers else None,
+                      multiprocessing_context="spawn" if num_workers else None)
 
 
 def pad_sequences(rows: list[list[int]], value: int) -> torch.Tensor:

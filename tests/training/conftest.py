@@ -3,12 +3,13 @@ few samples of every source (captions and QA texts)."""
 
 from __future__ import annotations
 
-import dataclasses
+import glob
 import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from core.manifest import write_manifest
@@ -44,16 +45,14 @@ def manifest(tmp_path_factory: pytest.TempPathFactory, local_corpus: CorpusInfo)
     return make_manifest(str(tmp_path_factory.mktemp("curated") / "manifest.parquet"), local_corpus, per_source=2)
 
 
-def write_robot_dataset(uri: str, *, episodes: int = 3, frames: int = 6, action_dims: int = 7,
-                        nan_at: tuple[int, int] | None = None) -> SourceSpec:
-    """A LeRobot v3 dataset of scripted pick-and-place episodes; actions cut to ``action_dims`` and, with
-    ``nan_at`` = (episode, frame), one non-finite action."""
-    made = []
-    for e in range(episodes):
-        ep = scripted_episode("pick_place", np.random.default_rng(100 + e), size=32, frames=frames)
-        action = ep.action[:, :action_dims].copy()
-        if nan_at is not None and nan_at[0] == e:
-            action[nan_at[1], 0] = np.nan
-        made.append(dataclasses.replace(ep, action=action))
+def write_robot_dataset(uri: str, *, episodes: int = 3, frames: int = 6, action_dims: int = 7) -> SourceSpec:
+    """A LeRobot v3 dataset of scripted pick-and-place episodes, with actions cut to ``action_dims``."""
+    made = [scripted_episode("pick_place", np.random.default_rng(100 + e), size=32, frames=frames)
+            for e in range(episodes)]
     write_lerobot_dataset(uri, made, episodes_per_file=2)
+    if action_dims != 7:  # the writer records 7-dim actions: cut them in the data files
+        for path in glob.glob(f"{uri}/data/*/*.parquet"):
+            table = pq.read_table(path)
+            cut = pa.array([a[:action_dims] for a in table["action"].to_pylist()], pa.list_(pa.float32()))
+            pq.write_table(table.set_column(table.schema.get_field_index("action"), "action", cut), path)
     return SourceSpec(name=os.path.basename(uri.rstrip("/")), format="lerobot", uri=uri)

@@ -24,8 +24,8 @@ def test_two_workers_match_one_process_on_the_same_global_batch(tiny_vlm: str, m
     assert double.steps == 3
     assert double.losses == pytest.approx(single.losses, rel=1e-5)
     a, b = load_file(str(tmp_path / "one/model.safetensors")), load_file(str(tmp_path / "two/model.safetensors"))
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
+    for name in a:  # Adam's m / sqrt(v) turns reduction-order noise on near-zero gradients into ~1e-6 moves
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
 
 
 def test_a_recipe_gets_its_own_config(tiny_vlm: str, manifest: str, tmp_path):

@@ -94,12 +94,14 @@ def test_evaluation_and_resumption_on_s3(tiny_vlm: str, local_corpus: CorpusInfo
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_vlm: str, tmp_path):
-    robot = [write_robot_dataset(str(tmp_path / "nan"), episodes=3, frames=6, nan_at=(2, 0))]
+    robot = [write_robot_dataset(str(tmp_path / "arm"), episodes=2, frames=4)]
     ckpt = str(tmp_path / "ckpt")
-    config = _config(tiny_vlm, robot, str(tmp_path / "out"), steps=5, checkpoint_every=1, checkpoint_uri=ckpt)
-    with pytest.raises(NonFiniteLoss, match=r"at step 3: run stopped; last good checkpoint: .*step-00000002"):
-        finetune(config)  # batches of 6 frames in order: the third is the episode with the NaN action
-    assert json.loads(read_bytes(f"{ckpt}/latest.json"))["step"] == 2
+    # a learning rate that blows the weights up to ~1e30 in one step: the next forward overflows
+    config = _config(tiny_vlm, robot, str(tmp_path / "out"), steps=5, lr=1e30, warmup_ratio=0.0, checkpoint_every=1,
+                     checkpoint_uri=ckpt)
+    with pytest.raises(NonFiniteLoss, match=r"at step 2: run stopped; last good checkpoint: .*step-00000001"):
+        finetune(config)
+    assert json.loads(read_bytes(f"{ckpt}/latest.json"))["step"] == 1
     assert not os.path.exists(tmp_path / "out")
 
 
