@@ -16,7 +16,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 300
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo ablation test lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt constraints-cpu.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,6 +31,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/emt demo $(ARGS)
+
+ablation: $(STAMP)
+	$(BIN)/emt ablation --demo $(ARGS)
 
 test: $(STAMP)
 	@test -x /usr/bin/chromium || echo "make test: no Chromium, so tests/deploy/test_browser.py will fail;" \

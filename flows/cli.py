@@ -6,6 +6,7 @@ emt curate --config curate.yaml                         curate a pool (Prefect f
 emt report MANIFEST_URI                                 rebuild a run's report
 emt midtrain|finetune|pipeline --config FILE            train a VLM / a VLA, or the whole pipeline (MLflow runs)
 emt demo [--s3] [--curate-only]                         the whole pipeline on embedded defaults, tiny models
+emt ablation --config FILE | --demo                     does the curation help? none vs random vs curated, S seeds
 emt stack up|down|status [--root .stack ...]            the local stack: S3, Prefect server + worker, MLflow, Ray
 
 A command checks its configuration and reaches its storage before it imports the heavy stack (torch, Ray,
@@ -34,6 +35,7 @@ from core.settings import (
     parse_config,
 )
 from core.storage import check_writable
+from flows.cli_ablation import add_ablation_command
 from flows.cli_training import add_training_commands
 from synth import SynthConfig
 
@@ -188,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p, SynthConfig)
     p.set_defaults(run=_cmd_demo)
     add_training_commands(sub)
+    add_ablation_command(sub)
 
     from infra.stack import StackConfig
 

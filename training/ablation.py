@@ -42,13 +42,19 @@ MLFLOW_PARENT = "mlflow.parentRunId"  # MLflow's own nesting tag: the UI shows t
 CURVE_METRICS = ("loss", "l1/arm", "gripper_accuracy")  # held-out metrics kept per evaluation step
 
 
+def uniform_draw(n: int, k: int, *, seed: int) -> np.ndarray:
+    """A mask of ``k`` of ``n`` rows drawn uniformly without replacement (every k-subset equally likely)."""
+    chosen = np.zeros(n, dtype=bool)
+    chosen[np.random.default_rng(seed).choice(n, size=k, replace=False)] = True
+    return chosen
+
+
 def random_manifest(manifest_uri: str, out_uri: str, *, seed: int, storage: StorageConfig | None = None) -> str:
     """Write ``out_uri``: the manifest's rows with ``selected`` replaced by a uniform draw (without replacement,
     ``numpy.random.default_rng(seed)``) of as many rows as the manifest selects; its sidecar names the draw."""
     table = read_manifest(manifest_uri, storage)
     k = int(np.count_nonzero(table["selected"].to_numpy(zero_copy_only=False)))
-    chosen = np.zeros(table.num_rows, dtype=bool)
-    chosen[np.random.default_rng(seed).choice(table.num_rows, size=k, replace=False)] = True
+    chosen = uniform_draw(table.num_rows, k, seed=seed)
     drawn = table.set_column(table.schema.get_field_index("selected"), "selected", pa.array(chosen))
     sidecar = read_sidecar(manifest_uri, storage)
     keep = {k_: v for k_, v in sidecar.items() if k_ not in ("rows", "selected", "per_source", "content_sha256")}
