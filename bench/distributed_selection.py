@@ -2,11 +2,11 @@
 the driver's peak memory as the pool grows, on a local Ray cluster.
 
 The cache is ``bench.selection``'s synthetic one (random float16 vectors, shards of ``--shard-size`` rows, written
-once under data/bench/). The scorer is an untrained linear ``ProximityEstimator``. The raw read is what a user would
-write: ``ray.data.read_parquet`` over the same entry files, each block's vectors turned into a float32 matrix and
-counted. Driver memory is the driver process's resident set, sampled every 20 ms during the run, above its value
-before (RSS counts Arrow and numpy alike). The one-process path (``score_pool`` + ``select``, no manifest) runs too
-for reference; its driver memory grows ~31 bytes a sample (bench/README.md ``select``).
+once under data/bench/). The scorer is an untrained linear ``ProximityEstimator``. The raw read is the
+same task layout doing nothing but read: one Ray Data task per group of entries, each reading its vectors as
+float32 and counting them (``ray.data.read_parquet`` itself put every file in one read task here). Driver memory is
+the driver process's resident set, sampled every 20 ms during the run, above its value before (RSS counts Arrow
+and numpy alike). The one-process path (``score_pool`` + ``select``, no manifest) runs too for reference.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import psutil
 import ray
@@ -27,7 +26,7 @@ import torch
 from bench.selection import synthetic_cache
 from estimator.probe import ProximityEstimator
 from flows.runtime import local_ray
-from tasks.cache import vectors
+from tasks.cache import EmbeddingCache, vectors
 from tasks.curation import select
 from tasks.distributed_select import DistributedSelection, score_select_write
 from tasks.score import score_pool
@@ -58,11 +57,15 @@ def _peak_rss(fn: Callable[[], object]) -> tuple[float, float, object]:
     return time.perf_counter() - t0, (peak - base) / 1e6, out
 
 
-def _raw_read(entries: list[str], workers: int) -> int:
-    """Ray Data's plain parallel read of the entry files, vectors as float32: the floor of a distributed pass."""
-    ds = ray.data.read_parquet([e + ".parquet" for e in entries], columns=["embedding"], concurrency=workers,
-                               override_num_blocks=len(entries))  # else one read task took every file
-    ds = ds.map_batches(lambda t: {"n": np.array([len(vectors(t))])}, batch_format="pyarrow", batch_size=None)
+def _raw_read(cache: EmbeddingCache, groups: list[list[str]], options: DistributedSelection) -> int:
+    """The same task layout as the scoring pass (one Ray Data task per group of entries, same CPUs and
+    concurrency), each task only reading its entries' vectors as float32: the floor of any distributed pass."""
+
+    def read(row: dict) -> dict:
+        return {"n": sum(len(vectors(cache.read(e, columns=["embedding"]))) for e in row["entries"])}
+
+    ds = ray.data.from_items([{"entries": g} for g in groups], override_num_blocks=len(groups))
+    ds = ds.map(read, num_cpus=options.cpus, compute=ray.data.TaskPoolStrategy(size=options.workers))
     return int(sum(row["n"] for row in ds.iter_rows()))
 
 
@@ -73,7 +76,10 @@ def bench_pool(pool: int, args: argparse.Namespace) -> dict:
         scorer = ProximityEstimator(embed_dim=args.dim)
     k = max(1, pool // 10)
     options = DistributedSelection(shards_per_file=args.shards_per_file, workers=args.workers, cpus=args.cpus)
-    read_s, read_mb, rows = _peak_rss(lambda: _raw_read([s.entry for s in shards], args.workers))
+    entries = [s.entry for s in shards]
+    groups = [entries[i : i + args.shards_per_file] for i in range(0, len(entries), args.shards_per_file)]
+    _raw_read(cache, groups, options)  # warm-up: Ray's workers start, the page cache fills
+    read_s, read_mb, rows = _peak_rss(lambda: _raw_read(cache, groups, options))
     assert rows == pool
     uri = str(RUNS / f"{pool}-{time.time_ns()}" / "manifest.parquet")
     dist_s, dist_mb, sidecar = _peak_rss(lambda: score_select_write(
