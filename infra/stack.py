@@ -79,6 +79,7 @@ def env(config: StackConfig) -> dict[str, str]:
 
 
 def service_env(config: StackConfig) -> dict[str, str]:
+    """Every service's environment: the stack's variables over the caller's, state kept under the stack's root."""
     return {
         **os.environ,
         **env(config),
