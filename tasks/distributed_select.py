@@ -82,6 +82,7 @@ def score_select_write(
     """Score, rank and select the pool on the current Ray cluster and publish a partitioned manifest and its
     sidecar (returned; its ``k`` is the resolved K). Raises ``ValueError`` for a K the pool cannot meet."""
     job = _Job(cache=cache, pool=pool, scratch=manifest_uri.rstrip("/") + ".scratch", manifest_uri=manifest_uri)
+    _clear(job)
     job_ref = ray.put(job)
     files = [
         {"part": q, "first": first, "stop": min(first + options.shards_per_file, len(pool))}
@@ -113,8 +114,7 @@ def score_select_write(
             counts = per_source.setdefault(source, {"pool": 0, "selected": 0})
             counts["pool"] += pool_rows
             counts["selected"] += chosen
-    fs, path = filesystem(job.scratch, cache.storage)
-    fs.rm(path, recursive=True)
+    _clear(job, manifest=False)
     sidecar = {
         **sidecar,
         "k": n,
@@ -128,6 +128,18 @@ def score_select_write(
     }
     publish_bytes(sidecar_uri(manifest_uri), json.dumps(sidecar, indent=1, sort_keys=True).encode(), cache.storage)
     return sidecar
+
+
+def _clear(job: _Job, *, manifest: bool = True) -> None:
+    """Remove the scratch files (and, before a run, manifest files) an interrupted attempt left: a stale run, range
+    or part file would otherwise be read with this attempt's."""
+    fs, scratch = filesystem(job.scratch, job.cache.storage)
+    if fs.exists(scratch):
+        fs.rm(scratch, recursive=True)
+    if manifest:
+        _, root = filesystem(job.manifest_uri, job.cache.storage)
+        for stale in fs.glob(root.rstrip("/") + "/part-*.parquet"):
+            fs.rm(stale)
 
 
 def _items(rows: list[dict]) -> ray.data.Dataset:
