@@ -29,7 +29,8 @@ def run_ablation_demo(*, root: str | None = None, synth: SynthConfig | None = No
                       run_name: str = "demo", budget: dict | None = None) -> AblationReport:
     root = root or DEFAULT_LOCAL_ROOT
     curate_params, info = demo_curate_params(root, None, synth or SynthConfig(), 0.1)
-    curated = curate(curate_params.model_copy(update={"run_name": "ablation-demo-curation"}))
+    # the ablation reads only the manifest: no curation report (its MMD / map take minutes on 2 cores)
+    curated = curate(curate_params.model_copy(update={"run_name": "ablation-demo-curation", "report_per_set": 0}))
     vlm = save_tiny_vlm(join(root, "models", "tiny-vlm"), None, seed=0)
     params = AblationParams.model_validate({
         "model": vlm, "manifest_uri": curated.manifest_uri, "output_uri": join(root, "ablation"),
