@@ -83,7 +83,7 @@ class _Interrupt(MemoryTracker):
 
 def test_resuming_on_s3_gives_the_uninterrupted_run(tiny_vlm: str, manifest: str, s3: EmbeddedS3, tmp_path):
     bucket = s3.make_bucket("midtrain-ckpt")
-    train = {"steps": 6, "batch_size": 2, "shuffle_buffer": 4, "num_workers": 2, "checkpoint_every": 3}
+    train = {"steps": 6, "batch_size": 2, "shuffle_buffer": 4, "checkpoint_every": 3}  # workers: test_stream
 
     def run(name: str, tracker: MemoryTracker | None = None):
         config = _config(tiny_vlm, manifest, str(tmp_path / name), checkpoint_uri=f"{bucket}/{name}", **train)
@@ -93,7 +93,7 @@ def test_resuming_on_s3_gives_the_uninterrupted_run(tiny_vlm: str, manifest: str
     with pytest.raises(KeyboardInterrupt):
         run("resumed", _Interrupt(at=5))
     resumed = run("resumed")
-    assert resumed.resumed_from == 3  # micro-batch 3: the second DataLoader worker's turn comes first
+    assert resumed.resumed_from == 3
     assert resumed.losses == pytest.approx(straight.losses, rel=1e-6)
     a = load_file(str(tmp_path / "straight/model.safetensors"))
     b = load_file(str(tmp_path / "resumed/model.safetensors"))
