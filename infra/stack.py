@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]  # the repository: prefect.yaml's ent
 WORK_POOL = "emt-process"
 S3_KEY = "emt-stack"  # moto accepts any credentials; these never leave loopback
 MLFLOW_BUCKET = "emt-mlflow"
+START_TIMEOUT = 300  # seconds a service may take to answer: minutes, not seconds, on a busy 2-core machine
 
 
 class StackConfig(Settings):
@@ -157,7 +158,7 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def wait_port(port: int, process: subprocess.Popen, log: Path, *, timeout: float = 90) -> None:
+def wait_port(port: int, process: subprocess.Popen, log: Path, *, timeout: float = START_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while not port_open(port):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -187,7 +188,7 @@ def start_service(name: str, config: StackConfig) -> Service:
     service = Service(name=name, pid=process.pid, port=port, url=url, health=health, log=str(log))
     try:
         if health:
-            wait_healthy(health, process, log)
+            wait_healthy(health, process, log, timeout=START_TIMEOUT)
         else:
             wait_port(port, process, log)
     except RuntimeError:

@@ -18,6 +18,9 @@ from estimator.backbones.tiny import save_tiny_backbone
 from infra.services import BIN, free_port
 from infra.stack import Service, port_open, stop, wait_port
 
+# Three curation runs, each its own process and Ray cluster.
+pytestmark = pytest.mark.timeout(1200)
+
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -64,14 +67,14 @@ def local_manifest(config, tmp_path_factory) -> str:
 
 
 def test_curate_on_a_separate_ray_head(config, local_manifest, tmp_path):
-    port = free_port()
+    port, log = free_port(), tmp_path / "ray-head.log"
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
          "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={tmp_path / 'ray'}"],
-        env={**os.environ, **RAY_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, **RAY_ENV}, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        wait_port(port, head, Path(os.devnull))
+        wait_port(port, head, log)
         manifest = curate(config, tmp_path / "o", {"RAY_ADDRESS": f"127.0.0.1:{port}"})
     finally:
         stop(Service(name="ray-head", pid=head.pid, port=port, url="", health=None, log=""))
