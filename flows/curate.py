@@ -19,7 +19,7 @@ from flows.progress import CurationProgress
 from flows.runtime import ray_session
 from tasks import prefect_tasks
 from tasks.base import Resources
-from tasks.curation import gather_errors
+from tasks.curation import gather_errors, pool_vectors, selection_record
 from tasks.curation_record import CurateReport, build_sidecar, cache_entries, mlflow_params, record_curation
 from tasks.distributed_select import DistributedSelection
 from tasks.embed import Embed
@@ -108,8 +108,10 @@ def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
     if isinstance(scorer, ProximityEstimator):
         estimator_uri = run.path("estimator")
         save_estimator(scorer, estimator_uri, storage)
+    vectors = pool_vectors(plan, scorer) if params.selection.dedup_threshold is not None else None
     selection = None if distributed else prefect_tasks.select_task(
-        scores, k=params.k, fraction=params.fraction, per_source_cap=params.per_source_cap
+        scores, k=params.k, fraction=params.fraction, per_source_cap=params.per_source_cap,
+        config=params.selection, vectors=vectors,
     )
     pool_rows = sum(usable[s.shard_uri] for s in plan.pool)
     sidecar = build_sidecar(
@@ -122,6 +124,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
         scorer_metrics=metrics,
         estimator_uri=estimator_uri,
         k=selection.k if selection else resolve_k(pool_rows, k=params.k, fraction=params.fraction),
+        selection=selection.record if selection else selection_record(params.selection),  # distributed: top_k
         pool=params.pool,
         robot=params.robot,
         errors_uri=errors_uri,
@@ -156,6 +159,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
         selected=sidecar["selected"],
         per_source=sidecar["per_source"],
         quarantined=sidecar["quarantined"],
+        selection=sidecar["selection"],
         shards_embedded=embedded.shards_embedded if embedded else 0,
         shards_cached=cached,
         scorer={k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)},

@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from core.settings import MlflowConfig, Settings, SourceSpec, StorageConfig, absolute_uri
 from estimator.backbones.base import BackboneSpec
 from estimator.scorer import ScorerConfig
+from tasks.select import SelectionConfig
 
 
 class RayConfig(Settings):
@@ -58,6 +59,10 @@ class CurateParams(Settings):
         None, gt=0, le=1, description="Keep this fraction of the pool (give k or fraction, not both)."
     )
     per_source_cap: dict[str, int] | None = Field(None, description="Optional: most samples kept per pool source.")
+    selection: SelectionConfig = Field(
+        default_factory=SelectionConfig, description="How the K are chosen: top_k (default) or a seeded importance "
+        "draw, optionally skipping near-duplicates. The manifest's rank stays the score rank; selected marks the K."
+    )
     output_uri: str = Field(description="Runs are written under OUTPUT_URI/RUN_ID/ (manifest, errors, estimator).")
     cache_uri: str | None = Field(None, description="Embedding cache; None = OUTPUT_URI/embeddings.")
     run_name: str | None = Field(
@@ -98,6 +103,15 @@ class CurateParams(Settings):
             raise ValueError(f"per_source_cap names unknown pool sources: {unknown}")
         if self.per_source_cap and self.ray.distributed_selection:
             raise ValueError("per_source_cap needs the one-process selection: unset ray.distributed_selection")
+        if self.ray.distributed_selection and self.selection.mode != "top_k":
+            raise ValueError("selection.mode: importance needs the one-process selection: unset "
+                             "ray.distributed_selection")
+        if self.ray.distributed_selection and self.selection.dedup_threshold is not None:
+            raise ValueError("selection.dedup_threshold needs the one-process selection: unset "
+                             "ray.distributed_selection")
+        if self.selection.mode == "importance" and self.scorer.method != "estimator":
+            raise ValueError("selection.mode: importance draws by exp(score), the estimator's density ratio: "
+                             f"set scorer.method to estimator (not {self.scorer.method}) or use top_k")
         return self
 
     def result_params(self) -> dict:

@@ -3,7 +3,7 @@ Prefect task of the same name, suffixed ``_task``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from estimator.scorer import Scorer, ScorerConfig, fit_scorer
 from tasks import distributed_select
 from tasks import select as selection
 from tasks.cache import EmbeddingCache
+from tasks.dedup import PoolVectors, dedup_select
 from tasks.embed import Embed
 from tasks.embed_shards import EmbedSummary, ShardJob, embed_shards
 from tasks.progress import Progress
@@ -169,22 +170,65 @@ def score(plan: Plan, scorer: Scorer) -> PoolScores:
 
 @dataclass
 class Selection:
-    """The outcome of selection, in pool order: every sample's rank, which are kept, and how many."""
+    """The outcome of selection, in pool order: every sample's rank (its place in score order), which are kept,
+    how many, and how they were chosen (``record``: mode, seed, dedup threshold, near-duplicates skipped)."""
 
     ranks: np.ndarray
     chosen: np.ndarray
     k: int
+    record: dict[str, Any]
+
+
+def selection_record(config: selection.SelectionConfig, duplicates_skipped: int = 0) -> dict[str, Any]:
+    """How a run chose its K, as the sidecar and the report record it (seed: None for top_k, which draws nothing)."""
+    return {
+        "mode": config.mode,
+        "seed": config.seed if config.mode == "importance" else None,
+        "dedup_threshold": config.dedup_threshold,
+        "duplicates_skipped": duplicates_skipped,
+    }
+
+
+def pool_vectors(plan: Plan, scorer: Scorer) -> PoolVectors:
+    """The pool's cached vectors, cut to the columns ``scorer`` reads (the whole vector for one that reads none,
+    the random baseline): what near-duplicate removal compares."""
+    columns = getattr(scorer, "columns", None)
+    if isinstance(columns, tuple):
+        columns = slice(*columns)
+    return PoolVectors(plan.cache, plan.pool, columns if isinstance(columns, slice) else slice(None))
 
 
 def select(
-    scores: PoolScores, *, k: int | None, fraction: float | None, per_source_cap: dict[str, int] | None
+    scores: PoolScores,
+    *,
+    k: int | None,
+    fraction: float | None,
+    per_source_cap: dict[str, int] | None,
+    config: selection.SelectionConfig | None = None,
+    vectors: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Selection:
-    """Rank the pool by score and keep the global top-K (or fraction), within the optional per-source caps."""
+    """Keep K pool samples (or a fraction), within the optional per-source caps: the global top-K by score
+    (``config.mode="top_k"``, the default), or a seeded draw without replacement with P ∝ exp(score)
+    (``"importance"``: the estimator's logit is the log density ratio). With ``config.dedup_threshold``, a
+    candidate whose cosine similarity on ``vectors`` (pool positions -> rows, e.g. ``pool_vectors``) to one
+    already kept reaches the threshold is skipped and counted; the next candidate takes its place.
+
+    ``ranks`` stay the place in score order whatever the mode (0 = highest score); ``chosen`` marks the draw."""
+    config = config or selection.SelectionConfig()
     n = selection.resolve_k(len(scores.scores), k=k, fraction=fraction)
     order = selection.rank_order(scores.scores)
+    draw = order if config.mode == "top_k" else selection.importance_order(scores.scores, config.seed)
     caps = {scores.sources.index(s): c for s, c in (per_source_cap or {}).items() if s in scores.sources}
-    chosen = selection.select_top(order, n, scores.source_codes, caps)
-    return Selection(ranks=selection.ranks_from_order(order), chosen=chosen, k=n)
+    skipped = 0
+    if config.dedup_threshold is None:
+        chosen = selection.select_top(draw, n, scores.source_codes, caps)
+    elif vectors is None:
+        raise ValueError("selection.dedup_threshold needs the pool's vectors (curation.pool_vectors)")
+    else:
+        chosen, skipped = dedup_select(draw, n, vectors, config.dedup_threshold, source_codes=scores.source_codes,
+                                       caps=caps)
+    return Selection(ranks=selection.ranks_from_order(order), chosen=chosen, k=n,
+                     record=selection_record(config, skipped))
 
 
 def write_manifest(

@@ -27,6 +27,7 @@ class CurateReport(BaseModel):
     selected: int
     per_source: dict[str, dict[str, int]]
     quarantined: dict[str, int]
+    selection: dict[str, Any] = {}  # mode, seed (importance), dedup_threshold, duplicates_skipped
     shards_embedded: int
     shards_cached: int
     scorer: dict[str, Any]
@@ -59,6 +60,7 @@ def build_sidecar(
     scorer_metrics: dict[str, Any],
     estimator_uri: str | None,
     k: int,
+    selection: dict[str, Any] | None = None,
     pool: list[SourceSpec],
     robot: list[SourceSpec],
     errors_uri: str,
@@ -76,6 +78,7 @@ def build_sidecar(
         "scorer": scorer_metrics,
         "estimator_uri": estimator_uri,
         "k": k,
+        "selection": selection or {"mode": "top_k", "seed": None, "dedup_threshold": None, "duplicates_skipped": 0},
         "pool": [s.model_dump(mode="json") for s in pool],
         "robot": [s.model_dump(mode="json") for s in robot],
         "errors_uri": errors_uri,
@@ -92,6 +95,7 @@ def mlflow_metrics(report: CurateReport) -> dict[str, float]:
         "quarantined": sum(report.quarantined.values()),
         "shards_embedded": report.shards_embedded,
         "shards_cached": report.shards_cached,
+        "duplicates_skipped": report.selection.get("duplicates_skipped", 0),
         "seconds": report.seconds,
         **{f"scorer_{k}": float(v) for k, v in report.scorer.items() if isinstance(v, int | float)},
         **{f"selected_{s}": c["selected"] for s, c in report.per_source.items()},
@@ -108,6 +112,9 @@ def mlflow_params(*, backbone: BackboneSpec, scorer: str, fraction: float | None
         "scorer": scorer,
         "k": sidecar["k"],
         "fraction": fraction,
+        "selection_mode": sidecar.get("selection", {}).get("mode", "top_k"),
+        "selection_seed": sidecar.get("selection", {}).get("seed"),
+        "dedup_threshold": sidecar.get("selection", {}).get("dedup_threshold"),
         "pool_sources": ",".join(s["name"] for s in sidecar["pool"]),
         "robot_sources": ",".join(s["name"] for s in sidecar["robot"]),
         "backbone_fingerprint": sidecar["backbone_fingerprint"],

@@ -12,11 +12,13 @@ from core.settings import SourceSpec, StorageConfig
 from estimator.backbones.base import BackboneSpec
 from estimator.scorer import Scorer, ScorerConfig
 from tasks import curation
+from tasks.dedup import PoolVectors
 from tasks.distributed_select import DistributedSelection
 from tasks.embed import Embed
 from tasks.embed_shards import EmbedSummary
 from tasks.report import build
 from tasks.score import PoolScores
+from tasks.select import SelectionConfig
 
 # Inputs are models and arrays: hashing them for Prefect's result cache would cost more than the step.
 _task = {"cache_policy": NONE}
@@ -80,9 +82,17 @@ def score_task(plan: curation.Plan, scorer: Scorer) -> PoolScores:
 
 @task(name="select", **_task)
 def select_task(
-    scores: PoolScores, *, k: int | None, fraction: float | None, per_source_cap: dict[str, int] | None
+    scores: PoolScores,
+    *,
+    k: int | None,
+    fraction: float | None,
+    per_source_cap: dict[str, int] | None,
+    config: SelectionConfig | None = None,
+    vectors: PoolVectors | None = None,
 ) -> curation.Selection:
-    return curation.select(scores, k=k, fraction=fraction, per_source_cap=per_source_cap)
+    return curation.select(
+        scores, k=k, fraction=fraction, per_source_cap=per_source_cap, config=config, vectors=vectors
+    )
 
 
 @task(name="write-manifest", retries=2, retry_delay_seconds=5, **_task)

@@ -69,6 +69,14 @@ def _selection_summary(manifest: pd.DataFrame) -> dict[str, Any]:
     return {"k": k, "pool_samples": rows, "fraction": k / rows if rows else 0.0, "score_threshold": threshold}
 
 
+def _selection_mode(sidecar: dict[str, Any]) -> dict[str, Any]:
+    """How the run chose its K (a sidecar from before selection modes: the top-K, no dedup)."""
+    recorded = sidecar.get("selection") or {}
+    return {"mode": recorded.get("mode", "top_k"), "seed": recorded.get("seed"),
+            "dedup_threshold": recorded.get("dedup_threshold"),
+            "duplicates_skipped": recorded.get("duplicates_skipped", 0)}
+
+
 def _backbone_rows(sidecar: dict[str, Any]) -> dict[str, Any]:
     spec = sidecar.get("backbone")
     rows = dict(spec) if isinstance(spec, dict) else {"model": spec}
@@ -133,7 +141,7 @@ def _build_report(
     )
     quantiles = score_quantiles(manifest)
     share = selection_by_source(manifest)
-    selection = _selection_summary(manifest)
+    selection = _selection_summary(manifest) | _selection_mode(sidecar)
     metrics: dict[str, Any] = {
         "run": {k: sidecar.get(k) for k in _RUN_KEYS},
         "selection": selection,
@@ -192,11 +200,17 @@ def _build_report(
                     "K": selection["k"],
                     "fraction of the pool": f"{selection['fraction']:.2%} of {selection['pool_samples']} samples",
                     "score threshold": "–" if threshold is None else f"{threshold:.4g}",
+                    "mode": selection["mode"] + ("" if selection["seed"] is None else f" (seed {selection['seed']})"),
+                    "near-duplicates skipped": "off" if selection["dedup_threshold"] is None else
+                    f"{selection['duplicates_skipped']} (cosine ≥ {selection['dedup_threshold']})",
                 }
             )
             + note(
-                "The K highest-scoring pool samples are selected (within any per-source caps). The threshold is "
-                "the score of the K-th selected sample: every selected sample scores at least this much."
+                ("The K highest-scoring pool samples are selected" if selection["mode"] == "top_k" else
+                 "K pool samples are drawn without replacement with probability ∝ exp(score), seeded")
+                + " (within any per-source caps, skipping near-duplicates when set). The threshold is the score of "
+                "the lowest-scored selected sample: every selected sample scores at least this much. A sample's "
+                "rank is its place in score order whatever the mode."
             ),
         ),
         ("Backbone", key_values(_backbone_rows(sidecar)) + note("The frozen model that embedded every sample; "

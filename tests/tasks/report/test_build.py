@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from core.contracts import ERRORS
-from core.manifest import read_manifest, write_manifest
+from core.manifest import read_manifest, read_sidecar, write_manifest
 from core.read import Quarantine, list_shards, read_shard
 from synth import CorpusInfo
 from tasks.cache import EmbeddingCache
@@ -125,6 +125,9 @@ def test_report_states_the_selection_and_readable_settings(fake_run: str, tmp_pa
     assert '<th class="k">K</th><td class="k">20</td>' in page
     assert f'<th class="k">score threshold</th><td class="k">{kth:.4g}</td>' in page
     assert f"{20 / len(manifest):.2%} of {len(manifest)} samples" in page
+    # a sidecar from before selection modes: the top-K, no near-duplicate removal
+    assert '<th class="k">mode</th><td class="k">top_k</td>' in page
+    assert '<th class="k">near-duplicates skipped</th><td class="k">off</td>' in page
     # the scorer and the backbone as rows of a table, never a JSON blob
     assert '<th class="k">method</th><td class="k">probe</td>' in page
     assert '<th class="k">trained.val_accuracy</th><td class="k">0.9123</td>' in page
@@ -136,6 +139,19 @@ def test_report_states_the_selection_and_readable_settings(fake_run: str, tmp_pa
         assert words in page
     out = capsys.readouterr().out
     assert "report: 0/5 steps" in out and "report: 5/5 steps, in " in out
+
+
+def test_report_states_the_selection_mode_seed_and_skipped_duplicates(fake_run: str, tmp_path: Path) -> None:
+    sidecar = read_sidecar(fake_run)
+    sidecar["selection"] = {"mode": "importance", "seed": 7, "dedup_threshold": 0.95, "duplicates_skipped": 4}
+    uri = str(tmp_path / "manifest.parquet")
+    write_manifest(uri, [read_manifest(fake_run)], sidecar)
+    result = build_report(uri, per_set=5, examples=0)
+    page = Path(result.html_uri).read_text()
+    assert '<th class="k">mode</th><td class="k">importance (seed 7)</td>' in page
+    assert '<th class="k">near-duplicates skipped</th><td class="k">4 (cosine ≥ 0.95)</td>' in page
+    assert "drawn without replacement" in page
+    assert result.metrics["selection"]["duplicates_skipped"] == 4 and result.metrics["selection"]["seed"] == 7
 
 
 def test_build_report_defaults_next_to_manifest(fake_run: str) -> None:
