@@ -17,7 +17,8 @@ ALLOWED = {
     "estimator": {"core"},
     "training": {"core", "estimator"},
     "tasks": {"core", "estimator", "training"},
-    "infra": {"core"},
+    # Local infrastructure sits beside flows at the top: it starts services and seeds the demo into them.
+    "infra": {"core", "synth", "estimator", "training"},
     "flows": {"core", "synth", "estimator", "training", "tasks", "infra"},
 }
 # Libraries a package must never import (orchestration stays in flows/tasks; the foundation stays light).
