@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -68,9 +69,10 @@ def local_manifest(config, tmp_path_factory) -> str:
 
 def test_curate_on_a_separate_ray_head(config, local_manifest, tmp_path):
     port, log = free_port(), tmp_path / "ray-head.log"
+    temp = tempfile.TemporaryDirectory(prefix="emt-ray-", dir="/tmp")  # Ray's socket paths must stay < 108 bytes
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={tmp_path / 'ray'}"],
+         "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp.name}"],
         env={**os.environ, **RAY_ENV}, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
@@ -78,6 +80,7 @@ def test_curate_on_a_separate_ray_head(config, local_manifest, tmp_path):
         manifest = curate(config, tmp_path / "o", {"RAY_ADDRESS": f"127.0.0.1:{port}"})
     finally:
         stop(Service(name="ray-head", pid=head.pid, port=port, url="", health=None, log=""))
+        temp.cleanup()
     assert not port_open(port)
     same_manifest(manifest, local_manifest)
 
