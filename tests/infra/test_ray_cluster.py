@@ -1,14 +1,17 @@
 """`curate` on Ray clusters the documented way — its driver joins the cluster through RAY_ADDRESS (no Ray Client):
 a head started as its own process (`ray start --head`) and a two-node cluster on this machine
-(`ray.cluster_utils.Cluster`); each manifest is identical to the one of a local Ray run.
+(a second `ray start --address` process joining it); each manifest is identical to the one of a local Ray run.
 
 Each run is `emt curate` in its own process: the environment alone points it at a cluster, as on a worker."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -67,34 +70,51 @@ def local_manifest(config, tmp_path_factory) -> str:
     return curate(config, tmp_path_factory.mktemp("local") / "o", env)
 
 
-def test_curate_on_a_separate_ray_head(config, local_manifest, tmp_path):
-    port, log = free_port(), tmp_path / "ray-head.log"
+@contextlib.contextmanager
+def ray_nodes(tmp_path: Path, cpus: list[int]) -> Iterator[str]:
+    """A head (`ray start --head`) and one worker node per further entry of ``cpus`` (`ray start --address`), each
+    its own process on loopback; yields the cluster's address and stops every node, leaving no port."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
     temp = tempfile.TemporaryDirectory(prefix="emt-ray-", dir="/tmp")  # Ray's socket paths must stay < 108 bytes
-    head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp.name}"],
-        env={**os.environ, **RAY_ENV}, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    common = ["--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats", f"--temp-dir={temp.name}"]
+    nodes: list[Service] = []
     try:
-        wait_port(port, head, log)
-        manifest = curate(config, tmp_path / "o", {"RAY_ADDRESS": f"127.0.0.1:{port}"})
+        for i, n in enumerate(cpus):
+            role = ["--head", f"--port={port}", "--include-dashboard=false"] if i == 0 else [f"--address={address}"]
+            log = tmp_path / f"ray-node-{i}.log"
+            with open(log, "w") as out:
+                proc = subprocess.Popen([str(BIN / "ray"), "start", *role, f"--num-cpus={n}", *common],
+                                        env={**os.environ, **RAY_ENV}, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+            nodes.append(Service(name=f"ray-{i}", pid=proc.pid, port=port, url="", health=None, log=str(log)))
+            if i == 0:
+                wait_port(port, proc, log)
+            else:
+                _wait_started(log)
+        yield address
     finally:
-        stop(Service(name="ray-head", pid=head.pid, port=port, url="", health=None, log=""))
+        for node in reversed(nodes):
+            stop(node)
         temp.cleanup()
     assert not port_open(port)
+
+
+def _wait_started(log: Path, timeout: float = 300) -> None:
+    """`ray start` says so once its node has registered with the head."""
+    deadline = time.monotonic() + timeout
+    while "Ray runtime started" not in log.read_text():
+        assert time.monotonic() < deadline, f"the Ray node did not start; log:\n{log.read_text()[-2000:]}"
+        time.sleep(1)
+
+
+def test_curate_on_a_separate_ray_head(config, local_manifest, tmp_path):
+    with ray_nodes(tmp_path, [1]) as address:
+        manifest = curate(config, tmp_path / "o", {"RAY_ADDRESS": address})
     same_manifest(manifest, local_manifest)
 
 
 def test_curate_on_a_two_node_cluster(config, local_manifest, tmp_path):
-    from ray.cluster_utils import Cluster
-
-    os.environ.update(RAY_ENV)
-    node = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False}
-    cluster = Cluster(initialize_head=True, connect=False, head_node_args=node)
-    try:
-        cluster.add_node(**node)
-        cluster.wait_for_nodes()
-        manifest = curate(config, tmp_path / "o", {"RAY_ADDRESS": cluster.address})
-    finally:
-        cluster.shutdown()
+    with ray_nodes(tmp_path, [1, 1]) as address:
+        manifest = curate(config, tmp_path / "o", {"RAY_ADDRESS": address})
     same_manifest(manifest, local_manifest)
