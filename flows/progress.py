@@ -56,7 +56,7 @@ class CurationProgress:
                 continue
             left = [job for job in left if job not in finished]
             done += len(finished)
-            samples += sum(cache.read(job.entry, columns=["sample_id"]).num_rows for job in finished)
+            samples += sum(cache.read(job.entry, columns=["key"]).num_rows for job in finished)
             elapsed = time.monotonic() - start
             eta = elapsed / done * len(left)
             text = (
