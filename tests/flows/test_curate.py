@@ -148,6 +148,8 @@ def test_corrupt_input_is_quarantined_and_counted(local_corpus, tmp_path, s3_bac
         k=5,
         output_uri=str(tmp_path / "runs"),
         run_name="corrupt",
+        # The unreadable shard counts the samples it held (about one shard of this tiny pool's ~137): ~11%.
+        max_error_rate=0.25,
     )
     report = curate(params)
     assert report.quarantined == {"corrupt_tar": 1, "unreadable_shard": 1}
