@@ -69,20 +69,28 @@ def record_run(
     files: dict[str, bytes],
 ) -> str:
     """Log one finished run; ``files`` maps artifact paths (``report/report.html``) to their bytes. Returns the
-    MLflow run id."""
-    mlflow.set_tracking_uri(config.resolved_uri())
-    with mlflow.start_run(experiment_id=_experiment_id(config.experiment), run_name=run_name) as run:
-        mlflow.log_params(params)
-        mlflow.log_metrics(metrics)
-        mlflow.set_tags(tags)
+    MLflow run id. Uses its own client: ``mlflow.set_tracking_uri`` would also rewrite the process's
+    ``MLFLOW_TRACKING_URI`` and send every later run of the process to this store."""
+    client = mlflow.MlflowClient(config.resolved_uri())
+    run = client.create_run(_experiment_id(config.experiment, client), run_name=run_name)
+    run_id = run.info.run_id
+    try:
+        tracker = MlflowTracker(client.tracking_uri, run_id)
+        tracker.log_params(params)
+        tracker.log_metrics(metrics, step=0)
+        tracker.set_tags(tags)
         with tempfile.TemporaryDirectory() as tmp:
             for name, data in files.items():
                 path = Path(tmp, name)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
             if files:
-                mlflow.log_artifacts(tmp)
-    return run.info.run_id
+                client.log_artifacts(run_id, tmp)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
 
 
 def system_tags() -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,3 +36,18 @@ def test_record_run_on_a_tracking_server(tracking_server):
     assert {a.path for a in client.list_artifacts(run_id, "report")} == {"report/report.html"}
     local = client.download_artifacts(run_id, "report/report.html")
     assert Path(local).read_bytes() == b"<html></html>"
+
+
+def test_record_run_leaves_the_process_tracking_uri_alone(tracking_server, mlflow_store):
+    """A run recorded on a server must not send the process's later runs there (``mlflow.set_tracking_uri`` would
+    rewrite ``MLFLOW_TRACKING_URI``)."""
+    record_run(
+        MlflowConfig(tracking_uri=tracking_server, experiment="emt-test"),
+        run_name="r2",
+        params={},
+        metrics={},
+        tags={},
+        files={},
+    )
+    assert os.environ["MLFLOW_TRACKING_URI"] == mlflow_store
+    assert mlflow.get_tracking_uri() == mlflow_store
