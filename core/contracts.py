@@ -2,6 +2,12 @@
 
 Every stage reads and writes these schemas; nothing else in the code base spells a contract's columns.
 Bump ``CONTRACT_VERSION`` when a schema changes incompatibly; it is written into every file's metadata.
+
+The *location* columns (``LOCATION``: ``byte_offset``, ``byte_length``, ``row_group``) were added to the sample,
+cached-embedding and manifest contracts without a version bump: they are nullable and only added, so a file written
+before them still reads (``conform`` gives it null locations, which every consumer takes as "read the whole shard"),
+and an embedding cache filled before them stays valid (its vectors are the same; bumping would have re-embedded
+every shard a user has cached just to learn where samples sit).
 """
 
 from __future__ import annotations
@@ -12,6 +18,21 @@ import pyarrow as pa
 
 CONTRACT_VERSION = "1"
 
+# Where a sample's bytes are within its shard, so a consumer fetches one sample with a range read. Null = unknown
+# (an older cache or manifest, or a format without locations: LeRobot); the consumer then reads the whole shard.
+LOCATION = pa.schema(
+    [
+        # WebDataset tar: the sample's span, from its first member's header (long-name / pax headers included) to the
+        # end of its last member's data padded to the 512-byte block; the span alone is a tar stream of its members.
+        pa.field("byte_offset", pa.int64()),
+        pa.field("byte_length", pa.int64()),
+        # Parquet: the row group holding the row; the row within it is ``key`` (the file row index) minus the rows of
+        # the groups before it, which the file's footer gives.
+        pa.field("row_group", pa.int32()),
+    ]
+)
+LOCATION_NAMES = tuple(LOCATION.names)
+
 SAMPLE = pa.schema(
     [
         pa.field("sample_id", pa.string(), nullable=False),  # stable: source/shard/key
@@ -21,6 +42,7 @@ SAMPLE = pa.schema(
         pa.field("image", pa.binary(), nullable=False),  # encoded JPEG/PNG/WebP bytes
         pa.field("text", pa.string(), nullable=False),  # caption, QA or instruction
         pa.field("meta", pa.string()),  # optional JSON
+        *LOCATION,
     ],
     metadata={"contract": "sample", "contract_version": CONTRACT_VERSION},
 )
@@ -58,6 +80,7 @@ MANIFEST = pa.schema(
         pa.field("score", pa.float32(), nullable=False),
         pa.field("rank", pa.int64(), nullable=False),  # 0 = closest to robot data
         pa.field("selected", pa.bool_(), nullable=False),
+        *LOCATION,
     ],
     metadata={"contract": "manifest", "contract_version": CONTRACT_VERSION},
 )
@@ -87,14 +110,24 @@ def embedding_schema(dim: int, *, dtype: pa.DataType | None = None, fingerprint:
 def cached_embedding_schema(dim: int, *, dtype: pa.DataType | None = None, fingerprint: str = "") -> pa.Schema:
     """Schema of an embedding cache entry: the embedding contract without the source's name (``sample_id``,
     ``source``), so one shard read the same way is cached once whatever its source is called; a reader of the
-    cache applies ``make_sample_id(source, shard, key)``."""
+    cache applies ``make_sample_id(source, shard, key)``. The sample's ``LOCATION`` rides along for the manifest
+    (entries written before it lack those columns: read them with ``conform``)."""
     full = embedding_schema(dim, dtype=dtype, fingerprint=fingerprint)
-    return pa.schema([full.field("key"), full.field("embedding")], metadata=full.metadata)
+    return pa.schema([full.field("key"), full.field("embedding"), *LOCATION], metadata=full.metadata)
 
 
 def make_sample_id(source: str, shard: str, key: str) -> str:
     """The stable id of a sample: the same wherever the corpus is stored (shard is relative to the source root)."""
     return f"{source}/{shard}/{key}"
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table``'s columns of ``schema``, in its order and types; a nullable column it lacks (a location, in a file
+    written before locations existed) becomes nulls."""
+    columns = {
+        f.name: table[f.name] if f.name in table.column_names else pa.nulls(table.num_rows, f.type) for f in schema
+    }
+    return pa.table(columns).cast(schema)
 
 
 def table_from_rows(rows: Iterable[Mapping], schema: pa.Schema) -> pa.Table:

@@ -4,6 +4,10 @@ that streams the selected samples back from their original shards.
     pd.read_parquet("s3://bucket/runs/RUN/manifest.parquet").query("selected")      # any consumer, one line
     for batch in iter_selected("s3://bucket/runs/RUN/manifest.parquet"): ...       # images + texts
 
+Rows carry their sample's location in its shard (``core.contracts.LOCATION``): ``iter_selected`` then fetches only
+the selected samples with range reads, and reads whole shards only where locations are null (a manifest written
+before they existed, or curated from an older embedding cache).
+
 This module and its imports need only the base install (pyarrow, fsspec/s3fs, pydantic, Pillow): no torch,
 Ray, Prefect or MLflow, so a consumer can read what a run selected from anywhere.
 """
@@ -19,8 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from core.contracts import MANIFEST
-from core.read import Quarantine, read_shard
+from core.contracts import LOCATION_NAMES, MANIFEST, conform
+from core.read import Quarantine, located, read_located, read_shard
 from core.settings import SourceSpec, StorageConfig
 from core.storage import arrow_filesystem, publish, publish_bytes, read_bytes
 
@@ -34,14 +38,15 @@ def sidecar_uri(manifest_uri: str) -> str:
 def write_manifest(
     uri: str, parts: Iterable[pa.Table], sidecar: dict[str, Any], storage: StorageConfig | None = None
 ) -> dict[str, Any]:
-    """Stream ``parts`` (manifest-contract tables) into one Parquet file, then publish the sidecar with the
-    counts and a content hash of (sample_id, score, rank, selected). Returns the sidecar."""
+    """Stream ``parts`` (manifest-contract tables; location columns they lack are written null) into one Parquet
+    file, then publish the sidecar with the counts and a content hash of (sample_id, score, rank, selected).
+    Returns the sidecar."""
     digest = hashlib.sha256()
     rows = selected = 0
     per_source: dict[str, dict[str, int]] = {}
     with publish(uri, storage) as f, pq.ParquetWriter(f, MANIFEST) as writer:
         for part in parts:
-            part = part.select(MANIFEST.names).cast(MANIFEST)
+            part = conform(part, MANIFEST)
             writer.write_table(part)
             hash_part(digest, part)
             rows += part.num_rows
@@ -84,8 +89,45 @@ def read_sidecar(manifest_uri: str, storage: StorageConfig | None = None) -> dic
 
 
 def read_manifest(manifest_uri: str, storage: StorageConfig | None = None, *, selected_only: bool = False) -> pa.Table:
+    """The manifest as one table of the ``MANIFEST`` schema (null locations where the file predates them)."""
     fs, path = arrow_filesystem(manifest_uri, storage)
-    return pq.read_table(path, filesystem=fs, filters=[("selected", "=", True)] if selected_only else None)
+    table = pq.read_table(path, filesystem=fs, filters=[("selected", "=", True)] if selected_only else None)
+    return conform(table, MANIFEST)
+
+
+def read_samples(
+    spec: SourceSpec,
+    shard_uri: str,
+    rows: pa.Table,
+    *,
+    storage: StorageConfig | None = None,
+    batch_size: int = 256,
+    quarantine: Quarantine,
+) -> Iterator[pa.Table]:
+    """The samples of one shard that the manifest ``rows`` name, with their ``score`` and ``rank``, in shard order:
+    range reads at the rows' locations when every row has one, else the whole shard read and filtered."""
+    wanted = dict(
+        zip(
+            rows["sample_id"].to_pylist(),
+            zip(rows["score"].to_pylist(), rows["rank"].to_pylist(), strict=True),
+            strict=True,
+        )
+    )
+    if located(spec, rows):
+        tables = read_located(spec, shard_uri, rows, quarantine=quarantine, storage=storage, batch_size=batch_size)
+    else:
+        tables = read_shard(spec, shard_uri, quarantine=quarantine, storage=storage, batch_size=batch_size)
+    for table in tables:
+        table = table.filter(pc.is_in(table["sample_id"], pa.array(list(wanted)))).drop_columns(LOCATION_NAMES)
+        if table.num_rows:
+            ids = table["sample_id"].to_pylist()
+            table = table.append_column("score", pa.array([wanted[i][0] for i in ids], pa.float32()))
+            yield table.append_column("rank", pa.array([wanted[i][1] for i in ids], pa.int64()))
+
+
+def pool_specs(manifest_uri: str, storage: StorageConfig | None = None) -> dict[str, SourceSpec]:
+    """The run's pool sources by name, from the sidecar."""
+    return {s["name"]: SourceSpec.model_validate(s) for s in read_sidecar(manifest_uri, storage)["pool"]}
 
 
 def iter_selected(
@@ -95,27 +137,16 @@ def iter_selected(
     batch_size: int = 256,
     quarantine: Quarantine | None = None,
 ) -> Iterator[pa.Table]:
-    """Stream the selected samples (sample contract + ``score`` and ``rank``) from their original shards.
+    """Stream the selected samples (sample contract without the location columns, + ``score`` and ``rank``).
 
     Batches come in shard order (shards sorted by URI, rows in their order within a shard), not in rank order:
-    each shard is read once, front to back. Sort by ``rank`` afterwards where order matters. The pool's source
-    specs come from the sidecar, so the manifest URI (and the storage settings) is all a consumer needs."""
-    specs = {s["name"]: SourceSpec.model_validate(s) for s in read_sidecar(manifest_uri, storage)["pool"]}
+    each shard is read once, front to back, and only the selected samples' bytes where the manifest records their
+    locations (``read_samples``). Sort by ``rank`` afterwards where order matters. The pool's source specs come
+    from the sidecar, so the manifest URI (and the storage settings) is all a consumer needs."""
+    specs = pool_specs(manifest_uri, storage)
     chosen = read_manifest(manifest_uri, storage, selected_only=True)
     quarantine = quarantine if quarantine is not None else Quarantine(stage="iter_selected")
     for shard_uri in sorted(pc.unique(chosen["shard_uri"]).to_pylist()):
         rows = chosen.filter(pc.equal(chosen["shard_uri"], shard_uri))
-        wanted = dict(
-            zip(
-                rows["sample_id"].to_pylist(),
-                zip(rows["score"].to_pylist(), rows["rank"].to_pylist(), strict=True),
-                strict=True,
-            )
-        )
         spec = specs[rows["source"][0].as_py()]
-        for table in read_shard(spec, shard_uri, quarantine=quarantine, storage=storage, batch_size=batch_size):
-            table = table.filter(pc.is_in(table["sample_id"], pa.array(list(wanted))))
-            if table.num_rows:
-                ids = table["sample_id"].to_pylist()
-                table = table.append_column("score", pa.array([wanted[i][0] for i in ids], pa.float32()))
-                yield table.append_column("rank", pa.array([wanted[i][1] for i in ids], pa.int64()))
+        yield from read_samples(spec, shard_uri, rows, storage=storage, batch_size=batch_size, quarantine=quarantine)

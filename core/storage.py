@@ -174,6 +174,44 @@ def write_parquet(table: pa.Table, uri: str, storage: StorageConfig | None = Non
         pq.write_table(table, f, **kwargs)
 
 
+# Ranges closer than this are fetched as one request: S3 bills and throttles per request, and reading through a gap
+# of 256 KiB takes a few milliseconds, less than another request's round trip.
+DEFAULT_MAX_GAP = 256 << 10
+_MAX_REQUEST_BYTES = 64 << 20  # bytes one ``cat_ranges`` call holds in memory at most (bar a single larger range)
+
+
+def iter_ranges(
+    uri: str, ranges: list[tuple[int, int]], storage: StorageConfig | None = None, *, max_gap: int = DEFAULT_MAX_GAP
+) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(i, bytes of ranges[i])`` for every (start, end) byte range of ``uri``, in file order.
+
+    Ranges whose gap is at most ``max_gap`` merge into one ranged read (of 64 MB at most); the reads go out as
+    ``cat_ranges`` calls of up to 64 MB (concurrent GETs on S3), so memory holds one call's bytes, whatever the
+    number of ranges."""
+    fs, path = filesystem(uri, storage)
+    merged: list[list] = []  # [start, end, [range indices]]
+    for i in sorted(range(len(ranges)), key=lambda i: ranges[i]):
+        start, end = ranges[i]
+        if merged and start - merged[-1][1] <= max_gap and end - merged[-1][0] <= _MAX_REQUEST_BYTES:
+            merged[-1][1] = max(merged[-1][1], end)
+            merged[-1][2].append(i)
+        else:
+            merged.append([start, end, [i]])
+    call: list[list] = []
+    size = 0
+    for n, group in enumerate(merged):
+        call.append(group)
+        size += group[1] - group[0]
+        following = merged[n + 1] if n + 1 < len(merged) else None
+        if following is not None and size + following[1] - following[0] <= _MAX_REQUEST_BYTES:
+            continue
+        blobs = fs.cat_ranges([path] * len(call), [g[0] for g in call], [g[1] for g in call], on_error="raise")
+        for (start, _, members), blob in zip(call, blobs, strict=True):
+            for i in members:
+                yield i, blob[ranges[i][0] - start : ranges[i][1] - start]
+        call, size = [], 0
+
+
 def read_bytes(uri: str, storage: StorageConfig | None = None) -> bytes:
     fs, path = filesystem(uri, storage)
     return fs.cat_file(path)

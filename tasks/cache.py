@@ -7,6 +7,12 @@ whatever the robot set, the estimator or the source's *name*: the entry holds sh
 source name and sample_id prefix are applied when the entry is read for a run (``sample_ids``).
 The samples quarantined while reading and embedding a shard are cached beside it, so a cached run reports the
 same counts. The embeddings file is published last and is the entry's completion marker.
+
+An entry also holds each sample's location in its shard (``core.contracts.LOCATION``), which the manifest carries.
+Entries written before locations existed lack those columns and stay valid — their vectors are what a new entry
+would hold — so the cache key did not change with them: ``read_keys`` gives such an entry null locations, and its
+samples are read back from the whole shard. To get locations for them, delete the entries (``{root}/{fingerprint}``)
+and embed again.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from core.contracts import ERRORS, cached_embedding_schema, make_sample_id
+from core.contracts import ERRORS, LOCATION, cached_embedding_schema, conform, make_sample_id
 from core.settings import SourceSpec, StorageConfig
 from core.storage import arrow_filesystem, exists, filesystem, join, write_parquet
 
@@ -66,14 +73,15 @@ class EmbeddingCache:
         return exists(entry + ".parquet", self.storage)
 
     def write(self, entry: str, shard_uri: str, embeddings: pa.Table, errors: pa.Table, dtype: str) -> None:
-        """Publish one shard's embeddings (``key`` + ``embedding``) and its quarantined samples (sample ids
-        relative to the source, see ``local_ids``)."""
+        """Publish one shard's embeddings (``key`` + ``embedding``, and the location columns, null where absent) and
+        its quarantined samples (sample ids relative to the source, see ``local_ids``)."""
         dim = embeddings.schema.field("embedding").type.list_size
         arrow_dtype = pa.float16() if dtype == "float16" else pa.float32()
         schema = cached_embedding_schema(dim, dtype=arrow_dtype, fingerprint=self.fingerprint)
         schema = schema.with_metadata({**schema.metadata, b"shard_uri": shard_uri.encode()})
         vectors = pc.cast(embeddings["embedding"], pa.list_(arrow_dtype, dim))
-        table = pa.table([embeddings["key"], vectors], schema=schema)
+        located = {f.name: embeddings[f.name] for f in LOCATION if f.name in embeddings.column_names}
+        table = conform(pa.table({"key": embeddings["key"], "embedding": vectors, **located}), schema)
         write_parquet(errors.cast(ERRORS), entry + ".errors.parquet", self.storage)
         # No dictionary encoding: vectors never repeat, and decoding dictionaries made cache reads ~5x slower.
         write_parquet(table, entry + ".parquet", self.storage, use_dictionary=False)  # last: marks it complete
@@ -81,6 +89,15 @@ class EmbeddingCache:
     def read(self, entry: str, columns: list[str] | None = None) -> pa.Table:
         fs, path = arrow_filesystem(entry + ".parquet", self.storage)
         return pq.read_table(path, filesystem=fs, columns=columns)
+
+    def read_keys(self, entry: str) -> pa.Table:
+        """The entry's ``key`` and location columns (null locations for an entry written before they existed).
+
+        ``key`` comes as ``read(entry, ["key"])`` gives it, so the sample ids built on it hash as before."""
+        fs, path = arrow_filesystem(entry + ".parquet", self.storage)
+        dataset = pads.dataset(path, filesystem=fs, format="parquet")
+        table = dataset.to_table(columns=["key", *(n for n in LOCATION.names if n in dataset.schema.names)])
+        return conform(table, LOCATION).add_column(0, "key", table["key"])
 
     def read_errors(self, entry: str, source: str) -> pa.Table:
         """The entry's quarantined rows with ``source``'s sample ids."""

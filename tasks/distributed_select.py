@@ -9,7 +9,8 @@ Three Ray Data passes, each over a few small task rows (``tasks.score_ranges`` h
 2. **rank** — one task per score range cut from the summed histogram: read that range's rows from every run
    (row-group statistics skip the rest), sort them by (score desc, pool position), rank = rows above the range +
    place; write ``(pos, rank)`` sorted by position.
-3. **write** — one task per manifest file: keys from the cache, scores from its run, ranks for its positions;
+3. **write** — one task per manifest file: keys and locations from the cache, scores from its run, ranks for its
+   positions;
    ``selected = rank < K``; publish ``part-NNNNN.parquet`` and return counts and one digest per shard.
 
 The driver holds the histogram (512 KB), the ranges and one summary per file and per shard — never a per-sample
@@ -40,7 +41,7 @@ from core.storage import arrow_filesystem, filesystem, join, publish, publish_by
 from estimator.scorer import Scorer
 from tasks import score_ranges as sr
 from tasks.cache import EmbeddingCache, sample_ids, vectors
-from tasks.score import CachedShard
+from tasks.score import CachedShard, shard_manifest_rows
 from tasks.select import resolve_k
 
 ROW_GROUP = 65_536  # scratch row groups: small enough that min/max statistics prune a range's reads
@@ -209,20 +210,10 @@ def _write_file(row: dict, *, job: ray.ObjectRef, k: int) -> dict:
             pq.ParquetWriter(f, MANIFEST) as writer:
         for index in range(first, stop):
             shard = job.pool[index]
-            keys = job.cache.read(shard.entry, columns=["key"])["key"]
-            n = len(keys)
+            keys = job.cache.read_keys(shard.entry)
+            n = keys.num_rows
             rank = all_ranks[offset : offset + n]
-            part = pa.table(
-                {
-                    "sample_id": sample_ids(shard.source, shard.shard, keys),
-                    "source": pa.array([shard.source] * n, pa.string()),
-                    "shard_uri": pa.array([shard.shard_uri] * n, pa.string()),
-                    "key": keys,
-                    "score": scores[offset : offset + n],
-                    "rank": rank,
-                    "selected": rank < k,
-                }
-            ).cast(MANIFEST)
+            part = shard_manifest_rows(shard, keys, scores[offset : offset + n], rank, rank < k)
             offset += n
             writer.write_table(part)
             counts = per_source.setdefault(shard.source, [0, 0])

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from core.contracts import LOCATION
 from core.settings import StorageConfig
 from estimator.backbones import load_backbone
 from estimator.backbones.base import Backbone, BackboneSpec
@@ -29,12 +30,12 @@ def decode_image(data: bytes) -> Image.Image | None:
         return None
 
 
-def _column(batch: pa.Table, name: str) -> pa.Array:
-    return batch[name] if name in batch.column_names else pa.nulls(batch.num_rows, pa.string())
+def _column(batch: pa.Table, name: str, type_: pa.DataType | None = None) -> pa.Array:
+    return batch[name] if name in batch.column_names else pa.nulls(batch.num_rows, type_ or pa.string())
 
 
 def embedded_table(batch: pa.Table, vectors: np.ndarray, rows: list[int], errors: list[str | None]) -> pa.Table:
-    """``batch``'s id columns plus a fixed-size ``embedding`` (null where ``errors`` says why).
+    """``batch``'s id and location columns plus a fixed-size ``embedding`` (null where ``errors`` says why).
 
     ``vectors`` is [len(rows), dim] even when no row was usable, so the column type never depends on the batch.
     """
@@ -62,6 +63,7 @@ def embedded_table(batch: pa.Table, vectors: np.ndarray, rows: list[int], errors
                 ],
                 pa.string(),
             ),
+            **{f.name: _column(batch, f.name, f.type) for f in LOCATION},  # where each sample is: for the manifest
         }
     )
 
@@ -81,6 +83,7 @@ class Embed(Stage):
         "error",
         "detail",
         "stage",
+        *LOCATION.names,
     )
     backbone: BackboneSpec
     storage: StorageConfig | None = None

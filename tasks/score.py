@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.contracts import LOCATION_NAMES, MANIFEST
 from core.storage import arrow_filesystem
 from estimator.scorer import Scorer
 from tasks.cache import EmbeddingCache, sample_ids, vectors
@@ -91,24 +92,34 @@ def score_pool(
     return PoolScores(np.concatenate(scores), np.concatenate(codes), sources)
 
 
+def shard_manifest_rows(
+    shard: CachedShard, keys: pa.Table, scores: np.ndarray, ranks: np.ndarray, selected: np.ndarray
+) -> pa.Table:
+    """One shard's manifest rows: ``keys`` (``EmbeddingCache.read_keys``: key and location columns) with the run's
+    source name and sample ids applied, and that shard's slice of the scores, ranks and selection."""
+    n = keys.num_rows
+    return pa.table(
+        {
+            "sample_id": sample_ids(shard.source, shard.shard, keys["key"]),
+            "source": pa.array([shard.source] * n, pa.string()),
+            "shard_uri": pa.array([shard.shard_uri] * n, pa.string()),
+            "key": keys["key"],
+            "score": pa.array(scores, pa.float32()),
+            "rank": pa.array(ranks, pa.int64()),
+            "selected": pa.array(selected, pa.bool_()),
+            **{name: keys[name] for name in LOCATION_NAMES},
+        }
+    ).cast(MANIFEST)
+
+
 def manifest_parts(
     cache: EmbeddingCache, shards: list[CachedShard], scores: np.ndarray, ranks: np.ndarray, selected: np.ndarray
 ) -> Iterator[pa.Table]:
-    """Manifest rows shard by shard: keys from the cache, the run's source name and sample ids applied here,
-    scores/ranks/selection from the arrays (pool order)."""
+    """Manifest rows shard by shard: keys and locations from the cache, the run's source name and sample ids applied
+    here, scores/ranks/selection from the arrays (pool order)."""
     offset = 0
     for shard in shards:
-        keys = cache.read(shard.entry, columns=["key"])["key"]
-        n = len(keys)
-        yield pa.table(
-            {
-                "sample_id": sample_ids(shard.source, shard.shard, keys),
-                "source": pa.array([shard.source] * n, pa.string()),
-                "shard_uri": pa.array([shard.shard_uri] * n, pa.string()),
-                "key": keys,
-                "score": pa.array(scores[offset : offset + n], pa.float32()),
-                "rank": pa.array(ranks[offset : offset + n], pa.int64()),
-                "selected": pa.array(selected[offset : offset + n], pa.bool_()),
-            }
-        )
-        offset += n
+        keys = cache.read_keys(shard.entry)
+        stop = offset + keys.num_rows
+        yield shard_manifest_rows(shard, keys, scores[offset:stop], ranks[offset:stop], selected[offset:stop])
+        offset = stop

@@ -5,7 +5,8 @@
         ...                      # pa.Table with core.contracts.SAMPLE's columns, at most batch_size rows
     quarantine.table()           # what was set aside, with reasons
 
-``list_shards`` + ``read_shard`` split the same work by shard, for distributed readers.
+``list_shards`` + ``read_shard`` split the same work by shard, for distributed readers; ``read_located`` reads
+chosen samples of one shard by their recorded locations (``core.contracts.LOCATION``) with range reads.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from core.read.base import ImageCheck, Quarantine
 from core.settings import SourceSpec, StorageConfig
 from core.storage import expand_shards, is_storage_fault, shard_root
 
+# The location columns each format's range reader needs (LeRobot records none: its samples are decoded frames,
+# and robot data is never in a pool, so never in a manifest).
+_LOCATED_BY = {"webdataset": ("byte_offset", "byte_length"), "parquet": ("row_group",)}
+
 _READERS = {
     "webdataset": (webdataset.read_webdataset_shard, webdataset.SHARD_SUFFIXES),
     "parquet": (parquet.read_parquet_shard, parquet.SHARD_SUFFIXES),
@@ -29,6 +34,8 @@ __all__ = [
     "Quarantine",
     "list_shards",
     "list_shards_or_quarantine",
+    "located",
+    "read_located",
     "read_shard",
     "read_source",
     "source_root",
@@ -81,6 +88,39 @@ def read_shard(
     yield from reader(
         spec,
         shard_uri,
+        root=source_root(spec),
+        quarantine=quarantine,
+        storage=storage,
+        batch_size=batch_size,
+        image_check=image_check,
+    )
+
+
+def located(spec: SourceSpec, wanted: pa.Table) -> bool:
+    """True when every row of ``wanted`` (one shard's rows of a manifest) has the location its format is read by."""
+    columns = _LOCATED_BY.get(spec.format)
+    return bool(columns) and all(c in wanted.column_names and wanted[c].null_count == 0 for c in columns)
+
+
+def read_located(
+    spec: SourceSpec,
+    shard_uri: str,
+    wanted: pa.Table,
+    *,
+    quarantine: Quarantine,
+    storage: StorageConfig | None = None,
+    batch_size: int = 256,
+    image_check: ImageCheck = "header",
+) -> Iterator[pa.Table]:
+    """The samples of one shard that ``wanted`` names (``key`` and the location columns, ``located`` true), as sample
+    tables in shard order, read with range reads: a tar's spans, a Parquet file's row groups."""
+    if not located(spec, wanted):
+        raise ValueError(f"{shard_uri}: rows without the locations a {spec.format} shard is read by")
+    reader = webdataset.read_webdataset_spans if spec.format == "webdataset" else parquet.read_parquet_rows
+    yield from reader(
+        spec,
+        shard_uri,
+        wanted,
         root=source_root(spec),
         quarantine=quarantine,
         storage=storage,

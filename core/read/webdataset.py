@@ -7,10 +7,16 @@ is raised, never quarantined: the shard is read again, not cached half-read.
 
 A key is the member's full path within the tar without its extension (``dirA/000000050``), so members in different
 folders are different samples; a key seen twice in one tar is quarantined as ``duplicate_key``.
+
+Each sample records its span in the tar (``byte_offset``, ``byte_length``; see ``core.contracts.LOCATION``), and
+``read_webdataset_spans`` reads selected samples back from their spans alone, one range read per nearby group.
+A tar's global pax header (rare; img2dataset writes none) is not part of any span, so a span read misses what it
+sets.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import posixpath
 import tarfile
@@ -22,7 +28,7 @@ from core.contracts import make_sample_id
 from core.errors import is_transient
 from core.read.base import ImageCheck, Quarantine, batched
 from core.settings import SourceSpec, StorageConfig
-from core.storage import filesystem, relative_name
+from core.storage import DEFAULT_MAX_GAP, filesystem, iter_ranges, relative_name
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 SHARD_SUFFIXES = (".tar",)
@@ -35,26 +41,34 @@ def _split_member(name: str) -> tuple[str, str]:
     return posixpath.join(folder, stem), ext.lower()
 
 
-def _group_members(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes], bool]]:
-    """Yield (key, {ext: bytes}, repeated) for consecutive members sharing a key; ``repeated`` when the key (or one
-    of its files) already appeared in this tar."""
+def _block_end(member: tarfile.TarInfo) -> int:
+    """Where ``member``'s data ends in the tar, padded to the 512-byte block (where the next header starts)."""
+    return member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
+
+def _group_members(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes], bool, tuple[int, int]]]:
+    """Yield (key, {ext: bytes}, repeated, (start, end)) for consecutive members sharing a key; ``repeated`` when the
+    key (or one of its files) already appeared in this tar; start..end is the group's span in the tar, from its
+    first member's header to its last member's padded data."""
     seen: set[str] = set()
-    key, files, repeated = None, {}, False
+    key, files, repeated, span = None, {}, False, (0, 0)
     for member in tar:
         if not member.isfile():
             continue
         k, ext = _split_member(member.name)
         if key is not None and k != key:
-            yield key, files, repeated
+            yield key, files, repeated, span
             files, repeated = {}, False
         if k != key:
             repeated = k in seen
             seen.add(k)
+            span = (member.offset, 0)
         key = k
         repeated = repeated or ext in files
         files[ext] = tar.extractfile(member).read()
+        span = (span[0], _block_end(member))
     if key is not None:
-        yield key, files, repeated
+        yield key, files, repeated, span
 
 
 def _text_of(files: dict[str, bytes]) -> tuple[object, str | None, str | None]:
@@ -78,6 +92,21 @@ def _text_of(files: dict[str, bytes]) -> tuple[object, str | None, str | None]:
     return None, meta, None
 
 
+def _sample_row(spec: SourceSpec, shard: str, shard_uri: str, key: str, files: dict[str, bytes]) -> dict:
+    """A candidate sample row from one key's members (``problem`` set when its text cannot be used)."""
+    text, meta, problem = _text_of(files)
+    return {
+        "sample_id": make_sample_id(spec.name, shard, key),
+        "source": spec.name,
+        "shard_uri": shard_uri,
+        "key": key,
+        "image": next((files[e] for e in IMAGE_EXTS if e in files), None),
+        "text": text,
+        "meta": meta,
+        "problem": problem,
+    }
+
+
 def read_webdataset_shard(
     spec: SourceSpec,
     shard_uri: str,
@@ -96,20 +125,12 @@ def read_webdataset_shard(
         fs, path = filesystem(shard_uri, storage)
         try:
             with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
-                for key, files, repeated in _group_members(tar):
+                for key, files, repeated, (start, end) in _group_members(tar):
                     state["read"] += 1
-                    image = next((files[e] for e in IMAGE_EXTS if e in files), None)
-                    text, meta, problem = _text_of(files)
-                    yield {
-                        "sample_id": make_sample_id(spec.name, shard, key),
-                        "source": spec.name,
-                        "shard_uri": shard_uri,
-                        "key": key,
-                        "image": image,
-                        "text": text,
-                        "meta": meta,
-                        "problem": "duplicate_key" if repeated else problem,
-                    }
+                    row = _sample_row(spec, shard, shard_uri, key, files)
+                    if repeated:
+                        row["problem"] = "duplicate_key"
+                    yield {**row, "byte_offset": start, "byte_length": end - start}
         except FileNotFoundError as err:
             quarantine.add(shard_uri=shard_uri, reason="unreadable_shard", detail=f"not found: {err}")
         except (tarfile.TarError, EOFError, OSError) as err:
@@ -121,5 +142,50 @@ def read_webdataset_shard(
                 reason=reason,
                 detail=f"{type(err).__name__}: {err} (after {state['read']} samples; the rest of the shard is lost)",
             )
+
+    yield from batched(rows(), quarantine, image_check, batch_size)
+
+
+def read_webdataset_spans(
+    spec: SourceSpec,
+    shard_uri: str,
+    wanted: pa.Table,
+    *,
+    root: str,
+    quarantine: Quarantine,
+    storage: StorageConfig | None = None,
+    batch_size: int = 256,
+    image_check: ImageCheck = "header",
+    max_gap: int = DEFAULT_MAX_GAP,
+) -> Iterator[pa.Table]:
+    """The samples ``wanted`` names (columns ``key``, ``byte_offset``, ``byte_length``; rows in any order) as sample
+    tables in their order in the tar, each parsed from its span alone (``core.storage.iter_ranges``: spans closer
+    than ``max_gap`` bytes are one request). A span that no longer holds its key (the shard was rewritten since the
+    location was recorded) is quarantined as ``stale_location``."""
+    shard = relative_name(root, shard_uri)
+    keys = wanted["key"].to_pylist()
+    starts = wanted["byte_offset"].to_pylist()
+    spans = [(s, s + n) for s, n in zip(starts, wanted["byte_length"].to_pylist(), strict=True)]
+
+    def rows() -> Iterator[dict]:
+        for i, data in iter_ranges(shard_uri, spans, storage, max_gap=max_gap):
+            sample_id = make_sample_id(spec.name, shard, keys[i])
+            try:
+                with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:
+                    groups = list(_group_members(tar))
+            except (tarfile.TarError, EOFError) as err:
+                groups, detail = [], f"{type(err).__name__}: {err}"
+            else:
+                detail = f"the span holds {[g[0] for g in groups]}"
+            if len(groups) != 1 or groups[0][0] != keys[i]:
+                quarantine.add(
+                    shard_uri=shard_uri,
+                    reason="stale_location",
+                    sample_id=sample_id,
+                    detail=f"{detail}, not {keys[i]!r} at bytes {spans[i][0]}..{spans[i][1]}",
+                )
+                continue
+            row = _sample_row(spec, shard, shard_uri, keys[i], groups[0][1])
+            yield {**row, "byte_offset": starts[i], "byte_length": spans[i][1] - starts[i]}
 
     yield from batched(rows(), quarantine, image_check, batch_size)

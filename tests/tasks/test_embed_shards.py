@@ -13,6 +13,7 @@ import pytest
 import ray.data
 
 import core.read.webdataset as webdataset
+from core.contracts import LOCATION_NAMES
 from core.read import list_shards
 from estimator.backbones.tiny import save_tiny_backbone
 from tasks.base import Resources
@@ -73,7 +74,9 @@ def test_workers_publish_their_shards_and_return_summary_rows(local_corpus, tiny
     assert stats["rows_embedded"] == summary.samples_embedded and stats["samples_per_s"] > 0
     entries = [cache.read(j.entry) for j in jobs]
     assert all(vectors(e).shape[1] == 64 for e in entries)
-    assert all(e.column_names == ["key", "embedding"] for e in entries)  # the source's name is not cached
+    # the source's name is not cached; where each sample is (a Parquet shard: its row group) is
+    assert all(e.column_names == ["key", "embedding", *LOCATION_NAMES] for e in entries)
+    assert all(e["row_group"].null_count == 0 and e["byte_offset"].null_count == e.num_rows for e in entries)
 
 
 @pytest.mark.usefixtures("ray_local")
