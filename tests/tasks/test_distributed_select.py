@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -46,6 +47,9 @@ def tied_cache(tmp_path_factory) -> tuple[EmbeddingCache, list[CachedShard]]:
         x = distinct[rng.integers(0, 5, rows)]
         table = pa.table({"key": [f"{j:04d}" for j in range(rows)],
                           "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 8)})
+        if source == "web":  # tar spans in the entry (the other source's entries predate locations: null)
+            table = table.append_column("byte_offset", pa.array(range(0, 1024 * rows, 1024), pa.int64()))
+            table = table.append_column("byte_length", pa.array([1024] * rows, pa.int64()))
         cache.write(shard.entry, shard.shard_uri, table, ERRORS.empty_table(), "float32")
         shards.append(shard)
     return cache, shards
@@ -59,6 +63,9 @@ def test_distributed_manifest_is_the_one_process_manifest_whatever_the_cut(ray_l
     chosen = curation.select(scores, k=30, fraction=None, per_source_cap=None)
     expected = pa.concat_tables(manifest_parts(cache, shards, scores.scores, chosen.ranks, chosen.chosen))
     assert len(np.unique(scores.scores)) == 5  # ties everywhere: pool order must break them
+    web = pc.equal(expected["source"], "web")
+    assert expected.filter(web)["byte_length"].null_count == 0  # locations ride from the cache to the manifest
+    assert expected.filter(pc.invert(web))["byte_offset"].null_count == expected.num_rows - pc.sum(web).as_py()
 
     sidecars, tables = {}, {}
     for name, options in {

@@ -1,0 +1,289 @@
+"""Export: a manifest's selected samples as new WebDataset shards in img2dataset's layout, in rank order.
+
+    {output_uri}/_export.json     what the output is an export of (manifest, its content hash, samples_per_shard)
+    {output_uri}/00000.tar        per sample KEY.jpg|png|webp (the original image bytes, extension from their
+                                  format), KEY.txt (the text) and KEY.json (key, caption, source, sample_id, score,
+                                  rank and the sample's original shard, key and location)
+    {output_uri}/00000.parquet    the shard's rows as img2dataset writes them beside a tar: key, sample_id, source,
+                                  rank, score, status ("success", or why the sample could not be read back)
+    {output_uri}/index.json       shard -> samples written, first and last rank; totals
+    {output_uri}/_SUCCESS         written last
+
+Output shard ``s`` holds the selected samples at places ``[s × samples_per_shard, (s+1) × samples_per_shard)`` in
+rank order, and the key of the i-th is ``{s:05d}{i:04d}`` (more digits for shards over 10,000). A shard's tar is
+published atomically (``core.storage.publish``) after its Parquet file, so a tar that exists is complete: a rerun
+skips those and writes only the others (a rerun of a finished export rewrites nothing but the index). Samples come
+back with range reads where the manifest records their locations (``core.manifest.read_samples``), ``fetch_batch``
+ranks at a time so memory holds one batch; where it does not, each source shard an output shard needs is read whole,
+once per output shard. A sample that cannot be read back is not written and its row says why; a transient storage
+fault that outlasts botocore's retries fails its shard, which a rerun writes.
+
+Each output shard is one unit of work (``export_shard``): threads in this process, or one Ray task per shard on the
+current Ray cluster (``executor="ray"``); either way the driver keeps one small summary per shard.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from PIL import Image
+
+from core.manifest import pool_specs, read_manifest, read_samples, read_sidecar
+from core.read import Quarantine, located
+from core.settings import SourceSpec, StorageConfig
+from core.storage import arrow_filesystem, exists, join, publish, publish_bytes, read_bytes, write_parquet
+from tasks.export_params import ExportParams
+from tasks.progress import Progress
+
+_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+SHARD_ROWS = pa.schema(
+    [
+        ("key", pa.string()),
+        ("sample_id", pa.string()),
+        ("source", pa.string()),
+        ("rank", pa.int64()),
+        ("score", pa.float32()),
+        ("status", pa.string()),  # "success", or the reason the sample is not in the tar
+    ]
+)
+
+
+@dataclass(frozen=True)
+class OutputShard:
+    """One output shard's work: its manifest rows in rank order and everything needed to write them."""
+
+    index: int
+    rows: pa.Table
+    output_uri: str
+    specs: dict[str, SourceSpec]
+    storage: StorageConfig | None
+    key_digits: int
+    fetch_batch: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.index:05d}"
+
+
+@dataclass
+class ExportReport:
+    output_uri: str
+    shards: int
+    written: int  # shards written by this run (the others were already there)
+    samples: int
+    failed: dict[str, int] = field(default_factory=dict)  # samples not written, by reason
+    seconds: float = 0.0
+
+
+def image_ext(data: bytes) -> str:
+    """The file extension of encoded image bytes, from their format (``jpg``, ``png``, ``webp``...)."""
+    with Image.open(io.BytesIO(data)) as img:
+        return _FORMATS.get(img.format or "", (img.format or "bin").lower())
+
+
+def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644  # fixed metadata: equal samples give equal tars
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _fetch(job: OutputShard, rows: pa.Table, quarantine: Quarantine) -> dict[str, dict]:
+    """The samples of ``rows`` that read back, by sample id (range reads where located, else whole shards)."""
+    found: dict[str, dict] = {}
+    for shard_uri in pc.unique(rows["shard_uri"]).to_pylist():
+        part = rows.filter(pc.equal(rows["shard_uri"], shard_uri))
+        spec = job.specs[part["source"][0].as_py()]
+        for table in read_samples(spec, shard_uri, part, storage=job.storage, quarantine=quarantine):
+            for sample in table.select(["sample_id", "image", "text", "meta"]).to_pylist():
+                found[sample["sample_id"]] = sample
+    return found
+
+
+def _why_missing(quarantine: Quarantine, sample_id: str, shard_uri: str) -> str:
+    for row in quarantine.rows:
+        if row["sample_id"] == sample_id or (row["sample_id"] is None and row["shard_uri"] == shard_uri):
+            return row["reason"]
+    return "not_found"
+
+
+def _sidecar_json(key: str, row: dict, sample: dict) -> bytes:
+    original = {k: row[k] for k in ("shard_uri", "key", "byte_offset", "byte_length", "row_group")}
+    info = {"key": key, "caption": sample["text"], "status": "success"}
+    info |= {k: row[k] for k in ("source", "sample_id", "score", "rank")}
+    info["original"] = {**original, "meta": sample["meta"]}
+    return json.dumps(info, ensure_ascii=False).encode()
+
+
+def export_shard(job: OutputShard) -> dict:
+    """Write one output shard (its Parquet rows, then its tar, atomically) unless its tar exists; a summary row."""
+    start = time.perf_counter()
+    tar_uri, rows_uri = (join(job.output_uri, f"{job.name}.{ext}") for ext in ("tar", "parquet"))
+    if exists(tar_uri, job.storage) and exists(rows_uri, job.storage):
+        fs, path = arrow_filesystem(rows_uri, job.storage)
+        status = pq.read_table(path, filesystem=fs, columns=["status"])["status"].to_pylist()
+        return _summary(job, status, written=False, seconds=time.perf_counter() - start)
+    quarantine = Quarantine(stage="export")
+    rows = job.rows.to_pylist()
+    status: list[str] = []
+    # where any row lacks a location, fetch the whole shard's rows at once: each source shard is read whole once
+    step = job.fetch_batch if _located_everywhere(job) else max(1, len(rows))
+    with publish(tar_uri, job.storage) as f:
+        with tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for first in range(0, len(rows), step):
+                found = _fetch(job, job.rows.slice(first, step), quarantine)
+                for i, row in enumerate(rows[first : first + step], start=first):
+                    key = f"{job.name}{i:0{job.key_digits}d}"
+                    sample = found.get(row["sample_id"])
+                    if sample is None:
+                        status.append(_why_missing(quarantine, row["sample_id"], row["shard_uri"]))
+                        continue
+                    _member(tar, f"{key}.{image_ext(sample['image'])}", sample["image"])
+                    _member(tar, f"{key}.txt", sample["text"].encode())
+                    _member(tar, f"{key}.json", _sidecar_json(key, row, sample))
+                    status.append("success")
+        table = pa.table(
+            {
+                "key": [f"{job.name}{i:0{job.key_digits}d}" for i in range(len(rows))],
+                **{name: job.rows[name] for name in ("sample_id", "source", "rank", "score")},
+                "status": status,
+            },
+            schema=SHARD_ROWS,
+        )
+        write_parquet(table, rows_uri, job.storage)  # before the tar is moved into place: the tar marks it done
+    return _summary(job, status, written=True, seconds=time.perf_counter() - start)
+
+
+def _located_everywhere(job: OutputShard) -> bool:
+    """True when every row of the job has the location its source's format is read by."""
+    for shard_uri in pc.unique(job.rows["shard_uri"]).to_pylist():
+        part = job.rows.filter(pc.equal(job.rows["shard_uri"], shard_uri))
+        if not located(job.specs[part["source"][0].as_py()], part):
+            return False
+    return True
+
+
+def _summary(job: OutputShard, status: list[str], *, written: bool, seconds: float) -> dict:
+    ranks = job.rows["rank"]
+    return {
+        "shard": f"{job.name}.tar",
+        "samples": status.count("success"),
+        "failed": dict(Counter(s for s in status if s != "success")),
+        "first_rank": ranks[0].as_py(),
+        "last_rank": ranks[-1].as_py(),
+        "written": written,
+        "seconds": round(seconds, 3),
+    }
+
+
+def _on_threads(jobs: list[OutputShard], workers: int) -> Iterator[tuple[OutputShard, dict | BaseException]]:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(export_shard, job): job for job in jobs}
+        for future in as_completed(futures):
+            yield futures[future], future.exception() or future.result()
+
+
+def _on_ray(jobs: list[OutputShard], cpus: float) -> Iterator[tuple[OutputShard, dict | BaseException]]:
+    import ray  # the curation stack: only this executor needs it
+
+    task = ray.remote(num_cpus=cpus, max_retries=0)(export_shard)  # a failed shard is left to a rerun
+    pending = {task.remote(job): job for job in jobs}
+    while pending:
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        job = pending.pop(ref)
+        try:
+            yield job, ray.get(ref)
+        except ray.exceptions.RayError as err:
+            yield job, err
+
+
+def _stamp(params: ExportParams, sidecar: dict) -> None:
+    """Record what the output is an export of, or refuse to mix with an export of something else there."""
+    uri = join(params.output_uri, "_export.json")
+    want = {
+        "manifest_uri": params.manifest_uri,
+        "content_sha256": sidecar.get("content_sha256"),
+        "samples_per_shard": params.samples_per_shard,
+    }
+    if exists(uri, params.storage):
+        have = json.loads(read_bytes(uri, params.storage))
+        if have.get("samples_per_shard") != want["samples_per_shard"]:
+            raise ValueError(
+                f"samples_per_shard: {params.output_uri} holds an export cut at {have.get('samples_per_shard')} "
+                "samples per shard; use that value, another output_uri, or delete the output"
+            )
+        if have.get("content_sha256") != want["content_sha256"]:
+            raise ValueError(
+                f"manifest_uri: {params.output_uri} holds an export of another manifest ({have.get('manifest_uri')}, "
+                f"content {have.get('content_sha256')}); use another output_uri or delete the output"
+            )
+        return
+    publish_bytes(uri, json.dumps(want, indent=1).encode(), params.storage)
+
+
+def export_selected(params: ExportParams) -> ExportReport:
+    """Export the manifest's selected samples to ``params.output_uri`` (see the module's docstring); raises
+    ``RuntimeError`` naming the shards that failed (after the others are written; a rerun writes them) and
+    ``ValueError`` when the output holds an export of another manifest or another cut."""
+    start = time.perf_counter()
+    storage = params.storage
+    sidecar = read_sidecar(params.manifest_uri, storage)
+    _stamp(params, sidecar)
+    chosen = read_manifest(params.manifest_uri, storage, selected_only=True).sort_by("rank")
+    n = params.samples_per_shard
+    specs = pool_specs(params.manifest_uri, storage)
+    jobs = [
+        OutputShard(
+            index=s,
+            rows=chosen.slice(first, n),
+            output_uri=params.output_uri,
+            specs=specs,
+            storage=storage,
+            key_digits=max(4, len(str(n - 1))),
+            fetch_batch=params.fetch_batch,
+        )
+        for s, first in enumerate(range(0, chosen.num_rows, n))
+    ]
+    run = _on_ray(jobs, params.ray_cpus) if params.executor == "ray" else _on_threads(jobs, params.workers)
+    summaries, lost = [], []
+    with Progress("export", total=len(jobs)) as progress:
+        for job, result in run:
+            if isinstance(result, BaseException):
+                lost.append(f"{job.name}.tar ({type(result).__name__}: {result})")
+            else:
+                summaries.append(result)
+            progress.update(samples=job.rows.num_rows)
+    if lost:
+        raise RuntimeError(f"{len(lost)} output shard(s) failed; a rerun writes them (and skips the rest): {lost}")
+    summaries.sort(key=lambda s: s["shard"])
+    failed: Counter = Counter()
+    for s in summaries:
+        failed.update(s["failed"])
+    report = ExportReport(
+        output_uri=params.output_uri,
+        shards=len(summaries),
+        written=sum(s["written"] for s in summaries),
+        samples=sum(s["samples"] for s in summaries),
+        failed=dict(failed),
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    index = {
+        "manifest_uri": params.manifest_uri,
+        "content_sha256": sidecar.get("content_sha256"),
+        "samples_per_shard": n,
+        "samples": report.samples,
+        "failed": report.failed,
+        "shards": [{k: s[k] for k in ("shard", "samples", "first_rank", "last_rank")} for s in summaries],
+    }
+    publish_bytes(join(params.output_uri, "index.json"), json.dumps(index, indent=1).encode(), storage)
+    publish_bytes(join(params.output_uri, "_SUCCESS"), b"", storage)
+    return report
