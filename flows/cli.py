@@ -4,6 +4,7 @@ emt synth ROOT [--seed N --samples-per-source N ...]   generate the synthetic co
 emt survey --config corpus.yaml                         read every source and summarise it
 emt curate --config curate.yaml                         curate a pool (Prefect flow over Ray Data)
 emt report MANIFEST_URI                                 rebuild a run's report
+emt export MANIFEST_URI OUTPUT_URI                      the selection as WebDataset shards (img2dataset layout)
 emt midtrain|finetune|pipeline --config FILE            train a VLM / a VLA, or the whole pipeline (MLflow runs)
 emt demo [--s3] [--curate-only]                         the whole pipeline on embedded defaults, tiny models
 emt ablation --config FILE | --demo                     does the curation help? none vs random vs curated, S seeds
@@ -36,14 +37,16 @@ from core.settings import (
 )
 from core.storage import check_writable
 from flows.cli_ablation import add_ablation_command
+from flows.cli_export import add_export_command
 from flows.cli_training import add_training_commands
 from synth import SynthConfig
 
 if TYPE_CHECKING:
     from flows.params import CurateParams
 
-# What the base install lacks: a command that needs it says which extra to install.
+# What the base install lacks: a command that needs it says which extra to install (tqdm: progress, as in export).
 _CURATE_STACK = {"torch", "torchvision", "ray", "prefect", "mlflow", "transformers", "open_clip", "av", "pandas"}
+_CURATE_STACK |= {"tqdm"}
 
 
 def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
@@ -180,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML with a `storage:` section (S3 endpoint and credentials)")
     p.add_argument("--per-set", type=int, default=500, help="embeddings sampled per set (default: 500)")
     p.set_defaults(run=_cmd_report)
+    add_export_command(sub)
 
     p = sub.add_parser("demo", help="curate -> midtrain -> finetune on embedded defaults and tiny models")
     p.add_argument(
