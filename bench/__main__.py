@@ -15,6 +15,7 @@ BENCHES = {
     "capacity": "bench.capacity",
     "quality": "bench.quality",
     "train": "bench.train_throughput",
+    "export": "bench.export_throughput",
 }
 
 if __name__ == "__main__":

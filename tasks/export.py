@@ -45,7 +45,6 @@ from core.storage import arrow_filesystem, exists, join, publish, publish_bytes,
 from tasks.export_params import ExportParams
 from tasks.progress import Progress
 
-_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 SHARD_ROWS = pa.schema(
     [
         ("key", pa.string()),
@@ -86,9 +85,16 @@ class ExportReport:
 
 
 def image_ext(data: bytes) -> str:
-    """The file extension of encoded image bytes, from their format (``jpg``, ``png``, ``webp``...)."""
+    """The file extension of encoded image bytes, from their format (``jpg``, ``png``, ``webp``...): the common
+    formats by their signature, any other as Pillow names it."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
     with Image.open(io.BytesIO(data)) as img:
-        return _FORMATS.get(img.format or "", (img.format or "bin").lower())
+        return (img.format or "bin").lower()
 
 
 def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -138,7 +144,8 @@ def export_shard(job: OutputShard) -> dict:
     # where any row lacks a location, fetch the whole shard's rows at once: each source shard is read whole once
     step = job.fetch_batch if _located_everywhere(job) else max(1, len(rows))
     with publish(tar_uri, job.storage) as f:
-        with tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        # ustar: keys are short ASCII names, and no pax header needs writing (or, per member, considering)
+        with tarfile.open(fileobj=f, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
             for first in range(0, len(rows), step):
                 found = _fetch(job, job.rows.slice(first, step), quarantine)
                 for i, row in enumerate(rows[first : first + step], start=first):

@@ -174,3 +174,18 @@ def test_ray_tasks_write_the_same_shards(ray_local, local_corpus, pool, tmp_path
         assert export_selected(params).written == 3
     for name in ("00000.tar", "00001.tar", "00002.tar", "index.json"):
         assert (outs["ray"] / name).read_bytes() == (outs["threads"] / name).read_bytes()
+
+
+def test_image_extension_comes_from_the_bytes():
+    def encoded(fmt: str) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (4, 4)).save(buf, format=fmt)
+        return buf.getvalue()
+
+    assert [image_ext(encoded(f)) for f in ("JPEG", "PNG", "WEBP", "GIF", "BMP")] == [
+        "jpg",
+        "png",
+        "webp",
+        "gif",
+        "bmp",
+    ]
