@@ -28,7 +28,7 @@ from core.contracts import make_sample_id
 from core.errors import is_transient
 from core.read.base import ImageCheck, Quarantine, batched
 from core.settings import SourceSpec, StorageConfig
-from core.storage import DEFAULT_MAX_GAP, filesystem, iter_ranges, relative_name
+from core.storage import filesystem, iter_ranges, relative_name
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 SHARD_SUFFIXES = (".tar",)
@@ -156,11 +156,10 @@ def read_webdataset_spans(
     storage: StorageConfig | None = None,
     batch_size: int = 256,
     image_check: ImageCheck = "header",
-    max_gap: int = DEFAULT_MAX_GAP,
 ) -> Iterator[pa.Table]:
     """The samples ``wanted`` names (columns ``key``, ``byte_offset``, ``byte_length``; rows in any order) as sample
-    tables in their order in the tar, each parsed from its span alone (``core.storage.iter_ranges``: spans closer
-    than ``max_gap`` bytes are one request). A span that no longer holds its key (the shard was rewritten since the
+    tables in their order in the tar, each parsed from its span alone (``core.storage.iter_ranges``: nearby spans
+    are one request). A span that no longer holds its key (the shard was rewritten since the
     location was recorded) is quarantined as ``stale_location``."""
     shard = relative_name(root, shard_uri)
     keys = wanted["key"].to_pylist()
@@ -168,7 +167,7 @@ def read_webdataset_spans(
     spans = [(s, s + n) for s, n in zip(starts, wanted["byte_length"].to_pylist(), strict=True)]
 
     def rows() -> Iterator[dict]:
-        for i, data in iter_ranges(shard_uri, spans, storage, max_gap=max_gap):
+        for i, data in iter_ranges(shard_uri, spans, storage):
             sample_id = make_sample_id(spec.name, shard, keys[i])
             try:
                 with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:

@@ -13,9 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import core.manifest
-from core.manifest import iter_selected, read_manifest, write_manifest
+from core.manifest import iter_selected, read_manifest, read_sidecar, write_manifest
 from core.read import Quarantine, read_located, read_source
 from core.settings import SourceSpec
+from core.storage import iter_ranges
 
 
 def _samples(spec: SourceSpec) -> pa.Table:
@@ -90,6 +91,7 @@ def test_iter_selected_reads_only_the_selected_spans(local_corpus, tmp_path, mon
     old_rows = _manifest(local_corpus, str(whole), with_locations=False)
     new_rows = _manifest(local_corpus, str(located), with_locations=True)
     assert old_rows["byte_offset"].null_count == old_rows.num_rows  # read as null, as a manifest from before them
+    assert read_sidecar(str(whole))["content_sha256"] == read_sidecar(str(located))["content_sha256"]
     assert new_rows.drop_columns(["byte_offset", "byte_length", "row_group"]).equals(
         old_rows.drop_columns(["byte_offset", "byte_length", "row_group"])
     )
@@ -120,3 +122,22 @@ def test_iter_selected_reads_only_the_selected_spans(local_corpus, tmp_path, mon
         reads = [(s, e) for p, s, e in requested if p == shard]
         assert reads and min(s for s, _ in reads) >= first and max(e for _, e in reads) == last
         assert sum(e - s for s, e in reads) < os.path.getsize(shard)
+
+
+def test_nearby_ranges_are_one_request_and_come_back_exact(tmp_path, monkeypatch):
+    path = tmp_path / "blob"
+    data = bytes(range(256)) * 64
+    path.write_bytes(data)
+    ranges = [(9000, 9100), (10, 20), (30, 40), (5000, 5004)]  # any order; back in file order
+    requests = []
+    real = local_fs.LocalFileSystem.cat_ranges
+    monkeypatch.setattr(
+        local_fs.LocalFileSystem,
+        "cat_ranges",
+        lambda self, paths, starts, ends, **kw: (
+            requests.append(list(zip(starts, ends, strict=True))) or real(self, paths, starts, ends, **kw)
+        ),
+    )
+    got = list(iter_ranges(str(path), ranges, max_gap=100))
+    assert [i for i, _ in got] == [1, 2, 3, 0] and all(b == data[slice(*ranges[i])] for i, b in got)
+    assert requests == [[(10, 40), (5000, 5004), (9000, 9100)]]  # one call; the two close ranges merged
