@@ -54,6 +54,9 @@ def test_end_to_end_on_s3(first_run, s3, s3_corpus):
     assert manifest.schema.remove_metadata().equals(MANIFEST.remove_metadata())
     assert manifest.num_rows == sum(s3_corpus.counts[s.name] for s in s3_corpus.pool)
     assert pc.sum(manifest["selected"]).as_py() == 20 == first_run.selected
+    tar = pc.match_substring(manifest["shard_uri"], ".tar")  # where each sample is: reader -> cache -> manifest
+    assert manifest.filter(tar)["byte_length"].null_count == 0 and pc.any(tar).as_py()
+    assert manifest.filter(pc.invert(tar))["row_group"].null_count == 0
     assert sorted(manifest["rank"].to_pylist()) == list(range(manifest.num_rows))
     top = manifest.filter(manifest["selected"])
     assert pc.min(top["score"]).as_py() >= pc.max(manifest.filter(pc.invert(manifest["selected"]))["score"]).as_py()
