@@ -19,9 +19,9 @@ from training.vlm import save_tiny_vlm
 
 DEMO_BUDGET = {
     "seeds": 3,
-    "midtrain": {"steps": 30, "lr": 1e-3, "batch_size": 8, "log_every": 10, "shuffle_buffer": 64},
-    "finetune": {"steps": 30, "lr": 1e-3, "batch_size": 8, "log_every": 10, "shuffle_buffer": 64,
-                 "eval_every": 5},
+    "midtrain": {"steps": 60, "lr": 3e-3, "batch_size": 8, "log_every": 10, "shuffle_buffer": 64},
+    "finetune": {"steps": 150, "lr": 3e-3, "batch_size": 8, "log_every": 10, "shuffle_buffer": 64,
+                 "eval_every": 25},
 }
 
 
