@@ -171,10 +171,18 @@ def _source(uri: str) -> S3ArtifactDatasetSource | LocalArtifactDatasetSource:
     return S3ArtifactDatasetSource(uri) if protocol_of(uri) == "s3" else LocalArtifactDatasetSource(uri)
 
 
+def dataset_digest(uri: str, sha256: str) -> str:
+    """The MLflow digest of a dataset input: its content hash *at its location*. MLflow keeps one dataset record
+    per (experiment, name, digest) and hands back the first one's source to every later run, so a digest of the
+    content alone would show a run the path of an older copy of the same data (another demo root, a deleted
+    bucket). The content hash itself is the input's ``sha256`` tag."""
+    return hashlib.sha256(f"{uri}\n{sha256}".encode()).hexdigest()[:_DIGEST_MAX]
+
+
 def log_dataset(tracker: MlflowTracker, *, name: str, uri: str, sha256: str, context: str = "training") -> None:
     """One dataset input of the run: where it is and a hash of its content (what the run was trained on). MLflow
     keeps 36 characters of a digest, so the full SHA-256 goes in the input's ``sha256`` tag."""
-    dataset = MetaDataset(_source(uri), name=name, digest=sha256[:_DIGEST_MAX])
+    dataset = MetaDataset(_source(uri), name=name, digest=dataset_digest(uri, sha256))
     tags = [InputTag("mlflow.data.context", context), InputTag("sha256", sha256)]
     tracker.client.log_inputs(tracker.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
 

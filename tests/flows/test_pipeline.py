@@ -15,7 +15,7 @@ from core.manifest import read_sidecar
 from core.storage import exists, join
 from flows.pipeline import pipeline
 from infra.services import mlflow_server
-from training.tracking import PARENT, lineage, robot_digest
+from training.tracking import PARENT, dataset_digest, lineage, robot_digest
 from training.vla import load_vla
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "ray_local")
@@ -38,7 +38,8 @@ def _check_run_tree(report, params, storage, client: mlflow.MlflowClient) -> Non
     assert mid_run.data.params["train.steps"] == "4" and mid_run.data.params["manifest_uri"] == cur.manifest_uri
     (manifest_input,) = mid_run.inputs.dataset_inputs
     sha = read_sidecar(cur.manifest_uri, storage)["content_sha256"]
-    assert manifest_input.dataset.digest == sha[:32] and cur.manifest_uri in manifest_input.dataset.source
+    assert manifest_input.dataset.digest == dataset_digest(cur.manifest_uri, sha)
+    assert cur.manifest_uri in manifest_input.dataset.source
     losses = client.get_metric_history(mid.mlflow_run_id, "loss")
     assert sorted(m.step for m in losses) == [1, 2, 3, 4]
 
@@ -48,7 +49,8 @@ def _check_run_tree(report, params, storage, client: mlflow.MlflowClient) -> Non
     assert ft_tags["lineage.curation_run_id"] == cur.mlflow_run_id
     assert ft_tags["lineage.manifest_uri"] == cur.manifest_uri
     robot = {d.dataset.name: d.dataset.digest for d in client.get_run(ft.mlflow_run_id).inputs.dataset_inputs}
-    assert robot == {s.name: robot_digest(s.uri, storage)[:32] for s in params.finetune.robot.sources}
+    sources = params.finetune.robot.sources
+    assert robot == {s.name: dataset_digest(s.uri, robot_digest(s.uri, storage)) for s in sources}
     for name in ("eval/l1/arm", "eval/gripper_accuracy", "eval/loss"):  # the held-out curve: steps 2 and 4
         assert [m.step for m in client.get_metric_history(ft.mlflow_run_id, name)] == [2, 4]
     assert ft.eval_metrics()["l1/arm"] == ft.metrics["eval/l1/arm"] >= 0

@@ -3,6 +3,7 @@ back through the MLflow client, on the SQLite store and on a real `mlflow server
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from core.settings import MlflowConfig
 from infra.services import mlflow_server
 from training.tracking import (
     PARENT,
+    dataset_digest,
     find_run,
     lineage,
     log_manifest_input,
@@ -110,11 +112,12 @@ def test_dataset_inputs_model_version_and_lineage(tracking_uri, manifest, local_
 
     client = mlflow.MlflowClient(tracking_uri)
     (dataset,) = client.get_run(mid.run_id).inputs.dataset_inputs
-    assert dataset.dataset.digest == sidecar["content_sha256"][:32] and manifest in dataset.dataset.source
+    assert dataset.dataset.digest == dataset_digest(manifest, sidecar["content_sha256"])
+    assert manifest in dataset.dataset.source
     input_tags = {t.key: t.value for t in dataset.tags}
     assert input_tags == {"mlflow.data.context": "training", "sha256": sidecar["content_sha256"]}
     robot = {d.dataset.name: d.dataset.digest for d in client.get_run(ft.run_id).inputs.dataset_inputs}
-    assert robot == {s.name: robot_digest(s.uri, None)[:32] for s in local_corpus.robot}
+    assert robot == {s.name: dataset_digest(s.uri, robot_digest(s.uri, None)) for s in local_corpus.robot}
     assert len(set(robot.values())) == len(robot)  # different datasets, different digests
 
     (version,) = client.search_model_versions(f"name = 'emt-test-vla' and run_id = '{ft.run_id}'")
@@ -128,5 +131,25 @@ def test_dataset_inputs_model_version_and_lineage(tracking_uri, manifest, local_
     assert [c["run_id"] for c in chain] == [ft.run_id, mid.run_id, curation]
     assert chain[0]["model"] == "emt-test-vla/1"
     assert chain[1]["model"] == f"emt-test-vlm/{first}" and chain[1]["manifest_uri"] == manifest
-    assert chain[1]["datasets"] == [{"name": "manifest", "source": manifest, "digest": sidecar["content_sha256"][:32]}]
+    digest = dataset_digest(manifest, sidecar["content_sha256"])
+    assert chain[1]["datasets"] == [{"name": "manifest", "source": manifest, "digest": digest}]
     assert chain[2]["manifest_uri"] == manifest
+
+
+def test_the_same_content_at_two_places_keeps_each_runs_source(tracking_uri, manifest, tmp_path):
+    """MLflow keeps one dataset record per (name, digest): a copy of a manifest logged by a later run must still
+    show that run its own location, not the first copy's."""
+    copy = tmp_path / "copy" / "manifest.parquet"
+    copy.parent.mkdir()
+    copy.write_bytes(Path(manifest).read_bytes())
+    Path(str(copy).replace(".parquet", ".json")).write_bytes(Path(manifest.replace(".parquet", ".json")).read_bytes())
+    config = MlflowConfig(tracking_uri=tracking_uri, experiment="emt-test-copies")
+    runs = {}
+    for uri in (manifest, str(copy)):
+        with training_run(config, run_name="m", kind="midtrain", tags={}) as run:
+            log_manifest_input(run, uri, None)
+        runs[uri] = run.run_id
+    client = mlflow.MlflowClient(tracking_uri)
+    for uri, run_id in runs.items():
+        (dataset,) = client.get_run(run_id).inputs.dataset_inputs
+        assert json.loads(dataset.dataset.source)["uri"] == uri
