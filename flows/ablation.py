@@ -1,8 +1,9 @@
 """The ``ablation`` flow: does the curation help on this data? Fine-tune a VLA from the base VLM (``none``), from
 the VLM mid-trained on a uniform random draw of the pool (``random``) and from the VLM mid-trained on the manifest's
 selection (``curated``), each at the same budget and for S seeds; every run is an MLflow child run of one parent
-run, which holds the result (table, figure, HTML page, verdict). A finished ablation is never redone; an
-interrupted one resumes at its first unfinished (arm, seed)."""
+run, which holds the result (table, figure, HTML page, verdict). The (arm, seed) units run one after another
+here or side by side as Ray tasks (``executor``; ``flows.ablation_units``), with the same result. A finished
+ablation is never redone; an interrupted one resumes at its unfinished units."""
 
 from __future__ import annotations
 
@@ -11,17 +12,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
 from core.storage import check_writable, exists, publish_bytes
 from flows.ablation_params import AblationParams
+from flows.ablation_units import absolute_tracking, run_units
 from flows.artifacts import mlflow_run_link
 from tasks.run_folder import RunFolder
 from tasks.training_run import check_manifest_uri, check_model, check_robot_sources
-from training.ablation import Budget, Plan, heldout_episodes, run_unit
+from training.ablation import Budget, Plan, heldout_episodes
 from training.ablation_report import analyse, markdown_table
 from training.tracking import training_run
 
@@ -45,12 +46,10 @@ class AblationReport(BaseModel):
     seconds: float
 
 
-run_unit_task = task(run_unit, name="ablation-unit", cache_policy=NONE)
-
 
 @flow(name="ablation", log_prints=True)
 def ablation(params: AblationParams) -> AblationReport:
-    """Run every (arm, seed), seed by seed, then publish the comparison; returns the parent MLflow run id."""
+    """Run every (arm, seed) unit (here or on Ray, per ``executor``), then publish the comparison."""
     storage = params.storage
     check_writable(params.output_uri, storage, setting="output_uri")
     run = RunFolder.open(params.output_uri, params.run_name, storage)
@@ -79,15 +78,17 @@ def _run(params: AblationParams, run: RunFolder, k: int) -> AblationReport:
         if resumed is None:
             run.write_json(MLFLOW_RUN, {"run_id": parent.run_id, "tracking_uri": parent.tracking_uri})
             parent.log_params(params.result_params())
+        # the units log to the parent's store by an absolute URI: a Ray worker may run in another directory
+        tracking = params.mlflow.model_copy(update={"tracking_uri": absolute_tracking(parent.tracking_uri)})
         plan = Plan(model=params.model, manifest_uri=params.manifest_uri, robot=params.robot, head=params.head,
                     data=params.data, midtrain_train=params.midtrain, finetune_train=params.finetune,
-                    eval_batches=params.eval_batches, mlflow=params.mlflow, parent_run_id=parent.run_id,
-                    root_uri=run.uri, storage=params.storage)
-        units = []
-        for seed in range(params.seeds):  # seed-major: an interrupted ablation has whole seeds done
-            for arm in params.arms:
-                print(f"ablation {run.run_id}: arm {arm}, seed {seed}")
-                units.append(run_unit_task(plan, arm, seed, budget))
+                    eval_batches=params.eval_batches, mlflow=tracking, parent_run_id=parent.run_id,
+                    root_uri=run.uri, storage=params.storage, threads=params.unit_cpus)
+        # seed-major: an interrupted sequential ablation has whole seeds done
+        pending = [(arm, seed) for seed in range(params.seeds) for arm in params.arms]
+        units = run_units(plan, pending, budget, executor=params.executor, address=params.ray_address,
+                          cpus=params.unit_cpus, gpus=params.unit_gpus, max_parallel=params.max_parallel_units,
+                          label=f"ablation {run.run_id}")
         shown_budget = {"K (mid-training samples)": k, "mid-training steps": budget.midtrain_steps,
                         "fine-tuning steps": budget.finetune_steps, "held-out episodes": ", ".join(budget.heldout),
                         "seeds": params.seeds, "evaluation every": params.finetune.eval_every}

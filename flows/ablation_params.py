@@ -12,6 +12,7 @@ from flows.training_params import RUN_NAME
 from training.config import ChatDataConfig, RobotDataConfig, TrainConfig, VLAHeadConfig
 
 Arm = Literal["none", "random", "curated"]  # training.ablation's arms (not imported here: it pulls in torch)
+EXECUTION = {"executor", "ray_address", "unit_cpus", "unit_gpus", "max_parallel_units"}  # how, not what
 
 
 def _ablation_mlflow() -> MlflowConfig:
@@ -40,6 +41,20 @@ class AblationParams(Settings):
     eval_batches: int | None = Field(None, ge=1, description="Held-out batches per evaluation; None = all.")
     level: float = Field(0.95, gt=0, lt=1, description="Confidence level of the paired-seed bootstrap intervals.")
     n_boot: int = Field(10_000, ge=100, description="Bootstrap resamples.")
+    executor: Literal["auto", "local", "ray"] = Field(
+        "auto", description="How the (arm, seed) units run: local = one after another in the flow's process; "
+        "ray = one Ray task each, as many at once as the cluster has room for; auto = ray when a cluster is "
+        "configured (ray_address or RAY_ADDRESS) and has room for a unit, else local. The result is the same.")
+    ray_address: str | None = Field(
+        None, description="Ray cluster of the units; None = RAY_ADDRESS, else (executor ray) a local Ray.")
+    unit_cpus: int = Field(
+        1, ge=1, description="CPU threads every unit trains with, on either executor (the same count gives the "
+        "same numbers), and the CPUs a Ray unit reserves.")
+    unit_gpus: float = Field(
+        0.0, ge=0, description="GPUs a Ray unit reserves (1 on a GPU cluster; a fraction shares one GPU); "
+        "a local unit uses this process's GPU if it has one.")
+    max_parallel_units: int | None = Field(
+        None, ge=1, description="Ray: most units at once; None = as many as the cluster has room for.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage settings.")
     mlflow: MlflowConfig = Field(default_factory=_ablation_mlflow, description="MLflow tracking of the runs.")
 
@@ -57,5 +72,13 @@ class AblationParams(Settings):
             raise ValueError("finetune.eval_every must be at least 1: the comparison needs held-out curves")
         return v
 
+    @field_validator("unit_gpus")
+    @classmethod
+    def _gpu_share(cls, v: float) -> float:
+        if v > 1 and not v.is_integer():  # Ray places a fraction of one GPU or whole GPUs, nothing between
+            raise ValueError(f"unit_gpus above 1 must be a whole number of GPUs, got {v}")
+        return v
+
     def result_params(self) -> dict:
-        return self.model_dump(mode="json", exclude={"storage", "mlflow"})
+        """Everything that decides the result: not where it is stored or tracked, nor how the units run."""
+        return self.model_dump(mode="json", exclude={"storage", "mlflow", *EXECUTION})

@@ -10,7 +10,9 @@ steps and the same held-out episodes (one ``robot.split_seed`` for every run):
 - ``curated``: mid-train on the manifest's selected K, then fine-tune.
 
 The unit's seed seeds both trainings (head initialisation, data order), so arm A and arm B at seed s differ only
-by their mid-training: the statistics pair runs by seed.
+by their mid-training: the statistics pair runs by seed. A unit trains with a fixed number of CPU threads
+(``Plan.threads``), because a float sum split over another number of threads rounds differently: so a unit gives
+the same numbers in the flow's process as in a Ray worker.
 
 A random arm reads its samples through a derived manifest — the curated manifest's rows (every pool sample is in
 it) with ``selected`` replaced by the draw, and its own sidecar — so both mid-trained arms take the same data path.
@@ -18,14 +20,17 @@ it) with ``selected`` replaced by the draw, and its own sidecar — so both mid-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from core.manifest import read_manifest, read_sidecar, write_manifest
 from core.settings import MlflowConfig, StorageConfig
@@ -100,6 +105,7 @@ class Plan:
     parent_run_id: str
     root_uri: str
     storage: StorageConfig = field(default_factory=StorageConfig)
+    threads: int | None = None  # CPU threads of each unit's training; None = the process's setting
 
 
 @dataclass
@@ -129,6 +135,18 @@ class _Recorder:
         self.memory.log_metrics(metrics, step)
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Train with ``n`` intra-op CPU threads for the block (None: leave the setting alone), then restore it."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _child(plan: Plan, *, arm: str, seed: int, kind: str, budget: Budget, extra: dict[str, str]
            ) -> AbstractContextManager[MlflowTracker]:
     tags = {MLFLOW_PARENT: plan.parent_run_id, "ablation.arm": arm, "ablation.seed": str(seed),
@@ -140,10 +158,22 @@ def run_unit(plan: Plan, arm: Arm, seed: int, budget: Budget) -> UnitResult:
     """Mid-train (unless ``none``) and fine-tune one arm at one seed, each as an MLflow child run of the
     ablation's parent run; the result is stored as ``UNIT/result.json`` and a stored result is returned as is
     (an interrupted ablation resumes at the first unfinished unit)."""
-    unit = join(plan.root_uri, "arms", arm, f"seed{seed}")
-    done = join(unit, "result.json")
+    done = join(unit_uri(plan, arm, seed), "result.json")
     if exists(done, plan.storage):
         return UnitResult(**json.loads(read_bytes(done, plan.storage)))
+    with torch_threads(plan.threads):
+        result = _train_unit(plan, arm, seed, budget)
+    publish_bytes(done, json.dumps(asdict(result)).encode(), plan.storage)
+    return result
+
+
+def unit_uri(plan: Plan, arm: str, seed: int) -> str:
+    """Where one (arm, seed) writes: its models, its random manifest and its ``result.json``."""
+    return join(plan.root_uri, "arms", arm, f"seed{seed}")
+
+
+def _train_unit(plan: Plan, arm: Arm, seed: int, budget: Budget) -> UnitResult:
+    unit = unit_uri(plan, arm, seed)
     start = time.perf_counter()
     model, midtrain_run, samples = plan.model, None, 0
     if arm != "none":
@@ -167,8 +197,6 @@ def run_unit(plan: Plan, arm: Arm, seed: int, budget: Budget) -> UnitResult:
         recorder = _Recorder(tracker)
         finetune(config, recorder)
     curves = {m: recorder.memory.series(f"eval/{m}") for m in CURVE_METRICS}
-    result = UnitResult(arm=arm, seed=seed, curves={m: c for m, c in curves.items() if c},
-                        midtrain_run_id=midtrain_run, finetune_run_id=tracker.run_id, midtrain_samples=samples,
-                        seconds=round(time.perf_counter() - start, 2))
-    publish_bytes(done, json.dumps(asdict(result)).encode(), plan.storage)
-    return result
+    return UnitResult(arm=arm, seed=seed, curves={m: c for m, c in curves.items() if c},
+                      midtrain_run_id=midtrain_run, finetune_run_id=tracker.run_id, midtrain_samples=samples,
+                      seconds=round(time.perf_counter() - start, 2))

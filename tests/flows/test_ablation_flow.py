@@ -1,7 +1,8 @@
 """The ``ablation`` flow on the tiny corpus (3 arms x 2 seeds, a few steps each): every run is a child of one parent
 run, the arms got the same budget (read back from MLflow), the random arm trained on a seeded uniform draw and the
 curated arm on the manifest's selection, the result is readable through the MLflow client and beside the runs,
-and a finished ablation is not redone."""
+and a finished ablation is not redone. The same ablation with its units as Ray tasks on a local Ray gives the same
+numbers, run by run, with units side by side; a unit that fails fails the flow naming its arm and seed."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import numpy as np
 import pytest
 
 from core.manifest import read_manifest, read_sidecar
-from core.storage import read_bytes
+from core.storage import publish_bytes, read_bytes
 from flows.ablation import ablation
 from flows.ablation_params import AblationParams
+from flows.ablation_units import UnitFailed
 from tests.training.conftest import make_manifest
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -30,8 +32,17 @@ def done(local_corpus, tiny_vlm_dir, tmp_path_factory, mlflow_store):
     params = AblationParams(
         model=tiny_vlm_dir, manifest_uri=manifest, output_uri=str(out / "runs"), run_name="a1", seeds=2,
         robot={"sources": local_corpus.robot, "heldout_fraction": 0.3}, head={"hidden_dim": 16},
-        midtrain={**TINY, "steps": 2}, finetune={**TINY, "steps": 4, "eval_every": 2}, n_boot=500)
+        midtrain={**TINY, "steps": 2}, finetune={**TINY, "steps": 4, "eval_every": 2}, n_boot=500,
+        executor="local")
     return params, ablation(params), mlflow.MlflowClient(mlflow_store)
+
+
+@pytest.fixture(scope="module")
+def on_ray(done, ray_local):
+    """Seed 0 of the same ablation with every unit a Ray task (2 CPUs: two of the three units at once)."""
+    params, _, _ = done
+    params = params.model_copy(update={"run_name": "a1-ray", "executor": "ray", "seeds": 1})
+    return params, ablation(params)
 
 
 def _children(client: mlflow.MlflowClient, parent: str) -> list:
@@ -115,3 +126,61 @@ def test_a_finished_ablation_is_not_redone(done):
     again = ablation(params)
     assert again == report
     assert len(_children(client, report.mlflow_run_id)) == before
+
+
+# what a unit computes (not how fast it ran): equal, value for value, whichever executor ran it
+COMPUTED = ("loss", "lr", "grad_norm", "eval/loss", "eval/l1/arm", "eval/gripper_accuracy")
+
+
+def _histories(client: mlflow.MlflowClient, parent: str, seeds: int) -> dict:
+    out = {}
+    for r in _children(client, parent):
+        if int(r.data.tags["ablation.seed"]) >= seeds:
+            continue
+        key = (r.data.tags["ablation.arm"], r.data.tags["ablation.seed"], r.data.tags["kind"])
+        out[key] = {m: [(h.step, h.value) for h in client.get_metric_history(r.info.run_id, m)]
+                    for m in COMPUTED if m in r.data.metrics}
+    return out
+
+
+def test_units_on_ray_give_the_same_numbers(done, on_ray):
+    params, report, client = done
+    ray_params, ray_report = on_ray
+    assert ray_report.mlflow_run_id != report.mlflow_run_id
+    sequential, parallel = (_histories(client, r.mlflow_run_id, 1) for r in (report, ray_report))
+    assert len(parallel) == 5 and parallel == sequential  # 3 fine-tuning + 2 mid-training child runs of seed 0
+    for arm in params.arms:
+        unit = f"arms/{arm}/seed0/result.json"
+        here, there = (json.loads(read_bytes(f"{r.run_uri}/{unit}")) for r in (report, ray_report))
+        assert there["curves"] == here["curves"] and there["midtrain_samples"] == here["midtrain_samples"]
+    assert [(u["arm"], u["seed"]) for u in ray_report.units] == [("none", 0), ("random", 0), ("curated", 0)]
+
+
+def test_units_on_ray_are_children_of_one_parent_and_overlap(on_ray, done):
+    _, _, client = done
+    _, ray_report = on_ray
+    runs = _children(client, ray_report.mlflow_run_id)
+    assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {ray_report.mlflow_run_id}
+    assert client.get_run(ray_report.mlflow_run_id).info.status == "FINISHED"
+    # two units at once: some child run started before another one ended, in another unit
+    spans = sorted((r.info.start_time, r.info.end_time, r.data.tags["ablation.arm"], r.data.tags["ablation.seed"])
+                   for r in runs)
+    assert any(b[0] < a[1] and a[2:] != b[2:] for a, b in zip(spans, spans[1:], strict=False)), spans
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_failing_unit_fails_the_flow_naming_arm_and_seed(done, executor, request):
+    params, _, client = done
+    if executor == "ray":
+        request.getfixturevalue("ray_local")
+    failing = params.model_copy(update={"run_name": f"fail-{executor}", "executor": executor, "seeds": 1,
+                                        "arms": ["none", "curated"]})
+    for arm in failing.arms:  # a stored result that cannot be read: the unit raises before any training
+        publish_bytes(f"{failing.output_uri}/{failing.run_name}/arms/{arm}/seed0/result.json", b"{not json")
+    with pytest.raises(UnitFailed, match="arm none, seed 0: JSONDecodeError") as failed:
+        ablation(failing)
+    # on Ray the units in flight finish and every failure is named; here the first one stops the run
+    assert ("arm curated, seed 0" in str(failed.value)) == (executor == "ray")
+    parent = json.loads(read_bytes(f"{failing.output_uri}/{failing.run_name}/mlflow_run.json"))["run_id"]
+    assert client.get_run(parent).info.status == "FAILED"
