@@ -82,6 +82,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
                 storage=storage,
                 actors=params.ray.embed_actors,
                 read_cpus=params.ray.read_cpus,
+                prepare_cpus=params.ray.prepare_cpus,
                 read_batch=params.ray.read_batch_size,
                 dtype=params.embedding_dtype,
             )

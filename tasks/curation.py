@@ -129,6 +129,7 @@ def embed(
     storage: StorageConfig | None,
     actors: int,
     read_cpus: float,
+    prepare_cpus: float,
     read_batch: int,
     dtype: str,
 ) -> EmbedSummary:
@@ -140,6 +141,7 @@ def embed(
         storage=storage,
         actors=actors,
         read_cpus=read_cpus,
+        prepare_cpus=prepare_cpus,
         read_batch=read_batch,
         dtype=dtype,
     )

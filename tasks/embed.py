@@ -1,5 +1,9 @@
 """``Embed``: decode each sample's image and text and turn them into one frozen-backbone vector.
 
+Two halves, so they can run apart: ``prepare_rows`` (CPU: decode, then the backbone's preprocessor) and
+``Embed.finish`` (the model's forward pass). ``Embed.process`` runs both in one process; the distributed job runs
+the first in CPU tasks and the second in the actors that hold the model (``tasks.prepare``).
+
 Input rows are samples plus an ``error`` column (null = usable): rows that already failed upstream pass
 through untouched, so the driver sees every sample exactly once and can quarantine it with its reason.
 """
@@ -17,17 +21,56 @@ from PIL import Image
 from core.contracts import LOCATION
 from core.settings import StorageConfig
 from estimator.backbones import load_backbone
-from estimator.backbones.base import Backbone, BackboneSpec
+from estimator.backbones.base import Backbone, BackboneSpec, Prepared, Preprocessor
 from tasks.base import Stage
 
 
-def decode_image(data: bytes) -> Image.Image | None:
-    """RGB image from encoded bytes, or None when they do not decode (Pillow raises many exception types)."""
+def decode_image(data: bytes, draft_size: int | None = None) -> Image.Image | None:
+    """RGB image from encoded bytes, or None when they do not decode (Pillow raises many exception types).
+    With ``draft_size``, a JPEG is decoded at the smallest DCT scale keeping both sides >= ``draft_size``."""
     try:
         with Image.open(io.BytesIO(data)) as img:
+            if draft_size:
+                img.draft("RGB", (draft_size, draft_size))  # JPEG only; a no-op for other formats
             return img.convert("RGB")
     except Exception:
         return None
+
+
+PREPARE_COLUMNS = ("image", "text", "error")  # what ``prepare_rows`` reads of a batch
+
+
+@dataclass
+class PreparedRows:
+    """A batch ready for the model: ``chunks`` of at most ``batch_size`` usable samples each (one forward pass
+    apiece), ``rows`` the usable samples' positions in the batch, ``errors`` one per row (None = usable)."""
+
+    rows: list[int]
+    errors: list[str | None]
+    chunks: list[Prepared]
+    undecodable: int = 0
+
+
+def prepare_rows(preprocessor: Preprocessor, batch: pa.Table, batch_size: int) -> PreparedRows:
+    """Decode every usable row's image and run the backbone's preprocessor, ``batch_size`` samples at a time
+    (the forward passes' size, so a text padded per call pads exactly as one forward pass of them would)."""
+    errors: list[str | None] = batch["error"].to_pylist()
+    images, texts, rows, undecodable = [], [], [], 0
+    draft = getattr(preprocessor, "draft_size", None)
+    for i, (data, text) in enumerate(zip(batch["image"].to_pylist(), batch["text"].to_pylist(), strict=True)):
+        if errors[i] is not None:
+            continue
+        image = decode_image(data, draft)
+        if image is None:
+            errors[i] = "undecodable_image"
+            undecodable += 1
+            continue
+        images.append(image)
+        texts.append(text)
+        rows.append(i)
+    chunks = [preprocessor(images[s : s + batch_size], texts[s : s + batch_size])
+              for s in range(0, len(images), batch_size)]
+    return PreparedRows(rows, errors, chunks, undecodable=undecodable)
 
 
 def _column(batch: pa.Table, name: str, type_: pa.DataType | None = None) -> pa.Array:
@@ -94,23 +137,13 @@ class Embed(Stage):
             self.model = load_backbone(self.backbone.placed(gpu=self.resources.gpus > 0), self.storage)
 
     def process(self, batch: pa.Table) -> pa.Table:
-        errors: list[str | None] = batch["error"].to_pylist()
-        images, texts, rows = [], [], []
-        for i, (data, text) in enumerate(zip(batch["image"].to_pylist(), batch["text"].to_pylist(), strict=True)):
-            if errors[i] is not None:
-                continue
-            image = decode_image(data)
-            if image is None:
-                errors[i] = "undecodable_image"
-                self.stats.update("dropped_undecodable_image")
-                continue
-            images.append(image)
-            texts.append(text)
-            rows.append(i)
-        chunks = [
-            self.model.embed(images[s : s + self.batch_size], texts[s : s + self.batch_size])
-            for s in range(0, len(images), self.batch_size)
-        ]
-        vectors = np.concatenate(chunks) if chunks else np.zeros((0, self.model.embed_dim), np.float32)
-        self.stats.update("embedded", len(rows))
-        return embedded_table(batch, vectors, rows, errors)
+        return self.finish(batch, prepare_rows(self.model.preprocessor, batch, self.batch_size))
+
+    def finish(self, batch: pa.Table, prepared: PreparedRows) -> pa.Table:
+        """The forward passes over ``batch``'s prepared samples: ``batch``'s rows with their vectors."""
+        vectors = [self.model.forward(chunk) for chunk in prepared.chunks]
+        if prepared.undecodable:
+            self.stats.update("dropped_undecodable_image", prepared.undecodable)
+        self.stats.update("embedded", len(prepared.rows))
+        return embedded_table(batch, np.concatenate(vectors) if vectors else
+                              np.zeros((0, self.model.embed_dim), np.float32), prepared.rows, prepared.errors)

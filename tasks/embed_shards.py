@@ -1,5 +1,6 @@
-"""The distributed embedding job. The unit of work is a shard: an actor holding the model reads one shard,
-embeds it, publishes the shard's cache entry itself (atomically) and returns one small summary row. The driver
+"""The distributed embedding job. The unit of work is a shard: an actor holding the model reads one shard, has
+its batches decoded and preprocessed by CPU tasks (``tasks.prepare``), runs the forward passes, publishes the
+shard's cache entry itself (atomically) and returns one small summary row. The driver
 only adds summaries up, so its memory and network traffic do not grow with the number of vectors, and no global
 Ray state is touched (results come in any order; the cache is keyed per shard).
 
@@ -29,6 +30,7 @@ from core.settings import SourceSpec, StorageConfig
 from tasks.base import Resources
 from tasks.cache import EmbeddingCache, local_ids
 from tasks.embed import Embed
+from tasks.prepare import RemotePrepare, in_order
 from tasks.progress import Progress
 from tasks.ray_stage import console_warnings_only, map_actors, quiet
 
@@ -40,8 +42,9 @@ SUMMARY = pa.schema(
         ("rows_embedded", pa.int64()),
         ("quarantined", pa.string()),  # JSON {reason: samples}
         ("bytes", pa.int64()),  # encoded image bytes read
-        ("seconds_read", pa.float64()),
-        ("seconds_embed", pa.float64()),
+        ("seconds_read", pa.float64()),  # the model waiting on the shard's reader
+        ("seconds_prepare", pa.float64()),  # ... and on the CPU tasks decoding and preprocessing
+        ("seconds_embed", pa.float64()),  # forward passes
         ("seconds_write", pa.float64()),
         ("attempts", pa.int64()),
         ("failed", pa.string()),  # null, or the transient fault that outlasted the retries
@@ -85,7 +88,7 @@ class EmbedSummary:
 
     def stats(self) -> dict[str, float]:
         """Totals for the run record: samples/s over the embedding seconds, and seconds per stage."""
-        t = {k: float(pc.sum(self.shards[f"seconds_{k}"]).as_py() or 0) for k in ("read", "embed", "write")}
+        t = {k: float(pc.sum(self.shards[f"seconds_{k}"]).as_py() or 0) for k in STEPS}
         busy = sum(t.values())
         return {
             "shards": self.shards.num_rows,
@@ -95,6 +98,9 @@ class EmbedSummary:
             "samples_per_s": round(self.samples_embedded / busy, 1) if busy else 0.0,
             **{f"seconds_{k}": round(v, 3) for k, v in t.items()},
         }
+
+
+STEPS = ("read", "prepare", "embed", "write")
 
 
 class ShardFailed(RuntimeError):
@@ -107,7 +113,15 @@ def _work(table: pa.Table) -> pa.Table:
     return table.append_column("error", empty).append_column("detail", empty).append_column("stage", empty)
 
 
-def _prefetched(tables: Iterator[pa.Table], depth: int = 2) -> Iterator[pa.Table]:
+def _slices(tables: Iterator[pa.Table], size: int) -> Iterator[pa.Table]:
+    """Each table cut into slices of at most ``size`` rows: one forward pass, one CPU task each, so a shard's
+    batches are prepared by as many tasks at once as it has slices in flight."""
+    for table in tables:
+        for start in range(0, table.num_rows, size):
+            yield table.slice(start, size)
+
+
+def _prefetched(tables: Iterator[pa.Table], depth: int) -> Iterator[pa.Table]:
     """Iterate ``tables`` on a thread, ``depth`` batches ahead: the shard's I/O overlaps the model's compute."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
@@ -139,9 +153,13 @@ class ShardEmbedder:
     dtype: str = "float16"
     retries: int = 2
     backoff_s: float = 1.0
+    prepare_cpus: float = 0.5
+    prepare_depth: int = 2  # read batches being prepared ahead of the model
 
     def setup(self) -> None:
         self.embed.setup()
+        self.prepare = RemotePrepare(self.embed.model.preprocessor, cpus=self.prepare_cpus,
+                                     batch_size=self.embed.batch_size)
         if self.embed.model.fingerprint != self.cache.fingerprint:
             raise RuntimeError(
                 f"this worker loaded backbone {self.embed.model.fingerprint}, but the plan keys the cache by "
@@ -173,16 +191,13 @@ class ShardEmbedder:
         parts: list[pa.Table] = []
         image_bytes = 0
         tables = _prefetched(read_shard(job.spec, job.shard_uri, quarantine=quarantine, storage=self.storage,
-                                        batch_size=self.read_batch))
-        while True:
-            start = time.perf_counter()
-            table = next(tables, None)
-            seconds["read"] += time.perf_counter() - start
-            if table is None:
-                break
+                                        batch_size=self.read_batch), depth=2)
+        slices = _slices(map(_work, tables), self.embed.batch_size)
+        batches = in_order(slices, self.prepare.submit, self.prepare.fetch, depth=self.prepare_depth, seconds=seconds)
+        for table, prepared in batches:
             image_bytes += int(pc.sum(pc.binary_length(table["image"])).as_py() or 0)
             start = time.perf_counter()
-            parts.append(self.embed(_work(table)))
+            parts.append(self.embed.finish(table, prepared))
             seconds["embed"] += time.perf_counter() - start
         start = time.perf_counter()
         embedded, quarantined = self._publish(job, parts, quarantine)
@@ -190,7 +205,7 @@ class ShardEmbedder:
         return {"shard_uri": job.shard_uri, "source": job.spec.name,
                 "rows_read": sum(t.num_rows for t in parts) + len(quarantine), "rows_embedded": embedded,
                 "quarantined": json.dumps(dict(quarantined)), "bytes": image_bytes,
-                **{f"seconds_{k}": round(seconds[k], 4) for k in ("read", "embed", "write")}}
+                **{f"seconds_{k}": round(seconds[k], 4) for k in STEPS}}
 
     def _publish(self, job: ShardJob, parts: list[pa.Table], quarantine: Quarantine) -> tuple[int, Counter]:
         """Write the shard's entry: its vectors by key, and every quarantined row with ids relative to the source
@@ -211,17 +226,26 @@ class ShardEmbedder:
         return good.num_rows, Counter(table["reason"].to_pylist())
 
 
-def _check_fits(embed: Embed, *, actors: int, read_cpus: float) -> None:
-    """Refuse a job the cluster cannot schedule: Ray would wait for resources forever."""
+def _check_fits(embed: Embed, *, actors: int, read_cpus: float, prepare_cpus: float) -> float:
+    """Refuse a job the cluster cannot schedule (Ray would wait for resources forever); the CPUs left for the
+    preparing tasks otherwise."""
     have = ray.cluster_resources()
     cpus = actors * (embed.resources.cpus + read_cpus)
     gpus = actors * embed.resources.gpus
-    if cpus > have.get("CPU", 0) or gpus > have.get("GPU", 0):
+    if cpus + prepare_cpus > have.get("CPU", 0) or gpus > have.get("GPU", 0):
         raise ValueError(
-            f"the embedding job needs {cpus:g} CPUs and {gpus:g} GPUs (ray.embed_actors x (ray.actor_cpus + "
-            f"ray.read_cpus) and x ray.actor_gpus) but the Ray cluster has {have.get('CPU', 0):g} CPUs and "
-            f"{have.get('GPU', 0):g} GPUs: lower ray.embed_actors or ray.actor_cpus"
+            f"the embedding job needs {cpus + prepare_cpus:g} CPUs and {gpus:g} GPUs (ray.embed_actors x "
+            f"(ray.actor_cpus + ray.read_cpus) + at least one ray.prepare_cpus, and ray.embed_actors x "
+            f"ray.actor_gpus) but the Ray cluster has {have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} GPUs: "
+            "lower ray.embed_actors, ray.actor_cpus or ray.prepare_cpus"
         )
+    return have.get("CPU", 0) - cpus
+
+
+def prepare_depth(free_cpus: float, *, prepare_cpus: float, actors: int) -> int:
+    """Slices each actor keeps in preparation: enough for every free CPU to hold a task, plus one queued."""
+    slots = int(free_cpus // prepare_cpus + 1e-9)
+    return max(1, -(-slots // actors)) + 1
 
 
 def embed_shards(
@@ -232,21 +256,24 @@ def embed_shards(
     storage: StorageConfig | None = None,
     actors: int = 1,
     read_cpus: float = 0.5,
+    prepare_cpus: float = 0.5,
     read_batch: int = 256,
     dtype: str = "float16",
     retries: int = 2,
 ) -> EmbedSummary:
     """Embed every shard of ``jobs`` on the current Ray cluster; each worker writes its shards' cache entries.
 
-    Each actor reserves ``embed.resources`` plus ``read_cpus`` for reading its shard. Raises ``ShardFailed``
-    (after every other shard is cached) when transient faults outlast ``retries`` on some shards.
+    Each actor reserves ``embed.resources`` plus ``read_cpus`` for reading its shard; decoding and preprocessing
+    run as tasks of ``prepare_cpus`` each on the CPUs left. Raises ``ShardFailed`` (after every other shard is
+    cached) when transient faults outlast ``retries`` on some shards.
     """
     if not jobs:
         return EmbedSummary()
-    _check_fits(embed, actors=actors, read_cpus=read_cpus)
+    free = _check_fits(embed, actors=actors, read_cpus=read_cpus, prepare_cpus=prepare_cpus)
     items = [{"spec": j.spec.model_dump_json(), "shard_uri": j.shard_uri, "entry": j.entry} for j in jobs]
     embedder = ShardEmbedder(embed=embed, cache=cache, storage=storage, read_batch=read_batch, dtype=dtype,
-                             retries=retries)
+                             retries=retries, prepare_cpus=prepare_cpus,
+                             prepare_depth=prepare_depth(free, prepare_cpus=prepare_cpus, actors=actors))
     resources = Resources(cpus=embed.resources.cpus + read_cpus, gpus=embed.resources.gpus)
     ds = map_actors(quiet(ray.data.from_items(items, override_num_blocks=len(items))), embedder,
                     resources=resources, batch_size=1, actors=actors)

@@ -56,6 +56,7 @@ def embed_task(
     storage: StorageConfig | None,
     actors: int,
     read_cpus: float,
+    prepare_cpus: float,
     read_batch: int,
     dtype: str,
 ) -> EmbedSummary:
@@ -65,6 +66,7 @@ def embed_task(
         storage=storage,
         actors=actors,
         read_cpus=read_cpus,
+        prepare_cpus=prepare_cpus,
         read_batch=read_batch,
         dtype=dtype,
     )

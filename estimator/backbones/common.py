@@ -11,7 +11,8 @@ import posixpath
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,27 +106,48 @@ def rgb(images: Sequence[Image.Image]) -> list[Image.Image]:
     return [im if im.mode == "RGB" else im.convert("RGB") for im in images]
 
 
+def check_pairs(images: Sequence[Image.Image], texts: Sequence[str], modality: str = "image+text") -> None:
+    """Raise unless there is one text per image where the vector uses both."""
+    if "image" in modality and "text" in modality and len(images) != len(texts):
+        raise ValueError(f"got {len(images)} images but {len(texts)} texts")
+
+
+def draft_size(decode: str, image_size: int | Sequence[int] | None) -> int | None:
+    """The side JPEGs may be decoded down to: the model's input side when ``decode`` is "reduced", else None."""
+    if decode != "reduced" or image_size is None:
+        return None
+    return int(max(image_size)) if isinstance(image_size, Sequence) else int(image_size)
+
+
+def samples_in(batch: Mapping[str, np.ndarray]) -> int:
+    """How many samples a prepared batch holds (0 for an empty one)."""
+    return len(next(iter(batch.values()))) if batch else 0
+
+
+def tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``array`` on ``device``. Arrays from Ray's object store are read-only; torch only reads them (every use
+    below copies on the way to the model), so its warning about non-writable arrays is noise here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array).to(device)
+
+
 def two_tower_vectors(
     modality: str,
-    images: Sequence[Image.Image],
-    texts: Sequence[str],
-    encode_images: Callable[[list[Image.Image]], torch.Tensor],
-    encode_texts: Callable[[list[str]], torch.Tensor],
+    n: int,
+    encode_images: Callable[[], torch.Tensor],
+    encode_texts: Callable[[], torch.Tensor],
     embed_dim: int,
 ) -> np.ndarray:
-    """concat(L2(image), L2(text)) for image+text, one tower otherwise: the CLIP kinds' sample vector."""
-    use_image, use_text = "image" in modality, "text" in modality
-    if use_image and use_text and len(images) != len(texts):
-        raise ValueError(f"got {len(images)} images but {len(texts)} texts")
-    n = len(images) if use_image else len(texts)
+    """concat(L2(image), L2(text)) for image+text, one tower otherwise: the CLIP kinds' vector for ``n`` samples."""
     if n == 0:
         return np.zeros((0, embed_dim), np.float32)
     parts = []
     with torch.inference_mode():
-        if use_image:
-            parts.append(F.normalize(encode_images(rgb(images)).float(), dim=-1))
-        if use_text:
-            parts.append(F.normalize(encode_texts([str(t) for t in texts]).float(), dim=-1))
+        if "image" in modality:
+            parts.append(F.normalize(encode_images().float(), dim=-1))
+        if "text" in modality:
+            parts.append(F.normalize(encode_texts().float(), dim=-1))
     return torch.cat(parts, dim=-1).cpu().numpy().astype(np.float32, copy=False)
 
 

@@ -163,6 +163,7 @@ def describe(spec: BackboneSpec, storage: StorageConfig | None = None, *, gpu: b
         "pooling": spec.pooling,
         "dtype": spec.dtype,
         "embed_dim": embed_dim,
+        **({"decode": spec.decode} if spec.decode != "full" else {}),  # full decoding: as before the option
         **kind_parts,
     }
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -14,8 +14,8 @@ from PIL import Image
 from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 from core.settings import StorageConfig
-from estimator.backbones.base import Backbone, BackboneSpec
-from estimator.backbones.common import rgb
+from estimator.backbones.base import Backbone, BackboneSpec, Prepared, Preprocessor
+from estimator.backbones.common import check_pairs, draft_size, rgb, samples_in, tensor
 from estimator.backbones.hf_clip import model_source
 
 
@@ -37,6 +37,30 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
+class HFVLMPreprocessor(Preprocessor):
+    """The model's processor over one user turn per sample (image + text through its chat template)."""
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+        self.image_token = getattr(processor, "image_token", None) or "<image>"
+        self.chat_template = getattr(processor, "chat_template", None)
+
+    def prompt(self, text: str) -> str:
+        """One user turn holding the image and the text, through the model's chat template when it has one."""
+        if not self.chat_template:
+            return f"{self.image_token}\n{text}"
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+
+    def __call__(self, images: list[Image.Image], texts: list[str]) -> Prepared:
+        check_pairs(images, texts)
+        if not images:
+            return {}
+        inputs = self.processor(images=rgb(images), text=[self.prompt(str(t)) for t in texts],
+                                return_tensors="pt", padding=True)
+        return {k: v.numpy() for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+
+
 class HFVLMBackbone(Backbone):
     """A transformers VLM; the vector is its last hidden state pooled by ``spec.pooling`` (not normalised)."""
 
@@ -46,30 +70,19 @@ class HFVLMBackbone(Backbone):
         self.device, self.dtype = spec.resolved_device(), spec.resolved_dtype()
         source = model_source(spec, storage, cache_dir)
         self.files_spec = spec.model_copy(update={"model": source, "dtype": str(self.dtype).removeprefix("torch.")})
-        self.processor = AutoProcessor.from_pretrained(source)
+        self.preprocessor = HFVLMPreprocessor(AutoProcessor.from_pretrained(source))
         self.model = load_vlm(source, self.dtype).to(self.device).eval().requires_grad_(False)
         self.embed_dim = int(self.model.config.get_text_config().hidden_size)
-        self.image_token = getattr(self.processor, "image_token", None) or "<image>"
-        self.chat_template = getattr(self.processor, "chat_template", None)
+        vision = getattr(self.model.config, "vision_config", None)
+        self.preprocessor.draft_size = draft_size(spec.decode, getattr(vision, "image_size", None))
         # Only the hidden states are needed: skip the LM head's [B, T, vocab] logits where the model allows.
         params = inspect.signature(self.model.forward).parameters
         self._extra: dict[str, Any] = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
-    def prompt(self, text: str) -> str:
-        """One user turn holding the image and the text, through the model's chat template when it has one."""
-        if not self.chat_template:
-            return f"{self.image_token}\n{text}"
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
-
-    def embed(self, images: list[Image.Image], texts: list[str]) -> np.ndarray:
-        if len(images) != len(texts):
-            raise ValueError(f"got {len(images)} images but {len(texts)} texts")
-        if not images:
+    def forward(self, batch: Prepared) -> np.ndarray:
+        if not samples_in(batch):
             return np.zeros((0, self.embed_dim), np.float32)
-        inputs = self.processor(images=rgb(images), text=[self.prompt(str(t)) for t in texts],
-                                return_tensors="pt", padding=True)
-        inputs = inputs.to(self.device)
+        inputs = {k: tensor(v, self.device) for k, v in batch.items()}
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         with torch.inference_mode():

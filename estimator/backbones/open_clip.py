@@ -12,15 +12,21 @@ import numpy as np
 import open_clip
 import torch
 from PIL import Image
+from torchvision.transforms import Compose, Normalize
 
 from core.settings import StorageConfig
-from estimator.backbones.base import Backbone, BackboneSpec
+from estimator.backbones.base import Backbone, BackboneSpec, Prepared, Preprocessor
 from estimator.backbones.common import (
     LOCAL_DIR_PREFIX,
+    check_pairs,
+    draft_size,
     localize,
     looks_like_path,
     require_dir_with,
     require_file,
+    rgb,
+    samples_in,
+    tensor,
     two_tower_vectors,
 )
 
@@ -37,6 +43,43 @@ def unknown_arch_message(name: str) -> str:
         f"(e.g. ViT-B-32, ViT-L-14); weights tags: open_clip.list_pretrained(). Or give a directory or S3 "
         f"prefix holding {CONFIG_FILE} and the weights."
     )
+
+
+class OpenClipPreprocessor(Preprocessor):
+    """open_clip's eval transform, cut where the image becomes a float tensor: the CPU side resizes and crops to
+    uint8 pixels (a quarter of float32's bytes), ``forward`` scales and normalises them on the model's device,
+    exactly as ``ToTensor`` + ``Normalize`` would. A transform of another shape is applied whole (float32)."""
+
+    def __init__(self, transform: Compose, tokenizer: object, modality: str) -> None:
+        steps = list(transform.transforms)
+        cut = next((i for i, t in enumerate(steps) if type(t).__name__.endswith("ToTensor")), None)
+        tail = steps[cut + 1:] if cut is not None else []
+        if cut is not None and all(isinstance(t, Normalize) for t in tail):
+            self.geometric, self.normalize = Compose(steps[:cut]), tail
+        else:
+            self.geometric, self.normalize = None, []
+        self.transform, self.tokenizer, self.modality = transform, tokenizer, modality
+
+    def __call__(self, images: list[Image.Image], texts: list[str]) -> Prepared:
+        check_pairs(images, texts, self.modality)
+        out: Prepared = {}
+        if "image" in self.modality and images:
+            if self.geometric is not None:
+                out["pixels_u8"] = np.stack([np.asarray(self.geometric(im), dtype=np.uint8) for im in rgb(images)])
+            else:
+                out["pixels"] = torch.stack([self.transform(im) for im in rgb(images)]).numpy()
+        if "text" in self.modality and texts:
+            out["tokens"] = self.tokenizer([str(t) for t in texts]).numpy()
+        return out
+
+    def pixels(self, batch: Prepared, device: torch.device) -> torch.Tensor:
+        """The float image batch [n, 3, H, W] the model takes, built on ``device``."""
+        if "pixels" in batch:
+            return tensor(batch["pixels"], device)
+        x = tensor(batch["pixels_u8"], device).permute(0, 3, 1, 2).float().div(255)  # = ToTensor, batched
+        for step in self.normalize:
+            x = step(x)
+        return x
 
 
 class OpenClipBackbone(Backbone):
@@ -56,22 +99,20 @@ class OpenClipBackbone(Backbone):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model, _, self.preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
-        self.tokenizer = open_clip.get_tokenizer(name)
+        self.preprocessor = OpenClipPreprocessor(self.preprocess, open_clip.get_tokenizer(name), spec.modality)
         self.model = model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+        self.preprocessor.draft_size = draft_size(spec.decode, getattr(self.model.visual, "image_size", None))
         dim = int(self.model_cfg["embed_dim"])
         self.embed_dim = 2 * dim if spec.modality == "image+text" else dim
 
-    def embed(self, images: list[Image.Image], texts: list[str]) -> np.ndarray:
+    def forward(self, batch: Prepared) -> np.ndarray:
         return two_tower_vectors(
-            self.spec.modality, images, texts, self._encode_images, self._encode_texts, self.embed_dim
+            self.spec.modality,
+            samples_in(batch),
+            lambda: self.model.encode_image(self.preprocessor.pixels(batch, self.device).to(self.dtype)),
+            lambda: self.model.encode_text(tensor(batch["tokens"], self.device)),
+            self.embed_dim,
         )
-
-    def _encode_images(self, images: list[Image.Image]) -> torch.Tensor:
-        x = torch.stack([self.preprocess(im) for im in images]).to(self.device, self.dtype)
-        return self.model.encode_image(x)
-
-    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
-        return self.model.encode_text(self.tokenizer(texts).to(self.device))
 
 
 def _resolve(

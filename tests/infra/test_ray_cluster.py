@@ -39,7 +39,7 @@ def config(local_corpus, tmp_path_factory) -> dict:
         "k": 5,
         "report_per_set": 0,
         "mlflow": {"enabled": False},
-        "ray": {"embed_actors": 1, "actor_cpus": 0.5, "read_cpus": 0.5},
+        "ray": {"embed_actors": 1, "actor_cpus": 0.5, "read_cpus": 0.25, "prepare_cpus": 0.25},
     }
 
 

@@ -14,16 +14,18 @@ from tasks.embed import Embed
 
 
 class CountingBackbone:
-    """Returns the call number in every component (ones, then twos...), so each row's output is traceable."""
+    """Returns the forward call number in every component (ones, then twos...), so each row's output is
+    traceable. Its preprocessor passes the sample count through."""
 
     embed_dim = 4
 
     def __init__(self) -> None:
         self.calls: list[int] = []
+        self.preprocessor = lambda images, texts: {"n": np.zeros(len(images))}
 
-    def embed(self, images, texts):
-        self.calls.append(len(images))
-        return np.full((len(images), self.embed_dim), len(self.calls), np.float32)
+    def forward(self, batch):
+        self.calls.append(len(batch["n"]))
+        return np.full((len(batch["n"]), self.embed_dim), len(self.calls), np.float32)
 
 
 def png() -> bytes:
@@ -73,3 +75,20 @@ def test_batch_without_usable_rows_keeps_the_vector_type():
 def test_missing_input_column_names_stage_and_shard():
     with pytest.raises(ValueError, match="stage 'embed', shard /0.tar: missing input columns \\['error'\\]"):
         stage(CountingBackbone())(batch([png()], [None]).drop_columns(["error"]))
+
+
+def jpeg(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    gradient = np.linspace(0, 255, width, dtype=np.uint8)[None, :, None].repeat(height, 0).repeat(3, 2)
+    Image.fromarray(gradient).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_reduced_decoding_shrinks_large_jpegs_to_no_less_than_the_model_input():
+    from tasks.embed import decode_image
+
+    assert decode_image(jpeg(512, 384)).size == (512, 384)
+    assert decode_image(jpeg(512, 384), draft_size=32).size == (64, 48)  # 1/8: both sides still >= 32
+    assert decode_image(jpeg(512, 384), draft_size=224).size == (512, 384)  # 1/2 would cut 384 below 224
+    assert decode_image(jpeg(60, 40), draft_size=32).size == (60, 40)
+    assert decode_image(png(), draft_size=4).size == (8, 8)  # not a JPEG: decoded in full

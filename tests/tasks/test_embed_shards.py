@@ -8,18 +8,19 @@ import json
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 import ray.data
 
 import core.read.webdataset as webdataset
 from core.contracts import LOCATION_NAMES
-from core.read import list_shards
+from core.read import Quarantine, list_shards, read_shard
 from estimator.backbones.tiny import save_tiny_backbone
 from tasks.base import Resources
 from tasks.cache import EmbeddingCache, vectors
 from tasks.embed import Embed
-from tasks.embed_shards import SUMMARY, EmbedSummary, ShardEmbedder, ShardFailed, ShardJob, embed_shards
+from tasks.embed_shards import SUMMARY, EmbedSummary, ShardEmbedder, ShardFailed, ShardJob, _work, embed_shards
 from tasks.ray_stage import map_actors
 
 
@@ -70,6 +71,7 @@ def test_workers_publish_their_shards_and_return_summary_rows(local_corpus, tiny
     assert sorted(summary.shards["shard_uri"].to_pylist()) == sorted(j.shard_uri for j in jobs)
     assert summary.shards.column_names[:4] == ["shard_uri", "source", "rows_read", "rows_embedded"]
     assert all(s > 0 for s in summary.shards["seconds_embed"].to_pylist())
+    assert "seconds_prepare" in summary.stats()
     stats = summary.stats()
     assert stats["rows_embedded"] == summary.samples_embedded and stats["samples_per_s"] > 0
     entries = [cache.read(j.entry) for j in jobs]
@@ -77,6 +79,13 @@ def test_workers_publish_their_shards_and_return_summary_rows(local_corpus, tiny
     # the source's name is not cached; where each sample is (a Parquet shard: its row group) is
     assert all(e.column_names == ["key", "embedding", *LOCATION_NAMES] for e in entries)
     assert all(e["row_group"].null_count == 0 and e["byte_offset"].null_count == e.num_rows for e in entries)
+    # CPU tasks decoded and preprocessed, the actor ran the forward passes: the vectors are those one process
+    # makes of the same samples (the cache keeps float16)
+    local = Embed(backbone=tiny_backbone, batch_size=5)
+    local.setup()
+    samples = pa.concat_tables(read_shard(spec, jobs[0].shard_uri, quarantine=Quarantine()))
+    expected = vectors(local(_work(samples))).astype(np.float16)
+    np.testing.assert_array_equal(vectors(cache.read(jobs[0].entry)).astype(np.float16), expected)
 
 
 @pytest.mark.usefixtures("ray_local")
@@ -84,7 +93,7 @@ def test_job_that_cannot_fit_is_refused(local_corpus, tiny_backbone, tmp_path):
     spec = local_corpus.pool[2]
     cache = _cache(tmp_path, tiny_backbone)
     shard = list_shards(spec)[0]
-    with pytest.raises(ValueError, match="needs 3 CPUs"):
+    with pytest.raises(ValueError, match="needs 3.5 CPUs"):
         embed_shards(
             [ShardJob(spec=spec, shard_uri=shard, entry=cache.entry(spec, shard))],
             embed=Embed(backbone=tiny_backbone, resources=Resources(cpus=1)),

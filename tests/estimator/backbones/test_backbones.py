@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from core.storage import filesystem
 from estimator.backbones import BackboneSpec, load_backbone, validate_backbone_spec
 from estimator.backbones.fingerprint import describe
 from estimator.backbones.tiny import save_tiny_backbone
+from tasks.embed import prepare_rows
 
 KINDS = ["open_clip", "hf_clip", "hf_vlm"]
 TEXTS = ["pick up the red cube", "a photo of a cat on a sofa", "open the top drawer"]
@@ -45,6 +51,42 @@ def test_embeds_one_distinct_finite_row_per_sample_deterministically(tiny: dict,
     np.testing.assert_allclose(backbone.embed(images()[:1], TEXTS[:1])[0], vectors[0], rtol=1e-4, atol=1e-5)
     assert backbone.embed([], []).shape == (0, backbone.embed_dim)
     assert load_backbone(tiny[kind]).fingerprint == backbone.fingerprint
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_preprocessor_travels_alone_and_its_arrays_give_the_same_vectors(tiny: dict, kind: str) -> None:
+    backbone = load_backbone(tiny[kind])
+    preprocessor = pickle.loads(pickle.dumps(backbone.preprocessor))  # what a CPU task on another node gets
+    batch = preprocessor(images(), TEXTS)
+    assert batch and all(isinstance(v, np.ndarray) and len(v) == 3 for v in batch.values())
+    for array in batch.values():
+        array.flags.writeable = False  # as Ray's object store hands them over
+    np.testing.assert_array_equal(backbone.forward(batch), backbone.embed(images(), TEXTS))
+
+
+def test_open_clip_ships_uint8_pixels_and_matches_its_own_whole_transform(tiny: dict) -> None:
+    backbone = load_backbone(cpu(tiny["open_clip"], modality="image"))
+    batch = backbone.preprocessor(images(), [])
+    assert list(batch) == ["pixels_u8"]
+    assert batch["pixels_u8"].dtype == np.uint8 and batch["pixels_u8"].shape == (3, 32, 32, 3)
+    with torch.inference_mode():  # open_clip's own path: resize, crop, ToTensor and Normalize on the CPU
+        whole = torch.stack([backbone.preprocess(im) for im in images()])
+        expected = F.normalize(backbone.model.encode_image(whole), dim=-1).numpy()
+    np.testing.assert_array_equal(backbone.forward(batch), expected)
+
+
+def test_reduced_decoding_is_its_own_fingerprint_and_close_to_full(tiny: dict) -> None:
+    reduced = cpu(tiny["open_clip"], decode="reduced")
+    assert describe(reduced).fingerprint != describe(tiny["open_clip"]).fingerprint
+    assert load_backbone(reduced).preprocessor.draft_size == 32  # the tiny model's input side
+    buf = io.BytesIO()
+    images()[0].resize((512, 512)).save(buf, format="JPEG", quality=95)
+    batch = pa.table({"image": [buf.getvalue()], "text": ["t"], "error": pa.nulls(1, pa.string())})
+    a, b = (load_backbone(s) for s in (tiny["open_clip"], reduced))
+    a, b = (m.forward(prepare_rows(m.preprocessor, batch, 1).chunks[0]) for m in (a, b))
+    assert not np.array_equal(a, b)  # the 512-px JPEG was decoded at 1/8 scale, then resized
+    cosine = float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
+    assert cosine > 0.95
 
 
 @pytest.mark.parametrize("kind", ["open_clip", "hf_clip"])
