@@ -15,6 +15,7 @@ from typing import IO, Any
 import botocore.exceptions
 import braceexpand
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -172,6 +173,24 @@ def write_parquet(table: pa.Table, uri: str, storage: StorageConfig | None = Non
     """Publish ``table`` as one Parquet file at ``uri``."""
     with publish(uri, storage) as f:
         pq.write_table(table, f, **kwargs)
+
+
+def take_rows(pf: pq.ParquetFile, rows: np.ndarray, columns: list[str] | None = None) -> pa.Table:
+    """The rows at ``rows`` (sorted, unique row indices of the file) of an open Parquet file, in that order, reading
+    only the row groups that hold them. Raises ``IndexError`` for a row past the file's end."""
+    meta = pf.metadata
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    rows = np.asarray(rows, np.int64)
+    if len(rows) and (rows[0] < 0 or rows[-1] >= starts[-1]):
+        raise IndexError(f"rows {rows[0]}..{rows[-1]} of a file of {starts[-1]} rows")
+    group_of = np.searchsorted(starts, rows, side="right") - 1
+    groups = np.unique(group_of)
+    table = pf.read_row_groups(groups.tolist(), columns=columns)
+    # a row's place in the table read: its offset in its group plus the rows of the groups read before it
+    read_starts = np.concatenate([[0], np.cumsum([sizes[g] for g in groups])])[:-1].astype(np.int64)
+    local = rows - starts[group_of] + read_starts[np.searchsorted(groups, group_of)]
+    return table.take(pa.array(local, pa.int64()))
 
 
 # Ranges closer than this are fetched as one request: S3 bills and throttles per request, and reading through a gap

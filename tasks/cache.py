@@ -6,7 +6,9 @@ source's name and listing URI). So an unchanged shard read the same way with one
 whatever the robot set, the estimator or the source's *name*: the entry holds shard-relative keys, and the
 source name and sample_id prefix are applied when the entry is read for a run (``sample_ids``).
 The samples quarantined while reading and embedding a shard are cached beside it, so a cached run reports the
-same counts. The embeddings file is published last and is the entry's completion marker.
+same counts. The embeddings file is published last and is the entry's completion marker. It is written in row groups of
+``ROW_GROUP_ROWS`` rows, so a sample of a few rows reads only the groups holding them (``read_rows``); entries
+written before that hold one row group and read the same, whole.
 
 An entry also holds each sample's location in its shard (``core.contracts.LOCATION``), which the manifest carries.
 Entries written before locations existed lack those columns and stay valid — their vectors are what a new entry
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +32,10 @@ import pyarrow.parquet as pq
 
 from core.contracts import ERRORS, LOCATION, cached_embedding_schema, conform, make_sample_id
 from core.settings import SourceSpec, StorageConfig
-from core.storage import arrow_filesystem, exists, filesystem, join, write_parquet
+from core.storage import arrow_filesystem, exists, filesystem, join, take_rows, write_parquet
+
+ROW_GROUP_ROWS = 1024  # ~1 MB of 512-d float16: a sampled row reads one such group; whole reads are as fast
+FOOTER_THREADS = 16  # footers read at once: on S3 each is a round trip
 
 
 def shard_identity(shard_uri: str, storage: StorageConfig | None = None) -> str:
@@ -84,11 +90,24 @@ class EmbeddingCache:
         table = conform(pa.table({"key": embeddings["key"], "embedding": vectors, **located}), schema)
         write_parquet(errors.cast(ERRORS), entry + ".errors.parquet", self.storage)
         # No dictionary encoding: vectors never repeat, and decoding dictionaries made cache reads ~5x slower.
-        write_parquet(table, entry + ".parquet", self.storage, use_dictionary=False)  # last: marks it complete
+        write_parquet(table, entry + ".parquet", self.storage, use_dictionary=False,  # last: marks it complete
+                      row_group_size=ROW_GROUP_ROWS)
 
     def read(self, entry: str, columns: list[str] | None = None) -> pa.Table:
         fs, path = arrow_filesystem(entry + ".parquet", self.storage)
         return pq.read_table(path, filesystem=fs, columns=columns)
+
+    def row_groups(self, entry: str) -> list[int]:
+        """Rows per row group of the entry, from its footer."""
+        fs, path = arrow_filesystem(entry + ".parquet", self.storage)
+        meta = pq.ParquetFile(path, filesystem=fs).metadata
+        return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+
+    def read_rows(self, entry: str, rows: np.ndarray, columns: list[str] | None = None) -> pa.Table:
+        """The entry's rows at ``rows`` (sorted, unique row indices), reading only the row groups that hold them."""
+        fs, path = arrow_filesystem(entry + ".parquet", self.storage)
+        with fs.open_input_file(path) as f:
+            return take_rows(pq.ParquetFile(f), rows, columns)
 
     def read_keys(self, entry: str) -> pa.Table:
         """The entry's ``key`` and location columns (null locations for an entry written before they existed).
@@ -105,6 +124,17 @@ class EmbeddingCache:
         errors = pq.read_table(path, filesystem=fs)
         prefixed = pc.binary_join_element_wise(f"{source}/", errors["sample_id"], "")
         return errors.set_column(errors.schema.get_field_index("sample_id"), "sample_id", prefixed)
+
+
+def entry_row_counts(cache: EmbeddingCache, entries: list[str], threads: int = FOOTER_THREADS) -> list[int]:
+    """Rows of each entry, from footers read ``threads`` at a time (the cost is per entry, not per row)."""
+    def rows(entry: str) -> int:
+        return sum(cache.row_groups(entry))
+
+    if len(entries) <= 1:
+        return [rows(e) for e in entries]
+    with ThreadPoolExecutor(max_workers=min(threads, len(entries))) as pool:
+        return list(pool.map(rows, entries))
 
 
 def vectors(table: pa.Table) -> np.ndarray:

@@ -1,0 +1,46 @@
+"""Cache entries are written in bounded row groups; a few rows are read from the groups that hold them alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from core.contracts import ERRORS
+from tasks.cache import ROW_GROUP_ROWS, EmbeddingCache, entry_row_counts, vectors
+
+
+def embeddings(n: int, dim: int = 4) -> pa.Table:
+    x = np.repeat(np.arange(n, dtype=np.float32)[:, None], dim, axis=1)  # row i holds i: rows tell themselves apart
+    return pa.table({"key": [f"{i:06d}" for i in range(n)],
+                     "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), dim)})
+
+
+def test_rows_come_from_the_groups_holding_them(tmp_path, monkeypatch):
+    cache = EmbeddingCache(root=str(tmp_path), fingerprint="fp")
+    entry = f"{cache.root}/fp/e"
+    n = 3 * ROW_GROUP_ROWS + 10
+    cache.write(entry, "shard", embeddings(n), ERRORS.empty_table(), "float32")
+    assert cache.row_groups(entry) == [ROW_GROUP_ROWS] * 3 + [10]
+    read_groups = []
+    real = pq.ParquetFile.read_row_groups
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups",
+                        lambda self, groups, **kw: read_groups.append(list(groups)) or real(self, groups, **kw))
+    rows = np.array([0, 5, 3 * ROW_GROUP_ROWS + 9])
+    table = cache.read_rows(entry, rows, ["key", "embedding"])
+    assert vectors(table)[:, 0].tolist() == rows.tolist()
+    assert table["key"].to_pylist() == [f"{i:06d}" for i in rows]
+    assert read_groups == [[0, 3]]
+    with pytest.raises(IndexError):
+        cache.read_rows(entry, np.array([n]))
+    assert entry_row_counts(cache, [entry, entry]) == [n, n]
+
+
+def test_an_entry_written_as_one_row_group_reads_the_same(tmp_path):
+    cache = EmbeddingCache(root=str(tmp_path), fingerprint="fp")
+    entry = f"{cache.root}/fp/old"
+    (tmp_path / "fp").mkdir()
+    pq.write_table(embeddings(2500), entry + ".parquet")  # one row group, as entries were written before
+    assert cache.row_groups(entry) == [2500]
+    assert vectors(cache.read_rows(entry, np.array([7, 2499])))[:, 0].tolist() == [7, 2499]
