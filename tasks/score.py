@@ -13,7 +13,9 @@ import pyarrow.parquet as pq
 from core.contracts import LOCATION_NAMES, MANIFEST
 from core.storage import arrow_filesystem
 from estimator.scorer import Scorer
-from tasks.cache import EmbeddingCache, sample_ids, vectors
+from tasks import block_sample
+from tasks.block_sample import BLOCK_ROWS
+from tasks.cache import EmbeddingCache, entry_row_counts, sample_ids, vectors
 from tasks.progress import Progress
 
 
@@ -33,6 +35,9 @@ def entry_rows(cache: EmbeddingCache, shard: CachedShard) -> int:
     return pq.ParquetFile(path, filesystem=fs).metadata.num_rows
 
 
+SPREAD = 4  # a large pool's fit sample comes from about SPREAD × max_rows rows of whole row groups
+
+
 def load_features(
     cache: EmbeddingCache,
     shards: list[CachedShard],
@@ -41,27 +46,41 @@ def load_features(
     seed: int = 0,
     progress: Progress | None = None,
 ) -> np.ndarray:
-    """Vectors of ``shards`` as float32 [n, dim]: all of them, or a seeded uniform sample of ``max_rows``
-    (``progress`` counts the shards and the vectors read)."""
-    sizes = [entry_rows(cache, s) for s in shards]
+    """Vectors of ``shards`` as float32 [n, dim]: all of them, or a seeded sample of ``max_rows`` that reads only
+    the row groups holding it (``progress`` counts the shards and the vectors kept).
+
+    Up to ``SPREAD × max_rows`` rows the sample is uniform over the rows; past that it is a block sample
+    (``tasks.block_sample``) of at least ``SPREAD × max_rows / BLOCK_ROWS`` row groups, so its cost stays flat
+    however large the pool grows. Row counts come from the entries' footers."""
+    sizes = entry_row_counts(cache, [s.entry for s in shards])
     total = sum(sizes)
     keep = None
     if max_rows is not None and total > max_rows:
-        keep = np.sort(np.random.default_rng(seed).choice(total, size=max_rows, replace=False))
+        keep = _pool_sample(sizes, max_rows, seed)
     parts, offset = [], 0
     for shard, size in zip(shards, sizes, strict=True):
-        if size:
-            x = vectors(cache.read(shard.entry, columns=["embedding"]))
-            if keep is not None:
-                inside = keep[(keep >= offset) & (keep < offset + size)] - offset
-                x = x[inside]
+        if keep is None:
+            x = vectors(cache.read(shard.entry, columns=["embedding"])) if size else None
+        else:
+            inside = keep[np.searchsorted(keep, offset) : np.searchsorted(keep, offset + size)] - offset
+            x = vectors(cache.read_rows(shard.entry, inside, ["embedding"])) if len(inside) else None
+        if x is not None:
             parts.append(x)
         offset += size
         if progress:
-            progress.update(samples=size)
+            progress.update(samples=0 if x is None else len(x))
     if not parts:
         return np.zeros((0, 0), np.float32)
     return np.concatenate(parts)
+
+
+def _pool_sample(sizes: list[int], max_rows: int, seed: int) -> np.ndarray:
+    """Sorted pool positions of the fit's sample (see ``load_features``)."""
+    total = sum(sizes)
+    if total <= SPREAD * max_rows:  # the draw of a uniform sample, as small pools always had it
+        return np.sort(np.random.default_rng(seed).choice(total, size=max_rows, replace=False))
+    return block_sample.sample_positions(sizes, max_rows, min_blocks=-(-SPREAD * max_rows // BLOCK_ROWS),
+                                         key=block_sample.salt(seed, "fit"))
 
 
 @dataclass
