@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from core.contracts import LOCATION_NAMES, MANIFEST, conform
@@ -86,6 +87,19 @@ def _counts(part: pa.Table) -> tuple[list[str], list[int], list[int]]:
 
 def read_sidecar(manifest_uri: str, storage: StorageConfig | None = None) -> dict[str, Any]:
     return json.loads(read_bytes(sidecar_uri(manifest_uri), storage))
+
+
+def manifest_files(manifest_uri: str, storage: StorageConfig | None = None) -> tuple[pafs.FileSystem, list[str]]:
+    """The manifest's Parquet files in pool order, as (pyarrow filesystem, paths): the file itself, or a partitioned
+    manifest's part files (as its sidecar lists them, else sorted by name)."""
+    fs, path = arrow_filesystem(manifest_uri, storage)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return fs, [path]
+    names = read_sidecar(manifest_uri, storage).get("files")
+    if names is None:
+        found = fs.get_file_info(pafs.FileSelector(path))
+        names = sorted(f.base_name for f in found if f.base_name.endswith(".parquet"))
+    return fs, [f"{path.rstrip('/')}/{name}" for name in names]
 
 
 def read_manifest(manifest_uri: str, storage: StorageConfig | None = None, *, selected_only: bool = False) -> pa.Table:

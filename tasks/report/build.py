@@ -14,15 +14,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.manifest import read_sidecar
-from core.read import Quarantine, read_shard
+from core.manifest import read_samples, read_sidecar
+from core.read import Quarantine
 from core.settings import SourceSpec, StorageConfig
 from core.storage import join, publish_bytes
 from tasks.progress import Progress
 from tasks.report import figures
 from tasks.report.html import image, key_values, note, render_html, table
-from tasks.report.metrics import diversity, mmd_matrix, score_quantiles, selection_by_source
-from tasks.report.sample import load_sets, read_manifest_columns
+from tasks.report.metrics import diversity, mmd_matrix
+from tasks.report.sample import load_sets
+from tasks.report.scan import ManifestScan, manifest_rows, scan_manifest
 
 _RUN_KEYS = ("run_id", "backbone", "backbone_fingerprint", "k", "rows", "selected", "quarantined", "content_sha256")
 
@@ -36,36 +37,33 @@ class ReportResult:
 
 
 def _examples(
-    rows: pd.DataFrame, pool: dict[str, SourceSpec], storage: StorageConfig | None
+    rows: pa.Table, pool: dict[str, SourceSpec], storage: StorageConfig | None
 ) -> list[tuple[bytes, str, float, str]]:
-    """(image, text, score, source) for ``rows`` of the manifest, read back from their shards, in row order."""
-    score = dict(zip(rows["sample_id"], rows["score"], strict=True))
+    """(image, text, score, source) for manifest ``rows``, read back from their shards (range reads where the rows
+    carry locations), in row order."""
     found: dict[str, tuple[bytes, str, float, str]] = {}
     quarantine = Quarantine(stage="report")
-    for shard_uri, group in rows.groupby("shard_uri", sort=True):
-        spec = pool.get(str(group["source"].iloc[0]))
+    for shard_uri in sorted(set(rows["shard_uri"].to_pylist())):
+        part = rows.filter(pc.equal(rows["shard_uri"], shard_uri))
+        spec = pool.get(part["source"][0].as_py())
         if spec is None:
             continue
-        wanted = pa.array(group["sample_id"].astype(str).tolist(), pa.string())
-        for batch in read_shard(spec, str(shard_uri), quarantine=quarantine, storage=storage):
-            batch = batch.filter(pc.is_in(batch["sample_id"], value_set=wanted))
-            for sid, img, text, src in zip(
-                *(batch[c].to_pylist() for c in ("sample_id", "image", "text", "source")), strict=True
-            ):
-                found[sid] = (img, text, float(score[sid]), src)
-    return [found[s] for s in rows["sample_id"] if s in found]
+        for batch in read_samples(spec, shard_uri, part, storage=storage, quarantine=quarantine):
+            columns = (batch[c].to_pylist() for c in ("sample_id", "image", "text", "score", "source"))
+            for sid, img, text, score, src in zip(*columns, strict=True):
+                found[sid] = (img, text, float(score), src)
+    return [found[s] for s in rows["sample_id"].to_pylist() if s in found]
 
 
 def _jsonable(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return json.loads(df.to_json(orient="index"))
 
 
-def _selection_summary(manifest: pd.DataFrame) -> dict[str, Any]:
+def _selection_summary(scan: ManifestScan) -> dict[str, Any]:
     """K, the fraction of the pool it is and the score threshold: the score of the K-th selected sample (the
-    selected sample ranked last), which every selected sample reaches."""
-    chosen = manifest[manifest["selected"]]
-    k, rows = len(chosen), len(manifest)
-    threshold = float(chosen.loc[chosen["rank"].idxmax(), "score"]) if k else None
+    selected sample ranked last, i.e. the lowest selected score), which every selected sample reaches."""
+    k, rows = int(scan.scores.selected.sum()), scan.rows
+    threshold = scan.scores.threshold
     return {"k": k, "pool_samples": rows, "fraction": k / rows if rows else 0.0, "score_threshold": threshold}
 
 
@@ -106,7 +104,8 @@ def build_report(
 ) -> ReportResult:
     """Compute MMD², diversity, score quantiles and the selected mixture of a run; draw the figures; publish
     ``report.html``, ``report_metrics.json`` and ``figures/*.png`` under ``out_uri`` (default: the manifest's
-    directory). Embeddings are sampled (``per_set`` per set, seeded), so the cost does not grow with the pool."""
+    directory). Embeddings are sampled (``per_set`` per set, seeded) and the manifest is streamed once through a
+    few of its columns, so memory does not grow with the pool and time only by that one read."""
     # steps: read the sets, metrics, figures, examples, publish
     with Progress("report", total=5, unit="steps") as progress:
         return _build_report(
@@ -126,12 +125,10 @@ def _build_report(
 ) -> ReportResult:
     out_uri = out_uri or manifest_uri.rsplit("/", 1)[0]
     sidecar = read_sidecar(manifest_uri, storage)
-    manifest = read_manifest_columns(
-        manifest_uri, storage, ["sample_id", "source", "shard_uri", "score", "rank", "selected"]
-    )
-    data = load_sets(manifest_uri, storage, per_set=per_set, seed=seed)
+    scan = scan_manifest(manifest_uri, storage, per_set=per_set, seed=seed, examples=examples)
+    data = load_sets(manifest_uri, storage, per_set=per_set, seed=seed, scan=scan)
     robot_names = [s["name"] for s in sidecar.get("robot", [])]
-    order = sorted(manifest["source"].unique().astype(str)) + robot_names + ["selected", "pool"]
+    order = sorted(scan.scores.sources) + robot_names + ["selected", "pool"]
     sets = {k: data.sets[k] for k in order if k in data.sets}
     progress.update()
 
@@ -139,9 +136,9 @@ def _build_report(
     div = pd.DataFrame(
         {"diversity": {k: diversity(v) for k, v in sets.items()}, "n": {k: len(v) for k, v in sets.items()}}
     )
-    quantiles = score_quantiles(manifest)
-    share = selection_by_source(manifest)
-    selection = _selection_summary(manifest) | _selection_mode(sidecar)
+    quantiles = scan.scores.quantiles()
+    share = scan.scores.by_source()
+    selection = _selection_summary(scan) | _selection_mode(sidecar)
     metrics: dict[str, Any] = {
         "run": {k: sidecar.get(k) for k in _RUN_KEYS},
         "selection": selection,
@@ -158,20 +155,22 @@ def _build_report(
     }
     progress.update()
 
-    colours = figures.source_colours([*order, *data.map_labels, *manifest["source"].astype(str)])
+    colours = figures.source_colours([*order, *data.map_labels, *scan.scores.sources])
+    edges, counts = scan.scores.figure()
     pngs = {
         "mmd_heatmap": figures.mmd_heatmap(mmd),
         "embedding_map": figures.embedding_map(
             data.map_points, data.map_labels, data.map_selected, colours=colours, seed=seed
         ),
-        "score_distributions": figures.score_distributions(manifest, colours=colours),
+        "score_distributions": figures.score_distributions(edges, counts, selection["score_threshold"],
+                                                           colours=colours),
         "selected_mixture": figures.selected_mixture(share),
     }
     progress.update()
     pool_specs = {s["name"]: SourceSpec.model_validate(s) for s in sidecar.get("pool", [])}
     if examples > 0:
-        top = manifest[manifest["selected"]].nsmallest(examples, "rank")
-        low = manifest.nsmallest(examples, "score")
+        top = manifest_rows(manifest_uri, storage, scan.top)
+        low = manifest_rows(manifest_uri, storage, scan.lowest)
         for name, rows, title in (
             ("top_selected", top, "Highest-ranked selected samples"),
             ("lowest_scored", low, "Lowest-scored pool samples"),

@@ -82,24 +82,17 @@ def embedding_map(
     return _png(fig)
 
 
-def score_distributions(manifest: pd.DataFrame, *, colours: dict[str, tuple]) -> bytes:
-    """Per-source score histograms (density), with the lowest selected score as a dashed line."""
-    scores = manifest["score"].to_numpy(np.float64)
-    bins = np.histogram_bin_edges(scores, bins=40) if len(scores) else 10
+def score_distributions(
+    edges: np.ndarray, counts: dict[str, np.ndarray], threshold: float | None, *, colours: dict[str, tuple]
+) -> bytes:
+    """Per-source score histograms (density) over ``edges`` from their ``counts``, with the lowest selected score
+    (``threshold``) as a dashed line."""
     fig, ax = plt.subplots(figsize=(8, 4))
-    for name, group in manifest.groupby("source", sort=True):
-        ax.hist(
-            group["score"].to_numpy(np.float64),
-            bins=bins,
-            histtype="step",
-            density=True,
-            linewidth=1.5,
-            color=colours[str(name)],
-            label=str(name),
-        )
-    chosen = manifest.loc[manifest["selected"], "score"]
-    if len(chosen):
-        threshold = float(chosen.min())  # the K-th selected sample's score
+    widths = np.diff(edges)
+    for name, c in counts.items():
+        total = max(int(c.sum()), 1)
+        ax.stairs(c / (total * widths), edges, linewidth=1.5, color=colours[name], label=name)
+    if threshold is not None:
         ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:.3g}")
     ax.set_xlabel("score (higher = closer to robot data)")
     ax.set_ylabel("density")

@@ -1,6 +1,6 @@
 """Distribution metrics over embedding sets: squared MMD (RBF kernel), diversity, score summaries.
 
-Pure numpy/pandas; every function takes plain arrays or a manifest DataFrame.
+Pure numpy/pandas; every function takes plain arrays or a manifest DataFrame (score summaries: ``scores.py``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import cdist, pdist
 
-QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+from tasks.report.scores import ScoreSummary
 
 
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -89,28 +89,11 @@ def diversity(x: np.ndarray) -> float:
 
 
 def score_quantiles(manifest: pd.DataFrame) -> pd.DataFrame:
-    """Score quantiles (q05 .. q95) and mean per source, plus an ``(all)`` row and a ``(selected)`` row."""
-    groups = {str(k): g["score"] for k, g in manifest.groupby("source", sort=True)}
-    groups["(all)"] = manifest["score"]
-    groups["(selected)"] = manifest.loc[manifest["selected"], "score"]
-    rows = {}
-    for name, s in groups.items():
-        values = s.to_numpy(np.float64)
-        row = {f"q{round(q * 100):02d}": (float(np.quantile(values, q)) if len(values) else np.nan) for q in QUANTILES}
-        row["mean"] = float(values.mean()) if len(values) else np.nan
-        rows[name] = row
-    return pd.DataFrame.from_dict(rows, orient="index")
+    """Score quantiles (q05 .. q95) and mean per source, plus an ``(all)`` row and a ``(selected)`` row, of a manifest
+    DataFrame held whole (a report streams its manifest into a ``ScoreSummary`` instead)."""
+    return ScoreSummary.of(manifest).quantiles()
 
 
 def selection_by_source(manifest: pd.DataFrame) -> pd.DataFrame:
-    """Per source: pool count, selected count, its share of the pool (``pool_share``), of the selected set
-    (``share_of_selection``) and the share of its samples selected (``share_selected``, as the CLI and the
-    Prefect table name it)."""
-    grouped = manifest.groupby("source", sort=True)["selected"].agg(pool="size", selected="sum")
-    grouped["selected"] = grouped["selected"].astype(int)
-    total_selected = max(int(grouped["selected"].sum()), 1)
-    grouped["pool_share"] = grouped["pool"] / max(int(grouped["pool"].sum()), 1)
-    grouped["share_of_selection"] = grouped["selected"] / total_selected
-    grouped["share_selected"] = grouped["selected"] / grouped["pool"].clip(lower=1)
-    grouped.index = grouped.index.astype(str)
-    return grouped
+    """Per source: pool count, selected count and shares (``ScoreSummary.by_source``) of a manifest DataFrame."""
+    return ScoreSummary.of(manifest).by_source()

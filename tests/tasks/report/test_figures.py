@@ -7,6 +7,7 @@ import pandas as pd
 from matplotlib.colors import to_rgb
 
 from tasks.report import figures
+from tasks.report.scores import ScoreSummary
 
 
 def test_a_source_has_one_colour_in_every_figure(monkeypatch):
@@ -18,7 +19,8 @@ def test_a_source_has_one_colour_in_every_figure(monkeypatch):
     )
     colours = figures.source_colours(["tabletop", "docs", "robot", "selected", "pool"])
     assert len(set(colours.values())) == 5
-    figures.score_distributions(manifest, colours=colours)
+    edges, counts = ScoreSummary.of(manifest).figure()
+    figures.score_distributions(edges, counts, 0.5, colours=colours)
     labels = ["robot"] * 10 + ["docs"] * 20 + ["tabletop"] * 20
     figures.embedding_map(rng.random((50, 8)), labels, np.zeros(50, bool), colours=colours)
     hist_ax, map_ax = drawn[0].axes[0], drawn[1].axes[0]
