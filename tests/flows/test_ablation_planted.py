@@ -1,0 +1,124 @@
+"""A planted effect, end to end: real training of the tiny VLM, the real flow, MLflow on SQLite.
+
+The fine-tuning task is built so that mid-training can help: each robot episode's instruction names one of four
+reaches, and the episode's actions are that reach's fixed pose (plus controller noise) with the gripper closed or
+open. The mid-training data are the training episodes' own frames, each with its instruction as the question and
+the gripper command ("close" / "open") as the answer: the answer's first token is predicted from the prompt's last
+hidden state, which is exactly what the action head reads. The random arm draws K of the same K rows, so it is
+identical to the curated arm (same samples, same order, same seeds).
+
+Measured at this budget (60 mid-training steps at LR 1e-2, 30 fine-tuning steps at 3e-3, batch 8): six seeds out of
+six put both mid-trained arms far ahead of ``none`` (held-out gripper accuracy 0.9-1.0 against about 0.5), so the
+paired interval excludes zero; the identical arms differ by exactly zero.
+"""
+
+from __future__ import annotations
+
+import io
+
+import mlflow
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from core.manifest import read_manifest, write_manifest
+from core.read import Quarantine, read_source
+from core.settings import SourceSpec
+from core.storage import write_parquet
+from flows.ablation import ablation
+from flows.ablation_params import AblationParams
+from synth import write_lerobot_dataset
+from synth.lerobot import Episode
+from synth.robot import scripted_episode
+from training.config import RobotDataConfig
+from training.robot_data import RobotEpisodes
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+# instruction -> (x, y, z, gripper): the instruction alone decides the action
+REACHES = (("reach left, close", (0.2, 0.5, 0.1, 1.0)), ("reach right, open", (0.8, 0.5, 0.1, 0.0)),
+           ("reach far, close", (0.5, 0.9, 0.3, 1.0)), ("reach near, open", (0.5, 0.1, 0.3, 0.0)))
+PROMPT = "{instruction}"
+TRAIN = {"batch_size": 8, "log_every": 10, "shuffle_buffer": 64}
+BUDGET = {"midtrain": {**TRAIN, "steps": 60, "lr": 1e-2},
+          "finetune": {**TRAIN, "steps": 30, "lr": 3e-3, "eval_every": 10}}
+
+
+def reach_episodes(n: int, frames: int) -> list[Episode]:
+    """Scripted tabletop frames whose instruction names a reach and whose actions are that reach."""
+    episodes = []
+    for e in range(n):
+        scene = scripted_episode("pick_place", np.random.default_rng(100 + e), size=32, frames=frames)
+        instruction, (x, y, z, grip) = REACHES[e % len(REACHES)]
+        action = np.tile(np.array([x, y, z, 0, 0, 0, grip], np.float32), (frames, 1))
+        action[:, :3] += np.random.default_rng(e).normal(0, 0.02, (frames, 3)).astype(np.float32)
+        episodes.append(Episode(task=instruction, frames=scene.frames, state=scene.state, action=action))
+    return episodes
+
+
+def _png(frame: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def action_text_manifest(root: str, episodes: list[Episode], robot: RobotDataConfig) -> str:
+    """A pool of the training episodes' frames, each asked its instruction and answered with its gripper
+    command, and a manifest selecting every row."""
+    train = sorted(ep for _, ep in RobotEpisodes(robot).train)
+    images, texts = [], []
+    for e in train:
+        for frame, action in zip(episodes[e].frames, episodes[e].action, strict=True):
+            images.append(_png(frame))
+            texts.append(f"Q: {PROMPT.format(instruction=episodes[e].task)} A: "
+                         f"{'close' if action[-1] > 0.5 else 'open'}")
+    write_parquet(pa.table({"image": pa.array(images, pa.binary()), "text": texts}), f"{root}/pool/00000.parquet")
+    spec = SourceSpec(name="frames", format="parquet", uri=f"{root}/pool/")
+    table = pa.concat_tables(read_source(spec, quarantine=Quarantine()))
+    n = table.num_rows
+    rows = pa.table({"sample_id": table["sample_id"], "source": table["source"], "shard_uri": table["shard_uri"],
+                     "key": table["key"], "score": pa.array(np.ones(n), pa.float32()),
+                     "rank": pa.array(range(n), pa.int64()), "selected": pa.array(np.ones(n, bool))})
+    uri = f"{root}/manifest.parquet"
+    write_manifest(uri, [rows], {"run_id": "planted", "pool": [spec.model_dump(mode="json")]})
+    return uri
+
+
+@pytest.fixture(scope="module")
+def planted(tiny_vlm_dir, tmp_path_factory, mlflow_store):
+    root = str(tmp_path_factory.mktemp("planted"))
+    episodes = reach_episodes(16, 4)
+    write_lerobot_dataset(f"{root}/robot", episodes, episodes_per_file=8)
+    robot = RobotDataConfig(sources=[SourceSpec(name="robot", format="lerobot", uri=f"{root}/robot")],
+                            heldout_fraction=0.25, prompt=PROMPT)
+    params = AblationParams(model=tiny_vlm_dir, manifest_uri=action_text_manifest(root, episodes, robot),
+                            output_uri=f"{root}/runs", run_name="planted", robot=robot, seeds=3,
+                            head={"hidden_dim": 32}, n_boot=2000, executor="local", **BUDGET)
+    return params, ablation(params), mlflow.MlflowClient(mlflow_store)
+
+
+def _pair(report, pair: str, statistic: str = "auc") -> dict:
+    return next(p for p in report.pairs if p["pair"] == pair and p["statistic"] == statistic)
+
+
+def test_the_arm_built_to_help_is_reported_ahead(planted):
+    _, report, _ = planted
+    for pair in ("curated − none", "random − none"):
+        for statistic in ("auc", "final"):
+            diff = _pair(report, pair, statistic)
+            assert diff["high"] < 0 and diff["excludes_zero"], diff  # lower held-out loss, all seeds agree
+    assert "curated beat none: held-out loss auc" in report.verdict
+    arms = {row["arm"]: row for row in report.arms}
+    assert arms["curated"]["final_gripper_accuracy"] > arms["none"]["final_gripper_accuracy"] + 0.2
+
+
+def test_identical_arms_are_reported_no_different(planted):
+    params, report, _ = planted
+    random_manifest = f"{report.run_uri}/arms/random/seed0/manifest.parquet"
+    assert read_manifest(random_manifest)["selected"].equals(read_manifest(params.manifest_uri)["selected"])
+    for statistic in ("auc", "final"):
+        diff = _pair(report, "curated − random", statistic)
+        assert (diff["mean"], diff["low"], diff["high"], diff["excludes_zero"]) == (0, 0, 0, False), diff
+    assert "no clear difference between curated and random" in report.verdict
+    assert report.verdict.startswith("Curated did NOT beat every other arm")
