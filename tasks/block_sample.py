@@ -113,14 +113,18 @@ class BlockSample:
         counts = np.bincount(where, weights=counts, minlength=len(merged)).astype(np.int64)
         order = np.lexsort((merged, mix(merged, self.key)))
         keep = _prefix(counts[order], self.size, self.min_blocks)
+        dropped = keep < len(merged)
         self.blocks, self.counts = merged[order[:keep]], counts[order[:keep]]
         full = len(self.blocks) >= self.min_blocks and self.counts.sum() >= self.size
         self.cut = mix(self.blocks[-1:], self.key)[0] if full else None
-        new = rows(wanted)
-        self.rows = {k: np.concatenate([self.rows[k], v]) for k, v in new.items()} if self.rows else new
-        if keep < len(merged):  # blocks fell past the cut: drop their rows
-            kept = np.isin(self.rows["block"], self.blocks)
-            self.rows = {k: v[kept] for k, v in self.rows.items()}
+        if dropped:  # gather only the blocks that stay, and forget the rows of those that fell past the cut
+            wanted &= np.isin(blocks, self.blocks)
+            if self.rows:
+                kept = np.isin(self.rows["block"], self.blocks)
+                self.rows = {k: v[kept] for k, v in self.rows.items()}
+        if wanted.any():
+            new = rows(wanted)
+            self.rows = {k: np.concatenate([self.rows[k], v]) for k, v in new.items()} if self.rows else new
 
     def result(self) -> dict[str, np.ndarray]:
         """The sample's ``position`` (sorted) and payload columns."""

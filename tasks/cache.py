@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -35,7 +37,8 @@ from core.settings import SourceSpec, StorageConfig
 from core.storage import arrow_filesystem, exists, filesystem, join, take_rows, write_parquet
 
 ROW_GROUP_ROWS = 1024  # ~1 MB of 512-d float16: a sampled row reads one such group; whole reads are as fast
-FOOTER_THREADS = 16  # footers read at once: on S3 each is a round trip
+T, R = TypeVar("T"), TypeVar("R")
+READ_THREADS = 16  # footers or sampled row groups read at once: on S3 each is a round trip
 
 
 def shard_identity(shard_uri: str, storage: StorageConfig | None = None) -> str:
@@ -126,15 +129,19 @@ class EmbeddingCache:
         return errors.set_column(errors.schema.get_field_index("sample_id"), "sample_id", prefixed)
 
 
-def entry_row_counts(cache: EmbeddingCache, entries: list[str], threads: int = FOOTER_THREADS) -> list[int]:
-    """Rows of each entry, from footers read ``threads`` at a time (the cost is per entry, not per row)."""
-    def rows(entry: str) -> int:
-        return sum(cache.row_groups(entry))
+def threaded(fn: Callable[[T], R], items: list[T], threads: int = READ_THREADS) -> Iterator[R]:
+    """``map(fn, items)`` with ``threads`` calls in flight (results in order): for reads that wait on storage or
+    decode outside the GIL."""
+    if len(items) <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
+        yield from pool.map(fn, items)
 
-    if len(entries) <= 1:
-        return [rows(e) for e in entries]
-    with ThreadPoolExecutor(max_workers=min(threads, len(entries))) as pool:
-        return list(pool.map(rows, entries))
+
+def entry_row_counts(cache: EmbeddingCache, entries: list[str]) -> list[int]:
+    """Rows of each entry, from footers read ``READ_THREADS`` at a time (the cost is per entry, not per row)."""
+    return list(threaded(lambda entry: sum(cache.row_groups(entry)), entries))
 
 
 def vectors(table: pa.Table) -> np.ndarray:

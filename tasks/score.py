@@ -15,7 +15,7 @@ from core.storage import arrow_filesystem
 from estimator.scorer import Scorer
 from tasks import block_sample
 from tasks.block_sample import BLOCK_ROWS
-from tasks.cache import EmbeddingCache, entry_row_counts, sample_ids, vectors
+from tasks.cache import EmbeddingCache, entry_row_counts, sample_ids, threaded, vectors
 from tasks.progress import Progress
 
 
@@ -57,16 +57,18 @@ def load_features(
     keep = None
     if max_rows is not None and total > max_rows:
         keep = _pool_sample(sizes, max_rows, seed)
-    parts, offset = [], 0
-    for shard, size in zip(shards, sizes, strict=True):
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+    def read(i: int) -> np.ndarray | None:
         if keep is None:
-            x = vectors(cache.read(shard.entry, columns=["embedding"])) if size else None
-        else:
-            inside = keep[np.searchsorted(keep, offset) : np.searchsorted(keep, offset + size)] - offset
-            x = vectors(cache.read_rows(shard.entry, inside, ["embedding"])) if len(inside) else None
+            return vectors(cache.read(shards[i].entry, columns=["embedding"])) if sizes[i] else None
+        inside = keep[np.searchsorted(keep, offsets[i]) : np.searchsorted(keep, offsets[i + 1])] - offsets[i]
+        return vectors(cache.read_rows(shards[i].entry, inside, ["embedding"])) if len(inside) else None
+
+    parts = []
+    for x in threaded(read, list(range(len(shards)))):
         if x is not None:
             parts.append(x)
-        offset += size
         if progress:
             progress.update(samples=0 if x is None else len(x))
     if not parts:

@@ -13,7 +13,7 @@ import numpy as np
 from core.manifest import read_sidecar
 from core.settings import StorageConfig
 from tasks import block_sample
-from tasks.cache import EmbeddingCache, entry_row_counts, vectors
+from tasks.cache import EmbeddingCache, entry_row_counts, threaded, vectors
 from tasks.report.scan import MIN_BLOCKS, ManifestScan, scan_manifest
 
 
@@ -39,16 +39,20 @@ def _pool_vectors(scan: ManifestScan, cache: EmbeddingCache, entries: dict[str, 
     by_shard: dict[int, list[tuple[int, int]]] = {}
     for position, (shard, row) in sorted(rows.items()):
         by_shard.setdefault(shard, []).append((row, position))
-    found: dict[int, np.ndarray] = {}
-    for shard, wanted in by_shard.items():
-        entry = entries.get(scan.shard_uris[shard])
+
+    def read(shard: int) -> dict[int, np.ndarray]:
+        entry, wanted = entries.get(scan.shard_uris[shard]), by_shard[shard]
         if entry is None or not cache.has(entry):
-            continue
+            return {}
         try:
             table = cache.read_rows(entry, np.array([r for r, _ in wanted]), ["embedding"])
         except IndexError:
-            continue
-        found.update(zip([p for _, p in wanted], vectors(table), strict=True))
+            return {}
+        return dict(zip([p for _, p in wanted], vectors(table), strict=True))
+
+    found: dict[int, np.ndarray] = {}
+    for part in threaded(read, list(by_shard)):
+        found.update(part)
     return found
 
 
@@ -59,11 +63,12 @@ def _robot_vectors(entries: list[str], cache: EmbeddingCache, k: int, seed: int,
     key = block_sample.salt(seed, f"robot/{name}")
     chosen = block_sample.sample_positions(sizes, k, min_blocks=MIN_BLOCKS, key=key)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    parts = []
-    for i, entry in enumerate(entries):
+
+    def read(i: int) -> np.ndarray | None:
         local = chosen[np.searchsorted(chosen, offsets[i]) : np.searchsorted(chosen, offsets[i + 1])] - offsets[i]
-        if len(local):
-            parts.append(vectors(cache.read_rows(entry, local, ["embedding"])))
+        return vectors(cache.read_rows(entries[i], local, ["embedding"])) if len(local) else None
+
+    parts = [x for x in threaded(read, list(range(len(entries)))) if x is not None]
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 

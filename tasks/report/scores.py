@@ -43,9 +43,8 @@ class ScoreSummary:
 
     def add(self, codes: np.ndarray, scores: np.ndarray, selected: np.ndarray) -> None:
         """One batch: each row's source code (``code``), score and selected flag."""
-        scores = np.asarray(scores, np.float64)
-        selected = np.asarray(selected, bool)
-        bins = np.clip(((scores - self.low) * (FINE_BINS / (self.high - self.low))).astype(np.int64), 0, FINE_BINS - 1)
+        scale = FINE_BINS / (self.high - self.low)
+        bins = np.minimum(((scores - self.low) * scale).astype(np.int64), FINE_BINS - 1)  # scores >= low: bins >= 0
         size = self.counts.size
         for flat, values in (((1 + codes) * FINE_BINS + bins, scores), (bins[selected], scores[selected])):
             self.counts += np.bincount(flat, minlength=size).reshape(self.counts.shape)
@@ -60,7 +59,7 @@ class ScoreSummary:
         scores = manifest["score"].to_numpy(np.float64)
         summary = cls(scores.min() if len(scores) else 0.0, scores.max() if len(scores) else 0.0)
         codes = np.array([summary.code(str(s)) for s in manifest["source"]], np.int64)
-        summary.add(codes, scores, manifest["selected"].to_numpy(bool))
+        summary.add(codes, scores, manifest["selected"].to_numpy(bool))  # float64: the bins see the values exactly
         return summary
 
     def _histogram(self, name: str) -> tuple[np.ndarray, np.ndarray]:
