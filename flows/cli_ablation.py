@@ -14,11 +14,13 @@ def _cmd_ablation(args: argparse.Namespace) -> int:
     if args.demo:
         from flows.demo_ablation import run_ablation_demo
 
-        run_ablation_demo(root=args.root)
+        run_ablation_demo(root=args.root, executor=args.executor or "local")
         return 0
     from flows.ablation_params import AblationParams
 
     params = load_config(AblationParams, args.config)  # a bad field is one line naming it
+    if args.executor:
+        params = params.model_copy(update={"executor": args.executor})
     from flows.ablation import ablation
     from flows.demo_ablation import print_ablation
 
@@ -31,4 +33,7 @@ def add_ablation_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML of the parameters (deploy/ablation.example.yaml)")
     p.add_argument("--demo", action="store_true", help="on the synthetic corpus with tiny models (minutes)")
     p.add_argument("--root", default=None, help="where the demo writes (default: data/demo)")
+    p.add_argument("--executor", choices=["auto", "local", "ray"], default=None,
+                   help="where the (arm, seed) units run: the config's executor; the demo: local (ray: a local "
+                        "Ray, one unit per CPU at once)")
     p.set_defaults(run=_cmd_ablation)

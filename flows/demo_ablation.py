@@ -25,8 +25,10 @@ DEMO_BUDGET = {
 }
 
 
-def run_ablation_demo(*, root: str | None = None, synth: SynthConfig | None = None,
-                      run_name: str = "demo", budget: dict | None = None) -> AblationReport:
+def run_ablation_demo(*, root: str | None = None, synth: SynthConfig | None = None, run_name: str = "demo",
+                      budget: dict | None = None, executor: str = "local") -> AblationReport:
+    """Curate the synthetic corpus (reused when done), then the ablation at ``budget`` (default the demo's),
+    its units here or, with ``executor`` ray, on a local Ray; prints and returns the report."""
     root = root or DEFAULT_LOCAL_ROOT
     curate_params, info = demo_curate_params(root, None, synth or SynthConfig(), 0.1)
     # the ablation reads only the manifest: no curation report (its MMD / map take minutes on 2 cores)
@@ -35,7 +37,8 @@ def run_ablation_demo(*, root: str | None = None, synth: SynthConfig | None = No
     params = AblationParams.model_validate({
         "model": vlm, "manifest_uri": curated.manifest_uri, "output_uri": join(root, "ablation"),
         "run_name": run_name, "robot": {"sources": info.robot, "heldout_fraction": 0.25},
-        "head": {"hidden_dim": 64}, "mlflow": demo_mlflow("emt-ablation"), **(budget or DEMO_BUDGET)})
+        "head": {"hidden_dim": 64}, "mlflow": demo_mlflow("emt-ablation"), "executor": executor,
+        **(budget or DEMO_BUDGET)})
     report = ablation(params)
     print_ablation(report)
     return report

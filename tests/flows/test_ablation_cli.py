@@ -28,3 +28,19 @@ def test_bad_field_is_named(tmp_path, capsys):
 def test_config_or_demo_exactly_one(capsys):
     assert main(["ablation"]) == 2
     assert "exactly one of --config FILE or --demo" in capsys.readouterr().err
+
+
+def test_executor_option_overrides_the_config(tmp_path, capsys, monkeypatch):
+    import flows.ablation
+
+    def stub(params: AblationParams):  # the flow is not run: the parameters it would get are the answer
+        raise ValueError(f"would run with executor {params.executor}")
+
+    monkeypatch.setattr(flows.ablation, "ablation", stub)
+    config = tmp_path / "ablation.yaml"
+    config.write_text("model: /m\nmanifest_uri: /x.parquet\noutput_uri: /out\nexecutor: local\n"
+                      "robot: {sources: [{name: r, format: lerobot, uri: /y}]}\n")
+    assert main(["ablation", "--config", str(config), "--executor", "ray"]) == 2
+    assert "would run with executor ray" in capsys.readouterr().err
+    assert main(["ablation", "--config", str(config)]) == 2
+    assert "would run with executor local" in capsys.readouterr().err
