@@ -30,7 +30,7 @@ from core.settings import SourceSpec, StorageConfig
 from tasks.base import Resources
 from tasks.cache import EmbeddingCache, local_ids
 from tasks.embed import Embed
-from tasks.prepare import RemotePrepare, in_order
+from tasks.prepare import RemotePrepare, in_order, start_workers
 from tasks.progress import Progress
 from tasks.ray_stage import console_warnings_only, map_actors, quiet
 
@@ -113,14 +113,6 @@ def _work(table: pa.Table) -> pa.Table:
     return table.append_column("error", empty).append_column("detail", empty).append_column("stage", empty)
 
 
-def _slices(tables: Iterator[pa.Table], size: int) -> Iterator[pa.Table]:
-    """Each table cut into slices of at most ``size`` rows: one forward pass, one CPU task each, so a shard's
-    batches are prepared by as many tasks at once as it has slices in flight."""
-    for table in tables:
-        for start in range(0, table.num_rows, size):
-            yield table.slice(start, size)
-
-
 def _prefetched(tables: Iterator[pa.Table], depth: int) -> Iterator[pa.Table]:
     """Iterate ``tables`` on a thread, ``depth`` batches ahead: the shard's I/O overlaps the model's compute."""
     q: queue.Queue = queue.Queue(maxsize=depth)
@@ -157,6 +149,7 @@ class ShardEmbedder:
     prepare_depth: int = 2  # read batches being prepared ahead of the model
 
     def setup(self) -> None:
+        start_workers(self.embed.backbone.kind, cpus=self.prepare_cpus, n=self.prepare_depth)  # while it loads
         self.embed.setup()
         self.prepare = RemotePrepare(self.embed.model.preprocessor, cpus=self.prepare_cpus,
                                      batch_size=self.embed.batch_size)
@@ -192,8 +185,9 @@ class ShardEmbedder:
         image_bytes = 0
         tables = _prefetched(read_shard(job.spec, job.shard_uri, quarantine=quarantine, storage=self.storage,
                                         batch_size=self.read_batch), depth=2)
-        slices = _slices(map(_work, tables), self.embed.batch_size)
-        batches = in_order(slices, self.prepare.submit, self.prepare.fetch, depth=self.prepare_depth, seconds=seconds)
+        # one CPU task per read batch (read_batch samples), cut into forward passes of embed.batch_size inside it
+        batches = in_order(map(_work, tables), self.prepare.submit, self.prepare.fetch, depth=self.prepare_depth,
+                           seconds=seconds)
         for table, prepared in batches:
             image_bytes += int(pc.sum(pc.binary_length(table["image"])).as_py() or 0)
             start = time.perf_counter()

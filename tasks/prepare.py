@@ -7,6 +7,7 @@ decoding scales with the cluster's cores rather than with the number of model co
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -60,6 +61,18 @@ def in_order(
         prepared = fetch(handle)
         seconds["prepare"] += time.perf_counter() - start
         yield table, prepared
+
+
+@ray.remote
+def _start(kind: str) -> None:
+    importlib.import_module(f"estimator.backbones.{kind}")
+
+
+def start_workers(kind: str, *, cpus: float, n: int) -> list[ray.ObjectRef]:
+    """Start ``n`` worker processes for the preparing tasks and import the model library there: seconds each
+    (torch, open_clip or transformers), better spent while the actor loads its model than while it waits for
+    its first batch. Nothing waits on them."""
+    return [_start.options(num_cpus=cpus).remote(kind) for _ in range(n)]
 
 
 class RemotePrepare:
