@@ -16,6 +16,7 @@ BENCHES = {
     "quality": "bench.quality",
     "train": "bench.train_throughput",
     "export": "bench.export_throughput",
+    "flat": "bench.flat",
 }
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def synthetic_cache(pool: int, dim: int, shard_size: int) -> tuple[EmbeddingCach
     shards = [CachedShard(source=SOURCES[i % len(SOURCES)], shard_uri=f"synthetic://{i:06d}", shard=f"{i:06d}",
                           entry=f"{cache.root}/{cache.fingerprint}/{i:06d}")
               for i in range(-(-pool // shard_size))]
-    done = f"{cache.root}/_DONE-v2"  # v2: entries hold keys, not sample ids
+    done = f"{cache.root}/_DONE-v3"  # v2: entries hold keys, not sample ids; v3: row groups of 1,024 rows
     if exists(done):
         return cache, shards
     rng = np.random.default_rng(0)
