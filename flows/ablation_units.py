@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -85,15 +85,15 @@ def _cause(err: BaseException) -> BaseException:
 
 
 def run_on_ray(plan: Plan, units: Sequence[Unit], budget: Budget, *, cpus: int, gpus: float,
-               max_parallel: int | None, label: str, unit: Callable[..., UnitResult] = run_unit
-               ) -> list[UnitResult]:
+               max_parallel: int | None, label: str) -> list[UnitResult]:
     """Every unit as a Ray task on the connected cluster, at most ``width`` in flight; after a failure no new
     unit starts, those in flight finish (their results are stored) and the failures are raised together."""
     width = min(room(ray.nodes(), cpus=cpus, gpus=gpus), max_parallel or len(units), len(units))
     if width < 1:
         raise ValueError(f"unit_cpus {cpus} / unit_gpus {gpus}: no node of the Ray cluster has room for one unit "
                          f"(cluster: {ray.cluster_resources()})")
-    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(unit)
+    # no retry: a unit that raised would raise again, and its MLflow runs are already marked failed
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(run_unit)
     print(f"{label}: {len(units)} units on Ray, {width} at once ({cpus} CPU, {gpus} GPU each)")
     queue, flight, results = list(units), {}, {}
     failures: list[tuple[Unit, BaseException]] = []

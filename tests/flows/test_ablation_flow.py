@@ -184,3 +184,16 @@ def test_a_failing_unit_fails_the_flow_naming_arm_and_seed(done, executor, reque
     assert ("arm curated, seed 0" in str(failed.value)) == (executor == "ray")
     parent = json.loads(read_bytes(f"{failing.output_uri}/{failing.run_name}/mlflow_run.json"))["run_id"]
     assert client.get_run(parent).info.status == "FAILED"
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_a_cluster_without_room_for_a_unit(done):
+    params, _, client = done
+    wide = params.model_copy(update={"run_name": "wide", "executor": "ray", "unit_cpus": 4})
+    with pytest.raises(ValueError, match="unit_cpus 4 / unit_gpus 0.0: no node of the Ray cluster has room"):
+        ablation(wide)  # refused: the local Ray has 2 CPUs, so no unit could ever be placed
+    auto = wide.model_copy(update={"run_name": "wide-auto", "executor": "auto", "ray_address": "auto", "seeds": 1,
+                                   "arms": ["none", "curated"]})
+    report = ablation(auto)  # auto: the configured cluster has no room, so the units run in this process
+    assert [(u["arm"], u["seed"]) for u in report.units] == [("none", 0), ("curated", 0)]
+    assert client.get_run(report.mlflow_run_id).info.status == "FINISHED"
