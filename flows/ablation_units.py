@@ -86,8 +86,9 @@ def _cause(err: BaseException) -> BaseException:
 
 def run_on_ray(plan: Plan, units: Sequence[Unit], budget: Budget, *, cpus: int, gpus: float,
                max_parallel: int | None, label: str) -> list[UnitResult]:
-    """Every unit as a Ray task on the connected cluster, at most ``width`` in flight; after a failure no new
-    unit starts, those in flight finish (their results are stored) and the failures are raised together."""
+    """Every unit as a Ray task on the connected cluster, as many in flight as its nodes hold (at most
+    ``max_parallel``); after a failure no new unit starts, those in flight finish (their results are stored)
+    and the failures are raised together."""
     width = min(room(ray.nodes(), cpus=cpus, gpus=gpus), max_parallel or len(units), len(units))
     if width < 1:
         raise ValueError(f"unit_cpus {cpus} / unit_gpus {gpus}: no node of the Ray cluster has room for one unit "
