@@ -52,11 +52,13 @@ class _Smallest:
     def __init__(self, k: int) -> None:
         self.k, self.keys, self.positions = k, np.zeros(0), np.zeros(0, np.int64)
 
-    def add(self, keys: np.ndarray, positions: np.ndarray) -> None:
-        if self.k <= 0 or not len(keys):
+    def add(self, keys: np.ndarray, base: int, mask: np.ndarray | None = None) -> None:
+        """Rows ``base + i`` with ``keys[i]`` (only where ``mask``)."""
+        where = np.flatnonzero(mask) if mask is not None else None
+        keys = np.asarray(keys if where is None else keys[where], np.float64)
+        if self.k <= 0 or not len(keys) or (len(self.keys) == self.k and keys.min() > self.keys[-1]):
             return
-        if len(self.keys) == self.k and keys.min() > self.keys[-1]:
-            return
+        positions = base + (np.arange(len(keys), dtype=np.int64) if where is None else where.astype(np.int64))
         if len(keys) > self.k:  # every row tied with the k-th smallest stays: the earliest of them may win
             kth = np.partition(keys, self.k - 1)[self.k - 1]
             inside = keys <= kth
@@ -116,28 +118,82 @@ def _score_range(fs: pafs.FileSystem, files: list[str]) -> tuple[float, float]:
     return (0.0, 0.0) if low > high else (float(low), float(high))
 
 
-def _offer(sampler: Callable[[str], block_sample.BlockSample], sources: list[str], blocks: np.ndarray,
-           rows: dict[str, np.ndarray]) -> None:
-    """Offer one batch's blocks to every set's sample; rows are gathered only for the blocks a sample takes. A block
+def _shard_cuts(column: pa.ChunkedArray, shards: dict[str, int], last: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a batch where a shard starts (its id differs from the row before; ``last`` is the id of the row
+    before the batch) and those shards' ids (into ``shards``, which grows)."""
+    cuts, ids, offset = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], 0
+    for chunk in column.chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            chunk = pc.dictionary_encode(chunk)
+        idx = chunk.indices.to_numpy(zero_copy_only=False)
+        table = np.array([shards.setdefault(v, len(shards)) for v in chunk.dictionary.to_pylist()], np.int64)
+        if len(idx):
+            at = np.flatnonzero(idx[1:] != idx[:-1]) + 1
+            at = at[table[idx[at]] != table[idx[at - 1]]]  # a dictionary may hold a value twice
+            if table[idx[0]] != last:
+                at = np.concatenate([[0], at])
+            cuts.append(at + offset)
+            ids.append(table[idx[at]])
+            last = int(table[idx[-1]])
+        offset += len(chunk)
+    return np.concatenate(cuts), np.concatenate(ids)
+
+
+@dataclass
+class _Blocks:
+    """A batch's blocks: first row (in the batch), rows, shard (index in pool order), row in that shard, id."""
+
+    start: np.ndarray
+    length: np.ndarray
+    shard: np.ndarray
+    row: np.ndarray
+    id: np.ndarray
+
+
+def _blocks(n: int, cuts: np.ndarray, shard_starts: list[int], offset: int) -> _Blocks:
+    """The blocks of a batch of ``n`` rows whose shards start at rows ``cuts`` (``shard_starts``: every shard's first
+    position so far, these included; a batch not starting with a shard continues the last one before it)."""
+    continues = not len(cuts) or cuts[0] != 0  # the batch's first rows belong to the shard before it
+    bounds = np.concatenate([[0] if continues else [], cuts, [n]]).astype(np.int64)
+    first_shard = len(shard_starts) - len(cuts) - int(continues)
+    starts, shards, rows = [], [], []
+    for j in range(len(bounds) - 1):
+        a, b, shard = int(bounds[j]), int(bounds[j + 1]), first_shard + j
+        row0 = offset + a - shard_starts[shard]
+        step = np.arange(a + (-row0) % block_sample.BLOCK_ROWS, b, block_sample.BLOCK_ROWS, dtype=np.int64)
+        at = step if len(step) and step[0] == a else np.concatenate([[a], step])
+        starts.append(at)
+        shards.append(np.full(len(at), shard, np.int64))
+        rows.append(row0 + at - a)
+    start, shard, row = (np.concatenate(x) for x in (starts, shards, rows))
+    return _Blocks(start=start, length=np.diff(np.append(start, n)), shard=shard, row=row,
+                   id=block_sample.block_ids(shard, row))
+
+
+def _offer(sampler: Callable[[str], block_sample.BlockSample], sources: list[str], blocks: _Blocks, offset: int,
+           codes: np.ndarray, selected: np.ndarray) -> None:
+    """Offer a batch's blocks to every set's sample; rows are gathered only for the blocks a sample takes. A block
     lies in one shard, so in one source: its first row's."""
-    starts = np.flatnonzero(np.concatenate([[True], blocks[1:] != blocks[:-1]]))
-    lengths = np.diff(np.append(starts, len(blocks)))
-    ids, source = blocks[starts], rows["source"][starts]
-    sets: dict[str, tuple[np.ndarray, Callable[[], np.ndarray] | None]] = {
-        "pool": (lengths, None),
-        "selected": (np.add.reduceat(rows["selected"].astype(np.int64), starts), lambda: rows["selected"]),
+    source = codes[blocks.start]
+    sets: dict[str, tuple[np.ndarray, Callable[[np.ndarray], np.ndarray] | None]] = {
+        "pool": (blocks.length, None),
+        "selected": (np.add.reduceat(selected, blocks.start, dtype=np.int64), lambda idx: selected[idx]),
     }
     for c in np.unique(source):
-        sets[f"source/{sources[c]}"] = (np.where(source == c, lengths, 0), lambda c=c: rows["source"] == c)
+        sets[f"source/{sources[c]}"] = (np.where(source == c, blocks.length, 0), lambda idx, c=c: codes[idx] == c)
     for name, (counts, member) in sets.items():
-        def gather(wanted: np.ndarray, member: Callable[[], np.ndarray] | None = member) -> dict[str, np.ndarray]:
-            take = np.repeat(wanted, lengths)
-            if member is not None:
-                take &= member()
-            return {k: v[take] for k, v in rows.items()}
+        def gather(wanted: np.ndarray, member: Callable[[np.ndarray], np.ndarray] | None = member
+                   ) -> dict[str, np.ndarray]:
+            lengths, firsts = blocks.length[wanted], blocks.start[wanted]
+            within = np.arange(lengths.sum(), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+            idx = np.repeat(firsts, lengths) + within
+            rows = {"position": offset + idx, "block": np.repeat(blocks.id[wanted], lengths), "source": codes[idx],
+                    "selected": selected[idx], "shard": np.repeat(blocks.shard[wanted], lengths),
+                    "row": np.repeat(blocks.row[wanted], lengths) + within}
+            return rows if member is None else {k: v[member(idx)] for k, v in rows.items()}
 
         if counts.any():
-            sampler(name).add(ids, counts, gather)
+            sampler(name).add(blocks.id, counts, gather)
 
 
 def scan_manifest(
@@ -152,7 +208,7 @@ def scan_manifest(
     uris: list[int] = []  # shard id (into ``shards``) of each shard in pool order
     samplers: dict[str, block_sample.BlockSample] = {}
     lowest, top = _Smallest(examples), _Smallest(examples)
-    offset, last = 0, -1  # rows before the batch, the shard id of the previous row
+    offset, last = 0, -1  # rows before the batch, the shard id of the row before it
 
     def sampler(name: str) -> block_sample.BlockSample:
         if name not in samplers:
@@ -164,29 +220,20 @@ def scan_manifest(
         reader = pq.ParquetFile(path, filesystem=fs, read_dictionary=["source", "shard_uri"])
         for batch in _batches(reader):
             n = batch.num_rows
+            if not n:
+                continue
             codes = _codes(batch.column("source"), scores)
-            sid = _codes(batch.column("shard_uri"), shards)
             score = batch.column("score").to_numpy()
-            selected = batch.column("selected").to_numpy().astype(bool)
-            position = offset + np.arange(n, dtype=np.int64)
-            # shards: a new one starts wherever the shard id changes (rows of a shard are contiguous)
-            change = np.concatenate([[sid[0] != last], sid[1:] != sid[:-1]]) if n else np.zeros(0, bool)
-            new = np.flatnonzero(change)
-            local = np.cumsum(change)  # 0: the shard running on from the previous batch
-            shard = len(starts) - 1 + local
-            first = np.concatenate([[starts[-1] if starts else 0], position[new]])
-            row = position - first[local]
-            starts += position[new].tolist()
-            uris += sid[new].tolist()
+            selected = batch.column("selected").to_numpy()
+            cuts, ids = _shard_cuts(batch.column("shard_uri"), shards, last)
+            starts += (offset + cuts).tolist()
+            uris += ids.tolist()
+            last = uris[-1]
             scores.add(codes, score, selected)
-            lowest.add(score.astype(np.float64), position)
-            top.add(-score[selected].astype(np.float64), position[selected])
-            blocks = block_sample.block_ids(shard, row)
-            payload = {"position": position, "block": blocks, "source": codes, "selected": selected,
-                       "shard": shard, "row": row}
-            _offer(sampler, scores.sources, blocks, payload)
+            lowest.add(score, offset)
+            top.add(-score, offset, selected)
+            _offer(sampler, scores.sources, _blocks(n, cuts, starts, offset), offset, codes, selected)
             offset += n
-            last = sid[-1] if n else last
     names = {v: k for k, v in shards.items()}
     samples = {name.removeprefix("source/"): s.result() for name, s in samplers.items()}
     return ManifestScan(rows=offset, scores=scores, shard_starts=np.asarray(starts, np.int64),
