@@ -22,6 +22,7 @@ import safetensors.torch
 import torch
 from pydantic import Field, field_validator
 from torch import nn
+from torch.nn import functional as F
 
 from core.settings import Settings, StorageConfig
 from core.storage import join, publish_bytes, read_bytes
@@ -98,10 +99,22 @@ class ProximityEstimator(nn.Module):
 
     @torch.inference_mode()
     def logits(self, features: np.ndarray, *, batch_size: int = 65536) -> np.ndarray:
-        """Logits (≈ log density ratio) of full vectors; unlike the sigmoid they never saturate into ties."""
+        """Logits (≈ log density ratio) of full vectors; unlike the sigmoid they never saturate into ties.
+
+        A linear head is applied as one affine map with the standardisation folded in (w/σ and b − w·μ/σ): one pass
+        over the vectors instead of ``forward``'s two vector-sized temporaries, which made scoring several times
+        slower than reading the vectors. It agrees with ``forward`` to float rounding (~1e-6)."""
         x = as_features(features, name="scored", dim=self.embed_dim)[:, slice(*self.columns)]
         self.eval()
-        out = [self(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])))
+        if self.head_kind == "linear":
+            weight = self.head.weight / self.std
+            bias = self.head.bias - (weight * self.mean).sum()
+
+            def apply(v: torch.Tensor) -> torch.Tensor:
+                return F.linear(v, weight, bias).squeeze(-1)
+        else:
+            apply = self
+        out = [apply(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])))
                for i in range(0, len(x), batch_size)]
         return torch.cat(out).numpy().astype(np.float32, copy=False)
 

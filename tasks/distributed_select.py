@@ -44,7 +44,10 @@ from tasks.cache import EmbeddingCache, sample_ids, vectors
 from tasks.score import CachedShard, shard_manifest_rows
 from tasks.select import resolve_k
 
-ROW_GROUP = 65_536  # scratch row groups: small enough that min/max statistics prune a range's reads
+# Scratch row groups hold about one reader's slice (a score range of a run file, a file's positions of a range file),
+# so that min/max statistics let each task of the next pass read little more than its own rows; a larger group
+# made every range task read ~100x its rows at 10M samples (125 files x 125 ranges).
+ROW_GROUP_MIN, ROW_GROUP_MAX = 1024, 65_536
 HASH_SCHEME = "sha256 over the sha256 of each shard's rows (sample_id, score, rank, selected buffers), pool order"
 
 
@@ -93,14 +96,17 @@ def score_select_write(
 
     hist = np.zeros(sr.BINS, np.int64)
     scorer_ref = ray.put(scorer)
-    for row in _items(files).map(_score_file, fn_kwargs={"job": job_ref, "scorer": scorer_ref}, **run).iter_rows():
+    parts = options.ranges or len(files)
+    score_args = {"job": job_ref, "scorer": scorer_ref, "readers": parts}
+    for row in _items(files).map(_score_file, fn_kwargs=score_args, **run).iter_rows():
         np.add.at(hist, np.frombuffer(row["bins"], np.int32), np.frombuffer(row["counts"], np.int64))
     total = int(hist.sum())
     n = resolve_k(total, k=k, fraction=fraction)
 
-    ranges = sr.plan_ranges(hist, options.ranges or len(files))
+    ranges = sr.plan_ranges(hist, parts)
     tasks = [{"range": i, **vars(r)} for i, r in enumerate(ranges)]
-    ranked = sum(row["rows"] for row in _items(tasks).map(_rank_range, fn_kwargs={"job": job_ref}, **run).iter_rows())
+    rank_args = {"job": job_ref, "readers": len(files)}
+    ranked = sum(row["rows"] for row in _items(tasks).map(_rank_range, fn_kwargs=rank_args, **run).iter_rows())
     if ranked != total:
         raise RuntimeError(f"ranked {ranked} rows of {total}: a scratch run changed under the job")
 
@@ -152,7 +158,12 @@ def _part_name(q: int) -> str:
     return f"part-{q:05d}.parquet"
 
 
-def _score_file(row: dict, *, job: ray.ObjectRef, scorer: ray.ObjectRef) -> dict:
+def _scratch_group(rows: int, readers: int) -> int:
+    """Row-group size of a scratch file of ``rows`` rows that ``readers`` tasks each read a slice of."""
+    return int(np.clip(rows // max(1, readers), ROW_GROUP_MIN, ROW_GROUP_MAX))
+
+
+def _score_file(row: dict, *, job: ray.ObjectRef, scorer: ray.ObjectRef, readers: int) -> dict:
     """Pass 1: score the file's shards, write the sorted run, return its histogram (non-empty bins only)."""
     job, scorer = ray.get(job), ray.get(scorer)
     keys, positions, scores = [np.zeros(0, np.uint32)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
@@ -170,13 +181,13 @@ def _score_file(row: dict, *, job: ray.ObjectRef, scorer: ray.ObjectRef) -> dict
     order = sr.rank_order(key, pos)
     run = pa.table({"bin": sr.score_bins(key[order]), "key": key[order], "pos": pos[order], "score": score[order]})
     write_parquet(run, join(job.scratch, "scores", _part_name(row["part"])), job.cache.storage,
-                  row_group_size=ROW_GROUP)
+                  row_group_size=_scratch_group(len(key), readers))
     hist = sr.histogram(key)
     bins = np.flatnonzero(hist).astype(np.int32)
     return {"part": row["part"], "bins": bins.tobytes(), "counts": hist[bins].tobytes()}
 
 
-def _rank_range(row: dict, *, job: ray.ObjectRef) -> dict:
+def _rank_range(row: dict, *, job: ray.ObjectRef, readers: int) -> dict:
     """Pass 2: rank every row of one score range and write (pos, rank) sorted by position."""
     job = ray.get(job)
     inside = (pc.field("bin") >= row["low"]) & (pc.field("bin") < row["high"])
@@ -189,7 +200,7 @@ def _rank_range(row: dict, *, job: ray.ObjectRef) -> dict:
     by_pos = np.argsort(pos)  # positions are unique: sorted, a write task's reads are a few row groups
     write_parquet(pa.table({"pos": pos[by_pos], "rank": rank[by_pos]}),
                   join(job.scratch, "ranks", f"range-{row['range']:05d}.parquet"), job.cache.storage,
-                  row_group_size=ROW_GROUP)
+                  row_group_size=_scratch_group(len(key), readers))
     return {"range": row["range"], "rows": len(key)}
 
 
