@@ -46,3 +46,6 @@ def test_every_free_cpu_gets_a_task_and_one_waits_in_line():
     assert prepare_depth(14.5, prepare_cpus=1, actors=1) == 15  # a 16-core GPU node, one actor
     assert prepare_depth(14, prepare_cpus=1, actors=4) == 5  # the free CPUs shared by four actors
     assert prepare_depth(0.1, prepare_cpus=1, actors=2) == 2  # at least one each
+    # fractional tasks: no more at once than whole free CPUs (Ray would restart workers past one per CPU)
+    assert prepare_depth(0.75, prepare_cpus=0.25, actors=1) == 2
+    assert prepare_depth(6, prepare_cpus=0.5, actors=1) == 7
