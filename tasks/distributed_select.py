@@ -5,13 +5,17 @@ Three Ray Data passes, each over a few small task rows (``tasks.score_ranges`` h
 
 1. **score** — one task per manifest file (``shards_per_file`` consecutive pool shards): read the cache entries,
    score each shard with one ``scorer.score`` call (as ``tasks.score.score_pool`` does, so the floats are the same),
-   write a sorted run ``(bin, key, pos, score)`` to scratch and return a 65,536-bin score histogram.
-2. **rank** — one task per score range cut from the summed histogram: read that range's rows from every run
-   (row-group statistics skip the rest), sort them by (score desc, pool position), rank = rows above the range +
-   place; write ``(pos, rank)`` sorted by position.
-3. **write** — one task per manifest file: keys and locations from the cache, scores from its run, ranks for its
-   positions;
-   ``selected = rank < K``; publish ``part-NNNNN.parquet`` and return counts and one digest per shard.
+   write the file's ``(pos, score)`` rows and its run ``(key, pos)`` sorted best first, with the run's index (where
+   each score bin ends), and return a 65,536-bin score histogram.
+2. **rank** — one task per score range cut from the summed histogram: read that range's slice of every run (the
+   index gives it exactly), sort it by (score desc, pool position), rank = rows above the range + place; write
+   ``(pos, rank)`` in pool order and where each manifest file's positions start in it.
+3. **write** — one task per manifest file: keys and locations from the cache, scores from its rows, ranks from its
+   slice of every range; ``selected = rank < K``; publish ``part-NNNNN.parquet`` and return counts and one digest
+   per shard.
+
+Scratch files are fixed-width records (``tasks.scratch_records``), so each (file, range) pair of the exchange is
+one exact ranged read.
 
 The driver holds the histogram (512 KB), the ranges and one summary per file and per shard — never a per-sample
 array — so its memory is flat in the pool's size. The manifest is a directory of Parquet files under
@@ -29,25 +33,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import ray
 
 from core.contracts import MANIFEST
 from core.manifest import hash_part, sidecar_uri
-from core.storage import arrow_filesystem, filesystem, join, publish, publish_bytes, write_parquet
+from core.storage import filesystem, join, publish, publish_bytes
 from estimator.scorer import Scorer
 from tasks import score_ranges as sr
+from tasks import scratch_records as rec
 from tasks.cache import EmbeddingCache, sample_ids, vectors
 from tasks.score import CachedShard, shard_manifest_rows
 from tasks.select import resolve_k
 
-# Scratch row groups hold about one reader's slice (a score range of a run file, a file's positions of a range file),
-# so that min/max statistics let each task of the next pass read little more than its own rows; a larger group
-# made every range task read ~100x its rows at 10M samples (125 files x 125 ranges).
-ROW_GROUP_MIN, ROW_GROUP_MAX = 1024, 65_536
 HASH_SCHEME = "sha256 over the sha256 of each shard's rows (sample_id, score, rank, selected buffers), pool order"
 
 
@@ -96,22 +95,22 @@ def score_select_write(
 
     hist = np.zeros(sr.BINS, np.int64)
     scorer_ref = ray.put(scorer)
-    parts = options.ranges or len(files)
-    score_args = {"job": job_ref, "scorer": scorer_ref, "readers": parts}
+    score_args = {"job": job_ref, "scorer": scorer_ref}
     for row in _items(files).map(_score_file, fn_kwargs=score_args, **run).iter_rows():
         np.add.at(hist, np.frombuffer(row["bins"], np.int32), np.frombuffer(row["counts"], np.int64))
     total = int(hist.sum())
     n = resolve_k(total, k=k, fraction=fraction)
 
-    ranges = sr.plan_ranges(hist, parts)
+    ranges = sr.plan_ranges(hist, options.ranges or len(files))
     tasks = [{"range": i, **vars(r)} for i, r in enumerate(ranges)]
-    rank_args = {"job": job_ref, "readers": len(files)}
+    rank_args = {"job": job_ref, "files": len(files), "shards_per_file": options.shards_per_file}
     ranked = sum(row["rows"] for row in _items(tasks).map(_rank_range, fn_kwargs=rank_args, **run).iter_rows())
     if ranked != total:
         raise RuntimeError(f"ranked {ranked} rows of {total}: a scratch run changed under the job")
 
     summaries = {}
-    for row in _items(files).map(_write_file, fn_kwargs={"job": job_ref, "k": n}, **run).iter_rows():
+    write_args = {"job": job_ref, "k": n, "ranges": len(ranges)}
+    for row in _items(files).map(_write_file, fn_kwargs=write_args, **run).iter_rows():
         summaries[row["part"]] = row
     digest = hashlib.sha256()
     per_source: dict[str, dict[str, int]] = {}
@@ -158,13 +157,13 @@ def _part_name(q: int) -> str:
     return f"part-{q:05d}.parquet"
 
 
-def _scratch_group(rows: int, readers: int) -> int:
-    """Row-group size of a scratch file of ``rows`` rows that ``readers`` tasks each read a slice of."""
-    return int(np.clip(rows // max(1, readers), ROW_GROUP_MIN, ROW_GROUP_MAX))
+def _scratch(job: _Job, *parts: str) -> str:
+    return join(job.scratch, *parts)
 
 
-def _score_file(row: dict, *, job: ray.ObjectRef, scorer: ray.ObjectRef, readers: int) -> dict:
-    """Pass 1: score the file's shards, write the sorted run, return its histogram (non-empty bins only)."""
+def _score_file(row: dict, *, job: ray.ObjectRef, scorer: ray.ObjectRef) -> dict:
+    """Pass 1: score the file's shards; write its rows in pool order and its sorted run (with the run's index);
+    return its histogram (non-empty bins only)."""
     job, scorer = ray.get(job), ray.get(scorer)
     keys, positions, scores = [np.zeros(0, np.uint32)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
     for index in range(row["first"], row["stop"]):
@@ -178,44 +177,64 @@ def _score_file(row: dict, *, job: ray.ObjectRef, scorer: ray.ObjectRef, readers
         keys.append(sr.order_keys(s))
         positions.append(sr.pool_positions(index, table.num_rows))
     key, pos, score = np.concatenate(keys), np.concatenate(positions), np.concatenate(scores)
+    rows = np.empty(len(key), rec.ROWS)
+    rows["pos"], rows["score"] = pos, score
     order = sr.rank_order(key, pos)
-    run = pa.table({"bin": sr.score_bins(key[order]), "key": key[order], "pos": pos[order], "score": score[order]})
-    write_parquet(run, join(job.scratch, "scores", _part_name(row["part"])), job.cache.storage,
-                  row_group_size=_scratch_group(len(key), readers))
+    run = np.empty(len(key), rec.RUN)
+    run["key"], run["pos"] = key[order], pos[order]
+    name, storage = f"part-{row['part']:05d}", job.cache.storage
+    rec.write(_scratch(job, "scores", name + ".rows"), rows, storage)
+    rec.write(_scratch(job, "scores", name + ".run"), run, storage)
+    rec.write(_scratch(job, "scores", name + ".index"), rec.run_index(sr.score_bins(run["key"])), storage)
     hist = sr.histogram(key)
     bins = np.flatnonzero(hist).astype(np.int32)
     return {"part": row["part"], "bins": bins.tobytes(), "counts": hist[bins].tobytes()}
 
 
-def _rank_range(row: dict, *, job: ray.ObjectRef, readers: int) -> dict:
-    """Pass 2: rank every row of one score range and write (pos, rank) sorted by position."""
+def _rank_range(row: dict, *, job: ray.ObjectRef, files: int, shards_per_file: int) -> dict:
+    """Pass 2: rank every row of one score range — its slice of every run — and write (pos, rank) in pool order
+    with where each manifest file's rows start."""
     job = ray.get(job)
-    inside = (pc.field("bin") >= row["low"]) & (pc.field("bin") < row["high"])
-    table = _dataset(job, "scores").to_table(columns=["key", "pos"], filter=inside)
-    key, pos = table["key"].to_numpy(), table["pos"].to_numpy()
+    storage, slices = job.cache.storage, []
+    for q in range(files):
+        name = f"part-{q:05d}"
+        start, stop = rec.run_slice(rec.read(_scratch(job, "scores", name + ".index"), rec.RUN_INDEX, storage),
+                                    row["low"], row["high"])
+        slices.append(rec.read(_scratch(job, "scores", name + ".run"), rec.RUN, storage, start, stop))
+    run = np.concatenate(slices)
+    key, pos = run["key"], run["pos"]
     if len(key) != row["rows"]:
         raise RuntimeError(f"score range {row['range']}: {len(key)} rows, the histogram said {row['rows']}")
     rank = np.empty(len(key), np.int64)
     rank[sr.rank_order(key, pos)] = row["offset"] + np.arange(len(key), dtype=np.int64)
-    by_pos = np.argsort(pos)  # positions are unique: sorted, a write task's reads are a few row groups
-    write_parquet(pa.table({"pos": pos[by_pos], "rank": rank[by_pos]}),
-                  join(job.scratch, "ranks", f"range-{row['range']:05d}.parquet"), job.cache.storage,
-                  row_group_size=_scratch_group(len(key), readers))
+    by_pos = np.argsort(pos)  # positions are unique
+    ranks = np.empty(len(key), rec.RANKS)
+    ranks["pos"], ranks["rank"] = pos[by_pos], rank[by_pos]
+    firsts = np.arange(files + 1, dtype=np.int64) * shards_per_file << np.int64(32)
+    offsets = np.searchsorted(ranks["pos"], firsts).astype(rec.OFFSETS)
+    name = f"range-{row['range']:05d}"
+    rec.write(_scratch(job, "ranks", name + ".ranks"), ranks, storage)
+    rec.write(_scratch(job, "ranks", name + ".offsets"), offsets, storage)
     return {"range": row["range"], "rows": len(key)}
 
 
-def _write_file(row: dict, *, job: ray.ObjectRef, k: int) -> dict:
+def _write_file(row: dict, *, job: ray.ObjectRef, k: int, ranges: int) -> dict:
     """Pass 3: write one manifest file in pool order; return per-source counts and one digest per shard."""
     job = ray.get(job)
-    first, stop = row["first"], row["stop"]
-    run = pq.read_table(_scratch_path(job, "scores", _part_name(row["part"])), filesystem=_fs(job),
-                        columns=["pos", "score"]).sort_by("pos")
-    span = (pc.field("pos") >= (first << 32)) & (pc.field("pos") < (stop << 32))
-    ranks = _dataset(job, "ranks").to_table(filter=span).sort_by("pos")
-    if not ranks["pos"].equals(run["pos"]):
+    first, stop, storage = row["first"], row["stop"], job.cache.storage
+    rows = rec.read(_scratch(job, "scores", f"part-{row['part']:05d}.rows"), rec.ROWS, storage)
+    slices = []
+    for r in range(ranges):
+        name = f"range-{r:05d}"
+        start, end = rec.read(_scratch(job, "ranks", name + ".offsets"), rec.OFFSETS, storage, row["part"],
+                              row["part"] + 2)
+        slices.append(rec.read(_scratch(job, "ranks", name + ".ranks"), rec.RANKS, storage, int(start), int(end)))
+    ranks = np.concatenate(slices)
+    ranks = ranks[np.argsort(ranks["pos"])]
+    if not np.array_equal(ranks["pos"], rows["pos"]):
         raise RuntimeError(f"manifest file {row['part']}: ranks do not cover its scored rows")
     # numpy slices make fresh Arrow arrays: a shard's hashed buffers never depend on where it sits in the file
-    scores, all_ranks = run["score"].to_numpy(), ranks["rank"].to_numpy()
+    scores, all_ranks = rows["score"].copy(), ranks["rank"].copy()
     digests, per_source, offset = [], {}, 0
     with publish(join(job.manifest_uri, _part_name(row["part"])), job.cache.storage) as f, \
             pq.ParquetWriter(f, MANIFEST) as writer:
@@ -235,15 +254,3 @@ def _write_file(row: dict, *, job: ray.ObjectRef, k: int) -> dict:
                 hash_part(digest, part)
                 digests.append(digest.digest())
     return {"part": row["part"], "digests": b"".join(digests), "per_source": json.dumps(per_source)}
-
-
-def _fs(job: _Job) -> Any:
-    return arrow_filesystem(job.scratch, job.cache.storage)[0]
-
-
-def _scratch_path(job: _Job, *parts: str) -> str:
-    return arrow_filesystem(join(job.scratch, *parts), job.cache.storage)[1]
-
-
-def _dataset(job: _Job, name: str) -> pads.Dataset:
-    return pads.dataset(_scratch_path(job, name), filesystem=_fs(job), format="parquet")
