@@ -107,6 +107,5 @@ def test_every_imported_dependency_is_declared_and_every_declared_one_used():
         "project"]["optional-dependencies"]["dev"]}
     imported = _imported(["core", "synth", "tasks", "flows", "estimator", "training", "infra"])
     assert imported <= base | curate | dev  # infra's embedded S3 (moto) is a development dependency
-    # s3fs: fsspec loads it for s3:// URIs; torchvision: open_clip's transforms import it (infra's shim patches
-    # it); fastapi: pinned for Prefect's server
-    assert (base | curate) - imported == {"s3fs", "torchvision", "fastapi"}
+    # s3fs: fsspec loads it for s3:// URIs; fastapi: pinned for Prefect's server
+    assert (base | curate) - imported == {"s3fs", "fastapi"}
