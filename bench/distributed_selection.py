@@ -2,11 +2,12 @@
 the driver's peak memory as the pool grows, on a local Ray cluster.
 
 The cache is ``bench.selection``'s synthetic one (random float16 vectors, shards of ``--shard-size`` rows, written
-once under data/bench/). The scorer is an untrained linear ``ProximityEstimator``. The raw read is the
-same task layout doing nothing but read: one Ray Data task per group of entries, each reading its vectors as
-float32 and counting them (``ray.data.read_parquet`` itself put every file in one read task here). Driver memory is
-the driver process's resident set, sampled every 20 ms during the run, above its value before (RSS counts Arrow
-and numpy alike). The one-process path (``score_pool`` + ``select``, no manifest) runs too for reference.
+once under data/bench/). The scorer is an untrained linear ``ProximityEstimator``. The raw read is the same task
+layout doing nothing but read: one Ray task per group of entries (through the same runner), each reading its
+vectors as float32 and counting them (``ray.data.read_parquet`` itself put every file in one read task here).
+Driver memory is the driver process's resident set, sampled every 20 ms during the run, above its value before
+(RSS counts Arrow and numpy alike). The one-process path (``score_pool`` + ``select``, no manifest) runs too for
+reference.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from pathlib import Path
 
 import pandas as pd
 import psutil
-import ray
 import torch
 
 from bench.selection import synthetic_cache
@@ -28,7 +28,7 @@ from estimator.probe import ProximityEstimator
 from flows.runtime import local_ray
 from tasks.cache import EmbeddingCache, vectors
 from tasks.curation import select
-from tasks.distributed_select import DistributedSelection, score_select_write
+from tasks.distributed_select import DistributedSelection, run_tasks, score_select_write
 from tasks.score import score_pool
 
 OUT = Path("bench/out")
@@ -57,16 +57,15 @@ def _peak_rss(fn: Callable[[], object]) -> tuple[float, float, object]:
     return time.perf_counter() - t0, (peak - base) / 1e6, out
 
 
+def _read_entries(row: dict, *, cache: EmbeddingCache) -> dict:
+    return {"n": sum(len(vectors(cache.read(e, columns=["embedding"]))) for e in row["entries"])}
+
+
 def _raw_read(cache: EmbeddingCache, groups: list[list[str]], options: DistributedSelection) -> int:
-    """The same task layout as the scoring pass (one Ray Data task per group of entries, same CPUs and
-    concurrency), each task only reading its entries' vectors as float32: the floor of any distributed pass."""
-
-    def read(row: dict) -> dict:
-        return {"n": sum(len(vectors(cache.read(e, columns=["embedding"]))) for e in row["entries"])}
-
-    ds = ray.data.from_items([{"entries": g} for g in groups], override_num_blocks=len(groups))
-    ds = ds.map(read, num_cpus=options.cpus, compute=ray.data.TaskPoolStrategy(size=options.workers))
-    return int(sum(row["n"] for row in ds.iter_rows()))
+    """The same task layout as the scoring pass (one Ray task per group of entries, same CPUs and concurrency,
+    through the same runner), each task only reading its entries' vectors as float32: the floor of any pass."""
+    rows = run_tasks("raw read", _read_entries, [{"entries": g} for g in groups], options, cache=cache)
+    return int(sum(row["n"] for row in rows))
 
 
 def bench_pool(pool: int, args: argparse.Namespace) -> dict:

@@ -1,7 +1,7 @@
 """Distributed scoring and selection: Ray workers score the embedding cache, rank the whole pool with a
 range-partitioned sort and write the manifest's files themselves; the driver only adds up summaries.
 
-Three Ray Data passes, each over a few small task rows (``tasks.score_ranges`` holds the arithmetic):
+Three passes of plain Ray tasks, one per small task row (``tasks.score_ranges`` holds the arithmetic):
 
 1. **score** — one task per manifest file (``shards_per_file`` consecutive pool shards): read the cache entries,
    score each shard with one ``scorer.score`` call (as ``tasks.score.score_pool`` does, so the floats are the same),
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ from estimator.scorer import Scorer
 from tasks import score_ranges as sr
 from tasks import scratch_records as rec
 from tasks.cache import EmbeddingCache, sample_ids, vectors
+from tasks.progress import Progress
 from tasks.score import CachedShard, shard_manifest_rows
 from tasks.select import resolve_k
 
@@ -91,27 +93,22 @@ def score_select_write(
         {"part": q, "first": first, "stop": min(first + options.shards_per_file, len(pool))}
         for q, first in enumerate(range(0, len(pool), options.shards_per_file))
     ]
-    run = {"num_cpus": options.cpus, "compute": ray.data.TaskPoolStrategy(size=options.workers)}
 
     hist = np.zeros(sr.BINS, np.int64)
-    scorer_ref = ray.put(scorer)
-    score_args = {"job": job_ref, "scorer": scorer_ref}
-    for row in _items(files).map(_score_file, fn_kwargs=score_args, **run).iter_rows():
+    for row in run_tasks("score", _score_file, files, options, job=job_ref, scorer=ray.put(scorer)):
         np.add.at(hist, np.frombuffer(row["bins"], np.int32), np.frombuffer(row["counts"], np.int64))
     total = int(hist.sum())
     n = resolve_k(total, k=k, fraction=fraction)
 
     ranges = sr.plan_ranges(hist, options.ranges or len(files))
     tasks = [{"range": i, **vars(r)} for i, r in enumerate(ranges)]
-    rank_args = {"job": job_ref, "files": len(files), "shards_per_file": options.shards_per_file}
-    ranked = sum(row["rows"] for row in _items(tasks).map(_rank_range, fn_kwargs=rank_args, **run).iter_rows())
+    ranked = sum(row["rows"] for row in run_tasks("rank", _rank_range, tasks, options, job=job_ref, files=len(files),
+                                             shards_per_file=options.shards_per_file))
     if ranked != total:
         raise RuntimeError(f"ranked {ranked} rows of {total}: a scratch run changed under the job")
 
-    summaries = {}
-    write_args = {"job": job_ref, "k": n, "ranges": len(ranges)}
-    for row in _items(files).map(_write_file, fn_kwargs=write_args, **run).iter_rows():
-        summaries[row["part"]] = row
+    summaries = {row["part"]: row for row in run_tasks("write manifest", _write_file, files, options, job=job_ref,
+                                                   k=n, ranges=len(ranges))}
     digest = hashlib.sha256()
     per_source: dict[str, dict[str, int]] = {}
     for q in range(len(files)):
@@ -148,9 +145,21 @@ def _clear(job: _Job, *, manifest: bool = True) -> None:
             fs.rm(stale)
 
 
-def _items(rows: list[dict]) -> ray.data.Dataset:
-    """One block per task row, so every row is its own task."""
-    return ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+def run_tasks(step: str, fn: Callable[..., dict], rows: list[dict], options: DistributedSelection,
+         **shared: Any) -> Iterator[dict]:
+    """``fn(row, **shared)`` for every row, one Ray task each (``options.cpus`` each, at most ``options.workers`` at
+    once), yielding the results as they finish. Plain tasks rather than a Ray Data job per pass: a pass is a few
+    hundred task rows, and a Ray Data job's start-up cost seconds each time."""
+    remote = ray.remote(num_cpus=options.cpus)(fn)
+    limit = options.workers or len(rows)
+    queue, pending = list(reversed(rows)), []
+    with Progress(step, total=len(rows), unit="tasks") as progress:
+        while queue or pending:
+            while queue and len(pending) < limit:
+                pending.append(remote.remote(queue.pop(), **shared))
+            done, pending = ray.wait(pending, num_returns=1)
+            progress.update()
+            yield ray.get(done[0])
 
 
 def _part_name(q: int) -> str:
@@ -161,10 +170,9 @@ def _scratch(job: _Job, *parts: str) -> str:
     return join(job.scratch, *parts)
 
 
-def _score_file(row: dict, *, job: ray.ObjectRef, scorer: ray.ObjectRef) -> dict:
+def _score_file(row: dict, *, job: _Job, scorer: Scorer) -> dict:
     """Pass 1: score the file's shards; write its rows in pool order and its sorted run (with the run's index);
     return its histogram (non-empty bins only)."""
-    job, scorer = ray.get(job), ray.get(scorer)
     keys, positions, scores = [np.zeros(0, np.uint32)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
     for index in range(row["first"], row["stop"]):
         shard = job.pool[index]
@@ -191,10 +199,9 @@ def _score_file(row: dict, *, job: ray.ObjectRef, scorer: ray.ObjectRef) -> dict
     return {"part": row["part"], "bins": bins.tobytes(), "counts": hist[bins].tobytes()}
 
 
-def _rank_range(row: dict, *, job: ray.ObjectRef, files: int, shards_per_file: int) -> dict:
+def _rank_range(row: dict, *, job: _Job, files: int, shards_per_file: int) -> dict:
     """Pass 2: rank every row of one score range — its slice of every run — and write (pos, rank) in pool order
     with where each manifest file's rows start."""
-    job = ray.get(job)
     storage, slices = job.cache.storage, []
     for q in range(files):
         name = f"part-{q:05d}"
@@ -218,9 +225,8 @@ def _rank_range(row: dict, *, job: ray.ObjectRef, files: int, shards_per_file: i
     return {"range": row["range"], "rows": len(key)}
 
 
-def _write_file(row: dict, *, job: ray.ObjectRef, k: int, ranges: int) -> dict:
+def _write_file(row: dict, *, job: _Job, k: int, ranges: int) -> dict:
     """Pass 3: write one manifest file in pool order; return per-source counts and one digest per shard."""
-    job = ray.get(job)
     first, stop, storage = row["first"], row["stop"], job.cache.storage
     rows = rec.read(_scratch(job, "scores", f"part-{row['part']:05d}.rows"), rec.ROWS, storage)
     slices = []
