@@ -4,10 +4,11 @@ nothing could be measured here (GPU throughput: no GPU on this machine).
 
     embed hours  = N / min(G * gpu_rate[B], C_decode * decode_rate)       (the slower of the two limits)
     select hours = N * select_cpu_s / C_select                             (three distributed passes, CPU)
-    S3 GETs      = shards * (ceil(shard_MB / 5) + 2 * ceil(cache_MB / 5) + 1) + 4 * F * R
-                   (fsspec reads 5 MB blocks: the source once, the cache entry in the fit and in pass 1, its keys in
-                   pass 3; every rank task opens every run (footer + row group) and every write task every ranks
-                   file: F manifest files x R ranges, the term that grows as the square of the files)
+    S3 GETs      = shards * (ceil(shard_MB / 5) + ceil(cache_MB / 5) + 2) + 4 * F * R
+                   (fsspec reads 5 MB blocks: the source once, the cache entry in pass 1, its footer in the fit (whose
+                   sample then reads a bounded number of row groups), its keys in pass 3; every rank task reads every
+                   run's index and its slice of it, every write task every range's offsets and its slice: F manifest
+                   files x R ranges, the term that grows as the square of the files)
 
 Every constant is an argument, so a measured GPU figure replaces an assumed one without touching the code.
 """
@@ -37,8 +38,8 @@ def model(n: float, backbone: str, args: argparse.Namespace) -> dict:
     shard_mb = args.shard_rows * args.sample_kb / 1e3
     cache_mb = args.shard_rows * DIM[backbone] * 2 / 1e6  # float16 vectors
     files = math.ceil(shards / args.shards_per_file)  # ranges = files (the default)
-    gets = shards * (math.ceil(shard_mb / 5) + 2 * math.ceil(cache_mb / 5) + 1) + 4 * files * files
-    puts = shards * 2 + 3 * files  # cache entry + errors per shard; run, ranks, manifest part per file
+    gets = shards * (math.ceil(shard_mb / 5) + math.ceil(cache_mb / 5) + 2) + 4 * files * files
+    puts = shards * 2 + 6 * files  # cache entry + errors per shard; rows, run, index, ranks, offsets, manifest part
     return {
         "backbone": backbone, "pool": f"{n:,.0f}", "manifest files": files, "GPUs": args.gpus,
         "decode cores": args.decode_cores,
