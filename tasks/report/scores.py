@@ -79,10 +79,13 @@ class ScoreSummary:
             n = int(cum[-1]) if len(cum) else 0
             out = {}
             for q in QUANTILES:
+                if not n:
+                    out[f"q{round(q * 100):02d}"] = np.nan
+                    continue
                 h = (n - 1) * q
                 i = int(np.floor(h))
                 low, high = (means[np.searchsorted(cum, j, side="right")] for j in (i, min(i + 1, n - 1)))
-                out[f"q{round(q * 100):02d}"] = float(low + (h - i) * (high - low)) if n else np.nan
+                out[f"q{round(q * 100):02d}"] = float(low + (h - i) * (high - low))
             out["mean"] = float(sums.sum() / n) if n else np.nan
             table[name] = out
         return pd.DataFrame.from_dict(table, orient="index")

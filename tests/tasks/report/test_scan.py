@@ -118,6 +118,8 @@ def test_quantiles_are_exact_while_a_bin_holds_one_distinct_score_and_the_figure
     np.testing.assert_allclose(edges, np.histogram_bin_edges(df.score, 40))
     assert counts["a"].tolist() == np.histogram(df.score[:5], edges)[0].tolist()
     assert summary.threshold == 3.0
+    none = ScoreSummary.of(df.assign(selected=False))
+    assert none.threshold is None and none.quantiles().loc["(selected)"].isna().all()
 
 
 def test_a_part_file_without_statistics_still_gives_the_score_range(tmp_path):
