@@ -56,11 +56,10 @@ def prepare_rows(preprocessor: Preprocessor, batch: pa.Table, batch_size: int) -
     (the forward passes' size, so a text padded per call pads exactly as one forward pass of them would)."""
     errors: list[str | None] = batch["error"].to_pylist()
     images, texts, rows, undecodable = [], [], [], 0
-    draft = getattr(preprocessor, "draft_size", None)
     for i, (data, text) in enumerate(zip(batch["image"].to_pylist(), batch["text"].to_pylist(), strict=True)):
         if errors[i] is not None:
             continue
-        image = decode_image(data, draft)
+        image = decode_image(data, preprocessor.draft_size)
         if image is None:
             errors[i] = "undecodable_image"
             undecodable += 1

@@ -13,6 +13,15 @@ from estimator.backbones.base import BackboneSpec
 from tasks.embed import Embed
 
 
+class CountingPreprocessor:
+    """Passes the sample count through; decodes in full."""
+
+    draft_size = None
+
+    def __call__(self, images, texts):
+        return {"n": np.zeros(len(images))}
+
+
 class CountingBackbone:
     """Returns the forward call number in every component (ones, then twos...), so each row's output is
     traceable. Its preprocessor passes the sample count through."""
@@ -21,7 +30,7 @@ class CountingBackbone:
 
     def __init__(self) -> None:
         self.calls: list[int] = []
-        self.preprocessor = lambda images, texts: {"n": np.zeros(len(images))}
+        self.preprocessor = CountingPreprocessor()
 
     def forward(self, batch):
         self.calls.append(len(batch["n"]))
