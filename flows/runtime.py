@@ -12,6 +12,28 @@ from ray._private import ray_constants
 
 
 @contextlib.contextmanager
+def ray_default_temp(temp_dir: str) -> Iterator[None]:
+    """For the block, Ray's default temporary directory is ``temp_dir``/ray, for this process and every process
+    started in it (``RAY_TMPDIR``), and that folder exists.
+
+    Ray writes some files to its default directory (``$RAY_TMPDIR/ray``, else ``$TMPDIR/ray`` or ``/tmp/ray``)
+    even when a node is given its own temp dir: ``ray.cluster_utils.Cluster`` writes the cluster's address
+    (``ray_current_cluster``) there and raises FileNotFoundError on a machine where no Ray has run yet. Pointed at
+    the run's own folder, a Ray start depends on nothing an earlier run left and shares nothing with another run.
+    """
+    os.makedirs(os.path.join(temp_dir, "ray"), exist_ok=True)
+    before = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = temp_dir
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = before
+
+
+@contextlib.contextmanager
 def local_ray(*, temp_dir: str, num_cpus: int | None = None) -> Iterator[None]:
     """Start a Ray instance on this machine for the block, every process of it listening on 127.0.0.1 only.
 
@@ -19,24 +41,26 @@ def local_ray(*, temp_dir: str, num_cpus: int | None = None) -> Iterator[None]:
     join) unless multi-node clusters are off, as they are by default on macOS (``ENABLE_RAY_CLUSTER``, from
     ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``, read when Ray is imported). Turned off while the node starts, its GCS,
     raylet, agents, driver and workers all bind the loopback address; restored after, so a later connection to a
-    real cluster from this process is unaffected.
+    real cluster from this process is unaffected. Ray's default temporary directory is the instance's own for the
+    block (``ray_default_temp``).
     """
-    clusters = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        ray.init(
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            _node_ip_address="127.0.0.1",
-            _temp_dir=temp_dir,
-        )
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = clusters
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    with ray_default_temp(temp_dir):
+        clusters = ray_constants.ENABLE_RAY_CLUSTER
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        try:
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                _node_ip_address="127.0.0.1",
+                _temp_dir=temp_dir,
+            )
+        finally:
+            ray_constants.ENABLE_RAY_CLUSTER = clusters
+        try:
+            yield
+        finally:
+            ray.shutdown()
 
 
 @contextlib.contextmanager
