@@ -54,6 +54,9 @@ class MidtrainConfig(Settings):
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage settings.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation settings.")
     data: ChatDataConfig = Field(default_factory=ChatDataConfig, description="Chat formatting.")
+    chat_template: str | None = Field(
+        None, description="A Jinja chat template for a model that ships none (or to replace its own); saved with "
+        "the trained model. Prefix-LM families (PaliGemma) need none: they train on prefix + suffix.")
 
 
 class RobotDataConfig(Settings):
@@ -97,6 +100,9 @@ class FinetuneConfig(Settings):
     output_uri: str = Field(description="Where the VLA is saved (directory or s3:// prefix).")
     robot: RobotDataConfig = Field(description="Robot datasets, chunking and the held-out split.")
     head: VLAHeadConfig = Field(default_factory=VLAHeadConfig, description="Action head.")
+    chat_template: str | None = Field(
+        None, description="A Jinja chat template for a model that ships none (or to replace its own); saved with "
+        "the trained model. Prefix-LM families (PaliGemma) need none: they train on prefix + suffix.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage settings.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation settings.")
     eval_batches: int | None = Field(

@@ -13,12 +13,18 @@ from training.vla import VLA, model_inputs
 
 
 def sft_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next-token cross-entropy on the labelled (assistant) tokens."""
-    logits = model(**model_inputs(batch), return_dict=True).logits
+    """Next-token cross-entropy on the labelled (assistant) tokens.
+
+    Logits are computed only at the positions whose next token is labelled in some row (``logits_to_keep``), so
+    a 150k-260k vocabulary costs [batch, answer tokens, vocab], never [batch, sequence, vocab]: the image and
+    prompt tokens, most of a VLM's sequence, get no logits.
+    """
     labels = batch["labels"][:, 1:]  # token t predicts token t + 1
-    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE,
-                           reduction="sum")
-    return loss, (labels != IGNORE).sum()
+    keep = (labels != IGNORE).any(0).nonzero().squeeze(1)
+    logits = model(**model_inputs(batch), logits_to_keep=keep, return_dict=True).logits
+    targets = labels[:, keep]
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+    return loss, (targets != IGNORE).sum()
 
 
 class ActionLoss:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from training.chat import ChatEncoder
+from training.chat import make_encoder
 from training.config import FinetuneConfig, MidtrainConfig
 from training.loop import TrainResult, run_training
 from training.metrics import Tracker, flatten_params
@@ -34,8 +34,8 @@ def midtrain(config: MidtrainConfig, tracker: Tracker | None = None, *,
     """Mid-train ``config.model`` on the manifest's selected samples; save it to ``config.output_uri``."""
     storage = config.storage
     check_manifest(config.manifest_uri, storage)
-    model, processor = load_vlm(config.model, storage)
-    encoder = ChatEncoder(processor, max_length=config.data.max_length)
+    model, processor = load_vlm(config.model, storage, chat_template=config.chat_template)
+    encoder = make_encoder(processor, max_length=config.data.max_length)
     rank, world = _rank_world()
     train = config.train
 
@@ -56,7 +56,7 @@ def midtrain(config: MidtrainConfig, tracker: Tracker | None = None, *,
 def build_vla(config: FinetuneConfig) -> tuple[VLA, RobotEpisodes]:
     """The VLA (VLM + a head seeded by ``train.seed``) and the robot episodes it is trained on; every bad input
     (action size, gripper index, chunk size, split) is rejected here, before training starts."""
-    vlm, processor = load_vlm(config.model, config.storage)
+    vlm, processor = load_vlm(config.model, config.storage, chat_template=config.chat_template)
     episodes = RobotEpisodes(config.robot, config.storage, gripper_index=config.head.gripper_index,
                              action_dim=config.head.action_dim)
     head = config.head

@@ -30,7 +30,7 @@ from core.storage import exists, filesystem, join, protocol_of
 from estimator.backbones.common import localize
 from estimator.backbones.hf_vlm import pool
 from training.actions import ActionStats
-from training.chat import ChatEncoder
+from training.chat import make_encoder
 from training.vlm import load_vlm, save_vlm, upload_dir
 
 FORMAT_VERSION = 1
@@ -72,7 +72,7 @@ class VLA(nn.Module):
         out, inp = vlm.get_output_embeddings(), vlm.get_input_embeddings()
         if out is not None and out.weight is not inp.weight:
             out.requires_grad_(False)  # the LM head is unused here (and DDP must not wait for its gradients)
-        self.encoder = ChatEncoder(processor, max_length=spec.max_length)
+        self.encoder = make_encoder(processor, max_length=spec.max_length)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs: Any) -> torch.Tensor:
         extra = {"logits_to_keep": 1}  # only hidden states are needed: skip [B, T, vocab] logits

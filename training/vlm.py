@@ -24,13 +24,17 @@ _VISION_TOWERS = ("model.vision_tower", "vision_tower", "model.visual", "visual"
 
 
 def load_vlm(uri: str, storage: StorageConfig | None = None, *, dtype: torch.dtype = torch.float32,
-             field: str = "model") -> tuple[nn.Module, Any]:
-    """(model, processor) from ``uri``; a ValueError naming ``field`` when a path or prefix holds no model."""
+             field: str = "model", chat_template: str | None = None) -> tuple[nn.Module, Any]:
+    """(model, processor) from ``uri``; a ValueError naming ``field`` when a path or prefix holds no model.
+    ``chat_template`` replaces the processor's (it is saved with the model, so the result reloads with it)."""
     if looks_like_path(uri):
         if not exists(join(uri, "config.json"), storage):
             raise ValueError(f"{field} {uri!r}: no model there (no config.json)")
         uri = localize(uri, storage)
-    return AutoModelForImageTextToText.from_pretrained(uri, dtype=dtype), AutoProcessor.from_pretrained(uri)
+    processor = AutoProcessor.from_pretrained(uri)
+    if chat_template:
+        processor.chat_template = chat_template
+    return AutoModelForImageTextToText.from_pretrained(uri, dtype=dtype), processor
 
 
 def save_vlm(model: nn.Module, processor: Any, uri: str, storage: StorageConfig | None = None) -> None:
