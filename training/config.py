@@ -3,11 +3,40 @@ a bad value is rejected before any work starts and each field carries its descri
 
 from __future__ import annotations
 
-from typing import Literal
+import warnings
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from core.settings import Settings, SourceSpec, StorageConfig
+
+
+class UpdateFreeze(Settings):
+    """Parts of the VLM kept frozen (the rest is updated, or carries the LoRA adapters)."""
+
+    vision: bool = Field(False, description="Freeze the vision tower.")
+    projector: bool = Field(False, description="Freeze the vision-to-language projector.")
+    llm_layers: int | Literal["half"] = Field(
+        0, description="Freeze this many of the language model's lowest layers (and the token embeddings below "
+        "them); 'half' = the lower half.")
+
+    @model_validator(mode="after")
+    def _non_negative(self) -> UpdateFreeze:
+        if isinstance(self.llm_layers, int) and self.llm_layers < 0:
+            raise ValueError("llm_layers must be >= 0 or 'half'")
+        return self
+
+
+class LoraSpec(Settings):
+    """LoRA adapters (peft) on the chosen linear layers; merged into the weights when the model is saved."""
+
+    rank: int = Field(16, ge=1, description="Adapter rank r.")
+    alpha: float = Field(32.0, gt=0, description="Scaling numerator (the update is scaled by alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter's input.")
+    target_modules: str | list[str] = Field(
+        r".*(language_model|text_model).*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        description="Module names (a list of name suffixes) or one regular expression over full names; the "
+        "default: the language model's attention and MLP projections.")
 
 
 class TrainConfig(Settings):
@@ -21,7 +50,10 @@ class TrainConfig(Settings):
     batch_size: int = Field(8, ge=1, description="Samples per micro-batch on each rank.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated into one optimizer step.")
     clip: float | None = Field(1.0, gt=0, description="Gradient-norm clipping threshold; None = no clipping.")
-    freeze_vision: bool = Field(False, description="Keep the vision tower frozen (full-parameter otherwise).")
+    freeze: UpdateFreeze = Field(default_factory=UpdateFreeze, description="Parts kept frozen.")
+    lora: LoraSpec | None = Field(None, description="Train LoRA adapters instead of the weights; None = no LoRA.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about a third more compute.")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="auto = bf16 autocast on CUDA, fp32 on CPU; bf16 requires CUDA.")
     seed: int = Field(0, description="Seeds the model head, the data order and the RNG streams.")
@@ -35,6 +67,18 @@ class TrainConfig(Settings):
     resume: bool = Field(True, description="Continue from the latest checkpoint under checkpoint_uri if any.")
     peak_tflops: float | None = Field(
         None, gt=0, description="Accelerator peak TFLOP/s for MFU; None = looked up from the GPU name.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _freeze_vision(cls, data: Any) -> Any:
+        """``freeze_vision: true`` (the setting's earlier name) still works, as ``freeze.vision``."""
+        if isinstance(data, dict) and "freeze_vision" in data:
+            data = dict(data)
+            old = data.pop("freeze_vision")
+            warnings.warn("train.freeze_vision is deprecated: use train.freeze.vision", DeprecationWarning,
+                          stacklevel=2)
+            data["freeze"] = {"vision": bool(old), **dict(data.get("freeze") or {})}
+        return data
 
 
 class ChatDataConfig(Settings):

@@ -34,7 +34,6 @@ from training.checkpoint import (
 from training.config import TrainConfig
 from training.metrics import Tracker, peak_flops
 from training.stream import Position
-from training.vlm import vision_tower
 
 Objective = Callable[[nn.Module, dict], tuple[torch.Tensor, torch.Tensor]]
 # (saved data positions per consumer, role offset) -> batches; see training.stream
@@ -131,8 +130,6 @@ def run_training(
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     autocast = _autocast(config, device)
     model.to(device).train()
-    if config.freeze_vision:
-        vision_tower(model).requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     result, positions, step = TrainResult(), {}, 0

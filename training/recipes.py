@@ -21,6 +21,7 @@ from training.midtrain_data import check_manifest, midtrain_stream
 from training.objectives import ActionLoss, sft_loss
 from training.robot_data import RobotEpisodes, robot_stream
 from training.stream import Position, loader
+from training.update_modes import merged, prepare, trainable_share
 from training.vla import VLA, HeadSpec, model_inputs, save_vla
 from training.vlm import architecture_hash, load_vlm, save_vlm
 
@@ -38,6 +39,7 @@ def midtrain(config: MidtrainConfig, tracker: Tracker | None = None, *,
     encoder = make_encoder(processor, max_length=config.data.max_length)
     rank, world = _rank_world()
     train = config.train
+    model = prepare(model, train)
 
     def data(positions: dict[int, Position], role_offset: int) -> Iterable[dict]:
         stream = midtrain_stream(config.manifest_uri, encoder, config.data, batch_size=train.batch_size,
@@ -47,10 +49,15 @@ def midtrain(config: MidtrainConfig, tracker: Tracker | None = None, *,
 
     result = run_training(model=model, objective=sft_loss, data=data, config=train,
                           identity={"model": architecture_hash(model)}, tracker=tracker,
-                          params=flatten_params(config.model_dump(mode="json")), storage=storage, device=device)
+                          params=_params(config, model), storage=storage, device=device)
     if rank == 0:
-        save_vlm(model, processor, config.output_uri, storage)
+        save_vlm(merged(model), processor, config.output_uri, storage)
     return result
+
+
+def _params(config: MidtrainConfig | FinetuneConfig, model: torch.nn.Module) -> dict:
+    """The flattened config and the share of parameters the update mode trains."""
+    return {**flatten_params(config.model_dump(mode="json")), "trainable_share": round(trainable_share(model), 6)}
 
 
 def build_vla(config: FinetuneConfig) -> tuple[VLA, RobotEpisodes]:
@@ -66,6 +73,7 @@ def build_vla(config: FinetuneConfig) -> tuple[VLA, RobotEpisodes]:
     with torch.random.fork_rng(devices=[]):  # the head's initial weights depend on the seed only
         torch.manual_seed(config.train.seed)
         vla = VLA(vlm, processor, spec, episodes.stats)
+    vla.vlm = prepare(vla.vlm, config.train)  # the head is always trained
     return vla, episodes
 
 
@@ -126,8 +134,9 @@ def finetune(config: FinetuneConfig, tracker: Tracker | None = None, *,
     identity = {"action_dim": episodes.action_dim, "chunk_size": config.robot.chunk_size,
                 "model": architecture_hash(vla)}
     result = run_training(model=vla, objective=ActionLoss(vla), data=data, config=train, identity=identity,
-                          tracker=tracker, params=flatten_params(config.model_dump(mode="json")),
+                          tracker=tracker, params=_params(config, vla),
                           eval_hook=evaluate if episodes.heldout else None, storage=config.storage, device=device)
     if rank == 0:
+        vla.vlm = merged(vla.vlm)
         save_vla(vla, config.output_uri, config.storage)
     return result

@@ -18,10 +18,6 @@ from core.storage import exists, filesystem, join, protocol_of
 from estimator.backbones.common import localize, looks_like_path
 from estimator.backbones.tiny import save_tiny_backbone
 
-# Where the vision encoder sits in the families transformers ships (Llava-likes, Qwen-VL, Idefics/SmolVLM, ...).
-_VISION_TOWERS = ("model.vision_tower", "vision_tower", "model.visual", "visual", "model.vision_model",
-                  "vision_model")
-
 
 def load_vlm(uri: str, storage: StorageConfig | None = None, *, dtype: torch.dtype = torch.float32,
              field: str = "model", chat_template: str | None = None) -> tuple[nn.Module, Any]:
@@ -63,17 +59,6 @@ def save_tiny_vlm(uri: str, storage: StorageConfig | None = None, *, seed: int =
     """A tiny random-initialised Llava (with a chat template) saved at ``uri``, for tests and the demo."""
     save_tiny_backbone("hf_vlm", uri, storage, seed=seed)
     return uri
-
-
-def vision_tower(model: nn.Module) -> nn.Module:
-    """The model's vision encoder; a ValueError naming ``train.freeze_vision`` when it cannot be found."""
-    for name in _VISION_TOWERS:
-        try:
-            return model.get_submodule(name)
-        except AttributeError:
-            continue
-    raise ValueError(f"train.freeze_vision: no vision tower found in {type(model).__name__} "
-                     f"(looked for {', '.join(_VISION_TOWERS)})")
 
 
 def architecture_hash(model: nn.Module) -> str:
