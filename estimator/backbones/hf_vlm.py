@@ -56,9 +56,11 @@ class HFVLMPreprocessor(Preprocessor):
         check_pairs(images, texts)
         if not images:
             return {}
-        inputs = self.processor(images=rgb(images), text=[self.prompt(str(t)) for t in texts],
+        # One image per prompt, nested: a flat list reads as one prompt's images to some processors (Gemma3,
+        # SmolVLM). A prefix-LM processor's ``labels`` are a training target, not a model input.
+        inputs = self.processor(images=[[im] for im in rgb(images)], text=[self.prompt(str(t)) for t in texts],
                                 return_tensors="pt", padding=True)
-        return {k: v.numpy() for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        return {k: v.numpy() for k, v in inputs.items() if isinstance(v, torch.Tensor) and k != "labels"}
 
 
 class HFVLMBackbone(Backbone):
