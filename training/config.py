@@ -87,6 +87,9 @@ class ChatDataConfig(Settings):
     caption_instruction: str = Field(
         "Describe the image.", description="The user turn for caption samples (the caption is the answer).")
     max_length: int = Field(512, ge=8, description="Samples longer than this (in tokens) are skipped.")
+    chat_template: str | None = Field(
+        None, description="A Jinja chat template for a model that ships none (or to replace its own); saved with "
+        "the trained model. Prefix-LM families (PaliGemma) need none: they train on prefix + suffix.")
 
 
 class MidtrainConfig(Settings):
@@ -98,9 +101,6 @@ class MidtrainConfig(Settings):
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage settings.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation settings.")
     data: ChatDataConfig = Field(default_factory=ChatDataConfig, description="Chat formatting.")
-    chat_template: str | None = Field(
-        None, description="A Jinja chat template for a model that ships none (or to replace its own); saved with "
-        "the trained model. Prefix-LM families (PaliGemma) need none: they train on prefix + suffix.")
 
 
 class RobotDataConfig(Settings):
@@ -114,6 +114,9 @@ class RobotDataConfig(Settings):
     prompt: str = Field(
         "What action should the robot take to {instruction}?",
         description="The user turn after the image; {instruction} is the episode's task.")
+    chat_template: str | None = Field(
+        None, description="A Jinja chat template for a model that ships none (or to replace its own); saved with "
+        "the trained model. Prefix-LM families (PaliGemma) need none: they train on prefix + suffix.")
 
     @model_validator(mode="after")
     def _lerobot_only(self) -> RobotDataConfig:
@@ -144,9 +147,6 @@ class FinetuneConfig(Settings):
     output_uri: str = Field(description="Where the VLA is saved (directory or s3:// prefix).")
     robot: RobotDataConfig = Field(description="Robot datasets, chunking and the held-out split.")
     head: VLAHeadConfig = Field(default_factory=VLAHeadConfig, description="Action head.")
-    chat_template: str | None = Field(
-        None, description="A Jinja chat template for a model that ships none (or to replace its own); saved with "
-        "the trained model. Prefix-LM families (PaliGemma) need none: they train on prefix + suffix.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage settings.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation settings.")
     eval_batches: int | None = Field(

@@ -35,7 +35,7 @@ def midtrain(config: MidtrainConfig, tracker: Tracker | None = None, *,
     """Mid-train ``config.model`` on the manifest's selected samples; save it to ``config.output_uri``."""
     storage = config.storage
     check_manifest(config.manifest_uri, storage)
-    model, processor = load_vlm(config.model, storage, chat_template=config.chat_template)
+    model, processor = load_vlm(config.model, storage, chat_template=config.data.chat_template)
     encoder = make_encoder(processor, max_length=config.data.max_length)
     rank, world = _rank_world()
     train = config.train
@@ -63,7 +63,7 @@ def _params(config: MidtrainConfig | FinetuneConfig, model: torch.nn.Module) -> 
 def build_vla(config: FinetuneConfig) -> tuple[VLA, RobotEpisodes]:
     """The VLA (VLM + a head seeded by ``train.seed``) and the robot episodes it is trained on; every bad input
     (action size, gripper index, chunk size, split) is rejected here, before training starts."""
-    vlm, processor = load_vlm(config.model, config.storage, chat_template=config.chat_template)
+    vlm, processor = load_vlm(config.model, config.storage, chat_template=config.robot.chat_template)
     episodes = RobotEpisodes(config.robot, config.storage, gripper_index=config.head.gripper_index,
                              action_dim=config.head.action_dim)
     head = config.head

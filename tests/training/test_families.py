@@ -14,7 +14,7 @@ from PIL import Image
 
 from estimator.backbones.tiny_vlms import FAMILIES, save_tiny_family
 from training.chat import IGNORE, PrefixLMEncoder, make_encoder
-from training.config import FinetuneConfig, MidtrainConfig, RobotDataConfig, TrainConfig
+from training.config import ChatDataConfig, FinetuneConfig, MidtrainConfig, RobotDataConfig, TrainConfig
 from training.objectives import sft_loss
 from training.recipes import finetune, midtrain
 from training.vla import load_vla
@@ -79,7 +79,7 @@ def test_a_model_without_chat_template_trains_with_the_configs(manifest: str, tm
                             train=TrainConfig(steps=1, batch_size=2, shuffle_buffer=1))
     with pytest.raises(ValueError, match="chat_template"):
         midtrain(config)
-    midtrain(config.model_copy(update={"chat_template": template}))
+    midtrain(config.model_copy(update={"data": ChatDataConfig(chat_template=template)}))
     assert load_vlm(str(tmp_path / "vlm"))[1].chat_template == template  # saved with the model
 
 
