@@ -15,6 +15,8 @@ BENCHES = {
     "capacity": "bench.capacity",
     "quality": "bench.quality",
     "train": "bench.train_throughput",
+    "train-memory": "bench.train_memory",
+    "modes": "bench.update_modes",
     "export": "bench.export_throughput",
     "flat": "bench.flat",
 }
