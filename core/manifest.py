@@ -150,15 +150,17 @@ def iter_selected(
     *,
     batch_size: int = 256,
     quarantine: Quarantine | None = None,
+    rows: pa.Table | None = None,
 ) -> Iterator[pa.Table]:
-    """Stream the selected samples (sample contract without the location columns, + ``score`` and ``rank``).
+    """Stream the selected samples (sample contract without the location columns, + ``score`` and ``rank``);
+    ``rows`` (rows of this manifest, e.g. a sample of the unselected ones) are streamed instead where given.
 
     Batches come in shard order (shards sorted by URI, rows in their order within a shard), not in rank order:
     each shard is read once, front to back, and only the selected samples' bytes where the manifest records their
     locations (``read_samples``). Sort by ``rank`` afterwards where order matters. The pool's source specs come
     from the sidecar, so the manifest URI (and the storage settings) is all a consumer needs."""
     specs = pool_specs(manifest_uri, storage)
-    chosen = read_manifest(manifest_uri, storage, selected_only=True)
+    chosen = rows if rows is not None else read_manifest(manifest_uri, storage, selected_only=True)
     quarantine = quarantine if quarantine is not None else Quarantine(stage="iter_selected")
     for shard_uri in sorted(pc.unique(chosen["shard_uri"]).to_pylist()):
         rows = chosen.filter(pc.equal(chosen["shard_uri"], shard_uri))

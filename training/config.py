@@ -81,12 +81,23 @@ class TrainConfig(Settings):
         return data
 
 
+class MixSpec(Settings):
+    """General caption/VQA samples mixed into mid-training (keeps the VLM's general skills)."""
+
+    ratio: float = Field(gt=0, lt=1, description="Share of the training samples drawn from the general data.")
+    manifest_uri: str | None = Field(
+        None, description="A manifest whose selected rows are the general data; None = the curation manifest's "
+        "unselected rows.")
+    max_samples: int = Field(50_000, ge=1, description="At most this many general rows (a seeded uniform sample).")
+
+
 class ChatDataConfig(Settings):
     """How manifest samples become chat conversations."""
 
     caption_instruction: str = Field(
         "Describe the image.", description="The user turn for caption samples (the caption is the answer).")
     max_length: int = Field(512, ge=8, description="Samples longer than this (in tokens) are skipped.")
+    mix: MixSpec | None = Field(None, description="General data mixed in; None = the curated samples only.")
     chat_template: str | None = Field(
         None, description="A Jinja chat template for a model that ships none (or to replace its own); saved with "
         "the trained model. Prefix-LM families (PaliGemma) need none: they train on prefix + suffix.")

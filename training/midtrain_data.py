@@ -6,10 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import pyarrow as pa
+
 from core.settings import StorageConfig
 from core.storage import exists
 from training.chat import ChatEncoder, decode_image, split_qa
 from training.config import ChatDataConfig
+from training.mixing import MixedSource
 from training.sources import Quarantine, iter_selected, read_manifest, read_sidecar
 from training.stream import BatchStream, Position, Skipped, SkipSample
 
@@ -32,13 +35,15 @@ class ManifestSource:
     """``source(epoch)`` for BatchStream: the selected samples (id, image bytes, text) in manifest order, and
     a ``Skipped`` item for every sample the reader set aside."""
 
-    def __init__(self, manifest_uri: str, storage: StorageConfig | None = None) -> None:
-        self.manifest_uri, self.storage = manifest_uri, storage
+    def __init__(self, manifest_uri: str, storage: StorageConfig | None = None, *,
+                 rows: pa.Table | None = None) -> None:
+        self.manifest_uri, self.storage, self.rows = manifest_uri, storage, rows  # rows: instead of the selected
 
     def __call__(self, epoch: int) -> Iterator[Any]:
         quarantine = Quarantine(stage="midtrain")
         seen = 0
-        for table in iter_selected(self.manifest_uri, self.storage, batch_size=64, quarantine=quarantine):
+        for table in iter_selected(self.manifest_uri, self.storage, batch_size=64, quarantine=quarantine,
+                                   rows=self.rows):
             for row in quarantine.rows[seen:]:
                 yield Skipped(row["reason"])
             seen = len(quarantine.rows)
@@ -78,8 +83,14 @@ def midtrain_stream(
     world_size: int = 1,
     positions: dict[int, Position] | None = None,
     role_offset: int = 0,
+    general: tuple[str, pa.Table] | None = None,
 ) -> BatchStream:
-    """Endless shuffled batches of labelled conversations from a manifest's selected samples."""
-    return BatchStream(source=ManifestSource(manifest_uri, storage), encode=ChatSamples(encoder, config),
+    """Endless shuffled batches of labelled conversations from a manifest's selected samples, with the
+    ``general`` (manifest URI, rows) mixed in at ``config.mix.ratio`` (``training.mixing``)."""
+    source: Any = ManifestSource(manifest_uri, storage)
+    if general is not None and config.mix is not None:
+        source = MixedSource(source, ManifestSource(general[0], storage, rows=general[1]), ratio=config.mix.ratio,
+                             seed=seed)
+    return BatchStream(source=source, encode=ChatSamples(encoder, config),
                        collate=encoder.collate, batch_size=batch_size, shuffle_buffer=shuffle_buffer, seed=seed,
                        rank=rank, world_size=world_size, positions=positions, role_offset=role_offset)

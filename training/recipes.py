@@ -18,6 +18,7 @@ from training.config import FinetuneConfig, MidtrainConfig
 from training.loop import TrainResult, run_training
 from training.metrics import Tracker, flatten_params
 from training.midtrain_data import check_manifest, midtrain_stream
+from training.mixing import general_rows
 from training.objectives import ActionLoss, sft_loss
 from training.robot_data import RobotEpisodes, robot_stream
 from training.stream import Position, loader
@@ -35,6 +36,8 @@ def midtrain(config: MidtrainConfig, tracker: Tracker | None = None, *,
     """Mid-train ``config.model`` on the manifest's selected samples; save it to ``config.output_uri``."""
     storage = config.storage
     check_manifest(config.manifest_uri, storage)
+    mix = config.data.mix
+    general = general_rows(config.manifest_uri, mix, storage, seed=config.train.seed) if mix else None
     model, processor = load_vlm(config.model, storage, chat_template=config.data.chat_template)
     encoder = make_encoder(processor, max_length=config.data.max_length)
     rank, world = _rank_world()
@@ -44,7 +47,7 @@ def midtrain(config: MidtrainConfig, tracker: Tracker | None = None, *,
     def data(positions: dict[int, Position], role_offset: int) -> Iterable[dict]:
         stream = midtrain_stream(config.manifest_uri, encoder, config.data, batch_size=train.batch_size,
                                  shuffle_buffer=train.shuffle_buffer, seed=train.seed, storage=storage, rank=rank,
-                                 world_size=world, positions=positions, role_offset=role_offset)
+                                 world_size=world, positions=positions, role_offset=role_offset, general=general)
         return loader(stream, train.num_workers)
 
     result = run_training(model=model, objective=sft_loss, data=data, config=train,
