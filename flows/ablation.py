@@ -93,7 +93,7 @@ def _run(params: AblationParams, run: RunFolder, k: int) -> AblationReport:
                         "fine-tuning steps": budget.finetune_steps, "held-out episodes": ", ".join(budget.heldout),
                         "seeds": params.seeds, "evaluation every": params.finetune.eval_every}
         result = analyse(units, budget=shown_budget, title=f"Ablation {run.run_id}: none vs random vs curated",
-                         level=params.level, n_boot=params.n_boot)
+                         level=params.level)
         for row in result.arms:
             parent.log_metrics({f"{row['arm']}/{c}": float(v) for c, v in row.items()
                                 if c not in ("arm", "seeds")}, step=0)

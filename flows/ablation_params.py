@@ -39,8 +39,7 @@ class AblationParams(Settings):
     head: VLAHeadConfig = Field(default_factory=VLAHeadConfig, description="The action head.")
     data: ChatDataConfig = Field(default_factory=ChatDataConfig, description="Chat formatting of the samples.")
     eval_batches: int | None = Field(None, ge=1, description="Held-out batches per evaluation; None = all.")
-    level: float = Field(0.95, gt=0, lt=1, description="Confidence level of the paired-seed bootstrap intervals.")
-    n_boot: int = Field(10_000, ge=100, description="Bootstrap resamples.")
+    level: float = Field(0.95, gt=0, lt=1, description="Confidence level of the paired-seed t-intervals.")
     executor: Literal["auto", "local", "ray"] = Field(
         "auto", description="How the (arm, seed) units run: local = one after another in the flow's process; "
         "ray = one Ray task each, as many at once as the cluster has room for; auto = ray when a cluster is "

@@ -77,7 +77,7 @@ padding:1em}}</style></head><body><h1>{html.escape(title)}</h1>
 <p class="verdict">{html.escape(verdict)}</p>
 <img alt="held-out loss per arm" src="data:image/png;base64,{image}">
 <h2>Arms (mean over seeds; area = mean held-out loss over fine-tuning)</h2>{_html_table(arms)}
-<h2>Pairwise differences (paired by seed, bootstrap interval; negative = first arm lower loss)</h2>
+<h2>Pairwise differences (paired by seed, Student-t interval; negative = first arm lower loss)</h2>
 {_html_table(pairs)}
 <h2>Budget (the same for every arm)</h2>{_html_table(budget_rows)}
 </body></html>"""
@@ -94,8 +94,8 @@ class Analysis:
     html: str
 
 
-def analyse(units: Sequence[UnitResult], *, budget: Mapping[str, object], title: str, level: float = 0.95,
-            n_boot: int = 10_000) -> Analysis:
+def analyse(units: Sequence[UnitResult], *, budget: Mapping[str, object], title: str, level: float = 0.95
+            ) -> Analysis:
     """Summarise the held-out loss per arm (in ``ARMS`` order), compare every pair on the area under the curve
     and on the final value, and say whether the curated arm won."""
     order = [a for a in ARMS if any(u.arm == a for u in units)]
@@ -103,8 +103,8 @@ def analyse(units: Sequence[UnitResult], *, budget: Mapping[str, object], title:
     extra = {name.replace("/", "_"): {a: np.array([u.curves[name][-1][1] for u in units if u.arm == a])
                                       for a in order if all(name in u.curves for u in units if u.arm == a)}
              for name in CURVE_METRICS if name != "loss"}
-    auc = differences(summaries, statistic="auc", level=level, n_boot=n_boot)
-    final = differences(summaries, statistic="final", level=level, n_boot=n_boot)
+    auc = differences(summaries, statistic="auc", level=level)
+    final = differences(summaries, statistic="final", level=level)
     text = verdict(auc, metric="held-out loss")
     arms = table(summaries, extra)
     pairs = difference_rows(auc + final)

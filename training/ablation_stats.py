@@ -1,11 +1,12 @@
 """The ablation's statistics as pure functions over held-out curves: per arm the mean and spread across seeds at
 every evaluation step, the final value and the area under the curve; per pair of arms the paired-seed difference
-with a bootstrap interval; and a verdict in words.
+with a t-interval; the seeds a difference of that size needs; and a verdict in words.
 
 Runs are paired by seed: arms A and B at seed s share the head's initialisation and the data order, so the
-per-seed difference removes that part of the noise. The interval resamples seeds (with replacement) and takes the
-percentiles of the mean difference. With few seeds it is coarse: with 3 seeds a 95% interval is about the range of
-the three per-seed differences, so it excludes zero only when every seed agrees on the sign.
+per-seed difference removes that part of the noise. The interval is Student's t over the per-seed differences: it
+holds its level with as few as two seeds (a percentile bootstrap over three seeds is their range, and excluded
+zero ~25% of the time under no effect; ``tests/training/test_ablation_stats.py`` checks the level by simulation).
+With one seed there is no interval and the verdict says so.
 
 The area is divided by the span of steps it covers: the mean held-out loss over fine-tuning, in the loss's units,
 which rewards an arm that is ahead early as well as at the end.
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
+from scipy import stats
 
 Curve = Sequence[Sequence[float]]  # [(step, value), ...] of one run
 
@@ -38,7 +40,9 @@ class ArmSummary:
 
 @dataclass(frozen=True)
 class Difference:
-    """``a`` minus ``b`` on one statistic, averaged over the paired seeds, with its bootstrap interval."""
+    """``a`` minus ``b`` on one statistic, averaged over the paired seeds, with its t-interval (NaN bounds with
+    fewer than two seeds), the standard deviation of the per-seed differences and the seeds that a true
+    difference of this mean would need for 80% power."""
 
     a: str
     b: str
@@ -48,10 +52,12 @@ class Difference:
     high: float
     level: float
     seeds: int
+    sd: float = float("nan")
+    seeds_needed: int | None = None
 
     @property
     def excludes_zero(self) -> bool:
-        return self.low > 0 or self.high < 0
+        return self.low > 0 or self.high < 0  # False for NaN bounds
 
 
 def normalised_auc(steps: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -75,18 +81,38 @@ def summarise(arm: str, runs: Mapping[int, Curve]) -> ArmSummary:
                       final=values[:, -1], auc=normalised_auc(steps, values))
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, n_boot: int = 10_000, level: float = 0.95,
-                     seed: int = 0) -> tuple[float, float, float]:
-    """Mean of ``a - b`` (paired by position) and the percentile interval of that mean over ``n_boot``
-    resamples of the pairs."""
+def paired_t_interval(a: np.ndarray, b: np.ndarray, *, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``a - b`` (paired by position) and its Student-t interval at ``level`` (NaN with one pair)."""
     diff = np.asarray(a, float) - np.asarray(b, float)
     if diff.ndim != 1 or len(diff) == 0:
-        raise ValueError("paired_bootstrap needs two equal-length, non-empty vectors")
-    picks = np.random.default_rng(seed).integers(0, len(diff), size=(n_boot, len(diff)))
-    means = diff[picks].mean(1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(diff.mean()), float(low), float(high)
+        raise ValueError("paired_t_interval needs two equal-length, non-empty vectors")
+    mean = float(diff.mean())
+    if len(diff) < 2:
+        return mean, float("nan"), float("nan")
+    half = stats.t.ppf((1 + level) / 2, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
+    return mean, mean - float(half), mean + float(half)
+
+
+def seeds_needed(effect: float, sd: float, *, level: float = 0.95, power: float = 0.8, most: int = 1000) -> int | None:
+    """The fewest paired seeds for which a two-sided paired t-test at ``level`` detects a true mean difference
+    ``effect`` with probability ``power``, per-seed differences having standard deviation ``sd`` (noncentral t);
+    None when ``most`` seeds would not do or the inputs say nothing (no effect, no spread)."""
+    if not (np.isfinite(effect) and np.isfinite(sd)) or effect == 0 or sd <= 0:
+        return None
+
+    def enough(n: int) -> bool:
+        crit = stats.t.ppf((1 + level) / 2, n - 1)
+        shift = abs(effect) / sd * np.sqrt(n)
+        wrong_side = np.nan_to_num(stats.nct.cdf(-crit, n - 1, shift))  # negligible; scipy gives NaN far out
+        return stats.nct.sf(crit, n - 1, shift) + wrong_side >= power
+
+    if not enough(most):
+        return None
+    low, high = 1, most  # power grows with n: bisect for the first n that is enough
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid, high)
+    return high
 
 
 def _paired(x: ArmSummary, y: ArmSummary, statistic: str) -> tuple[np.ndarray, np.ndarray]:
@@ -97,15 +123,16 @@ def _paired(x: ArmSummary, y: ArmSummary, statistic: str) -> tuple[np.ndarray, n
     return (np.array([vx[x.seeds.index(s)] for s in common]), np.array([vy[y.seeds.index(s)] for s in common]))
 
 
-def differences(summaries: Sequence[ArmSummary], *, statistic: str = "auc", level: float = 0.95,
-                n_boot: int = 10_000, seed: int = 0) -> list[Difference]:
+def differences(summaries: Sequence[ArmSummary], *, statistic: str = "auc", level: float = 0.95
+                ) -> list[Difference]:
     """Every pair of arms (later arm minus earlier arm, in the order given) on ``statistic`` (auc or final)."""
     out = []
     for x, y in combinations(summaries, 2):
         a, b = _paired(y, x, statistic)
-        mean, low, high = paired_bootstrap(a, b, n_boot=n_boot, level=level, seed=seed)
+        mean, low, high = paired_t_interval(a, b, level=level)
+        sd = float(np.std(a - b, ddof=1)) if len(a) > 1 else float("nan")
         out.append(Difference(a=y.arm, b=x.arm, statistic=statistic, mean=mean, low=low, high=high, level=level,
-                              seeds=len(a)))
+                              seeds=len(a), sd=sd, seeds_needed=seeds_needed(mean, sd, level=level)))
     return out
 
 
@@ -119,8 +146,12 @@ def verdict(diffs: Sequence[Difference], *, arm: str = "curated", metric: str = 
         other = d.b if d.a == arm else d.a
         sign = 1.0 if d.a == arm else -1.0  # express as arm minus other
         mean, low, high = sign * d.mean, min(sign * d.low, sign * d.high), max(sign * d.low, sign * d.high)
-        interval = f"{mean:+.4f} [{low:+.4f}, {high:+.4f}] ({d.level:.0%} interval, {d.seeds} paired seeds)"
-        if high < 0:
+        interval = f"{mean:+.4f} [{low:+.4f}, {high:+.4f}] ({d.level:.0%} t-interval, {d.seeds} paired seeds)"
+        if d.seeds < 2:
+            wins.append(False)
+            lines.append(f"too few seeds to compare {arm} with {other}: {d.seeds} paired seed gives no interval "
+                         f"({metric} {d.statistic} {arm} − {other} = {mean:+.4f}); run at least 2, better 3 or more.")
+        elif high < 0:
             wins.append(True)
             lines.append(f"{arm} beat {other}: {metric} {d.statistic} {arm} − {other} = {interval}.")
         elif low > 0:
@@ -128,8 +159,10 @@ def verdict(diffs: Sequence[Difference], *, arm: str = "curated", metric: str = 
             lines.append(f"{arm} was worse than {other}: {metric} {d.statistic} {arm} − {other} = {interval}.")
         else:
             wins.append(False)
+            need = (f"; a true difference this size would need about {d.seeds_needed} seeds to be found 4 times in 5"
+                    if d.seeds_needed else "")
             lines.append(f"no clear difference between {arm} and {other}: {metric} {d.statistic} "
-                         f"{arm} − {other} = {interval} includes zero.")
+                         f"{arm} − {other} = {interval} includes zero{need}.")
     if not lines:
         return f"no arm to compare {arm} with."
     head = (f"{arm.capitalize()} beat every other arm at this budget." if all(wins)
@@ -156,4 +189,5 @@ def table(summaries: Sequence[ArmSummary], extra: Mapping[str, Mapping[str, np.n
 
 def difference_rows(diffs: Sequence[Difference]) -> list[dict[str, object]]:
     return [{"pair": f"{d.a} − {d.b}", "statistic": d.statistic, "mean": round(d.mean, 4),
-             "low": round(d.low, 4), "high": round(d.high, 4), "excludes_zero": d.excludes_zero} for d in diffs]
+             "low": round(d.low, 4), "high": round(d.high, 4), "excludes_zero": d.excludes_zero, "seeds": d.seeds,
+             "seeds_for_80pct_power": d.seeds_needed} for d in diffs]

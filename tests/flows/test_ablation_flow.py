@@ -32,7 +32,7 @@ def done(local_corpus, tiny_vlm_dir, tmp_path_factory, mlflow_store):
     params = AblationParams(
         model=tiny_vlm_dir, manifest_uri=manifest, output_uri=str(out / "runs"), run_name="a1", seeds=2,
         robot={"sources": local_corpus.robot, "heldout_fraction": 0.3}, head={"hidden_dim": 16},
-        midtrain={**TINY, "steps": 2}, finetune={**TINY, "steps": 4, "eval_every": 2}, n_boot=500,
+        midtrain={**TINY, "steps": 2}, finetune={**TINY, "steps": 4, "eval_every": 2},
         executor="local")
     return params, ablation(params), mlflow.MlflowClient(mlflow_store)
 

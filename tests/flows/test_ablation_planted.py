@@ -95,7 +95,7 @@ def planted(tiny_vlm_dir, tmp_path_factory, mlflow_store):
                             heldout_fraction=0.25, prompt=PROMPT)
     params = AblationParams(model=tiny_vlm_dir, manifest_uri=action_text_manifest(root, episodes, robot),
                             output_uri=f"{root}/runs", run_name="planted", robot=robot, seeds=3,
-                            head={"hidden_dim": 32}, n_boot=2000, executor="local", **BUDGET)
+                            head={"hidden_dim": 32}, executor="local", **BUDGET)
     return params, ablation(params), mlflow.MlflowClient(mlflow_store)
 
 
