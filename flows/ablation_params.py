@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import warnings
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from core.settings import MlflowConfig, Settings, StorageConfig
 from flows.training_params import RUN_NAME
@@ -56,6 +57,15 @@ class AblationParams(Settings):
         None, ge=1, description="Ray: most units at once; None = as many as the cluster has room for.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage settings.")
     mlflow: MlflowConfig = Field(default_factory=_ablation_mlflow, description="MLflow tracking of the runs.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bootstrap(cls, data: Any) -> Any:
+        """``n_boot`` (bootstrap resamples) is gone with the bootstrap: an older config still runs."""
+        if isinstance(data, dict) and "n_boot" in data:
+            warnings.warn("n_boot is ignored: the intervals are Student-t now", DeprecationWarning, stacklevel=2)
+            data = {k: v for k, v in data.items() if k != "n_boot"}
+        return data
 
     @field_validator("arms")
     @classmethod
