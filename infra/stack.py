@@ -87,6 +87,9 @@ def service_env(config: StackConfig) -> dict[str, str]:
         "PREFECT_HOME": str(config.home / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "RAY_AUTH_MODE": "disabled",
+        # Ray's default temporary directory (RAY_TMPDIR/ray) is the head's own --temp-dir (made by ``up``): what Ray
+        # writes there (its address file) neither depends on nor lands in the machine's shared /tmp/ray.
+        "RAY_TMPDIR": str(config.home),
         "AWS_EC2_METADATA_DISABLED": "true",
         "EMT_HOME": str(ROOT),
     }
