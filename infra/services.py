@@ -26,12 +26,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def wait_healthy(url: str, process: subprocess.Popen, log: Path, *, timeout: float = 90) -> None:
-    """Poll ``url`` until it answers 200; fail with the server's log if it exits or the time runs out."""
+def wait_healthy(url: str, process: subprocess.Popen, log: Path, *, timeout: float = 300) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if it exits or the time runs out (seconds when
+    the machine is idle; minutes on a busy 2-core machine, where a new database's migrations wait for a CPU)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=10) as response:
                 if response.status == 200:
                     return
         except OSError:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
@@ -34,7 +35,7 @@ def page() -> Iterator:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(120_000)  # a loaded 2-core machine renders slowly
+        page.set_default_timeout(300_000)  # each wait ends when its element shows; a loaded 2-core machine is slow
         yield page
         browser.close()
 
@@ -45,17 +46,33 @@ def shot(page, name: str) -> None:
     print(f"screenshot: {path}")
 
 
-def _flow_run_of(local_stack, run_name: str, *, timeout: float = 60):
-    """The flow run the form just created: the deployment's run whose output run id is ``run_name``."""
+def _flow_run_of(local_stack, run_name: str, page, *, timeout: float = 600):
+    """The flow run the form just created: the deployment's run whose output run id is ``run_name``.
+
+    Asked of the API until it is there (seconds when the machine is idle; the deadline is for a loaded 2-core machine,
+    where the browser and the server both wait for a CPU). A failure says which runs the deployment had by then."""
     deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    error = "none"
     with local_stack.client() as client:
-        while time.monotonic() < deadline:
-            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["curate"])))
-            found = [r for r in runs if r.parameters.get("params", {}).get("run_name") == run_name]
-            if found:
-                return found[0]
+        while True:
+            try:
+                runs = client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["curate"])))
+            except httpx.HTTPError as e:  # a busy server's late answer: ask again
+                error = repr(e)
+            else:
+                found = [r for r in runs if r.parameters.get("params", {}).get("run_name") == run_name]
+                if found:
+                    return found[0]
+                seen = [f"{r.name} ({r.state_name}, run id {r.parameters.get('params', {}).get('run_name')})"
+                        for r in runs]
+            if time.monotonic() > deadline:
+                shot(page, "prefect-custom-run-not-found")
+                raise AssertionError(
+                    f"no flow run of `curate` with output run id {run_name} {timeout:.0f} s after the form was "
+                    f"submitted; the deployment's runs: {seen or 'none'}; last API error: {error}; page: {page.url}")
             time.sleep(2)
-    raise AssertionError(f"no flow run with output run id {run_name} was created")
 
 
 def test_custom_run_from_the_prefect_ui_then_its_mlflow_run(local_stack, page):
@@ -73,7 +90,7 @@ def test_custom_run_from_the_prefect_ui_then_its_mlflow_run(local_stack, page):
     shot(page, "prefect-custom-run-form")
     page.get_by_role("button", name="Submit").click()
 
-    run = _flow_run_of(local_stack, RUN_ID)
+    run = _flow_run_of(local_stack, RUN_ID, page)
     page.goto(f"{ui}/runs/flow-run/{run.id}")
     run = local_stack.wait(run.id)
     assert run.state.is_completed(), run.state.message
