@@ -16,8 +16,12 @@ from training.config import ChatDataConfig, RobotDataConfig, TrainConfig, VLAHea
 RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
-def _training_mlflow() -> MlflowConfig:
-    return MlflowConfig(experiment="emt-training")
+class TrainingMlflowConfig(MlflowConfig):
+    """MLflow tracking of a training run, filed under ``emt-training`` by default. A model of its own (not a
+    ``default_factory``, which a JSON schema cannot show): the Prefect UI form builds the field from this schema,
+    so a run started there goes to ``emt-training``, not to the curation experiment of ``MlflowConfig``."""
+
+    experiment: str = Field("emt-training", description="MLflow experiment the runs are filed under.")
 
 
 class TrainingStage(Settings):
@@ -36,11 +40,22 @@ class TrainingStage(Settings):
         None, description="Ray cluster for workers > 1; None = RAY_ADDRESS, else a local Ray."
     )
     use_gpu: bool = Field(False, description="Ray Train workers each take one GPU (NCCL); else CPU (gloo).")
-    mlflow: MlflowConfig = Field(default_factory=_training_mlflow, description="MLflow tracking of the run.")
+    mlflow: TrainingMlflowConfig = Field(
+        default_factory=TrainingMlflowConfig, description="MLflow tracking of the run (experiment emt-training)."
+    )
+
+    @field_validator("mlflow", mode="before")
+    @classmethod
+    def _training_experiment(cls, v: object) -> object:
+        """A plain ``MlflowConfig`` is taken field by field; one that leaves its experiment unset gets
+        ``emt-training``, not the curation default."""
+        if isinstance(v, MlflowConfig) and not isinstance(v, TrainingMlflowConfig):
+            return v.model_dump(exclude_unset=True)
+        return v
 
     @field_validator("mlflow")
     @classmethod
-    def _tracked(cls, v: MlflowConfig) -> MlflowConfig:
+    def _tracked(cls, v: TrainingMlflowConfig) -> TrainingMlflowConfig:
         if not v.enabled:
             raise ValueError("training runs are always tracked in MLflow (enabled must be true)")
         return v
