@@ -35,6 +35,7 @@ __all__ = ["CurateReport", "curate"]
 def curate(params: CurateParams) -> CurateReport:
     """Curate the pool against the robot data and publish the manifest under OUTPUT_URI/RUN_ID/."""
     start = time.perf_counter()
+    started_at = time.time()  # wall clock: the MLflow run, recorded at the end, starts here
     for setting, uri in (("output_uri", params.output_uri), ("cache_uri", params.resolved_cache_uri())):
         check_writable(uri, params.storage, setting=setting)  # before any work, not after the embedding
     run = RunFolder.open(params.output_uri, params.run_name, params.storage)
@@ -43,10 +44,10 @@ def curate(params: CurateParams) -> CurateReport:
         print(f"run {run.run_id} is already complete at {run.uri}")
         return CurateReport.model_validate(run.read_json("report.json"))
     with run.claim():  # a second run of the same name is refused, not interleaved with this one
-        return _curate(params, run, start)
+        return _curate(params, run, start, started_at)
 
 
-def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
+def _curate(params: CurateParams, run: RunFolder, start: float, started_at: float) -> CurateReport:
     storage = params.storage
     progress = CurationProgress(run.run_id)  # the bar and the step log lines on the run's page in the UI
     plan = prefect_tasks.preflight_task(
@@ -182,6 +183,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float) -> CurateReport:
             sidecar=sidecar,
             analysis=analysis,
             storage=storage,
+            started_at=started_at,
         )
     run.write_json("report.json", report)
     run.mark_complete()  # last: the run is complete

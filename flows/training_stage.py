@@ -1,6 +1,7 @@
 """What the ``midtrain`` and ``finetune`` flows share: a run folder whose finished run is never redone, one MLflow
 run per run folder (an interrupted run, rerun under the same name, resumes its checkpoints and its MLflow run),
-the recipe on this process or on Ray Train, the model registered, the report stored and published."""
+the recipe on this process or on Ray Train, the model registered (a VLA as an MLflow pyfunc model), the report
+stored, logged to the MLflow run (``report.json``) and published, and the run's description written (lineage)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from tasks.run_folder import RunFolder
 from tasks.training_run import ProgressTracker, TrainingReport
 from tasks.training_tasks import register_model_task, train_task
 from training.config import FinetuneConfig, MidtrainConfig, TrainConfig
-from training.tracking import MlflowTracker, training_run
+from training.tracking import MlflowTracker, describe_run, training_run
+from training.vla_pyfunc import save_vla_pyfunc
 
 MLFLOW_RUN = "mlflow_run.json"
 
@@ -87,26 +89,33 @@ def _train(
                 use_gpu=params.use_gpu,
             )
         version = register_model_task(
-            tracker, config.output_uri, registered_name=registered_model, storage=params.storage, tags=tags
+            tracker,
+            config.output_uri,
+            registered_name=registered_model,
+            storage=params.storage,
+            tags=tags,
+            mlflow_model=save_vla_pyfunc if kind == "finetune" else None,  # the VLA loads with mlflow.pyfunc
         )
-    summary = {k: float(v) for k, v in result.summary().items() if isinstance(v, int | float)}
-    report = TrainingReport(
-        kind=kind,
-        run_id=run.run_id,
-        run_uri=run.uri,
-        model_uri=config.output_uri,
-        mlflow_run_id=tracker.run_id,
-        experiment_id=tracker.client.get_run(tracker.run_id).info.experiment_id,
-        tracking_uri=tracker.tracking_uri,
-        registered_model=registered_model,
-        model_version=version,
-        parent_run_id=parent_run_id,
-        checkpoint_uri=result.checkpoint,
-        steps=result.steps,
-        final_loss=result.final_loss,
-        metrics=summary,
-        seconds=round(time.perf_counter() - start, 2),
-    )
+        summary = {k: float(v) for k, v in result.summary().items() if isinstance(v, int | float)}
+        report = TrainingReport(
+            kind=kind,
+            run_id=run.run_id,
+            run_uri=run.uri,
+            model_uri=config.output_uri,
+            mlflow_run_id=tracker.run_id,
+            experiment_id=tracker.client.get_run(tracker.run_id).info.experiment_id,
+            tracking_uri=tracker.tracking_uri,
+            registered_model=registered_model,
+            model_version=version,
+            parent_run_id=parent_run_id,
+            checkpoint_uri=result.checkpoint,
+            steps=result.steps,
+            final_loss=result.final_loss,
+            metrics=summary,
+            seconds=round(time.perf_counter() - start, 2),
+        )
+        tracker.client.log_text(tracker.run_id, report.model_dump_json(indent=1), "report.json")
+        describe_run(tracker)
     run.write_json("params.json", params)
     run.write_json("report.json", report)
     run.mark_complete()  # last: the run is complete

@@ -130,8 +130,10 @@ def record_curation(
     sidecar: dict[str, Any],
     analysis: ReportResult | None,
     storage: StorageConfig | None,
+    started_at: float | None = None,
 ) -> str:
-    """Log a finished curation run to MLflow; returns the MLflow run id."""
+    """Log a finished curation run to MLflow, its start at ``started_at`` (epoch seconds; None = now) so its
+    duration is the run's; returns the MLflow run id."""
     files = {"manifest.json": json.dumps(sidecar, indent=1).encode(), "params.json": params_json.encode()}
     if analysis is not None:
         uris = {"report/report.html": analysis.html_uri, "report/report_metrics.json": analysis.metrics_uri}
@@ -144,4 +146,5 @@ def record_curation(
         metrics=mlflow_metrics(report),
         tags={"manifest_uri": report.manifest_uri, "run_uri": report.run_uri, "kind": "curation"},
         files=files,
+        start_time=started_at,
     )

@@ -3,6 +3,7 @@ more than one worker) and the model's registration in MLflow (retried: it is sto
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from prefect import task
@@ -38,6 +39,15 @@ def train_task(
 
 @task(name="register-model", retries=2, retry_delay_seconds=5, cache_policy=NONE)
 def register_model_task(
-    tracker: MlflowTracker, model_uri: str, *, registered_name: str, storage: StorageConfig | None, tags: dict
+    tracker: MlflowTracker,
+    model_uri: str,
+    *,
+    registered_name: str,
+    storage: StorageConfig | None,
+    tags: dict,
+    mlflow_model: Callable[[str, str], None] | None = None,
 ) -> int:
-    return log_model(tracker, model_uri, registered_name=registered_name, storage=storage, tags=tags)
+    """Log the saved model (as the MLflow model ``mlflow_model`` writes around it, if given) and register it."""
+    return log_model(
+        tracker, model_uri, registered_name=registered_name, storage=storage, tags=tags, mlflow_model=mlflow_model
+    )

@@ -4,8 +4,11 @@ that let one MLflow query walk from a VLA back to the manifest it was mid-traine
 
 Lineage: every run carries ``kind`` (curation, midtrain, finetune) and, past curation, ``lineage.parent_run_id``
 (the upstream MLflow run) plus readable copies (``lineage.curation_run_id`` and ``manifest_uri`` on mid-training;
-``lineage.midtrain_run_id`` and ``lineage.base_model`` on fine-tuning). Everything goes through an explicit
-``MlflowClient`` (never the fluent active run), so flows in threads and Ray workers cannot mix runs up.
+``lineage.midtrain_run_id`` and ``lineage.base_model`` on fine-tuning). The upstream run is also MLflow's own
+parent (``mlflow.parentRunId``: the UI nests a run under it and links it), and ``describe_run`` writes the chain as
+the run's markdown description with links. Every run is tagged with the code that ran (``training.provenance``).
+Everything goes through an explicit ``MlflowClient`` (never the fluent active run), so flows in threads and Ray
+workers cannot mix runs up.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +36,12 @@ from mlflow.exceptions import MlflowException
 from core.settings import MlflowConfig, StorageConfig
 from core.storage import filesystem, join, protocol_of, read_bytes
 from training.metrics import flatten_params
+from training.provenance import CODE_VERSION, NOTE, code_tags, lineage_note
 from training.sources import load_meta, read_sidecar
 
 KIND = "kind"
 PARENT = "lineage.parent_run_id"
+MLFLOW_PARENT = "mlflow.parentRunId"  # MLflow's nesting tag: the UI shows the run under its parent, with a link
 _PARAM_MAX = 6000  # MLflow's limit on a parameter value
 _DIGEST_MAX = 32  # MLflow's limit on a dataset digest is 36 characters
 
@@ -67,18 +72,23 @@ def record_run(
     metrics: dict[str, float],
     tags: dict[str, str],
     files: dict[str, bytes],
+    start_time: float | None = None,
 ) -> str:
     """Log one finished run; ``files`` maps artifact paths (``report/report.html``) to their bytes. Returns the
-    MLflow run id. Uses its own client: ``mlflow.set_tracking_uri`` would also rewrite the process's
-    ``MLFLOW_TRACKING_URI`` and send every later run of the process to this store."""
+    MLflow run id. ``start_time`` (epoch seconds) is when the work began: the run is recorded once it is done, and
+    MLflow's duration must be the work's, not the recording's. Uses its own client: ``mlflow.set_tracking_uri``
+    would also rewrite the process's ``MLFLOW_TRACKING_URI`` and send every later run of the process to this
+    store."""
     client = mlflow.MlflowClient(config.resolved_uri())
-    run = client.create_run(_experiment_id(config.experiment, client), run_name=run_name)
+    started = int((start_time if start_time is not None else time.time()) * 1000)
+    run = client.create_run(_experiment_id(config.experiment, client), start_time=started, run_name=run_name)
     run_id = run.info.run_id
     try:
         tracker = MlflowTracker(client.tracking_uri, run_id)
         tracker.log_params(params)
         tracker.log_metrics(metrics, step=0)
-        tracker.set_tags(tags)
+        tracker.set_tags({**tags, **code_tags()})
+        describe_run(tracker)
         with tempfile.TemporaryDirectory() as tmp:
             for name, data in files.items():
                 path = Path(tmp, name)
@@ -150,7 +160,8 @@ def training_run(
     config: MlflowConfig, *, run_name: str, kind: str, tags: Mapping[str, Any], run_id: str | None = None
 ) -> Iterator[MlflowTracker]:
     """Open (or, given ``run_id``, reopen: an interrupted run resumes its MLflow run) a training run, tagged with
-    its kind, lineage and system info; it ends FINISHED, or FAILED if the block raises."""
+    its kind, lineage, code version and system info; it ends FINISHED, or FAILED if the block raises. A lineage
+    parent (``PARENT``) is also the MLflow parent unless ``tags`` nest the run elsewhere (an ablation's units)."""
     uri = config.resolved_uri()
     client = mlflow.MlflowClient(uri)
     if run_id is None:
@@ -158,7 +169,8 @@ def training_run(
     else:
         client.update_run(run_id, status="RUNNING")
     tracker = MlflowTracker(uri, run_id, client)
-    tracker.set_tags({KIND: kind, **tags, **system_tags()})
+    nesting = {MLFLOW_PARENT: tags[PARENT]} if tags.get(PARENT) and MLFLOW_PARENT not in tags else {}
+    tracker.set_tags({KIND: kind, **nesting, **tags, **code_tags(), **system_tags()})
     try:
         yield tracker
     except BaseException:
@@ -210,22 +222,37 @@ def log_robot_inputs(tracker: MlflowTracker, sources: list, storage: StorageConf
 
 
 def log_model(
-    tracker: MlflowTracker, model_uri: str, *, registered_name: str, storage: StorageConfig | None, tags: dict
+    tracker: MlflowTracker,
+    model_uri: str,
+    *,
+    registered_name: str,
+    storage: StorageConfig | None,
+    tags: dict,
+    mlflow_model: Callable[[str, str], None] | None = None,
 ) -> int:
     """Log the saved model directory (local or s3://) as the run's ``model`` artifacts and register it as a new
-    version of ``registered_name``; returns the version number."""
+    version of ``registered_name``; returns the version number. With ``mlflow_model(saved_dir, out_dir)`` (e.g.
+    ``training.vla_pyfunc.save_vla_pyfunc``) the artifacts are the MLflow model it writes around the saved
+    directory, so ``mlflow.pyfunc.load_model("models:/NAME/VERSION")`` loads the version; without, the files as
+    they are."""
     client = tracker.client
     with tempfile.TemporaryDirectory() as tmp:
+        saved = os.path.join(tmp, "model")  # an MLflow model keeps it as artifacts/model/
         fs, path = filesystem(model_uri, storage)
-        fs.get(path.rstrip("/") + "/", tmp + "/", recursive=True)
-        client.log_artifacts(tracker.run_id, tmp, "model")
+        fs.get(path.rstrip("/") + "/", saved + "/", recursive=True)
+        logged = saved
+        if mlflow_model is not None:
+            logged = os.path.join(tmp, "mlflow-model")
+            mlflow_model(saved, logged)
+        client.log_artifacts(tracker.run_id, logged, "model")
     with contextlib.suppress(MlflowException):  # already registered
         client.create_registered_model(registered_name)
     version = client.create_model_version(
         registered_name,
         source=f"runs:/{tracker.run_id}/model",
         run_id=tracker.run_id,
-        tags={"model_uri": model_uri, **{k: str(v) for k, v in tags.items() if v is not None}},
+        tags={"model_uri": model_uri, CODE_VERSION: code_tags()[CODE_VERSION],
+              **{k: str(v) for k, v in tags.items() if v is not None}},
     )
     tracker.set_tags({"model_uri": model_uri, "model_name": registered_name, "model_version": version.version})
     return int(version.version)
@@ -266,6 +293,7 @@ def lineage(run_id: str, tracking_uri: str | None = None) -> list[dict[str, Any]
                 "run_id": run_id,
                 "kind": tags.get(KIND, "?"),
                 "run_name": run.info.run_name,
+                "experiment_id": run.info.experiment_id,
                 "status": run.info.status,
                 "model": f"{model}/{tags['model_version']}" if model else None,
                 "manifest_uri": tags.get("manifest_uri"),
@@ -275,3 +303,10 @@ def lineage(run_id: str, tracking_uri: str | None = None) -> list[dict[str, Any]
         )
         run_id = tags.get(PARENT, "")
     return chain
+
+
+def describe_run(tracker: MlflowTracker) -> None:
+    """Write the run's markdown description (what the MLflow run page shows first): its lineage up to the
+    curation run as links, its model and the code version. Call it once the run's own model is registered."""
+    chain = lineage(tracker.run_id, tracker.tracking_uri)
+    tracker.set_tags({NOTE: lineage_note(chain, code_version=code_tags()[CODE_VERSION])})

@@ -4,9 +4,12 @@ recorded is read back through the MLflow client; a finished pipeline is not redo
 
 from __future__ import annotations
 
+import io
+import json
 import time
 
 import mlflow
+import pandas as pd
 import pytest
 from PIL import Image
 from prefect.artifacts import Artifact
@@ -15,7 +18,8 @@ from core.manifest import read_sidecar
 from core.storage import exists, join
 from flows.pipeline import pipeline
 from infra.services import mlflow_server
-from training.tracking import PARENT, dataset_digest, lineage, robot_digest
+from training.provenance import CODE_VERSION, NOTE, code_tags
+from training.tracking import MLFLOW_PARENT, PARENT, dataset_digest, lineage, robot_digest
 from training.vla import load_vla
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "ray_local")
@@ -59,7 +63,30 @@ def _check_run_tree(report, params, storage, client: mlflow.MlflowClient) -> Non
         version = client.get_model_version(name, str(stage.model_version))
         assert version.run_id == stage.mlflow_run_id and version.source == f"runs:/{stage.mlflow_run_id}/model"
         assert client.get_run(stage.mlflow_run_id).data.tags["checkpoint_uri"].startswith(stage.run_uri)
-    assert "model/vla.json" in {a.path for a in client.list_artifacts(ft.mlflow_run_id, "model")}
+    assert "model/MLmodel" in {a.path for a in client.list_artifacts(ft.mlflow_run_id, "model")}  # a pyfunc model
+    _check_links(report, client)
+
+
+def _check_links(report, client: mlflow.MlflowClient) -> None:
+    """MLflow's own nesting and descriptions, the code version, report.json, and the curation's real duration."""
+    cur, mid, ft = report.curate, report.midtrain, report.finetune
+    runs = {stage: client.get_run(r.mlflow_run_id) for stage, r in (("cur", cur), ("mid", mid), ("ft", ft))}
+    assert runs["mid"].data.tags[MLFLOW_PARENT] == cur.mlflow_run_id
+    assert runs["ft"].data.tags[MLFLOW_PARENT] == mid.mlflow_run_id
+    note = runs["ft"].data.tags[NOTE]
+    for stage in ("cur", "mid", "ft"):
+        info = runs[stage].info
+        assert f"(#/experiments/{info.experiment_id}/runs/{info.run_id})" in note
+        assert runs[stage].data.tags[CODE_VERSION] == code_tags()[CODE_VERSION]
+    assert f"(#/models/emt-vlm/versions/{mid.model_version})" in note
+    assert f'mlflow.pyfunc.load_model("models:/emt-vla/{ft.model_version}")' in note
+    assert runs["cur"].info.experiment_id != runs["mid"].info.experiment_id == runs["ft"].info.experiment_id
+    for stage in (mid, ft):
+        with open(client.download_artifacts(stage.mlflow_run_id, "report.json")) as f:
+            logged = json.load(f)
+        assert logged["mlflow_run_id"] == stage.mlflow_run_id and logged["model_version"] == stage.model_version
+    info = runs["cur"].info
+    assert info.end_time - info.start_time >= cur.seconds * 1000  # the run's work, not the 0.1 s of recording it
 
 
 def test_pipeline_end_to_end_locally(local_pipeline, mlflow_store):
@@ -68,6 +95,12 @@ def test_pipeline_end_to_end_locally(local_pipeline, mlflow_store):
     vla = load_vla(report.finetune.model_uri)
     actions = vla.predict_action(Image.new("RGB", (32, 32)), "pick up the red block")
     assert actions.shape == (4, vla.spec.action_dim)
+    png = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(png, "PNG")
+    registered = mlflow.pyfunc.load_model(f"models:/emt-vla/{report.finetune.model_version}")
+    served = registered.predict(pd.DataFrame({"image": [png.getvalue()], "instruction": ["pick up the red block"]}))
+    assert served.shape == (1, 4, vla.spec.action_dim)
+    assert (served[0] == actions).all()  # the registered MLflow model is the VLA
     summary = Artifact.get("finetune-summary")
     assert report.finetune.mlflow_run_id in summary.data and "emt-vla" in summary.data
     assert report.midtrain.mlflow_run_id in Artifact.get("pipeline-summary").data

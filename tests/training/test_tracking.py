@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +17,12 @@ import pytest
 from core.manifest import write_manifest
 from core.settings import MlflowConfig
 from infra.services import mlflow_server
+from training.provenance import CODE_VERSION, NOTE, code_tags
 from training.tracking import (
+    MLFLOW_PARENT,
     PARENT,
     dataset_digest,
+    describe_run,
     find_run,
     lineage,
     log_manifest_input,
@@ -153,3 +157,47 @@ def test_the_same_content_at_two_places_keeps_each_runs_source(tracking_uri, man
     for uri, run_id in runs.items():
         (dataset,) = client.get_run(run_id).inputs.dataset_inputs
         assert json.loads(dataset.dataset.source)["uri"] == uri
+
+
+def test_runs_nest_under_their_upstream_run_and_link_it_in_their_description(tracking_uri, tmp_path):
+    """Curation -> midtrain -> finetune across two experiments: MLflow's parent tag, the markdown description's
+    links, the code version, and a curation run recorded at its end that still lasts as long as its work did."""
+    began = time.time() - 3.0  # the curation's work began 3 s before it is recorded
+    curation = record_run(
+        MlflowConfig(tracking_uri=tracking_uri, experiment="emt-test-curation"),
+        run_name="p1",
+        params={},
+        metrics={},
+        tags={"kind": "curation", "manifest_uri": "/runs/p1/manifest.parquet"},
+        files={},
+        start_time=began,
+    )
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    config = MlflowConfig(tracking_uri=tracking_uri, experiment="emt-test-training")
+    with training_run(config, run_name="p1", kind="midtrain", tags={PARENT: curation}) as mid:
+        version = log_model(mid, str(model_dir), registered_name="emt-test-links-vlm", storage=None, tags={})
+        describe_run(mid)
+    with training_run(config, run_name="p1", kind="finetune", tags={PARENT: mid.run_id}) as ft:
+        describe_run(ft)
+    nested = {PARENT: mid.run_id, MLFLOW_PARENT: curation}  # an ablation unit nests under its own parent
+    with training_run(config, run_name="unit", kind="finetune", tags=nested) as unit:
+        pass
+
+    client = mlflow.MlflowClient(tracking_uri)
+    cur = client.get_run(curation)
+    assert cur.info.start_time == int(began * 1000) and cur.info.end_time - cur.info.start_time >= 3000
+    assert cur.data.tags[CODE_VERSION] == code_tags()[CODE_VERSION]
+    mid_run, ft_run = client.get_run(mid.run_id), client.get_run(ft.run_id)
+    assert mid_run.data.tags[MLFLOW_PARENT] == curation and ft_run.data.tags[MLFLOW_PARENT] == mid.run_id
+    assert client.get_run(unit.run_id).data.tags[MLFLOW_PARENT] == curation
+    note = ft_run.data.tags[NOTE]
+    assert f"(#/experiments/{cur.info.experiment_id}/runs/{curation})" in note
+    assert f"(#/experiments/{mid_run.info.experiment_id}/runs/{mid.run_id})" in note
+    assert f"(#/models/emt-test-links-vlm/versions/{version})" in note
+    assert note.index(curation) < note.index(mid.run_id) < note.index(ft.run_id)  # upstream first
+    assert f"(#/experiments/{cur.info.experiment_id}/runs/{curation})" in mid_run.data.tags[NOTE]
+    assert ft_run.data.tags[CODE_VERSION] == code_tags()[CODE_VERSION]
+    (registered,) = client.search_model_versions("name = 'emt-test-links-vlm'")
+    assert registered.tags[CODE_VERSION] == code_tags()[CODE_VERSION]
