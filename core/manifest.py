@@ -8,6 +8,11 @@ Rows carry their sample's location in its shard (``core.contracts.LOCATION``): `
 the selected samples with range reads, and reads whole shards only where locations are null (a manifest written
 before they existed, or curated from an older embedding cache).
 
+The data may have moved on since the manifest was written. A selected sample whose shard is gone is quarantined as
+``missing_shard``, one whose shard was modified after the manifest's sidecar as ``changed_shard`` (its bytes may not
+be what was scored), and so is one the shard no longer holds; ``stale_location`` where a recorded span or row group
+no longer holds its sample. Each is a row of the quarantine per sample, never an exception.
+
 This module and its imports need only the base install (pyarrow, fsspec/s3fs, pydantic, Pillow): no torch,
 Ray, Prefect or MLflow, so a consumer can read what a run selected from anywhere.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -27,7 +33,7 @@ import pyarrow.parquet as pq
 from core.contracts import LOCATION_NAMES, MANIFEST, conform
 from core.read import Quarantine, located, read_located, read_shard
 from core.settings import SourceSpec, StorageConfig
-from core.storage import arrow_filesystem, publish, publish_bytes, read_bytes
+from core.storage import arrow_filesystem, filesystem, publish, publish_bytes, read_bytes
 
 HASHED_COLUMNS = ("sample_id", "score", "rank", "selected")
 
@@ -109,6 +115,28 @@ def read_manifest(manifest_uri: str, storage: StorageConfig | None = None, *, se
     return conform(table, MANIFEST)
 
 
+def modified(uri: str, storage: StorageConfig | None = None) -> float | None:
+    """When the file at ``uri`` was last written (seconds since the epoch; None where the store does not say).
+    Raises FileNotFoundError for no file."""
+    fs, path = filesystem(uri, storage)
+    info = fs.info(path)
+    value = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _shard_problem(shard_uri: str, storage: StorageConfig | None, written: float | None) -> tuple[str, str] | None:
+    """(reason, detail) when the shard is gone or was rewritten after the manifest (``written``), else None."""
+    try:
+        changed = modified(shard_uri, storage)
+    except FileNotFoundError as err:
+        return "missing_shard", f"not found: {err}"
+    if written is not None and changed is not None and changed > written:
+        return "changed_shard", f"modified at {changed:.0f}, after the manifest was written ({written:.0f})"
+    return None
+
+
 def read_samples(
     spec: SourceSpec,
     shard_uri: str,
@@ -117,9 +145,14 @@ def read_samples(
     storage: StorageConfig | None = None,
     batch_size: int = 256,
     quarantine: Quarantine,
+    written: float | None = None,
 ) -> Iterator[pa.Table]:
     """The samples of one shard that the manifest ``rows`` name, with their ``score`` and ``rank``, in shard order:
-    range reads at the rows' locations when every row has one, else the whole shard read and filtered."""
+    range reads at the rows' locations when every row has one, else the whole shard read and filtered.
+
+    Every named sample is either yielded or has a row in ``quarantine``: ``missing_shard`` (the shard is gone),
+    ``changed_shard`` (modified after ``written``, the manifest's time, or no longer holding the sample), or the
+    reader's own reason. A shard the reader set aside whole keeps its one shard-level row."""
     wanted = dict(
         zip(
             rows["sample_id"].to_pylist(),
@@ -127,16 +160,32 @@ def read_samples(
             strict=True,
         )
     )
-    if located(spec, rows):
-        tables = read_located(spec, shard_uri, rows, quarantine=quarantine, storage=storage, batch_size=batch_size)
-    else:
-        tables = read_shard(spec, shard_uri, quarantine=quarantine, storage=storage, batch_size=batch_size)
-    for table in tables:
-        table = table.filter(pc.is_in(table["sample_id"], pa.array(list(wanted)))).drop_columns(LOCATION_NAMES)
-        if table.num_rows:
-            ids = table["sample_id"].to_pylist()
-            table = table.append_column("score", pa.array([wanted[i][0] for i in ids], pa.float32()))
-            yield table.append_column("rank", pa.array([wanted[i][1] for i in ids], pa.int64()))
+    problem = _shard_problem(shard_uri, storage, written)
+    before, accounted = len(quarantine.rows), set()
+    if problem is None:
+        if located(spec, rows):
+            tables = read_located(spec, shard_uri, rows, quarantine=quarantine, storage=storage, batch_size=batch_size)
+        else:
+            tables = read_shard(spec, shard_uri, quarantine=quarantine, storage=storage, batch_size=batch_size)
+        try:
+            for table in tables:
+                table = table.filter(pc.is_in(table["sample_id"], pa.array(list(wanted)))).drop_columns(LOCATION_NAMES)
+                if table.num_rows:
+                    ids = table["sample_id"].to_pylist()
+                    accounted.update(ids)
+                    table = table.append_column("score", pa.array([wanted[i][0] for i in ids], pa.float32()))
+                    yield table.append_column("rank", pa.array([wanted[i][1] for i in ids], pa.int64()))
+        except FileNotFoundError as err:  # deleted while it was being read
+            problem = "missing_shard", f"not found: {err}"
+        else:
+            if any(row["sample_id"] is None for row in quarantine.rows[before:]):
+                return  # the reader set the whole shard aside: its row says why
+            problem = "changed_shard", "the shard no longer holds the sample"
+        accounted.update(row["sample_id"] for row in quarantine.rows[before:])
+    reason, detail = problem
+    for sample_id in wanted:
+        if sample_id not in accounted:
+            quarantine.add(shard_uri=shard_uri, reason=reason, detail=detail, sample_id=sample_id)
 
 
 def pool_specs(manifest_uri: str, storage: StorageConfig | None = None) -> dict[str, SourceSpec]:
@@ -160,9 +209,11 @@ def iter_selected(
     locations (``read_samples``). Sort by ``rank`` afterwards where order matters. The pool's source specs come
     from the sidecar, so the manifest URI (and the storage settings) is all a consumer needs."""
     specs = pool_specs(manifest_uri, storage)
+    written = modified(sidecar_uri(manifest_uri), storage)  # published last: the manifest's time
     chosen = rows if rows is not None else read_manifest(manifest_uri, storage, selected_only=True)
     quarantine = quarantine if quarantine is not None else Quarantine(stage="iter_selected")
     for shard_uri in sorted(pc.unique(chosen["shard_uri"]).to_pylist()):
         rows = chosen.filter(pc.equal(chosen["shard_uri"], shard_uri))
         spec = specs[rows["source"][0].as_py()]
-        yield from read_samples(spec, shard_uri, rows, storage=storage, batch_size=batch_size, quarantine=quarantine)
+        yield from read_samples(spec, shard_uri, rows, storage=storage, batch_size=batch_size, quarantine=quarantine,
+                                written=written)
