@@ -2,8 +2,10 @@
 
     CKPT/step-00000100/model.safetensors   model weights
     CKPT/step-00000100/optimizer.pt        AdamW state and the torch RNG states (tensors only: weights_only load)
-    CKPT/step-00000100/state.json          step, loss history, data positions, python/numpy RNG, model identity
+    CKPT/step-00000100/state.json          step, loss history, global data position, skipped counts,
+                                           python/numpy RNG, model identity
     CKPT/latest.json                       {"step": 100, "dir": "step-00000100"}, published last
+    CKPT/logged.json                       {"step": 104}: the last step whose metrics reached the tracker
 
 The learning rate is a pure function of the step, so there is no scheduler state to keep. ``latest.json`` is
 replaced only after a step's files are all written: a crash mid-save leaves the previous checkpoint in force.
@@ -33,6 +35,18 @@ def latest_checkpoint(uri: str, storage: StorageConfig | None = None) -> str | N
     if not exists(marker, storage):
         return None
     return join(uri, json.loads(read_bytes(marker, storage))["dir"])
+
+
+def logged_step(uri: str, storage: StorageConfig | None = None) -> int:
+    """The last step a run with checkpoints under ``uri`` sent to its tracker (0: none recorded). A resume goes
+    back to the last checkpoint, which may be older: the steps up to this one are not sent again."""
+    marker = join(uri, "logged.json")
+    return int(json.loads(read_bytes(marker, storage))["step"]) if exists(marker, storage) else 0
+
+
+def mark_logged(uri: str, step: int, storage: StorageConfig | None = None) -> None:
+    """Record that ``step``'s metrics reached the tracker (one small object, replaced in place)."""
+    publish_bytes(join(uri, "logged.json"), json.dumps({"step": step}).encode(), storage)
 
 
 def rng_state() -> dict[str, Any]:

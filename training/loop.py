@@ -4,7 +4,11 @@ Reads top to bottom: resume if a checkpoint exists, then for every optimizer ste
 micro-batches, backpropagate each one's *summed* loss, divide the gradients by the valid units (tokens or action
 steps) of the whole step across all ranks, clip, step AdamW at the LR of this step, and log / evaluate /
 checkpoint at their intervals. Under torch.distributed (Ray Train sets it up) the model is wrapped in DDP and
-each rank reads its own share of the data; metrics and checkpoints come from rank zero.
+each rank reads its own slice of every global batch; metrics and checkpoints come from rank zero.
+
+A resume continues from the checkpoint's step with its loss history, RNG states and global data position (the
+same batches as an uninterrupted run, whatever the ranks x DataLoader workers now; see ``training.stream``), says
+so on the console, and sends the tracker nothing for the steps it had already logged before the interruption.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from core.settings import StorageConfig
 from training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
+    logged_step,
+    mark_logged,
     read_state,
     rng_state,
     save_checkpoint,
@@ -33,11 +39,11 @@ from training.checkpoint import (
 )
 from training.config import TrainConfig
 from training.metrics import Tracker, peak_flops
-from training.stream import Position
+from training.stream import Position, close
 
 Objective = Callable[[nn.Module, dict], tuple[torch.Tensor, torch.Tensor]]
-# (saved data positions per consumer, role offset) -> batches; see training.stream
-DataFactory = Callable[[dict[int, Position], int], Iterable[dict]]
+# the global data position to start from -> batches; see training.stream
+DataFactory = Callable[[Position], Iterable[dict]]
 EvalHook = Callable[[int], dict[str, float]]
 
 
@@ -92,6 +98,15 @@ def _gather(obj: Any, world: int) -> list[Any]:
     return out
 
 
+def _total(skipped: Counter, world: int) -> dict[str, int]:
+    """Skipped samples of every rank added up (each rank counts the slots it decoded). Collective: every rank
+    calls it at the same steps."""
+    total: Counter = Counter()
+    for part in _gather(dict(skipped), world):
+        total.update(part)
+    return dict(total)
+
+
 def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
     if config.precision == "bf16" and device.type != "cuda":
         raise ValueError("train.precision bf16 needs a CUDA device; use auto or fp32 on CPU")
@@ -132,27 +147,30 @@ def run_training(
     model.to(device).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    result, positions, step = TrainResult(), {}, 0
-    skipped: Counter = Counter()
+    result, position, step, logged = TrainResult(), (0, 0), 0, 0
+    skipped: Counter = Counter()  # this rank's; rank zero also holds what a resumed checkpoint counted
 
     if config.checkpoint_uri and config.resume and (path := latest_checkpoint(config.checkpoint_uri, storage)):
         _check_identity(path, read_state(path, storage)["identity"], identity)
         state, rngs = load_checkpoint(path, model, optimizer, storage)
-        if state["world_size"] != world or state["num_workers"] != config.num_workers:
-            raise ValueError(f"train.num_workers: the checkpoint {path} was made with {state['world_size']} "
-                             f"rank(s) x {state['num_workers']} worker(s), this run has {world} x "
-                             f"{config.num_workers}: the data positions would not carry over")
+        if "position" not in state:
+            raise ValueError(f"train.checkpoint_uri {path}: a checkpoint with per-worker data positions (written "
+                             "before the data order became global) cannot be resumed; start a new run or set "
+                             "train.resume false")
         step, result.losses, result.resumed_from = state["step"], state["losses"], state["step"]
-        positions = {int(k): tuple(v) for k, v in state["positions"].items()}
-        skipped.update(state["skipped"])
-        set_rng_state(rngs[rank])
+        position = (int(state["position"][0]), int(state["position"][1]))
+        if rank == 0:
+            skipped.update(state["skipped"])
+        # other ranks had other RNG streams; a resume on more ranks than were saved reuses them in turn
+        set_rng_state(rngs[rank % len(rngs)])
         result.checkpoint = path
+        logged = logged_step(config.checkpoint_uri, storage)
+        if rank == 0:
+            print(f"resuming from step {step} (checkpoint {path})", flush=True)
 
     # Some weights take no part in the loss (a vision tower's unused last norm, the VLA's LM head): DDP must
     # not wait for their gradients.
     ddp = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
-    micro_done = step * config.grad_accum  # the DataLoader's workers take turns: continue the rotation
-    batches = iter(data(positions, micro_done % max(1, config.num_workers)))
     peak = peak_flops(device, config.peak_tflops)
     flops_per_token = 6 * sum(p.numel() for p in model.parameters())
     if rank == 0 and tracker is not None and params:
@@ -160,81 +178,100 @@ def run_training(
 
     window = {"t": time.perf_counter(), "wait": 0.0, "samples": 0, "tokens": 0, "steps": 0}
     start = time.perf_counter()
-    while step < config.steps:
-        lr = lr_at(step, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        count = torch.zeros((), device=device, dtype=torch.float64)
-        for micro in range(config.grad_accum):
-            t0 = time.perf_counter()
-            batch = next(batches)
-            window["wait"] += time.perf_counter() - t0
-            result.data_wait_s += time.perf_counter() - t0
-            positions[batch.pop("_consumer")] = batch.pop("_position")
-            skipped.update(batch.pop("_skipped"))
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            window["samples"] += batch["input_ids"].shape[0]
-            result.samples += batch["input_ids"].shape[0] * world
-            window["tokens"] += int(batch["attention_mask"].sum())
-            # DDP all-reduces gradients on the last micro-batch only
-            sync = ddp.no_sync() if world > 1 and micro < config.grad_accum - 1 else contextlib.nullcontext()
-            with sync:
-                with autocast:
-                    micro_loss, micro_count = objective(ddp, batch)
-                micro_loss.backward()  # a sum: normalised below by the whole step's count
-            loss_sum += micro_loss.detach().double()
-            count += micro_count.detach().double()
-        if world > 1:
-            totals = torch.stack([loss_sum, count])
-            dist.all_reduce(totals)
-            loss_sum, count = totals[0], totals[1]
-        # DDP averaged the summed gradients over ranks: x world / count gives d(total loss / total count)
-        scale = world / max(count.item(), 1.0)
-        for p in trainable:
-            if p.grad is not None:
-                p.grad.mul_(scale)
-        loss = loss_sum.item() / max(count.item(), 1.0)  # one sync per step: a NaN must never be applied
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.clip or math.inf)
-        if not (math.isfinite(loss) and torch.isfinite(grad_norm)):
-            raise NonFiniteLoss(f"loss {loss} (grad norm {float(grad_norm)}) at step {step + 1}: run stopped; "
-                                f"last good checkpoint: {result.checkpoint or 'none'}")
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        result.losses.append(loss)
-        window["steps"] += 1
-
-        last = step == config.steps
-        if rank == 0 and tracker is not None and (step % config.log_every == 0 or last):
-            elapsed = time.perf_counter() - window["t"]
-            metrics = {"loss": loss, "lr": lr, "grad_norm": float(grad_norm),
-                       "samples_per_s": window["samples"] * world / elapsed,
-                       "tokens_per_s": window["tokens"] * world / elapsed,
-                       "data_wait_share": window["wait"] / elapsed,
-                       **{f"skipped/{k}": float(v) for k, v in skipped.items()}}
-            if peak is not None:
-                metrics["mfu"] = flops_per_token * metrics["tokens_per_s"] / (peak * world)
-            tracker.log_metrics(metrics, step)
-            window.update(t=time.perf_counter(), wait=0.0, samples=0, tokens=0, steps=0)
-        if eval_hook is not None and rank == 0 and ((config.eval_every and step % config.eval_every == 0) or last):
-            model.eval()
-            result.eval = eval_hook(step)
-            model.train()
-            if tracker is not None:
-                tracker.log_metrics({f"eval/{k}": v for k, v in result.eval.items()}, step)
-        if config.checkpoint_uri and ((config.checkpoint_every and step % config.checkpoint_every == 0) or last):
-            all_positions = {k: v for part in _gather(positions, world) for k, v in part.items()}
-            rngs = _gather(rng_state(), world)
-            if rank == 0:
-                state = {"identity": identity, "losses": result.losses, "world_size": world,
-                         "num_workers": config.num_workers, "skipped": dict(skipped),
-                         "positions": {str(k): list(v) for k, v in all_positions.items()}}
-                result.checkpoint = save_checkpoint(config.checkpoint_uri, step, model, optimizer, state, rngs,
-                                                    storage)
+    batches = iter(data(position))
+    try:
+        while step < config.steps:
+            lr = lr_at(step, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+            count = torch.zeros((), device=device, dtype=torch.float64)
+            samples = torch.zeros((), device=device, dtype=torch.float64)
+            for micro in range(config.grad_accum):
+                t0 = time.perf_counter()
+                batch = next(batches)
+                window["wait"] += time.perf_counter() - t0
+                result.data_wait_s += time.perf_counter() - t0
+                position = batch.pop("_position")  # the same on every rank: the end of this global micro-batch
+                skipped.update(batch.pop("_skipped"))
+                weight = batch.pop("_weight")
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                if weight:
+                    samples += batch["input_ids"].shape[0]
+                    window["tokens"] += int(batch["attention_mask"].sum())
+                # DDP all-reduces gradients on the last micro-batch only
+                sync = ddp.no_sync() if world > 1 and micro < config.grad_accum - 1 else contextlib.nullcontext()
+                with sync:
+                    with autocast:
+                        micro_loss, micro_count = objective(ddp, batch)
+                    if not weight:  # a stand-in for a micro-batch whose every sample was skipped: counts nothing
+                        micro_loss, micro_count = micro_loss * 0, micro_count * 0
+                    micro_loss.backward()  # a sum: normalised below by the whole step's count
+                loss_sum += micro_loss.detach().double()
+                count += micro_count.detach().double()
             if world > 1:
-                dist.barrier()
+                totals = torch.stack([loss_sum, count, samples])
+                dist.all_reduce(totals)
+                loss_sum, count, samples = totals[0], totals[1], totals[2]
+            # DDP averaged the summed gradients over ranks: x world / count gives d(total loss / total count)
+            scale = world / max(count.item(), 1.0)
+            for p in trainable:
+                if p.grad is not None:
+                    p.grad.mul_(scale)
+            loss = loss_sum.item() / max(count.item(), 1.0)  # one sync per step: a NaN must never be applied
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.clip or math.inf)
+            if not (math.isfinite(loss) and torch.isfinite(grad_norm)):
+                raise NonFiniteLoss(f"loss {loss} (grad norm {float(grad_norm)}) at step {step + 1}: run stopped; "
+                                    f"last good checkpoint: {result.checkpoint or 'none'}")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            result.losses.append(loss)
+            result.samples += int(samples.item())
+            window["samples"] += int(samples.item())
+            window["steps"] += 1
 
-    result.steps, result.skipped = step, dict(skipped)
+            last = step == config.steps
+            fresh = step > logged  # steps up to ``logged`` reached the tracker before an interruption
+            sent = False
+            if step % config.log_every == 0 or last:
+                totals_skipped = _total(skipped, world)
+                if rank == 0 and tracker is not None and fresh:
+                    elapsed = time.perf_counter() - window["t"]
+                    metrics = {"loss": loss, "lr": lr, "grad_norm": float(grad_norm),
+                               "samples_per_s": window["samples"] / elapsed,
+                               "tokens_per_s": window["tokens"] * world / elapsed,
+                               "data_wait_share": window["wait"] / elapsed,
+                               **{f"skipped/{k}": float(v) for k, v in totals_skipped.items()}}
+                    if peak is not None:
+                        metrics["mfu"] = flops_per_token * metrics["tokens_per_s"] / (peak * world)
+                    tracker.log_metrics(metrics, step)
+                    sent = True
+                window.update(t=time.perf_counter(), wait=0.0, samples=0, tokens=0, steps=0)
+            evaluate = (config.eval_every and step % config.eval_every == 0 and fresh) or last
+            if eval_hook is not None and rank == 0 and evaluate:
+                model.eval()
+                result.eval = eval_hook(step)
+                model.train()
+                if tracker is not None and fresh:
+                    tracker.log_metrics({f"eval/{k}": v for k, v in result.eval.items()}, step)
+                    sent = True
+            if sent and config.checkpoint_uri:  # so that a resume does not send this step again
+                mark_logged(config.checkpoint_uri, step, storage)
+            if config.checkpoint_uri and ((config.checkpoint_every and step % config.checkpoint_every == 0) or last):
+                totals_skipped = _total(skipped, world)
+                rngs = _gather(rng_state(), world)
+                if rank == 0:
+                    state = {"identity": identity, "losses": result.losses, "world_size": world,
+                             "num_workers": config.num_workers, "skipped": totals_skipped,
+                             "position": list(position)}
+                    result.checkpoint = save_checkpoint(config.checkpoint_uri, step, model, optimizer, state, rngs,
+                                                        storage)
+                if world > 1:
+                    dist.barrier()
+    finally:
+        close(batches)  # a failed run's DataLoader workers stop now, not when the interpreter exits
+
+    result.steps, result.skipped = step, _total(skipped, world)
     result.wall_s = time.perf_counter() - start
     return result

@@ -81,8 +81,7 @@ def midtrain_stream(
     storage: StorageConfig | None = None,
     rank: int = 0,
     world_size: int = 1,
-    positions: dict[int, Position] | None = None,
-    role_offset: int = 0,
+    start: Position = (0, 0),
     general: tuple[str, pa.Table] | None = None,
 ) -> BatchStream:
     """Endless shuffled batches of labelled conversations from a manifest's selected samples, with the
@@ -93,4 +92,4 @@ def midtrain_stream(
                              seed=seed)
     return BatchStream(source=source, encode=ChatSamples(encoder, config),
                        collate=encoder.collate, batch_size=batch_size, shuffle_buffer=shuffle_buffer, seed=seed,
-                       rank=rank, world_size=world_size, positions=positions, role_offset=role_offset)
+                       rank=rank, world_size=world_size, start=start)

@@ -44,10 +44,10 @@ def midtrain(config: MidtrainConfig, tracker: Tracker | None = None, *,
     train = config.train
     model = prepare(model, train)
 
-    def data(positions: dict[int, Position], role_offset: int) -> Iterable[dict]:
+    def data(start: Position) -> Iterable[dict]:
         stream = midtrain_stream(config.manifest_uri, encoder, config.data, batch_size=train.batch_size,
                                  shuffle_buffer=train.shuffle_buffer, seed=train.seed, storage=storage, rank=rank,
-                                 world_size=world, positions=positions, role_offset=role_offset, general=general)
+                                 world_size=world, start=start, general=general)
         return loader(stream, train.num_workers)
 
     result = run_training(model=model, objective=sft_loss, data=data, config=train,
@@ -125,10 +125,10 @@ def finetune(config: FinetuneConfig, tracker: Tracker | None = None, *,
     rank, world = _rank_world()
     train = config.train
 
-    def data(positions: dict[int, Position], role_offset: int) -> Iterable[dict]:
+    def data(start: Position) -> Iterable[dict]:
         stream = robot_stream(episodes, vla.encoder, "train", batch_size=train.batch_size,
                               shuffle_buffer=train.shuffle_buffer, seed=train.seed, rank=rank, world_size=world,
-                              positions=positions, role_offset=role_offset)
+                              start=start)
         return loader(stream, train.num_workers)
 
     def evaluate(step: int) -> dict[str, float]:

@@ -147,13 +147,11 @@ def robot_stream(
     seed: int = 0,
     rank: int = 0,
     world_size: int = 1,
-    positions: dict[int, Position] | None = None,
-    role_offset: int = 0,
+    start: Position = (0, 0),
 ) -> BatchStream:
     """Training batches (endless, shuffled) or held-out batches (one pass, in order)."""
     train = split == "train"
     return BatchStream(source=RobotFrames(episodes, split), encode=RobotSamples(episodes, encoder),
                        collate=encoder.collate, batch_size=batch_size,
                        shuffle_buffer=shuffle_buffer if train else 1, seed=seed, rank=rank,
-                       world_size=world_size, epochs=None if train else 1, positions=positions,
-                       role_offset=role_offset)
+                       world_size=world_size, epochs=None if train else 1, start=start)

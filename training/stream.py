@@ -1,17 +1,25 @@
-"""A streaming, resumable batch source shared by both recipes.
+"""A streaming, resumable batch source shared by both recipes, whose data order does not depend on how the work is
+split.
 
 Raw items (encoded bytes, not decoded images) come from a deterministic ``source(epoch)``. Every consumer (a
-DataLoader worker on a rank) keeps the items whose position in that stream is its own modulo the consumer
-count, so no item is seen twice in an epoch; it shuffles them through a bounded buffer seeded by (seed, epoch,
-consumer), decodes and tokenises them (skipping and counting what fails), and yields collated batches. Epochs
-follow one another without end unless ``epochs`` is set.
+DataLoader worker on a rank) reads the same stream and passes it through the same bounded shuffle buffer, seeded
+by (seed, epoch) only, so all of them see one global sequence of *slots*. Global micro-batch ``m`` is the slots
+``[m * G, (m + 1) * G)`` with ``G = world_size x batch_size``; rank ``r`` takes its ``r``-th ``batch_size`` of
+them, and on a rank the DataLoader's ``W`` workers take the micro-batches in turn (worker ``m mod W``), which is
+the order the DataLoader polls them in. So which samples form step k's batch, and in what order, is a function of
+the seed and the global batch alone: 1 or 2 workers, 1 or 2 ranks give the same batches.
 
-Each batch carries its consumer's position (epoch, items taken from the shuffle buffer). Resuming from saved
-positions replays the buffer without decoding up to there, so the batches continue exactly where they stopped.
-With several workers the DataLoader polls them round-robin from worker 0: ``role_offset`` (micro-batches
-already consumed, modulo the worker count) rotates which logical consumer each worker plays, so the
-interleaving continues too. Every consumer reads the whole stream and keeps its share (simple and exact; the
-cost is reading, not decoding, n times).
+Only the slots a consumer owns are decoded and tokenised (``encode``); what fails is skipped and counted by reason,
+and its slot stays empty: a batch may hold fewer than ``batch_size`` samples (the loop normalises by the step's
+valid units, so this changes nothing else). A micro-batch whose every slot was skipped carries one stand-in sample
+with ``_weight`` 0 (its loss and count are multiplied by 0), so every rank still runs its forward and backward
+(a finite stream, a one-consumer evaluation pass, leaves it out instead).
+Items the reader already set aside (``Skipped``) take no slot: each is counted once, by rank 0's owner of the
+micro-batch its slot-to-be falls in.
+
+Each batch carries the global position after its micro-batch (epoch, slots of that epoch consumed), the same on
+every rank. Resuming from it replays the shuffle without decoding up to there, with any number of workers.
+Epochs follow one another without end unless ``epochs`` is set.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-Position = tuple[int, int]  # (epoch, items taken from the shuffle buffer in that epoch)
+Position = tuple[int, int]  # (epoch, slots of that epoch already consumed): where the global stream continues
 
 
 class SkipSample(Exception):
@@ -38,7 +46,7 @@ class SkipSample(Exception):
 
 @dataclass(frozen=True)
 class Skipped:
-    """A raw item standing for input the reader already set aside, so that it is counted by one consumer."""
+    """A raw item standing for input the reader already set aside, so that it is counted (once)."""
 
     reason: str
 
@@ -59,7 +67,7 @@ def shuffled(items: Iterable[Any], size: int, rng: random.Random) -> Iterator[An
 
 class BatchStream(IterableDataset):
     """See the module docstring. ``encode`` turns a raw item into a sample (or raises ``SkipSample``);
-    ``collate`` turns a list of samples into a dict of tensors."""
+    ``collate`` turns a list of samples into a dict of tensors; ``start`` is a saved position."""
 
     def __init__(
         self,
@@ -73,49 +81,83 @@ class BatchStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         epochs: int | None = None,
-        positions: dict[int, Position] | None = None,
-        role_offset: int = 0,
+        start: Position = (0, 0),
     ) -> None:
         self.source, self.encode, self.collate = source, encode, collate
         self.batch_size, self.shuffle_buffer, self.seed = batch_size, shuffle_buffer, seed
         self.rank, self.world_size, self.epochs = rank, world_size, epochs
-        self.positions, self.role_offset = dict(positions or {}), role_offset
+        self.start = (int(start[0]), int(start[1]))
+
+    def slots(self) -> Iterator[tuple[Position, Any, list[str]]]:
+        """The global slot sequence from ``start``: (position after the slot, item, reasons of the reader's
+        ``Skipped`` items read while producing it)."""
+        epoch, offset = self.start
+        while self.epochs is None or epoch < self.epochs:
+            rng = random.Random(f"{self.seed}/{epoch}")
+            markers: list[str] = []
+
+            def usable(epoch: int = epoch, markers: list[str] = markers) -> Iterator[Any]:
+                for item in self.source(epoch):
+                    if isinstance(item, Skipped):
+                        markers.append(item.reason)
+                    else:
+                        yield item
+
+            index = -1
+            for index, item in enumerate(shuffled(usable(), self.shuffle_buffer, rng)):
+                found = markers[:]
+                markers.clear()
+                if index >= offset:  # before: consumed before the checkpoint (replayed, not decoded)
+                    yield (epoch, index + 1), item, found
+            if index < 0:
+                raise ValueError(f"epoch {epoch} has no sample to train on (set aside by the reader: "
+                                 f"{dict(Counter(markers))})")
+            epoch, offset = epoch + 1, 0
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
-        workers = info.num_workers if info is not None else 1
-        role = ((info.id if info is not None else 0) + self.role_offset) % workers
-        consumer, consumers = self.rank * workers + role, self.world_size * workers
-        epoch, done = self.positions.get(consumer, (0, 0))
-        pending: list[dict] = []
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        group = self.world_size * self.batch_size
+        first, last = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
+        samples: list[dict] = []
         skipped: Counter = Counter()
-        while self.epochs is None or epoch < self.epochs:
-            rng = random.Random(f"{self.seed}/{epoch}/{consumer}")
-            mine = (item for i, item in enumerate(self.source(epoch)) if i % consumers == consumer)
-            taken = used = 0
-            for taken, item in enumerate(shuffled(mine, self.shuffle_buffer, rng), start=1):
-                if taken <= done:  # already consumed before the checkpoint: replay the order, skip the work
-                    continue
+        standin: dict | None = None
+        position = self.start
+        for j, (position, item, markers) in enumerate(self.slots()):
+            micro, place = divmod(j, group)
+            if micro % workers != worker:
+                continue
+            if self.rank == 0:
+                skipped.update(markers)
+            if first <= place < last:
                 try:
-                    pending.append(self.encode(item))
-                    used += 1
+                    samples.append(self.encode(item))
                 except SkipSample as err:
                     skipped[err.reason] += 1
-                if len(pending) == self.batch_size:
-                    yield self._batch(pending, skipped, consumer, (epoch, taken))
-                    pending, skipped = [], Counter()
-            if taken == 0:
-                raise ValueError(f"data consumer {consumer} of {consumers} got no sample in epoch {epoch}: "
-                                 "fewer samples than ranks x workers")
-            if used == 0 and done == 0:
-                raise ValueError(f"every sample of epoch {epoch} was skipped ({dict(skipped)})")
-            epoch, done = epoch + 1, 0
-        if pending:
-            yield self._batch(pending, skipped, consumer, (epoch, 0))
+            if place == group - 1:
+                if samples:
+                    standin = samples[-1]
+                    yield self._batch(samples, skipped, position, 1.0)
+                elif self.epochs is None:  # every slot of ours skipped: a weightless stand-in keeps this rank in step
+                    standin = standin or self._any_sample()
+                    yield self._batch([standin], skipped, position, 0.0)
+                samples, skipped = [], Counter()
+        if samples:  # a finite stream's last, partial micro-batch
+            yield self._batch(samples, skipped, position, 1.0)
 
-    def _batch(self, samples: list[dict], skipped: Counter, consumer: int, position: Position) -> dict:
+    def _any_sample(self) -> dict:
+        """The first usable sample of epoch 0 (only ever a stand-in with weight 0)."""
+        for item in self.source(0):
+            if not isinstance(item, Skipped):
+                try:
+                    return self.encode(item)
+                except SkipSample:
+                    continue
+        raise ValueError("every sample of the data was skipped")
+
+    def _batch(self, samples: list[dict], skipped: Counter, position: Position, weight: float) -> dict:
         batch = self.collate(samples)
-        batch["_consumer"], batch["_position"], batch["_skipped"] = consumer, position, dict(skipped)
+        batch["_position"], batch["_skipped"], batch["_weight"] = position, dict(skipped), weight
         return batch
 
 
@@ -124,10 +166,20 @@ def loader(stream: BatchStream, num_workers: int) -> DataLoader:
 
     Workers are spawned, not forked: a training process holds threads (Ray's, S3 clients', CUDA's) and a
     forked child can inherit one of their locks held, and hang. They start once per run (the stream is endless).
+    The DataLoader polls its workers in turn from worker 0 and returns their batches in that order, which is how
+    the stream deals micro-batches to them.
     """
     return DataLoader(stream, batch_size=None, num_workers=num_workers, persistent_workers=False,
                       prefetch_factor=4 if num_workers else None,
                       multiprocessing_context="spawn" if num_workers else None)
+
+
+def close(batches: Iterator[dict]) -> None:
+    """Stop a DataLoader iterator's workers now. A failed run's traceback keeps the iterator alive (its frames
+    hold it), and its workers went on reading and prefetching until the interpreter's exit waited them out."""
+    shutdown = getattr(batches, "_shutdown_workers", None)  # torch's own clean-up, also run by its __del__
+    if shutdown is not None:
+        shutdown()
 
 
 def pad_sequences(rows: list[list[int]], value: int) -> torch.Tensor:

@@ -15,13 +15,14 @@ from training.recipes import midtrain
 @pytest.mark.usefixtures("ray_local")
 def test_two_workers_match_one_process_on_the_same_global_batch(tiny_vlm: str, manifest: str, tmp_path):
     def config(out: str, batch_size: int) -> MidtrainConfig:
-        # 8 selected samples, unshuffled: one process takes 0-7 per step, rank r takes samples r, r+2, ...
-        train = TrainConfig(steps=3, lr=1e-3, batch_size=batch_size, shuffle_buffer=1, log_every=1)
+        # 8 selected samples, shuffled, a global batch of 4: every step sees another half, and rank r takes the
+        # r-th pair of the very batch one process takes
+        train = TrainConfig(steps=4, lr=1e-3, batch_size=batch_size, shuffle_buffer=8, seed=3, log_every=1)
         return MidtrainConfig(model=tiny_vlm, manifest_uri=manifest, output_uri=str(tmp_path / out), train=train)
 
-    single = midtrain(config("one", batch_size=8))
-    double = run_distributed("midtrain", config("two", batch_size=4), num_workers=2, cpus_per_worker=0.5)
-    assert double.steps == 3
+    single = midtrain(config("one", batch_size=4))
+    double = run_distributed("midtrain", config("two", batch_size=2), num_workers=2, cpus_per_worker=0.5)
+    assert double.steps == 4 and len(set(single.losses)) == 4
     assert double.losses == pytest.approx(single.losses, rel=1e-5)
     a, b = load_file(str(tmp_path / "one/model.safetensors")), load_file(str(tmp_path / "two/model.safetensors"))
     for name in a:  # Adam's m / sqrt(v) turns reduction-order noise on near-zero gradients into ~1e-6 moves
