@@ -46,6 +46,10 @@ def _train(command: str, params: Any) -> int:
         tuned = (midtrain if command == "midtrain" else finetune)(params)
         print(f"\n{tuned.kind} run {tuned.run_id}: model {tuned.model_uri} "
               f"({tuned.registered_model} v{tuned.model_version}), MLflow run {tuned.mlflow_run_id}")
+        skipped = {k.removeprefix("skipped/"): int(v) for k, v in tuned.metrics.items() if k.startswith("skipped/")}
+        if skipped:  # e.g. a manifest older than its data: its deleted or rewritten shards' samples
+            print(f"skipped samples: {', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))} "
+                  f"(counted in every epoch; in {tuned.run_uri}/report.json)")
     print_run_tree(tuned.mlflow_run_id, tuned.tracking_uri)
     if tuned.kind == "finetune":
         print_evaluation(tuned)

@@ -106,8 +106,9 @@ class ProgressTracker:
         self.inner.log_metrics(metrics, step)
         elapsed = time.time() - self.start
         eta = elapsed / max(step, 1) * max(self.total - step, 0)
-        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in _SHOWN or k.startswith("eval/"))
+        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in _SHOWN or k.startswith(_SHOWN_PREFIXES))
         print(f"{self.kind} step {step}/{self.total} {shown} ({elapsed:.0f}s, ETA {eta:.0f}s)", flush=True)
 
 
 _SHOWN = ("loss", "lr", "samples_per_s")
+_SHOWN_PREFIXES = ("eval/", "skipped/")  # skipped samples by reason (cumulative): a stale manifest shows at once
