@@ -10,6 +10,13 @@ Python. Then the parent prints one line, marks the child's flow runs CRASHED (th
 else through the child's orphaned ephemeral server, before ending it) and ends every process the child left behind:
 on Linux the parent is a child subreaper, so orphans of the run become its own children and none escapes. Elsewhere
 only descendants still attached are found. Without ``fork`` (Windows) the command runs unsupervised.
+
+The other way round, the child must not outlive the command: a parent killed with SIGKILL (an OOM killer, a closed
+session, ``kill -9``) can do nothing, and a child that ran on would finish training and register a model nobody
+is waiting for. So the child watches a pipe only the parent holds open: at its end-of-file (the parent is gone,
+however it ended) the child says so in one line and interrupts its own main thread as Ctrl-C would, so the run
+unwinds the usual way (flow run and MLflow run marked, DataLoader workers, Ray and Prefect's server stopped); what
+is still running ``GRACE_S`` later is ended, and the child exits.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import ctypes
 import os
 import signal
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -27,6 +36,7 @@ import psutil
 
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 _EPHEMERAL_APP = "prefect.server.api.server:create_app"  # what Prefect's ephemeral server runs (uvicorn --factory)
+GRACE_S = 10.0  # how long a child whose parent died may take to wind its run down before it is ended
 
 
 def run_supervised(work: Callable[[], int], *, command: str) -> int:
@@ -36,19 +46,29 @@ def run_supervised(work: Callable[[], int], *, command: str) -> int:
     _become_subreaper()
     marker = f"emt-process-{uuid.uuid4().hex[:12]}"  # a tag on every flow run of the child, to find them after
     receive, send = os.pipe()
+    watched, held = os.pipe()  # ``held`` stays open in the parent alone: its end-of-file tells the child it died
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
         os.close(receive)
-        atexit.register(os.write, send, b"1")  # registered first, so it runs last: after every other clean-up
+        os.close(held)
+        atexit.register(_tell, send)  # registered first, so it runs last: after every other clean-up
+        orphaned = _watch_parent(watched, command)
         from prefect import tags
 
-        with tags(marker):
-            return work()
+        try:
+            with tags(marker):
+                return work()
+        except KeyboardInterrupt:
+            if not orphaned.is_set():
+                raise
+            return 128 + signal.SIGINT  # the run wound down after the command was killed: said above, no traceback
     os.close(send)
+    os.close(watched)
     with _signals_to(pid):
         _, raw = os.waitpid(pid, 0)
+    os.close(held)
     finished = os.read(receive, 1) == b"1"
     os.close(receive)
     status = os.waitstatus_to_exitcode(raw)  # negative: the signal that ended it
@@ -63,6 +83,34 @@ def run_supervised(work: Callable[[], int], *, command: str) -> int:
         _mark_crashed(marker, left, cause)
     _end(left)
     return code or 1
+
+
+def _tell(send: int) -> None:
+    """The child's last word to the parent: it ended through Python (a parent already gone cannot hear it)."""
+    with contextlib.suppress(OSError):
+        os.write(send, b"1")
+
+
+def _watch_parent(watched: int, command: str) -> threading.Event:
+    """In the child: a thread that ends the run once the parent is gone (see the module's docstring). The event
+    it returns is set from then on."""
+    orphaned = threading.Event()
+    main = threading.main_thread().ident
+
+    def watch() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(watched, 1):  # the parent never writes: this returns b"" once it has died
+                pass
+        orphaned.set()
+        print(f"emt {command}: the command's process was killed; the run stops", file=sys.stderr, flush=True)
+        if callable(signal.getsignal(signal.SIGINT)):  # Python handles it (else it is ignored: go straight on)
+            signal.pthread_kill(main, signal.SIGINT)  # the main thread's blocking call is interrupted too
+        time.sleep(GRACE_S)
+        _end(psutil.Process().children(recursive=True))
+        os._exit(128 + signal.SIGKILL)
+
+    threading.Thread(target=watch, name="emt-parent-watch", daemon=True).start()
+    return orphaned
 
 
 def _become_subreaper() -> None:
