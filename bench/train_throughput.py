@@ -9,9 +9,11 @@ worker start-up excluded).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,7 +31,7 @@ OUT = Path("bench/out")
 DATA = Path("data/bench")
 
 
-def _manifest(uri: str, corpus: CorpusInfo) -> str:
+def manifest_of_every_sample(uri: str, corpus: CorpusInfo) -> str:
     """Every pool sample selected (the bench measures training, not curation)."""
     parts = []
     for spec in corpus.pool:
@@ -40,6 +42,20 @@ def _manifest(uri: str, corpus: CorpusInfo) -> str:
                                "selected": pa.array([True] * t.num_rows)}))
     write_manifest(uri, parts, {"run_id": "bench", "pool": [s.model_dump(mode="json") for s in corpus.pool]})
     return uri
+
+
+@contextlib.contextmanager
+def training_inputs() -> Iterator[tuple[str, CorpusInfo, str, str]]:
+    """(scratch dir, corpus, tiny VLM, manifest) of the training benches: the demo-sized corpus (4 x 100 pool
+    samples, 2 x 8 robot episodes of 20 frames), the tiny Llava, a manifest selecting every pool sample."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    DATA.mkdir(parents=True, exist_ok=True)
+    corpus = generate_corpus(str(DATA / "train-corpus"), SynthConfig(samples_per_source=100, shard_size=50,
+                                                                     image_size=64, robot_episodes=8,
+                                                                     frames_per_episode=20))
+    with tempfile.TemporaryDirectory() as tmp:
+        yield tmp, corpus, save_tiny_vlm(f"{tmp}/vlm"), manifest_of_every_sample(f"{tmp}/curated/manifest.parquet",
+                                                                                corpus)
 
 
 def _measure(tracker: MemoryTracker, skip: int) -> dict[str, float]:
@@ -56,15 +72,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="DataLoader worker counts to compare")
     args = ap.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    DATA.mkdir(parents=True, exist_ok=True)
-    corpus = generate_corpus(str(DATA / "train-corpus"), SynthConfig(samples_per_source=100, shard_size=50,
-                                                                     image_size=64, robot_episodes=8,
-                                                                     frames_per_episode=20))
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        vlm = save_tiny_vlm(f"{tmp}/vlm")
-        manifest = _manifest(f"{tmp}/curated/manifest.parquet", corpus)
+    with training_inputs() as (tmp, corpus, vlm, manifest):
         for workers in args.workers:
             train = TrainConfig(steps=args.steps, lr=1e-3, batch_size=args.batch_size, log_every=args.log_every,
                                 num_workers=workers, shuffle_buffer=64)

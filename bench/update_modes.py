@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import tempfile
 from pathlib import Path
 
-from bench.train_throughput import DATA, OUT, _manifest
-from synth import SynthConfig, generate_corpus
+from bench.train_throughput import OUT, training_inputs
 from training.config import FinetuneConfig, LoraSpec, MidtrainConfig, RobotDataConfig, TrainConfig, UpdateFreeze
 from training.recipes import finetune, midtrain
-from training.vlm import save_tiny_vlm
 
 MODES = {
     "full": {},
@@ -35,14 +31,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = ap.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    corpus = generate_corpus(str(DATA / "train-corpus"), SynthConfig(samples_per_source=100, shard_size=50,
-                                                                     image_size=64, robot_episodes=8,
-                                                                     frames_per_episode=20))
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        vlm = save_tiny_vlm(f"{tmp}/vlm")
-        manifest = _manifest(f"{tmp}/curated/manifest.parquet", corpus)
+    with training_inputs() as (tmp, corpus, vlm, manifest):
         for mode, update in MODES.items():
             finals = []
             for seed in args.seeds:
