@@ -3,18 +3,16 @@ more than one worker) and the model's registration in MLflow (retried: it is sto
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 from prefect import task
 from prefect.cache_policies import NONE
 
-from core.settings import StorageConfig
 from training import recipes
 from training.config import FinetuneConfig, MidtrainConfig
 from training.loop import TrainResult
 from training.metrics import Tracker
-from training.tracking import MlflowTracker, log_model
+from training.tracking import log_model
 
 _RECIPES = {"midtrain": recipes.midtrain, "finetune": recipes.finetune}
 
@@ -37,17 +35,6 @@ def train_task(
     return run_distributed(kind, config, num_workers=workers, use_gpu=use_gpu, tracker_factory=lambda: tracker)
 
 
-@task(name="register-model", retries=2, retry_delay_seconds=5, cache_policy=NONE)
-def register_model_task(
-    tracker: MlflowTracker,
-    model_uri: str,
-    *,
-    registered_name: str,
-    storage: StorageConfig | None,
-    tags: dict,
-    mlflow_model: Callable[[str, str], None] | None = None,
-) -> int:
-    """Log the saved model (as the MLflow model ``mlflow_model`` writes around it, if given) and register it."""
-    return log_model(
-        tracker, model_uri, registered_name=registered_name, storage=storage, tags=tags, mlflow_model=mlflow_model
-    )
+# Registering talks to the tracking server only: retried as I/O. The task is log_model itself (no restated
+# signature).
+register_model_task = task(log_model, name="register-model", retries=2, retry_delay_seconds=5, cache_policy=NONE)
