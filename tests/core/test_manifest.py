@@ -107,5 +107,5 @@ def test_every_imported_dependency_is_declared_and_every_declared_one_used():
         "project"]["optional-dependencies"]["dev"]}
     imported = _imported(["core", "synth", "tasks", "flows", "estimator", "training", "infra"])
     assert imported <= base | curate | dev  # infra's embedded S3 (moto) is a development dependency
-    # s3fs: fsspec loads it for s3:// URIs; fastapi: pinned for Prefect's server
-    assert (base | curate) - imported == {"s3fs", "fastapi"}
+    # s3fs: fsspec loads it for s3:// URIs; fastapi: pinned for Prefect's server; num2words: SmolVLM's processor
+    assert (base | curate) - imported == {"s3fs", "fastapi", "num2words"}
