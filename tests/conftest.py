@@ -17,6 +17,10 @@ os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 # A loaded 2-core machine can take minutes to start Prefect's ephemeral API (set before Prefect reads its settings);
 # a user's own value wins.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+# No Ray call starts a Ray by itself (read when Ray is imported, after this): such a Ray would take every CPU, listen
+# on every address and write to Ray's shared /tmp/ray, hiding whatever needs that folder on a fresh machine. A test
+# that needs Ray asks for ``ray_local`` (or starts its own, as the product does).
+os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
 
 TINY = SynthConfig(
     seed=7,

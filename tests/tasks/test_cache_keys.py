@@ -26,7 +26,8 @@ def plan(corpus, backbone, cache_uri: str, *, pool=None, robot=None) -> Plan:
 
 
 def embed_all(p: Plan, backbone) -> None:
-    """The plan's embedding job, in this process (the Ray job runs the same worker per shard)."""
+    """The plan's embedding job, in this process (the Ray job runs the same worker per shard); the worker's preparing
+    tasks run on the test run's Ray (``ray_local``)."""
     worker = ShardEmbedder(embed=Embed(backbone=backbone), cache=p.cache, dtype="float32")
     worker.setup()
     for job in p.todo:
@@ -39,6 +40,7 @@ def manifest_ids(p: Plan) -> tuple[list[str], list[str]]:
     return [i for t in parts for i in t["sample_id"].to_pylist()], [s for t in parts for s in t["source"].to_pylist()]
 
 
+@pytest.mark.usefixtures("ray_local")
 def test_a_renamed_source_is_served_from_the_cache_under_its_new_name(local_corpus, backbone, tmp_path):
     first = plan(local_corpus, backbone, str(tmp_path))
     embed_all(first, backbone)
@@ -55,6 +57,7 @@ def test_a_renamed_source_is_served_from_the_cache_under_its_new_name(local_corp
     assert not any((i or "").startswith(f"{old}/") for i in errors["sample_id"].to_pylist())
 
 
+@pytest.mark.usefixtures("ray_local")
 def test_wrong_parquet_columns_then_fixed_columns_reads_again(local_corpus, backbone, tmp_path):
     parquet = next(s for s in local_corpus.pool if s.format == "parquet")
     wrong = parquet.model_copy(update={"text_column": "caption"})
@@ -67,6 +70,7 @@ def test_wrong_parquet_columns_then_fixed_columns_reads_again(local_corpus, back
     assert len(manifest_ids(fixed)[0]) == local_corpus.counts[parquet.name]
 
 
+@pytest.mark.usefixtures("ray_local")
 @pytest.mark.parametrize("change", [{"frame_stride": 2}, {"image_key": None}])  # None: the first camera
 def test_a_changed_stride_or_camera_reads_the_robot_set_again(local_corpus, backbone, tmp_path, change):
     first = plan(local_corpus, backbone, str(tmp_path))
