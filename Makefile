@@ -1,5 +1,6 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Both create and fill .venv first when it is
-# missing or stale (pyproject.toml or the constraints changed), and skip that on a second run.
+# missing or stale (pyproject.toml or the constraints changed), and skip that on a second run. `make test-fast` is
+# `make test` without the tests marked slow (real servers, the stack, the browser, Ray clusters, whole flows).
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 PY ?= python3
@@ -16,7 +17,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 300
 
-.PHONY: install demo ablation test lint bench clean
+.PHONY: install demo ablation test test-fast lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt constraints-cpu.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,6 +41,11 @@ test: $(STAMP)
 		"install it with: sudo apt-get install -y chromium (bash .ci/run does)" >&2
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# -m replaces pyproject's `-m 'not gpu'`, so this expression keeps both exclusions.
+test-fast: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)

@@ -16,7 +16,7 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 from infra.stack import ROOT
 
 # Real servers on a 2-core machine: the first test also waits for the shared stack to come up (minutes).
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ROOT / "bench" / "out" / "screenshots"

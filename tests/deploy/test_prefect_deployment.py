@@ -13,7 +13,7 @@ from prefect.exceptions import PrefectHTTPStatusError
 from core.storage import filesystem
 
 # Real servers on a 2-core machine: the first test also waits for the shared stack to come up (minutes).
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 FAST = {"steps": 2, "batch_size": 2, "log_every": 1}  # training steps of a test run
 

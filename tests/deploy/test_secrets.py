@@ -13,7 +13,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from core.storage import filesystem
 
 # Real servers on a 2-core machine: the first test also waits for the shared stack to come up (minutes).
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def test_pipeline_then_the_planted_secret_is_in_nothing_it_wrote(local_stack):

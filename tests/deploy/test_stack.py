@@ -11,7 +11,7 @@ from flows.cli import main
 from infra import stack
 
 # Real servers on a 2-core machine: the first test also waits for the shared stack to come up (minutes).
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def test_every_service_is_up_on_loopback(local_stack, capsys):

@@ -20,7 +20,7 @@ from flows.ablation_params import AblationParams
 from flows.ablation_units import UnitFailed
 from tests.training.conftest import make_manifest
 
-pytestmark = pytest.mark.usefixtures("prefect_api")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 TINY = {"batch_size": 4, "log_every": 1, "shuffle_buffer": 16, "lr": 1e-3}
 

@@ -35,7 +35,7 @@ from synth.robot import scripted_episode
 from training.config import RobotDataConfig
 from training.robot_data import RobotEpisodes
 
-pytestmark = pytest.mark.usefixtures("prefect_api")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 # instruction -> (x, y, z, gripper): the instruction alone decides the action
 REACHES = (("reach left, close", (0.2, 0.5, 0.1, 1.0)), ("reach right, open", (0.8, 0.5, 0.1, 0.0)),

@@ -21,7 +21,7 @@ from estimator.scorer import ScorerConfig
 from flows.curate import curate
 from flows.params import CurateParams
 
-pytestmark = pytest.mark.usefixtures("prefect_api", "ray_local")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api", "ray_local")]
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from core.manifest import iter_selected, read_manifest, read_sidecar
 from flows.curate import curate
 from flows.params import CurateParams
 
-pytestmark = pytest.mark.usefixtures("prefect_api", "ray_local")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api", "ray_local")]
 
 
 def test_distributed_selection_writes_the_one_process_manifest(local_corpus, tiny_backbone, tmp_path):

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 600  # until the first step is logged: Prefect's ephemeral API is slow to start on a loaded machine
 GONE_WITHIN = 15  # seconds for the child and everything it started to be gone after the parent's SIGKILL
 
-pytestmark = pytest.mark.timeout(START_TIMEOUT + 300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(START_TIMEOUT + 300)]
 
 
 def _manifest(corpus, uri: str) -> str:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LOST = "the Ray cluster was lost during the run (its raylet exited)"
 RUN_TIMEOUT = 900  # seconds for the whole run: under a minute when idle, minutes on a loaded 2-core machine
 
-pytestmark = pytest.mark.timeout(RUN_TIMEOUT + 300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(RUN_TIMEOUT + 300)]
 
 
 def _config(tmp_path: Path, corpus) -> Path:

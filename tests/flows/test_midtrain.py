@@ -16,7 +16,7 @@ from flows.midtrain import midtrain
 from flows.training_params import MidtrainParams
 from tasks.run_folder import RunRefused
 
-pytestmark = pytest.mark.usefixtures("prefect_api")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 TINY_TRAIN = {"steps": 2, "batch_size": 4, "log_every": 1, "shuffle_buffer": 16}
 

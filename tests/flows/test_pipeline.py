@@ -22,7 +22,7 @@ from training.provenance import CODE_VERSION, NOTE, code_tags
 from training.tracking import MLFLOW_PARENT, PARENT, dataset_digest, lineage, robot_digest
 from training.vla import load_vla
 
-pytestmark = pytest.mark.usefixtures("prefect_api", "ray_local")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api", "ray_local")]
 
 
 def _check_run_tree(report, params, storage, client: mlflow.MlflowClient) -> None:

@@ -15,7 +15,7 @@ from flows.params import CurateParams
 from synth import generate_corpus
 from tests.conftest import TINY
 
-pytestmark = pytest.mark.usefixtures("prefect_api", "ray_local")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api", "ray_local")]
 
 
 def test_a_missing_robot_data_file_is_quarantined_and_the_run_completes(tiny_backbone, tmp_path):

@@ -15,7 +15,7 @@ from flows.curate import CurateReport, curate
 from flows.params import CurateParams
 from synth import SynthConfig, generate_corpus
 
-pytestmark = pytest.mark.usefixtures("prefect_api", "ray_local")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api", "ray_local")]
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from core.read import Quarantine, read_source
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _stale_manifest(corpus, root: Path) -> tuple[str, dict[str, int]]:

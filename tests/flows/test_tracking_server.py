@@ -13,6 +13,8 @@ from core.settings import MlflowConfig
 from infra.services import mlflow_server
 from training.tracking import record_run
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory) -> Iterator[str]:

@@ -15,7 +15,7 @@ from estimator.backbones.tiny_vlms import save_tiny_family
 from flows.cli import main
 from training.vla import load_vla
 
-pytestmark = pytest.mark.usefixtures("prefect_api")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 TRAIN = {"steps": 2, "batch_size": 3, "log_every": 1, "shuffle_buffer": 8}
 

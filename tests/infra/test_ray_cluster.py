@@ -23,7 +23,7 @@ from infra.services import BIN, free_port
 from infra.stack import Service, port_open, stop, wait_port
 
 # Three curation runs, each its own process and Ray cluster.
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 

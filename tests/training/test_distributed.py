@@ -11,6 +11,8 @@ from training.config import MidtrainConfig, TrainConfig
 from training.distributed import run_distributed
 from training.recipes import midtrain
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.usefixtures("ray_local")
 def test_two_workers_match_one_process_on_the_same_global_batch(tiny_vlm: str, manifest: str, tmp_path):
