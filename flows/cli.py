@@ -12,7 +12,8 @@ emt stack up|down|status [--root .stack ...]            the local stack: S3, Pre
 
 A command checks its configuration and reaches its storage before it imports the heavy stack (torch, Ray,
 Prefect, MLflow), so a mistake is one line on stderr within a second or two, never a traceback after the
-imports; every expected failure exits 2 with one line.
+imports; its inputs (sources, models, manifests, robot episodes) are read before Prefect and Ray start
+(``flows.input_checks``); every expected failure exits 2 with one line.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from core.settings import (
 )
 from core.storage import check_writable
 from flows.cli_ablation import add_ablation_command
+from flows.cli_errors import lost_node, lost_node_message, quiet_tracebacks
 from flows.cli_export import add_export_command
 from flows.cli_training import add_training_commands
 from synth import SynthConfig
@@ -103,6 +105,9 @@ def _cmd_curate(args: argparse.Namespace) -> int:
     from flows.params import CurateParams  # its models import torch (the backbone spec), not Ray or Prefect
 
     params = load_config(CurateParams, args.config)
+    from flows.input_checks import check_curate
+
+    check_curate(params)  # sources, backbone: one line now rather than a traceback after Prefect's start-up
     return on_ray(args, lambda: _curate_and_report(params))
 
 
@@ -228,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
     args = build_parser().parse_args(argv)
     args.supervise = argv is None  # the command line itself: see on_ray
+    # The failures reported as one line below are not logged with tracebacks on the run's way out either.
+    quiet_tracebacks(lambda err: isinstance(err, ConfigError) or lost_node(err) is not None)
     try:
         return args.run(args)
     except (ConfigError, ValueError, FileExistsError) as err:  # bad configuration or input, before work started
@@ -238,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         if err.name not in _CURATE_STACK:
             raise
         message = f"needs the curation stack ({err.name} is missing): pip install 'embodied-midtrain[curate]'"
+    except Exception as err:
+        if (lost := lost_node_message(err)) is None:
+            raise
+        print(f"emt {args.command}: {lost}", file=sys.stderr)
+        return 1  # the run failed, not its configuration
     print(f"emt {args.command}: {message}", file=sys.stderr)
     return 2
 

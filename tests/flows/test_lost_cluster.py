@@ -98,3 +98,56 @@ def test_killed_raylet_is_one_line_and_leaves_nothing_behind(local_corpus, tmp_p
     with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
         states = [row[0] for row in db.execute("select state_type from flow_run")]
     assert states and "RUNNING" not in states, states
+
+
+def _node(args: list[str], log: Path, temp: str) -> subprocess.Popen:
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            [str(Path(sys.executable).with_name("ray")), "start", "--block", "--node-ip-address=127.0.0.1",
+             "--disable-usage-stats", f"--temp-dir={temp}", *args],
+            env={**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"},
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_a_lost_worker_node_is_one_line_naming_run_name(local_corpus, tmp_path):
+    """On a cluster, the node running the embedding actors goes (its raylet killed): the driver, on the head, lives
+    on and gets Ray's ActorDiedError through Ray Data and Prefect — one line, exit 1, no traceback above it."""
+    from infra.services import free_port
+    from infra.stack import Service, stop, wait_port
+
+    config = _config(tmp_path, local_corpus)
+    port = free_port()
+    temp = tempfile.mkdtemp(prefix="emt-lostnode-", dir="/tmp")  # Ray's socket paths must stay short
+    head = _node(["--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false"], tmp_path / "head.log",
+                 temp)
+    nodes = [Service(name="head", pid=head.pid, port=port, url="", health=None, log="")]
+    try:
+        wait_port(port, head, tmp_path / "head.log")
+        worker = _node([f"--address=127.0.0.1:{port}", "--num-cpus=2"], tmp_path / "worker.log", temp)
+        nodes.append(Service(name="worker", pid=worker.pid, port=port, url="", health=None, log=""))
+        env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               "RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_AUTH_MODE": "disabled"}
+        env.pop("PREFECT_API_URL", None)
+        out = (tmp_path / "output").open("w+")
+        emt = subprocess.Popen([sys.executable, "-m", "flows.cli", "curate", "--config", str(config)],
+                               cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        deadline, killed = time.monotonic() + RUN_TIMEOUT, False
+        while emt.poll() is None and time.monotonic() < deadline:
+            if not killed and "shards to embed" in (tmp_path / "output").read_text():
+                time.sleep(2)  # the actors are placed on the worker node by then
+                [raylet] = [p for p in psutil.Process(worker.pid).children(recursive=True) if p.name() == "raylet"]
+                raylet.kill()
+                killed = True
+            time.sleep(0.3)
+        code = emt.wait(timeout=max(5.0, deadline - time.monotonic()))
+    finally:
+        for node in reversed(nodes):
+            stop(node)
+    output = (tmp_path / "output").read_text()
+    assert killed and code == 1, output[-3000:]
+    [line] = [line for line in output.splitlines() if line.startswith("emt curate:")]
+    assert line.startswith("emt curate: the Ray cluster lost a node during the run (") and "same run_name" in line
+    assert "Traceback" not in output and "open an issue" not in output, output[-3000:]
+    with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
+        states = [row[0] for row in db.execute("select state_type from flow_run")]
+    assert states and "RUNNING" not in states, states
