@@ -117,9 +117,13 @@ def _curate_and_report(params: CurateParams) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from flows.cli_export import require_manifest
+
+    storage = _storage(args.config)
+    require_manifest(args.manifest, storage)
     from tasks.report import build_report
 
-    result = build_report(args.manifest, _storage(args.config), per_set=args.per_set)
+    result = build_report(args.manifest, storage, per_set=args.per_set)
     print(f"report: {result.html_uri}\nmetrics: {result.metrics_uri}")
     return 0
 

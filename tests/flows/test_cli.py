@@ -108,3 +108,19 @@ def test_prefect_ephemeral_api_gets_time_to_start(tmp_path, monkeypatch, capsys)
     monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "42")
     main(["synth", str(tmp_path), "--samples-per-source", "0"])
     assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "42"
+
+
+def test_report_and_export_of_a_missing_manifest_are_one_line(tmp_path):
+    missing = str(tmp_path / "runs" / "nope" / "manifest.parquet")
+    for args in (["report", missing], ["export", missing, str(tmp_path / "shards")]):
+        done, seconds = _emt(*args)
+        assert done.returncode == 2 and seconds < 10, (seconds, done.stderr)
+        assert done.stderr.splitlines() == [f"emt {args[0]}: MANIFEST_URI {missing}: no such manifest "
+                                            "(a curation run's RUN/manifest.parquet)"], done.stderr
+        assert done.stdout == ""
+    # A manifest without its sidecar (not a finished run's) is named too, not a traceback about manifest.json.
+    (tmp_path / "manifest.parquet").write_bytes(b"PAR1")
+    done, _ = _emt("report", str(tmp_path / "manifest.parquet"))
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "manifest.json beside it" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "shards").exists()
