@@ -18,6 +18,7 @@ imports; every expected failure exits 2 with one line.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from collections.abc import Callable
@@ -45,9 +46,18 @@ from synth import SynthConfig
 if TYPE_CHECKING:
     from flows.params import CurateParams
 
-# What the base install lacks: a command that needs it says which extra to install (tqdm: progress, as in export).
-_CURATE_STACK = {"torch", "torchvision", "ray", "prefect", "mlflow", "transformers", "open_clip", "av", "pandas"}
-_CURATE_STACK |= {"tqdm"}
+# What the base install lacks (the import names of the `curate` extra): a command that needs it says which extra to
+# install instead of a traceback (tqdm: progress, as in export; psutil: the stack and the run supervisor).
+_CURATE_STACK = {"torch", "torchvision", "ray", "prefect", "mlflow", "transformers", "open_clip", "av", "pandas",
+                 "tqdm", "psutil", "tokenizers", "huggingface_hub", "safetensors", "faiss", "fastapi", "matplotlib",
+                 "sklearn", "scipy", "num2words", "peft"}
+# The commands the base install (manifest readers) runs; every other one needs the `curate` extra.
+_LIGHT_COMMANDS = {"synth"}
+_NEEDS_CURATE = "needs the curate extra: pip install 'embodied-midtrain[curate]'"
+
+
+def _curate_installed() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in ("torch", "ray", "prefect", "psutil"))
 
 
 def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
@@ -201,12 +211,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_commands(sub)
     add_ablation_command(sub)
 
-    from infra.stack import StackConfig
-
     p = sub.add_parser("stack", help="start, stop or inspect the local stack (all services on 127.0.0.1)")
     p.add_argument("action", choices=["up", "down", "status"])
-    add_model_options(p, StackConfig)
+    try:
+        from infra.stack import StackConfig
+    except ModuleNotFoundError as err:  # the base install: `emt --help` still works, `emt stack` says what to install
+        if err.name not in _CURATE_STACK:
+            raise
+    else:
+        add_model_options(p, StackConfig)
     p.set_defaults(run=_cmd_stack)
+    if not _curate_installed():  # say in the command list which commands this install cannot run
+        for action in sub._choices_actions:
+            if action.dest not in _LIGHT_COMMANDS:
+                action.help = f"{action.help} ({_NEEDS_CURATE})"
     return parser
 
 
@@ -244,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as err:
         if err.name not in _CURATE_STACK:
             raise
-        message = f"needs the curation stack ({err.name} is missing): pip install 'embodied-midtrain[curate]'"
+        message = f"{_NEEDS_CURATE} ({err.name} is missing)"
     except Exception as err:
         if (lost := lost_node_message(err)) is None:
             raise

@@ -124,3 +124,33 @@ def test_report_and_export_of_a_missing_manifest_are_one_line(tmp_path):
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
     assert "manifest.json beside it" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "shards").exists()
+
+
+# The `curate` extra's import names: absent, the interpreter is the base install's (consumers reading manifests).
+CURATE_EXTRA = ["torch", "torchvision", "transformers", "tokenizers", "huggingface_hub", "safetensors", "open_clip",
+                "faiss", "prefect", "fastapi", "ray", "mlflow", "pandas", "av", "matplotlib", "sklearn", "scipy",
+                "psutil", "tqdm", "num2words", "peft"]
+
+
+def _base_install_emt(*args: str) -> subprocess.CompletedProcess:
+    """`emt ARGS` as on the base install: each module of the curate extra is absent (None in sys.modules, so
+    importing it raises ModuleNotFoundError and importlib finds no spec)."""
+    code = (f"import sys\nfor name in {CURATE_EXTRA!r}: sys.modules[name] = None\n"
+            f"from flows.cli import main\nsys.exit(main({list(args)!r}))")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "250"})  # one help line per command
+
+
+def test_base_install_help_works_and_names_the_extra_each_command_needs():
+    done = _base_install_emt("--help")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    needs = "needs the curate extra: pip install 'embodied-midtrain[curate]'"
+    lines = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("    ")}
+    assert set(lines) == {"synth", "survey", "curate", "report", "export", "demo", "midtrain", "finetune",
+                          "pipeline", "ablation", "stack"}
+    assert [c for c, line in lines.items() if needs not in line] == ["synth"]  # the base install's own command
+    for args in (["stack", "--help"], ["export", "m.parquet", "out"], ["curate", "--config", "c.yaml"]):
+        done = _base_install_emt(*args)
+        assert "Traceback" not in done.stderr, done.stderr
+    done = _base_install_emt("stack", "up")
+    assert done.returncode == 2 and done.stderr == f"emt stack: {needs} (psutil is missing)\n"
