@@ -21,11 +21,14 @@ import argparse
 import importlib.util
 import os
 import sys
+import types
+import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 from botocore.exceptions import BotoCoreError
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from core.settings import (
     ConfigError,
@@ -60,15 +63,30 @@ def _curate_installed() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("torch", "ray", "prefect", "psutil"))
 
 
+_METAVARS = {int: "INT", float: "NUMBER", bool: "true|false", str: "TEXT", SecretStr: "SECRET", Path: "PATH"}
+
+
+def metavar(annotation: Any) -> str:
+    """How ``--help`` shows a field's type: INT, NUMBER, TEXT, true|false, {a,b} for a choice; ``X | None`` as X."""
+    if typing.get_origin(annotation) is Literal:
+        return "{" + ",".join(str(v) for v in typing.get_args(annotation)) + "}"
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if args and typing.get_origin(annotation) in (Union, types.UnionType):
+        return "|".join(metavar(a) for a in args)
+    return _METAVARS.get(annotation, "VALUE")
+
+
 def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
-    """One ``--field-name`` option per scalar field of ``model`` (validated by the model, not argparse)."""
+    """One ``--field-name`` option per scalar field of ``model`` (validated by the model, not argparse), shown with
+    its type and default."""
     for name, field in model.model_fields.items():
+        default = "none" if field.default is None else field.default
         parser.add_argument(
             f"--{name.replace('_', '-')}",
             dest=name,
             default=None,
-            metavar="VALUE",
-            help=f"{field.description or ''} (default: {field.default})",
+            metavar=metavar(field.annotation),
+            help=f"{field.description or ''} (default: {default})",
         )
 
 

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from flows.cli import main
 from infra.s3 import free_port
 from synth import load_corpus_info
@@ -154,3 +156,19 @@ def test_base_install_help_works_and_names_the_extra_each_command_needs():
         assert "Traceback" not in done.stderr, done.stderr
     done = _base_install_emt("stack", "up")
     assert done.returncode == 2 and done.stderr == f"emt stack: {needs} (psutil is missing)\n"
+
+
+def test_help_shows_each_options_type_and_default(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # one line per option
+    shown = {}
+    for command in ("synth", "export", "stack", "demo"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        shown[command] = capsys.readouterr().out
+    assert all("VALUE" not in out for out in shown.values()), shown
+    assert "[--samples-per-source INT]" in shown["synth"] and "(default: 400)" in shown["synth"]
+    assert "--preset {standard,shortcut}" in shown["synth"] and "--mismatched-sources true|false" in shown["synth"]
+    assert "--executor {threads,ray}" in shown["export"] and "--ray-cpus NUMBER" in shown["export"]
+    assert "--ray-address TEXT" in shown["export"] and "(default: none)" in shown["export"]
+    assert "--s3-secret SECRET" in shown["stack"] and "--prefect-port INT" in shown["stack"]
+    assert "emt-stack-secret" not in shown["stack"]  # a secret's default is never printed
