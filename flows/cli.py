@@ -18,17 +18,13 @@ imports; every expected failure exits 2 with one line.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
-import types
-import typing
 from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel
 
 from core.settings import (
     ConfigError,
@@ -41,7 +37,6 @@ from core.settings import (
 )
 from core.storage import check_writable
 from flows.cli_ablation import add_ablation_command
-from flows.cli_errors import lost_node, lost_node_message, quiet_tracebacks
 from flows.cli_export import add_export_command
 from flows.cli_training import add_training_commands
 from synth import SynthConfig
@@ -49,44 +44,20 @@ from synth import SynthConfig
 if TYPE_CHECKING:
     from flows.params import CurateParams
 
-# What the base install lacks (the import names of the `curate` extra): a command that needs it says which extra to
-# install instead of a traceback (tqdm: progress, as in export; psutil: the stack and the run supervisor).
-_CURATE_STACK = {"torch", "torchvision", "ray", "prefect", "mlflow", "transformers", "open_clip", "av", "pandas",
-                 "tqdm", "psutil", "tokenizers", "huggingface_hub", "safetensors", "faiss", "fastapi", "matplotlib",
-                 "sklearn", "scipy", "num2words", "peft"}
-# The commands the base install (manifest readers) runs; every other one needs the `curate` extra.
-_LIGHT_COMMANDS = {"synth"}
-_NEEDS_CURATE = "needs the curate extra: pip install 'embodied-midtrain[curate]'"
-
-
-def _curate_installed() -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in ("torch", "ray", "prefect", "psutil"))
-
-
-_METAVARS = {int: "INT", float: "NUMBER", bool: "true|false", str: "TEXT", SecretStr: "SECRET", Path: "PATH"}
-
-
-def metavar(annotation: Any) -> str:
-    """How ``--help`` shows a field's type: INT, NUMBER, TEXT, true|false, {a,b} for a choice; ``X | None`` as X."""
-    if typing.get_origin(annotation) is Literal:
-        return "{" + ",".join(str(v) for v in typing.get_args(annotation)) + "}"
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if args and typing.get_origin(annotation) in (Union, types.UnionType):
-        return "|".join(metavar(a) for a in args)
-    return _METAVARS.get(annotation, "VALUE")
+# What the base install lacks: a command that needs it says which extra to install (tqdm: progress, as in export).
+_CURATE_STACK = {"torch", "torchvision", "ray", "prefect", "mlflow", "transformers", "open_clip", "av", "pandas"}
+_CURATE_STACK |= {"tqdm"}
 
 
 def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
-    """One ``--field-name`` option per scalar field of ``model`` (validated by the model, not argparse), shown with
-    its type and default."""
+    """One ``--field-name`` option per scalar field of ``model`` (validated by the model, not argparse)."""
     for name, field in model.model_fields.items():
-        default = "none" if field.default is None else field.default
         parser.add_argument(
             f"--{name.replace('_', '-')}",
             dest=name,
             default=None,
-            metavar=metavar(field.annotation),
-            help=f"{field.description or ''} (default: {default})",
+            metavar="VALUE",
+            help=f"{field.description or ''} (default: {field.default})",
         )
 
 
@@ -145,13 +116,9 @@ def _curate_and_report(params: CurateParams) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from flows.cli_export import require_manifest
-
-    storage = _storage(args.config)
-    require_manifest(args.manifest, storage)
     from tasks.report import build_report
 
-    result = build_report(args.manifest, storage, per_set=args.per_set)
+    result = build_report(args.manifest, _storage(args.config), per_set=args.per_set)
     print(f"report: {result.html_uri}\nmetrics: {result.metrics_uri}")
     return 0
 
@@ -178,11 +145,7 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     config = model_from_args(stack.StackConfig, args, origin="stack options")
     if args.action == "up":
         start = time.monotonic()
-        try:
-            services = stack.up(config)
-        except stack.StackStartError as err:  # one line; what it had started is stopped already
-            print(f"emt stack: {err}", file=sys.stderr)
-            return 1
+        services = stack.up(config)
         rss = sum(stack.rss_mib(s) for s in services.values())
         print(f"stack up in {time.monotonic() - start:.0f} s, {rss:.0f} MiB resident")
         print(stack.describe(config, services))
@@ -233,20 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_commands(sub)
     add_ablation_command(sub)
 
+    from infra.stack import StackConfig
+
     p = sub.add_parser("stack", help="start, stop or inspect the local stack (all services on 127.0.0.1)")
     p.add_argument("action", choices=["up", "down", "status"])
-    try:
-        from infra.stack import StackConfig
-    except ModuleNotFoundError as err:  # the base install: `emt --help` still works, `emt stack` says what to install
-        if err.name not in _CURATE_STACK:
-            raise
-    else:
-        add_model_options(p, StackConfig)
+    add_model_options(p, StackConfig)
     p.set_defaults(run=_cmd_stack)
-    if not _curate_installed():  # say in the command list which commands this install cannot run
-        for action in sub._choices_actions:
-            if action.dest not in _LIGHT_COMMANDS:
-                action.help = f"{action.help} ({_NEEDS_CURATE})"
     return parser
 
 
@@ -273,8 +228,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
     args = build_parser().parse_args(argv)
     args.supervise = argv is None  # the command line itself: see on_ray
-    # The failures reported as one line below are not logged with tracebacks on the run's way out either.
-    quiet_tracebacks(lambda err: isinstance(err, ConfigError) or lost_node(err) is not None)
     try:
         return args.run(args)
     except (ConfigError, ValueError, FileExistsError) as err:  # bad configuration or input, before work started
@@ -284,12 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as err:
         if err.name not in _CURATE_STACK:
             raise
-        message = f"{_NEEDS_CURATE} ({err.name} is missing)"
-    except Exception as err:
-        if (lost := lost_node_message(err)) is None:
-            raise
-        print(f"emt {args.command}: {lost}", file=sys.stderr)
-        return 1  # the run failed, not its configuration
+        message = f"needs the curation stack ({err.name} is missing): pip install 'embodied-midtrain[curate]'"
     print(f"emt {args.command}: {message}", file=sys.stderr)
     return 2
 

@@ -7,25 +7,9 @@ from __future__ import annotations
 
 import argparse
 
-from botocore.exceptions import BotoCoreError
-
-from core.manifest import sidecar_uri
-from core.settings import ConfigError, CorpusConfig, StorageConfig, load_config, parse_config
-from core.storage import check_writable, exists, storage_error
+from core.settings import CorpusConfig, load_config, parse_config
+from core.storage import check_writable
 from tasks.export_params import ExportOptions, ExportParams
-
-
-def require_manifest(manifest_uri: str, storage: StorageConfig | None) -> None:
-    """A ConfigError naming ``manifest_uri`` unless it is a finished curation run's manifest (the Parquet and its
-    JSON sidecar): `emt report` and `emt export` say so in one line instead of failing on the sidecar."""
-    try:
-        if not exists(manifest_uri, storage):
-            raise ConfigError(f"MANIFEST_URI {manifest_uri}: no such manifest (a curation run's RUN/manifest.parquet)")
-        if not exists(sidecar_uri(manifest_uri), storage):
-            raise ConfigError(f"MANIFEST_URI {manifest_uri}: no {sidecar_uri(manifest_uri)} beside it: not the "
-                              "manifest of a finished curation run")
-    except (OSError, BotoCoreError) as err:  # the storage's fault, not the manifest's
-        raise storage_error(err, setting="MANIFEST_URI", uri=manifest_uri) from None
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -36,7 +20,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.config:
         data["storage"] = load_config(CorpusConfig, args.config).storage
     params = parse_config(ExportParams, data, origin="export options")
-    require_manifest(params.manifest_uri, params.storage)
     check_writable(params.output_uri, params.storage, setting="output_uri")
     return on_ray(args, lambda: _export(params)) if params.executor == "ray" else _export(params)
 

@@ -128,58 +128,9 @@ def accept_sample(row: dict, quarantine: Quarantine, check: ImageCheck) -> bool:
         or values_problem("state", row.get("state"))
     )
     if problem is not None:
-        quarantine.add(shard_uri=row["shard_uri"], reason=problem, sample_id=row["sample_id"],
-                       detail=problem_detail(problem, row, check))
+        quarantine.add(shard_uri=row["shard_uri"], reason=problem, sample_id=row["sample_id"])
         return False
     return True
-
-
-def problem_detail(reason: str, row: dict, check: ImageCheck = "header") -> str:
-    """What was wrong with a quarantined sample, in words a person can act on: the ``detail`` of its errors row
-    (the reason says which check failed; this says what the check saw)."""
-    text, meta = row.get("text"), row.get("meta")
-    if reason == "malformed_text":
-        return f"the caption is of type {type(text).__name__}, not a string: {_shown(text)}"
-    if reason == "missing_text":
-        return "no caption: the text is empty or absent" + (f" (meta: {_shown(meta)})" if meta else "")
-    if reason == "nul_in_text":
-        return f"a NUL character at offset {text.index(chr(0))} of the {len(text)}-character caption"
-    if reason == "text_too_long":
-        return f"the caption has {len(text):,} characters, more than {MAX_TEXT_CHARS:,}"
-    if reason == "non_utf8_text":
-        return "the caption's bytes are not UTF-8"
-    if reason == "malformed_meta":
-        return f"the JSON member does not parse: {_shown(meta)}"
-    if reason == "duplicate_key":
-        return "the key occurs more than once in the shard (a member repeated or the key split)"
-    if reason == "missing_image":
-        return "no image bytes"
-    if reason == "undecodable_image":
-        return f"{_image_error(row.get('image'), check)} ({len(row.get('image') or b'')} bytes)"
-    for name in ("action", "state"):
-        if reason in (f"malformed_{name}", f"non_finite_{name}"):
-            return f"{name}: {_shown(row.get(name))}"
-    return ""
-
-
-def _shown(value: object, limit: int = 120) -> str:
-    shown = repr(value)
-    return shown if len(shown) <= limit else shown[:limit] + "..."
-
-
-def _image_error(data: bytes | None, check: ImageCheck) -> str:
-    """Pillow's own words for undecodable bytes (``image_problem`` keeps only the reason)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data or b"")) as img:
-                if check == "full":
-                    img.load()
-                else:
-                    img.verify()
-    except Exception as err:  # as image_problem: Pillow raises many types; its message is the detail
-        return f"{type(err).__name__}: {err}"
-    return "the image did not decode"
 
 
 def batched(rows: Iterator[dict], quarantine: Quarantine, check: ImageCheck, batch_size: int) -> Iterator[pa.Table]:

@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from flows.cli import main
 from infra.s3 import free_port
 from synth import load_corpus_info
@@ -110,65 +108,3 @@ def test_prefect_ephemeral_api_gets_time_to_start(tmp_path, monkeypatch, capsys)
     monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "42")
     main(["synth", str(tmp_path), "--samples-per-source", "0"])
     assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "42"
-
-
-def test_report_and_export_of_a_missing_manifest_are_one_line(tmp_path):
-    missing = str(tmp_path / "runs" / "nope" / "manifest.parquet")
-    for args in (["report", missing], ["export", missing, str(tmp_path / "shards")]):
-        done, seconds = _emt(*args)
-        assert done.returncode == 2 and seconds < 10, (seconds, done.stderr)
-        assert done.stderr.splitlines() == [f"emt {args[0]}: MANIFEST_URI {missing}: no such manifest "
-                                            "(a curation run's RUN/manifest.parquet)"], done.stderr
-        assert done.stdout == ""
-    # A manifest without its sidecar (not a finished run's) is named too, not a traceback about manifest.json.
-    (tmp_path / "manifest.parquet").write_bytes(b"PAR1")
-    done, _ = _emt("report", str(tmp_path / "manifest.parquet"))
-    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
-    assert "manifest.json beside it" in done.stderr and "Traceback" not in done.stderr
-    assert not (tmp_path / "shards").exists()
-
-
-# The `curate` extra's import names: absent, the interpreter is the base install's (consumers reading manifests).
-CURATE_EXTRA = ["torch", "torchvision", "transformers", "tokenizers", "huggingface_hub", "safetensors", "open_clip",
-                "faiss", "prefect", "fastapi", "ray", "mlflow", "pandas", "av", "matplotlib", "sklearn", "scipy",
-                "psutil", "tqdm", "num2words", "peft"]
-
-
-def _base_install_emt(*args: str) -> subprocess.CompletedProcess:
-    """`emt ARGS` as on the base install: each module of the curate extra is absent (None in sys.modules, so
-    importing it raises ModuleNotFoundError and importlib finds no spec)."""
-    code = (f"import sys\nfor name in {CURATE_EXTRA!r}: sys.modules[name] = None\n"
-            f"from flows.cli import main\nsys.exit(main({list(args)!r}))")
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "COLUMNS": "250"})  # one help line per command
-
-
-def test_base_install_help_works_and_names_the_extra_each_command_needs():
-    done = _base_install_emt("--help")
-    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-    needs = "needs the curate extra: pip install 'embodied-midtrain[curate]'"
-    lines = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("    ")}
-    assert set(lines) == {"synth", "survey", "curate", "report", "export", "demo", "midtrain", "finetune",
-                          "pipeline", "ablation", "stack"}
-    assert [c for c, line in lines.items() if needs not in line] == ["synth"]  # the base install's own command
-    for args in (["stack", "--help"], ["export", "m.parquet", "out"], ["curate", "--config", "c.yaml"]):
-        done = _base_install_emt(*args)
-        assert "Traceback" not in done.stderr, done.stderr
-    done = _base_install_emt("stack", "up")
-    assert done.returncode == 2 and done.stderr == f"emt stack: {needs} (psutil is missing)\n"
-
-
-def test_help_shows_each_options_type_and_default(capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "250")  # one line per option
-    shown = {}
-    for command in ("synth", "export", "stack", "demo"):
-        with pytest.raises(SystemExit):
-            main([command, "--help"])
-        shown[command] = capsys.readouterr().out
-    assert all("VALUE" not in out for out in shown.values()), shown
-    assert "[--samples-per-source INT]" in shown["synth"] and "(default: 400)" in shown["synth"]
-    assert "--preset {standard,shortcut}" in shown["synth"] and "--mismatched-sources true|false" in shown["synth"]
-    assert "--executor {threads,ray}" in shown["export"] and "--ray-cpus NUMBER" in shown["export"]
-    assert "--ray-address TEXT" in shown["export"] and "(default: none)" in shown["export"]
-    assert "--s3-secret SECRET" in shown["stack"] and "--prefect-port INT" in shown["stack"]
-    assert "emt-stack-secret" not in shown["stack"]  # a secret's default is never printed
