@@ -76,6 +76,11 @@ def env(config: StackConfig) -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": S3_KEY,
         "AWS_SECRET_ACCESS_KEY": config.s3_secret.get_secret_value(),
         "AWS_DEFAULT_REGION": "us-east-1",
+        # Ray's single-node mode (its macOS default): a loopback --node-ip-address alone still leaves the GCS,
+        # raylet and agents listening on every interface; with multi-node clusters off they bind 127.0.0.1 only.
+        # Drivers need it too (the flows, a shell that exported this): else they look for a raylet on the
+        # machine's external address and wait for ever.
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     }
 
 
@@ -102,7 +107,8 @@ def _commands(config: StackConfig) -> dict[str, tuple[list[str], dict[str, str],
     ray_ports = [
         f"--{name}={free_port()}"
         for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                     "metrics-export-port", "runtime-env-agent-port", "node-manager-port", "object-manager-port")
+                     "metrics-export-port", "runtime-env-agent-port", "node-manager-port", "object-manager-port",
+                     "ray-client-server-port")
     ]
     return {
         # moto keeps objects in memory; its recorder appends every request to a file that ``up`` replays, so

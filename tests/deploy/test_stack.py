@@ -35,3 +35,14 @@ def test_every_service_is_up_on_loopback(local_stack, capsys):
     rss = sum(stack.rss_mib(s) for s in local_stack.services.values())
     with capsys.disabled():
         print(f"\nstack up in {local_stack.seconds:.0f} s, {rss:.0f} MiB resident now")
+
+
+def test_every_listening_socket_of_the_stack_is_on_loopback(local_stack):
+    """Every process of the stack (servers, Ray's GCS, raylet, agents and workers, the worker's flow runs) listens
+    on 127.0.0.1 only; each service's own process group is walked, so nothing another program runs is counted."""
+    from tests.infra.test_stack_loopback import listening, on_loopback
+
+    sockets = {name: listening(service.pid) for name, service in local_stack.services.items()}
+    assert all(sockets.values()), f"a service listens nowhere: {sockets}"
+    exposed = {name: [s for s in found if not on_loopback(s[1])] for name, found in sockets.items()}
+    assert not any(exposed.values()), f"listening beyond loopback: {exposed}"
