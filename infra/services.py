@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 BIN = Path(sys.executable).parent  # the console scripts of this environment
@@ -66,8 +66,9 @@ def prefect_server(home: Path, port: int | None = None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def mlflow_server(root: Path, port: int | None = None) -> Iterator[str]:
-    """An MLflow tracking server (SQLite backend, proxied artifacts under ``root``), 2 processes; yields its URI."""
+def mlflow_server(root: Path, port: int | None = None, *, args: Sequence[str] = ()) -> Iterator[str]:
+    """An MLflow tracking server (SQLite backend, proxied artifacts under ``root``), 2 processes; yields its URI.
+    ``args`` are further ``mlflow server`` options (e.g. ``--allowed-hosts`` as deploy/compose.yaml gives it)."""
     port = port or free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     cmd = [
@@ -83,6 +84,7 @@ def mlflow_server(root: Path, port: int | None = None) -> Iterator[str]:
         f"sqlite:///{root}/mlflow.db",
         "--artifacts-destination",
         str(root / "artifacts"),
+        *args,
     ]
     uri = f"http://127.0.0.1:{port}"
     with _serve(cmd, f"{uri}/health", root / "mlflow-server.log", env):
