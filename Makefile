@@ -10,7 +10,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # CPU torch (no CUDA packages) unless this machine has an NVIDIA driver; override with TORCH=cpu|cuda.
 TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
-CONSTRAINTS := -c constraints.txt $(if $(filter cpu,$(TORCH)),-c constraints-cpu.txt)
+# torch and torchvision at the tested releases: the CPU build or PyPI's CUDA build (deploy/Dockerfile uses the latter).
+CONSTRAINTS := -c constraints.txt -c constraints-$(TORCH).txt
 STAMP := $(VENV)/.installed-$(TORCH)
 # Prefect's embedded (ephemeral) API keeps its database here; its telemetry locks that SQLite file otherwise.
 export PREFECT_HOME ?= $(CURDIR)/.prefect
@@ -19,7 +20,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 300
 
 .PHONY: install demo ablation test test-fast lint bench clean
 
-$(STAMP): pyproject.toml constraints.txt constraints-cpu.txt
+$(STAMP): pyproject.toml constraints.txt constraints-cpu.txt constraints-cuda.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=25" $(QUIET)
 	$(BIN)/python -m pip install -q $(CONSTRAINTS) -e '.[dev]' $(QUIET)

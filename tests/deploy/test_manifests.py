@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,6 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from prefect.utilities.templating import apply_values
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S = "1.33.0"  # the oldest Kubernetes this project supports
@@ -90,14 +90,39 @@ def test_raycluster_against_kuberay_fields_and_pod_schemas():
         _k8s({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": bad})
 
 
-def test_prefect_kubernetes_base_job_template_renders_a_valid_job():
-    template = json.loads((DEPLOY / "k8s" / "prefect-work-pool.json").read_text())
-    variables = template["variables"]
-    jsonschema.Draft202012Validator.check_schema(variables)
-    defaults = {name: p["default"] for name, p in variables["properties"].items()}
-    jsonschema.validate(defaults, variables)
-    job = apply_values(template["job_configuration"]["job_manifest"], defaults)
-    _k8s(job)
-    container = job["spec"]["template"]["spec"]["containers"][0]
-    assert {e["name"] for e in container["env"]} >= {"RAY_ADDRESS", "MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL"}
-    assert not any("SECRET" in e["name"] for e in container["env"])  # credentials come from Secrets only
+def test_compose_makes_what_the_deployments_and_the_docker_pool_name():
+    """The network the Docker pool attaches to, the bucket of prefect.yaml's defaults, MLflow's allowed Host headers
+    and the Ray dashboard the head publishes — read from the validator's resolved file, not the source."""
+    done = subprocess.run(
+        [*_compose(), "-f", str(DEPLOY / "compose.yaml"), "--env-file", str(DEPLOY / "compose.env.example"), "config"],
+        capture_output=True, text=True, cwd=DEPLOY, check=True,
+    )
+    spec = yaml.safe_load(done.stdout)
+    assert spec["networks"]["emt"]["name"] == "emt"  # not PROJECT_emt: prefect.yaml's Docker pool joins `emt`
+    pools = yaml.safe_load((DEPLOY.parent / "prefect.yaml").read_text())["definitions"]["work_pools"]
+    assert pools["docker"]["job_variables"]["networks"] == ["emt"]
+    buckets = spec["services"]["buckets"]["command"][0]
+    defaults = (DEPLOY.parent / "prefect.yaml").read_text()
+    for bucket in sorted(set(re.findall(r"s3://([a-z0-9-]+)/", defaults))):
+        assert f"emt/{bucket}" in buckets, f"prefect.yaml's defaults use s3://{bucket}, which compose never creates"
+    mlflow = spec["services"]["mlflow"]["command"]
+    [hosts] = [a.split("=", 1)[1] for a in mlflow if a.startswith("--allowed-hosts=")]
+    assert "mlflow:5000" in hosts.split(",")  # the name the flows use (tests/deploy/test_compose_services.py)
+    head = spec["services"]["ray-head"]
+    assert "127.0.0.1:8265:8265" in str(head["ports"]) and "--dashboard-host=0.0.0.0" in head["command"]
+
+
+def test_dockerfile_installs_the_tested_torch_and_the_ray_dashboard():
+    """The image's CUDA torch and torchvision are the releases the CPU stack is tested with, and Ray's dashboard (the
+    job server flow runs are submitted to) has its dependencies."""
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    install = next(line for line in dockerfile.replace("\\\n", " ").splitlines() if "pip install -c" in line)
+    assert "-c constraints-cuda.txt" in install and "constraints-cuda.txt" in dockerfile.split("RUN python")[0]
+    assert '"ray[default]"' in install
+
+    def pins(name: str) -> dict[str, str]:
+        lines = (DEPLOY.parent / name).read_text().splitlines()
+        return dict(line.split("==") for line in lines if "==" in line and not line.startswith("#"))
+
+    cuda, cpu = pins("constraints-cuda.txt"), pins("constraints-cpu.txt")
+    assert cuda["torch"] == cpu["torch"].split("+")[0] and cuda["torchvision"] == cpu["torchvision"]
