@@ -12,7 +12,8 @@ emt stack up|down|status [--root .stack ...]            the local stack: S3, Pre
 
 A command checks its configuration and reaches its storage before it imports the heavy stack (torch, Ray,
 Prefect, MLflow), so a mistake is one line on stderr within a second or two, never a traceback after the
-imports; every expected failure exits 2 with one line.
+imports; its inputs (sources, models, manifests, robot episodes) are read before Prefect and Ray start
+(``flows.input_checks``); every expected failure exits 2 with one line.
 """
 
 from __future__ import annotations
@@ -103,6 +104,9 @@ def _cmd_curate(args: argparse.Namespace) -> int:
     from flows.params import CurateParams  # its models import torch (the backbone spec), not Ray or Prefect
 
     params = load_config(CurateParams, args.config)
+    from flows.input_checks import check_curate
+
+    check_curate(params)  # sources, backbone: one line now rather than a traceback after Prefect's start-up
     return on_ray(args, lambda: _curate_and_report(params))
 
 

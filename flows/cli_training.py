@@ -25,6 +25,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "pipeline": training_params.PipelineParams,
     }[args.command]
     params = load_config(model, args.config)  # before the heavy imports below
+    from flows import input_checks
+
+    # Model, manifest and robot data read now: a bad one is one line before Prefect and Ray start.
+    {"midtrain": input_checks.check_midtrain, "finetune": input_checks.check_finetune,
+     "pipeline": input_checks.check_pipeline}[args.command](params)
     from flows.cli import on_ray  # imported here: flows.cli imports this module
 
     return on_ray(args, lambda: _train(args.command, params))
