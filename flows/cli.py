@@ -149,7 +149,11 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     config = model_from_args(stack.StackConfig, args, origin="stack options")
     if args.action == "up":
         start = time.monotonic()
-        services = stack.up(config)
+        try:
+            services = stack.up(config)
+        except stack.StackStartError as err:  # one line; what it had started is stopped already
+            print(f"emt stack: {err}", file=sys.stderr)
+            return 1
         rss = sum(stack.rss_mib(s) for s in services.values())
         print(f"stack up in {time.monotonic() - start:.0f} s, {rss:.0f} MiB resident")
         print(stack.describe(config, services))

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 from pydantic import Field, SecretStr
 
-from core.settings import Settings
+from core.settings import ConfigError, Settings
 from infra.services import BIN, free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: prefect.yaml's entrypoints are relative to it
@@ -134,7 +134,9 @@ def _commands(config: StackConfig) -> dict[str, tuple[list[str], dict[str, str],
             [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
              f"--port={config.ray_port}", f"--num-cpus={config.ray_cpus}", "--include-dashboard=false",
              "--disable-usage-stats", f"--temp-dir={home / 'ray'}", *ray_ports],
-            {},
+            # On SIGTERM a head first drains for 30 s (for Ray Serve proxies of a multi-node cluster); a local
+            # single node has nothing to drain, and `down` took those 30 s every time.
+            {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"},
             config.ray_port, e["RAY_ADDRESS"], None,
         ),
         "prefect-worker": (
@@ -184,10 +186,27 @@ def alive(service: Service) -> bool:
         return False
 
 
+class StackStartError(RuntimeError):
+    """``up`` could not start the stack; what it had started is stopped again. One line: the CLI prints it."""
+
+
+# The StackConfig field (and so the `emt stack` option) that sets each service's port; in start-up order.
+PORT_FIELDS = {"s3": "s3_port", "prefect-server": "prefect_port", "mlflow": "mlflow_port", "ray-head": "ray_port",
+               "prefect-worker": "worker_port"}
+
+
+def _taken(name: str, config: StackConfig) -> str | None:
+    field = PORT_FIELDS[name]
+    port = getattr(config, field)
+    if not port_open(port):
+        return None
+    return f"{name}: port {port} on 127.0.0.1 is taken; choose another with --{field.replace('_', '-')}"
+
+
 def start_service(name: str, config: StackConfig) -> Service:
     cmd, extra, port, url, health = _commands(config)[name]
-    if port_open(port):
-        raise RuntimeError(f"{name}: port {port} on 127.0.0.1 is taken; choose another with --{name}-port")
+    if taken := _taken(name, config):
+        raise ConfigError(taken)
     log = config.home / "logs" / f"{name}.log"
     with open(log, "a") as out:  # the child keeps its own descriptor
         process = subprocess.Popen(
@@ -215,28 +234,56 @@ def up(config: StackConfig) -> dict[str, Service]:
     for sub in ("s3", "prefect", "mlflow", "ray", "logs"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     services = {n: s for n, s in read_state(config).items() if alive(s)}
-    for name in ("s3", "prefect-server", "mlflow", "ray-head", "prefect-worker"):
-        if name in services:
-            continue
-        if name == "prefect-worker":  # the pool and the deployments exist before a worker polls for them
-            stack_setup.register(config, deploy=config.deploy)
-        services[name] = start_service(name, config)
+    missing = [name for name in PORT_FIELDS if name not in services]
+    # Every port first: a taken one is refused before anything starts, naming the option that moves it.
+    if taken := [t for name in missing if (t := _taken(name, config))]:
+        raise ConfigError("; ".join(taken))
+    started: list[str] = []
+    step = "starting"
+    try:
+        for name in missing:
+            if name == "prefect-worker":  # the pool and the deployments exist before a worker polls for them
+                step = "registering the deployments"
+                stack_setup.register(config, deploy=config.deploy)
+            step = f"starting {name}"
+            services[name] = start_service(name, config)
+            started.append(name)
+            _write_state(config, services)
+            if name == "s3":  # restore earlier sessions' objects; the MLflow artifact bucket before MLflow starts
+                step = "preparing the S3 buckets"
+                stack_setup.prepare_s3(config)
+        if config.deploy:
+            step = "seeding the demo data"
+            stack_setup.seed_demo(config)
+    except Exception as err:
+        # Nothing of a failed ``up`` stays running: what this call started is stopped (what ran before stays).
+        for name in reversed(started):
+            stop(services.pop(name))
         _write_state(config, services)
-        if name == "s3":  # restore earlier sessions' objects; the MLflow artifact bucket before MLflow starts
-            stack_setup.prepare_s3(config)
-    if config.deploy:
-        stack_setup.seed_demo(config)
+        if isinstance(err, ConfigError):
+            raise
+        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise StackStartError(f"{step} failed: {first} (logs: {home / 'logs'}); stopped what this `up` had "
+                              f"started: {', '.join(reversed(started)) or 'nothing'}") from err
     return services
 
 
 def stop(service: Service, *, timeout: float = 30) -> None:
-    """End the service's whole process tree (SIGTERM, then SIGKILL) and wait until its port is closed."""
+    """End the service's whole process tree (SIGTERM, then SIGKILL) and wait until its port is closed.
+
+    The root process is asked first: a `ray start --block` then ends its node's processes in order in about a second,
+    where signalling the whole tree at once left it waiting 15-30 s on processes already going. What the root leaves
+    (a server's workers it does not end itself) is signalled after it."""
     try:
         root = psutil.Process(service.pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         procs = []
-    for proc in procs:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        if procs:
+            procs[0].send_signal(signal.SIGTERM)
+    psutil.wait_procs(procs[:1], timeout=min(10.0, timeout))
+    for proc in procs[1:]:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.send_signal(signal.SIGTERM)
     _, left = psutil.wait_procs(procs, timeout=timeout)
