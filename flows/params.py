@@ -41,10 +41,15 @@ class RayConfig(Settings):
 # k xor fraction, in the JSON schema the Prefect UI validates its form against: a run with both or neither is
 # refused when submitted, not on a worker (the model validator below says the same for every other caller).
 # Its test of k is by type, not "required", which Prefect strips when it checks a deployment's partial defaults.
+# JSON Schema has no error messages of its own: the refusal is a `const` the value cannot equal, so the form shows
+# "'give k or fraction, not both' was expected" under fraction, not "0.1 is not of type 'null'".
+BOTH = "give k or fraction, not both"
+NEITHER = "give k or fraction"
 _K_XOR_FRACTION = {
     "if": {"properties": {"k": {"type": "null"}}},  # no k: a fraction is needed
-    "then": {"properties": {"fraction": {"type": "number"}}, "required": ["fraction"]},
-    "else": {"properties": {"fraction": {"type": "null"}}},  # a k: no fraction
+    "then": {"required": ["fraction"],
+             "properties": {"fraction": {"if": {"type": "null"}, "then": {"const": NEITHER}}}},
+    "else": {"properties": {"fraction": {"if": {"type": "number"}, "then": {"const": BOTH}}}},  # a k: no fraction
 }
 
 
@@ -99,7 +104,7 @@ class CurateParams(Settings):
     @model_validator(mode="after")
     def _check(self) -> CurateParams:
         if (self.k is None) == (self.fraction is None):
-            raise ValueError("give exactly one of k and fraction")
+            raise ValueError(NEITHER if self.k is None else BOTH)
         names = [s.name for s in self.pool] + [s.name for s in self.robot]
         if dup := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"source names must be unique across pool and robot, repeated: {dup}")

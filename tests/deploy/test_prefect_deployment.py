@@ -38,7 +38,7 @@ def test_every_deployment_is_registered_with_runnable_defaults(local_stack):
 def test_k_and_fraction_together_are_refused_on_submit(local_stack):
     params = local_stack.defaults("curate")
     params["params"] |= {"k": 5}
-    with local_stack.client() as client, pytest.raises(PrefectHTTPStatusError, match="fraction"):
+    with local_stack.client() as client, pytest.raises(PrefectHTTPStatusError, match="give k or fraction, not both"):
         deployment = client.read_deployment_by_name("curate/curate")
         client.create_flow_run_from_deployment(deployment.id, parameters=params)
 
