@@ -40,7 +40,7 @@ def publish_curation_artifacts(report: CurateReport, tracking_uri: str | None = 
                 "| source | pool | selected |",
                 "|---|---|---|",
                 *[f"| {r['source']} | {r['pool']} | {r['selected']} |" for r in rows],
-                *_analysis_markdown(report),
+                *_analysis_markdown(report, tracking_uri),
             ]
         ),
     )
@@ -63,21 +63,38 @@ def _mlflow_markdown(report: CurateReport, tracking_uri: str | None) -> list[str
     """The run's MLflow link; the report is among that run's artifacts (report/report.html)."""
     if not (tracking_uri and report.mlflow_run_id):
         return []
+    return [f"- MLflow run: {curation_run_link(report, tracking_uri)} (its artifacts hold report/report.html)"]
+
+
+def curation_run_link(report: CurateReport, tracking_uri: str | None) -> str:
+    """The curation's MLflow run as a link (its id where it was not tracked)."""
+    if not (tracking_uri and report.mlflow_run_id):
+        return f"`{report.mlflow_run_id}`" if report.mlflow_run_id else "not tracked"
     from mlflow.tracking import MlflowClient
 
     experiment_id = MlflowClient(tracking_uri).get_run(report.mlflow_run_id).info.experiment_id
-    link = mlflow_run_link(tracking_uri, experiment_id, report.mlflow_run_id)
-    return [f"- MLflow run: {link} (its artifacts hold report/report.html)"]
+    return mlflow_run_link(tracking_uri, experiment_id, report.mlflow_run_id)
 
 
-def _analysis_markdown(report: CurateReport) -> list[str]:
+def report_link(report: CurateReport, tracking_uri: str | None) -> str:
+    """The run's HTML report: opened from the MLflow server when one tracked the run (it serves the artifact as a
+    page), else where it was written."""
+    if not report.report_uri:
+        return "none (report_per_set: 0)"
+    if tracking_uri and tracking_uri.startswith(("http://", "https://")) and report.mlflow_run_id:
+        page = f"{tracking_uri.rstrip('/')}/get-artifact?path=report/report.html&run_uuid={report.mlflow_run_id}"
+        return f"[report.html]({page}) (also `{report.report_uri}`)"
+    return f"`{report.report_uri}`"
+
+
+def _analysis_markdown(report: CurateReport, tracking_uri: str | None) -> list[str]:
     """The report's key tables (diversity, squared MMD) and where the full HTML report is."""
     if not report.report_uri:
         return []
     names = list(report.mmd2)
     return [
         "",
-        f"Full report (figures, 2-D map, examples): `{report.report_uri}`",
+        f"Full report (figures, 2-D map, examples): {report_link(report, tracking_uri)}",
         "",
         "| set | diversity |",
         "|---|---|",

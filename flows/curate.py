@@ -147,7 +147,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
         sidecar = prefect_tasks.write_manifest_task(plan, manifest_uri, scores, selection, sidecar)
     progress.step("report")
     analysis = (
-        prefect_tasks.report_task(manifest_uri, storage, per_set=params.report_per_set)
+        prefect_tasks.report_task(manifest_uri, storage, per_set=params.report_per_set, on_step=progress.report_step)
         if params.report_per_set
         else None
     )

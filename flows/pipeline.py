@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from flows.artifacts import mlflow_run_link
+from flows.artifacts import curation_run_link, mlflow_run_link, report_link
 from flows.curate import CurateReport, curate
 from flows.finetune import finetune
 from flows.midtrain import midtrain
@@ -58,14 +58,16 @@ def pipeline(params: PipelineParams) -> PipelineReport:
         )
     )
     report = PipelineReport(curate=curated, midtrain=mid, finetune=tuned)
+    curation_tracking = params.curate.mlflow.resolved_uri() if params.curate.mlflow.enabled else None
     evaluation = " ".join(f"{k}={v:.4f}" for k, v in tuned.eval_metrics().items())
     create_markdown_artifact(
         key="pipeline-summary",
         markdown="\n".join(
             [
                 f"# Pipeline run `{curated.run_id}`",
-                f"- curation: MLflow `{curated.mlflow_run_id}`, manifest `{curated.manifest_uri}` "
-                f"({curated.selected} of {curated.pool_samples} selected)",
+                f"- curation: MLflow {curation_run_link(curated, curation_tracking)}, manifest "
+                f"`{curated.manifest_uri}` ({curated.selected} of {curated.pool_samples} selected), report "
+                f"{report_link(curated, curation_tracking)}",
                 f"- midtrain: MLflow {mlflow_run_link(mid.tracking_uri, mid.experiment_id, mid.mlflow_run_id)}, "
                 f"`{mid.registered_model}` v{mid.model_version}",
                 f"- finetune: MLflow {mlflow_run_link(tuned.tracking_uri, tuned.experiment_id, tuned.mlflow_run_id)}"

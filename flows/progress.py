@@ -34,6 +34,14 @@ class CurationProgress:
         update_progress_artifact(self.artifact, float(STEPS[name]), description=text)
         self.logger.info(text)
 
+    def report_step(self, name: str, done: int, total: int) -> None:
+        """The report's step ``name`` starts (``done`` of ``total`` finished): the bar moves between the report's
+        and the next step's share, so a report that takes minutes shows which part runs."""
+        value = STEPS["report"] + (STEPS["mlflow"] - STEPS["report"]) * done / total
+        text = f"run {self.run_id}: report, {name} ({done + 1}/{total})"
+        update_progress_artifact(self.artifact, value, description=text)
+        self.logger.info(text)
+
     @contextlib.contextmanager
     def watch_embedding(self, cache: EmbeddingCache, todo: list[ShardJob], *, every: float = 5.0) -> Iterator[None]:
         """Poll ``cache`` for the shards of ``todo`` every ``every`` seconds while the block runs."""

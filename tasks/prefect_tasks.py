@@ -3,6 +3,7 @@ the Prefect task ``<step>``, with the step's own signature and no logic of its o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prefect import task
@@ -120,6 +121,7 @@ def score_select_write_task(
 
 @task(name="report", retries=2, retry_delay_seconds=5, **_task)
 def report_task(
-    manifest_uri: str, storage: StorageConfig | None, *, per_set: int, seed: int = 0
+    manifest_uri: str, storage: StorageConfig | None, *, per_set: int, seed: int = 0,
+    on_step: Callable[[str, int, int], None] | None = None,
 ) -> build.ReportResult:
-    return build.build_report(manifest_uri, storage, per_set=per_set, seed=seed)
+    return build.build_report(manifest_uri, storage, per_set=per_set, seed=seed, on_step=on_step)

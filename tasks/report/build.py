@@ -7,6 +7,7 @@ result.html_uri       # .../report.html (self-contained), plus report_metrics.js
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,11 @@ def _shortcut_section(scorer: dict[str, Any]) -> str:
         "web captions); a scorer reading the text would select by wording.")
 
 
+# What the report does, in order (each step's start is logged and reported to ``on_step``).
+STEPS = ("reading the sampled sets", "MMD and diversity", "figures and the 2-D map", "example thumbnails",
+         "publishing the report")
+
+
 def build_report(
     manifest_uri: str,
     storage: StorageConfig | None = None,
@@ -101,16 +107,27 @@ def build_report(
     per_set: int = 500,
     seed: int = 0,
     examples: int = 8,
+    on_step: Callable[[str, int, int], None] | None = None,
 ) -> ReportResult:
     """Compute MMD², diversity, score quantiles and the selected mixture of a run; draw the figures; publish
     ``report.html``, ``report_metrics.json`` and ``figures/*.png`` under ``out_uri`` (default: the manifest's
     directory). Embeddings are sampled (``per_set`` per set, seeded) and the manifest is streamed once through a
-    few of its columns, so memory does not grow with the pool and time only by that one read."""
-    # steps: read the sets, metrics, figures, examples, publish
-    with Progress("report", total=5, unit="steps") as progress:
+    few of its columns, so memory does not grow with the pool and time only by that one read.
+
+    ``on_step(name, done, total)`` is called as each step starts (the curate flow moves its UI progress bar)."""
+    with Progress("report", total=len(STEPS), unit="steps") as progress:
+
+        def step(done: int) -> None:
+            # The steps take seconds to minutes each (the 2-D map the longest): say which one runs now.
+            progress.log(f"report: {STEPS[done]} ({done + 1}/{len(STEPS)})")
+            if on_step is not None:
+                on_step(STEPS[done], done, len(STEPS))
+
         return _build_report(
-            manifest_uri, storage, out_uri=out_uri, per_set=per_set, seed=seed, examples=examples, progress=progress
+            manifest_uri, storage, out_uri=out_uri, per_set=per_set, seed=seed, examples=examples,
+            progress=progress, step=step,
         )
+
 
 
 def _build_report(
@@ -122,8 +139,10 @@ def _build_report(
     seed: int,
     examples: int,
     progress: Progress,
+    step: Callable[[int], None],
 ) -> ReportResult:
     out_uri = out_uri or manifest_uri.rsplit("/", 1)[0]
+    step(0)
     sidecar = read_sidecar(manifest_uri, storage)
     scan = scan_manifest(manifest_uri, storage, per_set=per_set, seed=seed, examples=examples)
     data = load_sets(manifest_uri, storage, per_set=per_set, seed=seed, scan=scan)
@@ -131,6 +150,7 @@ def _build_report(
     order = sorted(scan.scores.sources) + robot_names + ["selected", "pool"]
     sets = {k: data.sets[k] for k in order if k in data.sets}
     progress.update()
+    step(1)
 
     mmd = mmd_matrix(sets)
     div = pd.DataFrame(
@@ -154,6 +174,7 @@ def _build_report(
         "seed": seed,
     }
     progress.update()
+    step(2)
 
     colours = figures.source_colours([*order, *data.map_labels, *scan.scores.sources])
     edges, counts = scan.scores.figure()
@@ -167,6 +188,7 @@ def _build_report(
         "selected_mixture": figures.selected_mixture(share),
     }
     progress.update()
+    step(3)
     pool_specs = {s["name"]: SourceSpec.model_validate(s) for s in sidecar.get("pool", [])}
     if examples > 0:
         top = manifest_rows(manifest_uri, storage, scan.top)
@@ -179,6 +201,7 @@ def _build_report(
             if samples:
                 pngs[name] = figures.thumbnails(samples, title)
     progress.update()
+    step(4)
 
     figure_uris = {name: join(out_uri, "figures", f"{name}.png") for name in pngs}
     for name, png in pngs.items():

@@ -210,7 +210,7 @@ def test_worker_stats_are_written_beside_the_run_and_recorded(first_run, s3, mlf
     assert "Embedding" in report and "samples_per_s" in report
 
 
-def test_each_step_shows_progress_and_ray_data_stays_quiet(local_corpus, s3_backbone, s3, tmp_path, capfd):
+def test_each_step_shows_progress_and_ray_data_stays_quiet(local_corpus, s3_backbone, s3, tmp_path, capfd, caplog):
     params = CurateParams(
         pool=local_corpus.pool[:2],
         robot=local_corpus.robot,
@@ -227,6 +227,9 @@ def test_each_step_shows_progress_and_ray_data_stays_quiet(local_corpus, s3_back
                        ("report", "steps")):
         assert re.search(rf"{step}: 0/(\d+) {unit}\b.*{step}: \1/\1 {unit}, .*in \d:\d\d:\d\d", out, re.S), step
     assert re.search(r"embed: \d+/\d+ shards, \d+ samples/s", out)
+    # The report's steps move the run's progress bar in the UI, each with a line in the run's log naming it.
+    for n, name in enumerate(("reading the sampled sets", "MMD and diversity", "figures and the 2-D map"), 1):
+        assert f"run progress: report, {name} ({n}/5)" in caplog.text, name
     # Ray Data's block counters and banners, and Ray's actor-restart alarm, say nothing a user can act on
     for noise in ("Total Progress", "Queued blocks", "Starting execution of Dataset", "max_restarts"):
         assert noise not in out

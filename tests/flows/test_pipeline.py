@@ -136,3 +136,7 @@ def test_pipeline_on_s3_tracked_by_a_server(
         assert exists(join(stage.run_uri, "_SUCCESS"), s3.storage)
     assert exists(join(report.finetune.model_uri, "vla.json"), s3.storage)
     _check_run_tree(report, params, s3.storage, mlflow.MlflowClient(tracking_server))
+    # The summary links the curation's run on the server, as it links the other two stages'.
+    curation = mlflow.MlflowClient(tracking_server).get_run(report.curate.mlflow_run_id).info
+    assert (f"({tracking_server}/#/experiments/{curation.experiment_id}/runs/{curation.run_id})"
+            in Artifact.get("pipeline-summary").data)

@@ -158,3 +158,12 @@ def test_build_report_defaults_next_to_manifest(fake_run: str) -> None:
     result = build_report(fake_run, per_set=10, examples=0)
     assert result.html_uri == str(Path(fake_run).parent / "report.html")
     assert Path(result.html_uri).exists() and "top_selected" not in result.figure_uris
+
+
+def test_build_report_announces_each_step_as_it_starts(fake_run: str, tmp_path: Path) -> None:
+    """The curate flow moves its UI progress bar on these calls: the report was the longest step and showed nothing."""
+    seen: list[tuple[str, int, int]] = []
+    build_report(fake_run, out_uri=str(tmp_path / "report"), per_set=10, examples=0,
+                 on_step=lambda name, done, total: seen.append((name, done, total)))
+    assert [done for _, done, _ in seen] == [0, 1, 2, 3, 4] and {total for *_, total in seen} == {5}
+    assert [name for name, *_ in seen][2] == "figures and the 2-D map"
