@@ -14,6 +14,9 @@ from infra.stack import MLFLOW_BUCKET, ROOT, S3_KEY, WORK_POOL, StackConfig, env
 
 DEMO_BUCKET = "emt-demo"  # prefect.yaml's default parameters read s3://emt-demo/corpus and write s3://emt-demo/runs
 SEED_MARKER = f"{DEMO_BUCKET}/_SEEDED"
+# The midtrain deployment's default manifest: the demo corpus's ground-truth selection (synth.reference), so its
+# Quick run works on a fresh stack, before any curation has run.
+REFERENCE_MANIFEST = f"s3://{DEMO_BUCKET}/manifests/reference/manifest.parquet"
 
 
 def storage(config: StackConfig) -> StorageConfig:
@@ -56,17 +59,21 @@ def register(config: StackConfig, *, deploy: bool) -> None:
 
 
 def seed_demo(config: StackConfig) -> None:
-    """The synthetic corpus, a tiny open_clip backbone and a tiny VLM under s3://emt-demo (once per stack)."""
+    """The synthetic corpus, a tiny open_clip backbone, a tiny VLM and the corpus's reference manifest under
+    s3://emt-demo (once per stack)."""
     from estimator.backbones.tiny import save_tiny_backbone
-    from synth import SynthConfig, generate_corpus
+    from synth import SynthConfig, generate_corpus, load_corpus_info
+    from synth.reference import write_reference_manifest
     from training.vlm import save_tiny_vlm
 
     s3 = storage(config)
     fs, _ = filesystem("s3://", s3)
-    if fs.exists(SEED_MARKER):
-        return
-    synth = SynthConfig(samples_per_source=config.demo_samples_per_source, shard_size=50, image_size=32)
-    generate_corpus(f"s3://{DEMO_BUCKET}/corpus", synth, s3)
-    save_tiny_backbone("open_clip", f"s3://{DEMO_BUCKET}/models/tiny-open_clip", s3, seed=0)
-    save_tiny_vlm(f"s3://{DEMO_BUCKET}/models/tiny-vlm", s3, seed=0)
-    fs.pipe(SEED_MARKER, b"")
+    corpus = f"s3://{DEMO_BUCKET}/corpus"
+    if not fs.exists(SEED_MARKER):
+        synth = SynthConfig(samples_per_source=config.demo_samples_per_source, shard_size=50, image_size=32)
+        generate_corpus(corpus, synth, s3)
+        save_tiny_backbone("open_clip", f"s3://{DEMO_BUCKET}/models/tiny-open_clip", s3, seed=0)
+        save_tiny_vlm(f"s3://{DEMO_BUCKET}/models/tiny-vlm", s3, seed=0)
+        fs.pipe(SEED_MARKER, b"")
+    if not fs.exists(REFERENCE_MANIFEST.removeprefix("s3://")):  # also on a stack seeded before it existed
+        write_reference_manifest(load_corpus_info(corpus, s3), REFERENCE_MANIFEST, s3)

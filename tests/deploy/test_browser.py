@@ -4,6 +4,7 @@ in the MLflow UI, find that run and its report. Screenshots go to bench/out/scre
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,3 +113,42 @@ def test_custom_run_from_the_prefect_ui_then_its_mlflow_run(local_stack, page):
     page.get_by_text("report", exact=True).first.click()
     page.get_by_text("report.html").first.click()
     shot(page, "mlflow-run-report")
+
+
+def _new_run_of(local_stack, deployment: str, before: set, page, *, timeout: float = 600):
+    """The flow run of ``deployment`` that is not in ``before``: the one the Quick run just created."""
+    deadline = time.monotonic() + timeout
+    with local_stack.client() as client:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):  # a busy server's late answer: ask again
+                runs = client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])))
+                if new := [r for r in runs if r.id not in before]:
+                    return new[0]
+            if time.monotonic() > deadline:
+                shot(page, f"prefect-quick-run-{deployment}-not-found")
+                raise AssertionError(f"no new flow run of `{deployment}` {timeout:.0f} s after its Quick run")
+            time.sleep(2)
+
+
+@pytest.mark.timeout(3600)  # four runs one after the other, the pipeline three stages long, on a 2-core machine
+def test_every_deployments_quick_run_completes_on_a_fresh_stack(local_stack, page):
+    """Run -> Quick run on each deployment, with the defaults prefect.yaml gives and `emt stack up` seeds data for:
+    nothing created by hand before (midtrain's default manifest is the seeded reference one)."""
+    ui = local_stack.services["prefect-server"].url
+    for name in ("curate", "midtrain", "finetune", "pipeline"):
+        with local_stack.client() as client:
+            before = {r.id for r in client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name])))}
+        page.goto(f"{ui}/deployments")
+        page.get_by_role("link", name=name, exact=True).first.click()
+        page.wait_for_url("**/deployments/deployment/**")
+        page.get_by_role("button", name="Run", exact=True).click()
+        page.get_by_text("Quick run").click()
+        # The Quick run opens the deployment's defaults in a dialog: run them as they are.
+        page.get_by_role("dialog").get_by_role("button", name="Run", exact=True).click()
+        run = local_stack.wait(_new_run_of(local_stack, name, before, page).id, timeout=1800)
+        if not run.state.is_completed():
+            page.goto(f"{ui}/runs/flow-run/{run.id}")
+            shot(page, f"prefect-quick-run-{name}-failed")
+        assert run.state.is_completed(), f"{name}: {run.state.name}: {run.state.message}"

@@ -64,8 +64,9 @@ def test_curate_then_midtrain_then_finetune_from_their_deployments(local_stack):
     assert f"/runs/{mlflow_run.info.run_id}" in summary  # the summary links the run on the MLflow server
     assert "report/report.html" in {f.path for f in mlflow.list_artifacts(mlflow_run.info.run_id, "report")}
 
-    mid = local_stack.defaults("midtrain")  # its default manifest is the `quickstart` curation's
-    mid["params"] |= {"train": FAST, "run_name": "quickstart"}
+    mid = local_stack.defaults("midtrain")  # on the manifest of the curation just run (the default is the reference)
+    mid["params"] |= {"train": FAST, "run_name": "quickstart",
+                      "manifest_uri": "s3://emt-demo/runs/quickstart/manifest.parquet"}
     run = local_stack.run_deployment("midtrain/midtrain", mid)
     assert run.state.is_completed(), run.state.message
     assert "midtrain-summary" in artifacts(local_stack, run.id)
