@@ -56,12 +56,20 @@ def artifact_location(tracking_uri: str) -> str | None:
     return (database.parent / "mlartifacts").as_uri()
 
 
+# The MLflow UI opens an experiment without this tag in its GenAI view (traces, prompts); ours are model training.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def _experiment_id(name: str, client: mlflow.MlflowClient | None = None) -> str:
     client = client or mlflow.MlflowClient()
     found = client.get_experiment_by_name(name)
-    if found:
-        return found.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri))
+    if not found:
+        return client.create_experiment(
+            name, artifact_location=artifact_location(client.tracking_uri), tags=EXPERIMENT_KIND)
+    for key, value in EXPERIMENT_KIND.items():
+        if key not in found.tags:  # made before the tag, or by another tool: open it in the ML view too
+            client.set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
 
 
 def record_run(

@@ -201,3 +201,17 @@ def test_runs_nest_under_their_upstream_run_and_link_it_in_their_description(tra
     assert ft_run.data.tags[CODE_VERSION] == code_tags()[CODE_VERSION]
     (registered,) = client.search_model_versions("name = 'emt-test-links-vlm'")
     assert registered.tags[CODE_VERSION] == code_tags()[CODE_VERSION]
+
+
+def test_experiments_open_in_the_mlflow_ml_view(tracking_uri):
+    """The UI opens an experiment without ``mlflow.experimentKind`` in its GenAI view: ours carry the ML kind, and
+    one made before (or by another tool) gets it on our first run in it."""
+    client = mlflow.MlflowClient(tracking_uri)
+    older = client.create_experiment("emt-made-elsewhere")
+    assert "mlflow.experimentKind" not in client.get_experiment(older).tags
+    for name in ("emt-fresh", "emt-made-elsewhere"):
+        with training_run(MlflowConfig(tracking_uri=tracking_uri, experiment=name), run_name="v", kind="midtrain",
+                          tags={}):
+            pass
+        tags = client.get_experiment_by_name(name).tags
+        assert tags["mlflow.experimentKind"] == "custom_model_development", name
