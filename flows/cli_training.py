@@ -43,7 +43,7 @@ def _train(command: str, params: Any) -> int:
 
         report = pipeline(params)
         print(f"\nmanifest: {report.curate.manifest_uri}\nMLflow runs: {report.mlflow_run_ids}")
-        tuned = report.finetune
+        trained = [report.midtrain, report.finetune]
     else:
         from flows.finetune import finetune
         from flows.midtrain import midtrain
@@ -51,10 +51,13 @@ def _train(command: str, params: Any) -> int:
         tuned = (midtrain if command == "midtrain" else finetune)(params)
         print(f"\n{tuned.kind} run {tuned.run_id}: model {tuned.model_uri} "
               f"({tuned.registered_model} v{tuned.model_version}), MLflow run {tuned.mlflow_run_id}")
-        skipped = {k.removeprefix("skipped/"): int(v) for k, v in tuned.metrics.items() if k.startswith("skipped/")}
-        if skipped:  # e.g. a manifest older than its data: its deleted or rewritten shards' samples
-            print(f"skipped samples: {', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))} "
-                  f"(counted in every epoch; in {tuned.run_uri}/report.json)")
+        trained = [tuned]
+    for run in trained:
+        skipped = {k.removeprefix("skipped/"): int(v) for k, v in run.metrics.items() if k.startswith("skipped/")}
+        if skipped:  # e.g. a manifest older than its data, or non-finite actions in the robot data
+            print(f"{run.kind} skipped samples: {', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))} "
+                  f"(counted in every epoch; in {run.run_uri}/report.json)")
+    tuned = trained[-1]
     print_run_tree(tuned.mlflow_run_id, tuned.tracking_uri)
     if tuned.kind == "finetune":
         print_evaluation(tuned)

@@ -70,7 +70,7 @@ def test_midtrain_on_a_stale_manifest_counts_what_it_skipped(local_corpus, tiny_
     assert "Traceback" not in done.stderr and "FileNotFoundError" not in done.stderr, done.stderr[-3000:]
     last = [line for line in (done.stdout + done.stderr).splitlines() if "midtrain step 2/2" in line]
     assert last and "skipped/missing_shard=6" in last[-1] and "skipped/changed_shard=6" in last[-1], done.stderr[-3000:]
-    assert "skipped samples: changed_shard 6, missing_shard 6" in done.stdout, done.stdout[-3000:]
+    assert "midtrain skipped samples: changed_shard 6, missing_shard 6" in done.stdout, done.stdout[-3000:]
     report = json.loads((tmp_path / "out" / "stale" / "report.json").read_text())
     assert {k: v for k, v in report["metrics"].items() if k.startswith("skipped/")} == \
         {"skipped/missing_shard": 6.0, "skipped/changed_shard": 6.0}
