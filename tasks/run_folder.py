@@ -165,7 +165,7 @@ class RunFolder:
         return time.time() - float(holder.get("heartbeat", 0)) > self.stale_after
 
     def _heartbeat(self, token: str, stop: threading.Event, every: float) -> None:
-        fs, path = filesystem(self.path(LEASE), self.storage)
         while not stop.wait(every):
             with contextlib.suppress(OSError):  # a missed beat only brings staleness closer
-                fs.pipe_file(path, self._lease_body(token))
+                # Published whole (a rename on a local disk): a run checking the lease never reads a half-written one.
+                publish_bytes(self.path(LEASE), self._lease_body(token), self.storage)
