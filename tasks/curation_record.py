@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from core.settings import MlflowConfig, SourceSpec, StorageConfig
 from core.storage import read_bytes
-from estimator.backbones.base import BackboneSpec
+from estimator.backbones.spec import BackboneSpec
 from tasks.report import ReportResult
 from tasks.score import CachedShard
 from training.tracking import record_run
