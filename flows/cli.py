@@ -29,10 +29,7 @@ from core.settings import (
     ConfigError,
     CorpusConfig,
     StorageConfig,
-    absolute_uri,
     load_config,
-    load_yaml,
-    parse_config,
 )
 from core.storage import check_writable
 from flows.cli_ablation import add_ablation_command
@@ -70,22 +67,13 @@ def _cmd_survey(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_outputs(path: str) -> None:
-    """The light part of a run config — storage, sources, output and cache — validated and the outputs probed
-    (write and delete an object) with core's models alone, before torch, Ray or Prefect are imported."""
-    data = load_yaml(path)
-    light = {k: data[k] for k in ("storage", "pool", "robot") if k in data}
-    corpus = parse_config(CorpusConfig, light, origin=f"config {path}")
-    for setting in ("output_uri", "cache_uri"):
-        if isinstance(data.get(setting), str):
-            check_writable(absolute_uri(data[setting]), corpus.storage, setting=setting)
-
-
 def _cmd_curate(args: argparse.Namespace) -> int:
-    _check_outputs(args.config)
-    from flows.params import CurateParams  # its models import torch (the backbone spec), not Ray or Prefect
+    from flows.params import CurateParams  # pydantic models alone: no torch, Ray or Prefect
 
     params = load_config(CurateParams, args.config)
+    for setting in ("output_uri", "cache_uri"):  # probed (write and delete an object) before any heavy import
+        if (uri := getattr(params, setting)) is not None:
+            check_writable(uri, params.storage, setting=setting)
     from flows.input_checks import check_curate
 
     check_curate(params)  # sources, backbone: one line now rather than a traceback after Prefect's start-up

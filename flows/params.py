@@ -8,7 +8,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from core.settings import MlflowConfig, Settings, SourceSpec, StorageConfig, absolute_uri
 from estimator.backbones.spec import BackboneSpec
-from estimator.scorer import ScorerConfig
+from estimator.config import ScorerConfig
 from tasks.select import SelectionConfig
 
 
