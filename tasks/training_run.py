@@ -20,7 +20,7 @@ from core.settings import ConfigError, SourceSpec, StorageConfig
 from core.storage import exists, join
 from training.metrics import Tracker
 from training.midtrain_data import check_manifest
-from training.tracking import find_run
+from training.recording import find_run
 
 
 class TrainingReport(BaseModel):

@@ -40,3 +40,16 @@ def test_a_backbone_spec_validates_without_torch() -> None:
         "validate_backbone_spec(BackboneSpec(kind='hf_clip', model='org/name'))\n"
     )
     assert heavy_imports(code) == []
+
+
+def test_recording_a_curation_does_not_import_torch(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = (
+        "from core.settings import MlflowConfig\n"
+        "import tasks.curation_record\n"
+        "from training.recording import record_run\n"
+        f"config = MlflowConfig(tracking_uri={store!r})\n"
+        "record_run(config, run_name='c1', params={'k': 3}, metrics={'selected': 3.0}, tags={'kind': 'curation'},\n"
+        "           files={'manifest.json': b'{}'})\n"
+    )
+    assert [m for m in heavy_imports(code) if m != "mlflow"] == []
