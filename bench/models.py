@@ -14,7 +14,7 @@ import open_clip
 import torch
 from safetensors.torch import save_file
 
-from estimator.backbones.base import BackboneSpec
+from estimator.backbones.spec import BackboneSpec
 from estimator.backbones.tiny import save_tiny_backbone
 
 MODELS = Path("data/bench/models")

@@ -9,13 +9,10 @@ hidden state: it has a single part, ``fused``, and no per-modality diagnostic.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
+from estimator.config import Part
 from estimator.probe import as_features
-
-Part = Literal["image", "text", "all"]
 
 
 def feature_parts(kind: str, modality: str, embed_dim: int) -> dict[str, slice]:

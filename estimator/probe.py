@@ -20,44 +20,16 @@ from typing import Any, Literal
 import numpy as np
 import safetensors.torch
 import torch
-from pydantic import Field, field_validator
 from torch import nn
 from torch.nn import functional as F
 
-from core.settings import Settings, StorageConfig
+from core.settings import StorageConfig
 from core.storage import join, publish_bytes, read_bytes
+from estimator.config import EstimatorConfig
 
 FORMAT = "embodied-midtrain/proximity-estimator"
 FORMAT_VERSION = 1
 MODEL_FILE, META_FILE = "model.safetensors", "estimator.json"
-
-
-class EstimatorConfig(Settings):
-    """How the proximity estimator is trained (defaults: the paper's recipe)."""
-
-    head: Literal["linear", "mlp"] = Field("linear", description="f: one linear layer, or a 1-hidden-layer MLP.")
-    hidden_dim: int = Field(256, ge=1, description="mlp head: hidden width.")
-    batch_size: int = Field(128, ge=2, description="Balanced batch size: half robot, half pool (must be even).")
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    max_steps: int = Field(2000, ge=1, description="Hard limit on optimizer steps.")
-    target_val_accuracy: float = Field(
-        0.9, gt=0, le=1, description="Stop once balanced validation accuracy reaches this (after min_steps)."
-    )
-    min_steps: int = Field(50, ge=0, description="Never stop early before this many steps.")
-    eval_every: int = Field(25, ge=1, description="Evaluate on the validation split every n steps.")
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of each class held out for validation.")
-    seed: int = Field(0, description="Seeds the split, the initial weights and the batch sampler.")
-    normalize: bool = Field(
-        True, description="Standardise features with the training split's mean/std (stored in the estimator)."
-    )
-
-    @field_validator("batch_size")
-    @classmethod
-    def _even(cls, v: int) -> int:
-        if v % 2:
-            raise ValueError("must be even (half robot, half pool)")
-        return v
 
 
 def as_features(x: np.ndarray, *, name: str, dim: int | None = None) -> np.ndarray:

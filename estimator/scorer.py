@@ -9,17 +9,17 @@ modality-shortcut diagnostic (``estimator/diagnostics.py``) and returns it among
 from __future__ import annotations
 
 import time
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import Field
 
-from core.settings import Settings, StorageConfig
+from core.settings import StorageConfig
 from estimator.baselines import KnnScorer, MeanDistanceScorer, RandomScorer
+from estimator.config import ScorerConfig
 from estimator.diagnostics import shortcut_diagnostic
-from estimator.features import ColumnScorer, Part, columns_for
+from estimator.features import ColumnScorer, columns_for
 from estimator.normsim import NormSimScorer
-from estimator.probe import EstimatorConfig, as_features, load_estimator, train_estimator
+from estimator.probe import as_features, load_estimator, train_estimator
 
 
 @runtime_checkable
@@ -30,28 +30,6 @@ class Scorer(Protocol):
     name: str
 
     def score(self, features: np.ndarray, ids: list[str] | None = None) -> np.ndarray: ...
-
-
-class ScorerConfig(Settings):
-    """Which scorer ranks the pool."""
-
-    method: Literal["estimator", "random", "mean_distance", "knn", "normsim"] = Field(
-        "estimator", description="estimator: the trained proximity estimator (the recipe); the paper's "
-        "baselines: random, negative mean L2 distance to robot features, mean cosine to k nearest; normsim: "
-        "training-free p-norm of the cosine similarities to every robot feature."
-    )
-    features: Part = Field(
-        "image", description="Which part of the sample vector the scorer reads: image (default: robot "
-        "instructions are worded unlike web texts, and a scorer reading the text ranks by wording), text, or all. "
-        "A fused hf_vlm vector is read whole."
-    )
-    knn_k: int = Field(10, ge=1, description="knn: number of nearest robot features averaged.")
-    normsim_p: float = Field(2.0, ge=1, description="normsim: the norm's p (inf = nearest robot sample).")
-    estimator: EstimatorConfig = Field(default_factory=EstimatorConfig, description="estimator: training settings.")
-    estimator_uri: str | None = Field(
-        None, description="estimator: load this trained estimator (directory/prefix) instead of training one."
-    )
-    seed: int = Field(0, description="random: seed of the per-sample hash (the estimator uses estimator.seed).")
 
 
 def fit_scorer(config: ScorerConfig, robot: np.ndarray, pool_sample: np.ndarray, *, backbone_fingerprint: str,

@@ -24,9 +24,8 @@ from tasks.run_folder import RunFolder
 from tasks.training_run import check_manifest_uri, check_model, check_robot_sources
 from training.ablation import Budget, Plan, heldout_episodes
 from training.ablation_report import analyse, markdown_table
+from training.recording import MLFLOW_RUN
 from training.tracking import training_run
-
-MLFLOW_RUN = "mlflow_run.json"
 
 
 class AblationReport(BaseModel):

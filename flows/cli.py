@@ -21,24 +21,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError
-from pydantic import BaseModel
 
 from core.settings import (
     ConfigError,
     CorpusConfig,
     StorageConfig,
-    absolute_uri,
     load_config,
-    load_yaml,
-    parse_config,
 )
 from core.storage import check_writable
 from flows.cli_ablation import add_ablation_command
 from flows.cli_export import add_export_command
+from flows.cli_options import add_model_options, model_from_args, on_ray
 from flows.cli_training import add_training_commands
 from synth import SynthConfig
 
@@ -48,23 +44,6 @@ if TYPE_CHECKING:
 # What the base install lacks: a command that needs it says which extra to install (tqdm: progress, as in export).
 _CURATE_STACK = {"torch", "torchvision", "ray", "prefect", "mlflow", "transformers", "open_clip", "av", "pandas"}
 _CURATE_STACK |= {"tqdm"}
-
-
-def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
-    """One ``--field-name`` option per scalar field of ``model`` (validated by the model, not argparse)."""
-    for name, field in model.model_fields.items():
-        parser.add_argument(
-            f"--{name.replace('_', '-')}",
-            dest=name,
-            default=None,
-            metavar="VALUE",
-            help=f"{field.description or ''} (default: {field.default})",
-        )
-
-
-def model_from_args(model: type[BaseModel], args: argparse.Namespace, *, origin: str) -> Any:
-    given = {k: v for k, v in vars(args).items() if k in model.model_fields and v is not None}
-    return parse_config(model, given, origin=origin)
 
 
 def _storage(path: str | None) -> StorageConfig | None:
@@ -88,22 +67,13 @@ def _cmd_survey(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_outputs(path: str) -> None:
-    """The light part of a run config — storage, sources, output and cache — validated and the outputs probed
-    (write and delete an object) with core's models alone, before torch, Ray or Prefect are imported."""
-    data = load_yaml(path)
-    light = {k: data[k] for k in ("storage", "pool", "robot") if k in data}
-    corpus = parse_config(CorpusConfig, light, origin=f"config {path}")
-    for setting in ("output_uri", "cache_uri"):
-        if isinstance(data.get(setting), str):
-            check_writable(absolute_uri(data[setting]), corpus.storage, setting=setting)
-
-
 def _cmd_curate(args: argparse.Namespace) -> int:
-    _check_outputs(args.config)
-    from flows.params import CurateParams  # its models import torch (the backbone spec), not Ray or Prefect
+    from flows.params import CurateParams  # pydantic models alone: no torch, Ray or Prefect
 
     params = load_config(CurateParams, args.config)
+    for setting in ("output_uri", "cache_uri"):  # probed (write and delete an object) before any heavy import
+        if (uri := getattr(params, setting)) is not None:
+            check_writable(uri, params.storage, setting=setting)
     from flows.input_checks import check_curate
 
     check_curate(params)  # sources, backbone: one line now rather than a traceback after Prefect's start-up
@@ -217,17 +187,6 @@ def one_line(message: str) -> str:
     """A multi-line message (a validation error lists one field per line) as one line."""
     head, *rest = [line.strip() for line in str(message).splitlines() if line.strip()] or [""]
     return " ".join([head, "; ".join(rest)]).strip()
-
-
-def on_ray(args: argparse.Namespace, work: Callable[[], int]) -> int:
-    """A command's run on Ray, after its configuration was checked: from the command line in a watched child
-    process, so that a lost Ray cluster is one line and leaves nothing running (``flows.supervise``); called from
-    Python (tests, a notebook) in this process, which may hold a Ray session already."""
-    if not args.supervise:
-        return work()
-    from flows.supervise import run_supervised
-
-    return run_supervised(work, command=args.command)
 
 
 def main(argv: list[str] | None = None) -> int:

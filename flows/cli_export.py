@@ -9,12 +9,11 @@ import argparse
 
 from core.settings import CorpusConfig, load_config, parse_config
 from core.storage import check_writable
+from flows.cli_options import add_model_options, model_from_args, on_ray
 from tasks.export_params import ExportOptions, ExportParams
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from flows.cli import model_from_args, on_ray  # imported here: flows.cli imports this module
-
     options = model_from_args(ExportOptions, args, origin="export options")
     data = {**options.model_dump(), "manifest_uri": args.manifest, "output_uri": args.output}
     if args.config:
@@ -48,7 +47,5 @@ def add_export_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("manifest", help="the run's manifest URI (.../RUN/manifest.parquet)")
     p.add_argument("output", help="where the shards go: a path or s3://bucket/prefix")
     p.add_argument("--config", help="YAML with a `storage:` section (S3 endpoint and credentials)")
-    from flows.cli import add_model_options
-
     add_model_options(p, ExportOptions)
     p.set_defaults(run=_cmd_export)

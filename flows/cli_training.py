@@ -8,6 +8,7 @@ import argparse
 from typing import Any
 
 from core.settings import load_config
+from flows.cli_options import on_ray
 
 _HELP = {
     "midtrain": "mid-train a VLM on the samples a curation manifest selects (MLflow run)",
@@ -30,8 +31,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # Model, manifest and robot data read now: a bad one is one line before Prefect and Ray start.
     {"midtrain": input_checks.check_midtrain, "finetune": input_checks.check_finetune,
      "pipeline": input_checks.check_pipeline}[args.command](params)
-    from flows.cli import on_ray  # imported here: flows.cli imports this module
-
     return on_ray(args, lambda: _train(args.command, params))
 
 

@@ -10,7 +10,7 @@ from flows.pipeline import PipelineReport, pipeline
 from flows.training_params import PipelineParams
 from synth import SynthConfig
 from tasks.training_run import TrainingReport
-from training.tracking import lineage
+from training.recording import lineage
 from training.vlm import save_tiny_vlm
 
 # A few dozen steps, a minute or two on 2 cores. Tiny random-initialised models need a larger step than the

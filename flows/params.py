@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from core.settings import MlflowConfig, Settings, SourceSpec, StorageConfig, absolute_uri
-from estimator.backbones.base import BackboneSpec
-from estimator.scorer import ScorerConfig
+from estimator.backbones.spec import BackboneSpec
+from estimator.config import ScorerConfig
 from tasks.select import SelectionConfig
 
 

@@ -18,10 +18,9 @@ from tasks.run_folder import RunFolder
 from tasks.training_run import ProgressTracker, TrainingReport
 from tasks.training_tasks import register_model_task, train_task
 from training.config import FinetuneConfig, MidtrainConfig, TrainConfig
-from training.tracking import MlflowTracker, describe_run, training_run
+from training.recording import MLFLOW_RUN, MlflowTracker, describe_run
+from training.tracking import training_run
 from training.vla_pyfunc import save_vla_pyfunc
-
-MLFLOW_RUN = "mlflow_run.json"
 
 
 def open_run(params: TrainingStage) -> tuple[RunFolder, TrainingReport | None]:

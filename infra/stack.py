@@ -21,37 +21,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
-from pydantic import Field, SecretStr
 
-from core.settings import ConfigError, Settings
+from core.settings import ConfigError
+from infra import stack_setup
 from infra.services import BIN, free_port, wait_healthy
+from infra.stack_config import MLFLOW_BUCKET, ROOT, WORK_POOL, StackConfig, env, service_env
 
-ROOT = Path(__file__).resolve().parents[1]  # the repository: prefect.yaml's entrypoints are relative to it
-WORK_POOL = "emt-process"
-S3_KEY = "emt-stack"  # moto accepts any credentials; these never leave loopback
-MLFLOW_BUCKET = "emt-mlflow"
 START_TIMEOUT = 300  # seconds a service may take to answer: minutes, not seconds, on a busy 2-core machine
-
-
-class StackConfig(Settings):
-    """Where the local stack keeps its state and which loopback ports it listens on."""
-
-    root: str = Field(".stack", description="Data directories, logs and PIDs of every service.")
-    s3_port: int = Field(9000, ge=1, le=65535, description="S3-compatible server (moto).")
-    prefect_port: int = Field(4200, ge=1, le=65535, description="Prefect server: API and UI.")
-    mlflow_port: int = Field(5000, ge=1, le=65535, description="MLflow tracking server and UI.")
-    ray_port: int = Field(6379, ge=1, le=65535, description="Ray head node (GCS).")
-    worker_port: int = Field(8089, ge=1, le=65535, description="Prefect worker's health endpoint.")
-    ray_cpus: int = Field(max(1, os.cpu_count() or 1), ge=1, description="CPUs the Ray head offers.")
-    deploy: bool = Field(True, description="Register prefect.yaml's deployments and seed the demo data.")
-    s3_secret: SecretStr = Field(
-        SecretStr("emt-stack-secret"), description="Secret key of the S3 server (moto accepts any); only in env."
-    )
-    demo_samples_per_source: int = Field(200, ge=10, description="Size of each pool source of the demo corpus.")
-
-    @property
-    def home(self) -> Path:
-        return Path(self.root).resolve()
 
 
 @dataclass
@@ -64,40 +40,6 @@ class Service:
     url: str
     health: str | None
     log: str
-
-
-def env(config: StackConfig) -> dict[str, str]:
-    """The variables that point the CLI, the flows, the worker and Ray's workers at this stack."""
-    return {
-        "PREFECT_API_URL": f"http://127.0.0.1:{config.prefect_port}/api",
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{config.mlflow_port}",
-        "RAY_ADDRESS": f"127.0.0.1:{config.ray_port}",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{config.s3_port}",
-        "AWS_ACCESS_KEY_ID": S3_KEY,
-        "AWS_SECRET_ACCESS_KEY": config.s3_secret.get_secret_value(),
-        "AWS_DEFAULT_REGION": "us-east-1",
-        # Ray's single-node mode (its macOS default): a loopback --node-ip-address alone still leaves the GCS,
-        # raylet and agents listening on every interface; with multi-node clusters off they bind 127.0.0.1 only.
-        # Drivers need it too (the flows, a shell that exported this): else they look for a raylet on the
-        # machine's external address and wait for ever.
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    }
-
-
-def service_env(config: StackConfig) -> dict[str, str]:
-    """Every service's environment: the stack's variables over the caller's, state kept under the stack's root."""
-    return {
-        **os.environ,
-        **env(config),
-        "PREFECT_HOME": str(config.home / "prefect"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "RAY_AUTH_MODE": "disabled",
-        # Ray's default temporary directory (RAY_TMPDIR/ray) is the head's own --temp-dir (made by ``up``): what Ray
-        # writes there (its address file) neither depends on nor lands in the machine's shared /tmp/ray.
-        "RAY_TMPDIR": str(config.home),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "EMT_HOME": str(ROOT),
-    }
 
 
 def _commands(config: StackConfig) -> dict[str, tuple[list[str], dict[str, str], int, str, str | None]]:
@@ -228,8 +170,6 @@ def start_service(name: str, config: StackConfig) -> Service:
 def up(config: StackConfig) -> dict[str, Service]:
     """Start every service not already running (in dependency order), register the deployments and seed the demo
     data; return the services. Idempotent: a second ``up`` starts only what is missing."""
-    from infra import stack_setup
-
     home = config.home
     for sub in ("s3", "prefect", "mlflow", "ray", "logs"):
         (home / sub).mkdir(parents=True, exist_ok=True)

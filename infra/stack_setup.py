@@ -10,7 +10,7 @@ from pathlib import Path
 from core.settings import StorageConfig
 from core.storage import filesystem
 from infra.services import BIN
-from infra.stack import MLFLOW_BUCKET, ROOT, S3_KEY, WORK_POOL, StackConfig, env, service_env
+from infra.stack_config import MLFLOW_BUCKET, ROOT, S3_KEY, WORK_POOL, StackConfig, env, service_env
 
 DEMO_BUCKET = "emt-demo"  # prefect.yaml's default parameters read s3://emt-demo/corpus and write s3://emt-demo/runs
 SEED_MARKER = f"{DEMO_BUCKET}/_SEEDED"

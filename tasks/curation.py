@@ -17,8 +17,8 @@ from core.read import Quarantine, list_shards_or_quarantine, source_root
 from core.settings import SourceSpec, StorageConfig
 from core.storage import relative_name, storage_error
 from estimator.backbones import validate_backbone_spec
-from estimator.backbones.base import BackboneSpec
 from estimator.backbones.fingerprint import BackboneInfo, describe
+from estimator.backbones.spec import BackboneSpec
 from estimator.features import feature_parts
 from estimator.probe import load_estimator
 from estimator.scorer import Scorer, ScorerConfig, fit_scorer

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from core.settings import MlflowConfig, SourceSpec, StorageConfig
 from core.storage import read_bytes
-from estimator.backbones.base import BackboneSpec
-from tasks.report import ReportResult
-from tasks.score import CachedShard
-from training.tracking import record_run
+from estimator.backbones.spec import BackboneSpec
+from training.recording import record_run
+
+if TYPE_CHECKING:  # annotations only: scoring imports torch, the report matplotlib; recording needs neither
+    from tasks.report import ReportResult
+    from tasks.score import CachedShard
 
 
 class CurateReport(BaseModel):

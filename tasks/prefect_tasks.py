@@ -10,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from core.settings import SourceSpec, StorageConfig
-from estimator.backbones.base import BackboneSpec
+from estimator.backbones.spec import BackboneSpec
 from estimator.scorer import Scorer, ScorerConfig
 from tasks import curation
 from tasks.dedup import PoolVectors

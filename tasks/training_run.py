@@ -15,12 +15,12 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel
 
+from core.model_files import looks_like_path
 from core.settings import ConfigError, SourceSpec, StorageConfig
 from core.storage import exists, join
-from estimator.backbones.common import looks_like_path
 from training.metrics import Tracker
 from training.midtrain_data import check_manifest
-from training.tracking import find_run
+from training.recording import find_run
 
 
 class TrainingReport(BaseModel):

@@ -90,3 +90,59 @@ def test_core_holds_nothing_only_tests_reach() -> None:
         if isinstance(node, ast.FunctionDef | ast.ClassDef)
     }
     assert {name: where for name, where in defined.items() if name not in used} == {}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """The product modules ``path`` imports, lazy and ``TYPE_CHECKING`` imports included: ``from a.b import c`` is
+    module ``a.b.c`` where that is a file, else ``a.b``."""
+    here = _module_name(path).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: ``from . import x``, ``from ..a import x``
+                base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                base = node.module
+            found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names}
+    targets = set()
+    for name in found:
+        parts = name.split(".")
+        while parts and ".".join(parts) not in modules:  # ``import a.b.c`` of a name inside a module
+            parts.pop()
+        if parts:
+            targets.add(".".join(parts))
+    return targets
+
+
+def _import_cycle() -> list[str]:
+    """One chain of file imports that comes back to where it started, or [] when the file graph has none."""
+    files = {_module_name(f): f for package in PRODUCT for f in _files(package)}
+    graph = {m: _imported_modules(f, set(files)) - {m} for m, f in files.items()}
+    done: set[str] = set()
+
+    def visit(module: str, chain: list[str]) -> list[str]:
+        if module in chain:
+            return [*chain[chain.index(module):], module]
+        if module in done:
+            return []
+        for target in sorted(graph[module]):
+            if cycle := visit(target, [*chain, module]):
+                return cycle
+        done.add(module)
+        return []
+
+    return next((cycle for module in sorted(graph) if (cycle := visit(module, []))), [])
+
+
+def test_no_file_imports_one_that_imports_it_back() -> None:
+    """Two files that need each other are one module split in two, kept apart by a lazy import: what both need
+    belongs in a third file (or the lower one)."""
+    assert _import_cycle() == [], f"import cycle: {' -> '.join(_import_cycle())}"

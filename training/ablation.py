@@ -38,12 +38,12 @@ from core.storage import exists, join, publish_bytes, read_bytes
 from training.config import ChatDataConfig, FinetuneConfig, MidtrainConfig, RobotDataConfig, TrainConfig, VLAHeadConfig
 from training.metrics import MemoryTracker
 from training.recipes import finetune, midtrain
+from training.recording import MLFLOW_PARENT
 from training.robot_data import RobotEpisodes
 from training.tracking import PARENT, MlflowTracker, log_manifest_input, log_robot_inputs, training_run
 
 Arm = Literal["none", "random", "curated"]
 ARMS: tuple[Arm, ...] = ("none", "random", "curated")
-MLFLOW_PARENT = "mlflow.parentRunId"  # MLflow's own nesting tag: the UI shows the run under its parent
 CURVE_METRICS = ("loss", "l1/arm", "gripper_accuracy")  # held-out metrics kept per evaluation step
 
 

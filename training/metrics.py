@@ -44,14 +44,3 @@ def peak_flops(device: torch.device, configured_tflops: float | None) -> float |
         return configured_tflops * 1e12
     name = torch.cuda.get_device_name(device)
     return next((t * 1e12 for key, t in _PEAK_TFLOPS.items() if key in name), None)
-
-
-def flatten_params(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config as dotted keys (``train.lr``), the shape trackers take parameters in."""
-    out: dict[str, Any] = {}
-    for k, v in config.items():
-        if isinstance(v, dict):
-            out.update(flatten_params(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out

@@ -16,10 +16,11 @@ import torch.distributed as dist
 from training.chat import make_encoder
 from training.config import FinetuneConfig, MidtrainConfig
 from training.loop import TrainResult, run_training
-from training.metrics import Tracker, flatten_params
+from training.metrics import Tracker
 from training.midtrain_data import check_manifest, midtrain_stream
 from training.mixing import general_rows
 from training.objectives import ActionLoss, sft_loss
+from training.recording import flatten_params
 from training.robot_data import RobotEpisodes, robot_stream
 from training.stream import Position, loader
 from training.update_modes import merged, prepare, trainable_share

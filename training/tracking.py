@@ -1,14 +1,7 @@
-"""MLflow tracking shared by every run kind: a finished run logged in one call (curation), and the pieces a
-training run is made of — the train loop's ``Tracker``, dataset inputs, the registered model and the lineage tags
-that let one MLflow query walk from a VLA back to the manifest it was mid-trained on.
-
-Lineage: every run carries ``kind`` (curation, midtrain, finetune) and, past curation, ``lineage.parent_run_id``
-(the upstream MLflow run) plus readable copies (``lineage.curation_run_id`` and ``manifest_uri`` on mid-training;
-``lineage.midtrain_run_id`` and ``lineage.base_model`` on fine-tuning). The upstream run is also MLflow's own
-parent (``mlflow.parentRunId``: the UI nests a run under it and links it), and ``describe_run`` writes the chain as
-the run's markdown description with links. Every run is tagged with the code that ran (``training.provenance``).
-Everything goes through an explicit ``MlflowClient`` (never the fluent active run), so flows in threads and Ray
-workers cannot mix runs up.
+"""The MLflow pieces only a training run is made of: the run itself (tagged with torch and the accelerator),
+its dataset inputs (the manifest, the robot datasets) and its registered model. What every run kind shares —
+recording a finished run, the ``Tracker``, lineage and the run description — is ``training.recording``, which
+imports no torch, so recording a curation does not load it.
 """
 
 from __future__ import annotations
@@ -21,94 +14,22 @@ import platform
 import socket
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource, S3ArtifactDatasetSource
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import DatasetInput, InputTag
 from mlflow.exceptions import MlflowException
 
 from core.settings import MlflowConfig, StorageConfig
 from core.storage import filesystem, join, protocol_of, read_bytes
-from training.metrics import flatten_params
-from training.provenance import CODE_VERSION, NOTE, code_tags, lineage_note
+from training.provenance import CODE_VERSION, code_tags
+from training.recording import KIND, MLFLOW_PARENT, PARENT, MlflowTracker, experiment_id
 from training.sources import load_meta, read_sidecar
 
-KIND = "kind"
-PARENT = "lineage.parent_run_id"
-MLFLOW_PARENT = "mlflow.parentRunId"  # MLflow's nesting tag: the UI shows the run under its parent, with a link
-_PARAM_MAX = 6000  # MLflow's limit on a parameter value
 _DIGEST_MAX = 32  # MLflow's limit on a dataset digest is 36 characters
-
-
-def artifact_location(tracking_uri: str) -> str | None:
-    """Where a new experiment keeps its artifacts: beside a SQLite store (``mlartifacts/`` next to the database),
-    as an absolute URI, so they land where the store is whatever directory a run starts in (MLflow's default is
-    ``./mlruns`` of the working directory); a tracking server chooses its own (None)."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    database = Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
-    return (database.parent / "mlartifacts").as_uri()
-
-
-# The MLflow UI opens an experiment without this tag in its GenAI view (traces, prompts); ours are model training.
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-
-
-def _experiment_id(name: str, client: mlflow.MlflowClient | None = None) -> str:
-    client = client or mlflow.MlflowClient()
-    found = client.get_experiment_by_name(name)
-    if not found:
-        return client.create_experiment(
-            name, artifact_location=artifact_location(client.tracking_uri), tags=EXPERIMENT_KIND)
-    for key, value in EXPERIMENT_KIND.items():
-        if key not in found.tags:  # made before the tag, or by another tool: open it in the ML view too
-            client.set_experiment_tag(found.experiment_id, key, value)
-    return found.experiment_id
-
-
-def record_run(
-    config: MlflowConfig,
-    *,
-    run_name: str,
-    params: dict,
-    metrics: dict[str, float],
-    tags: dict[str, str],
-    files: dict[str, bytes],
-    start_time: float | None = None,
-) -> str:
-    """Log one finished run; ``files`` maps artifact paths (``report/report.html``) to their bytes. Returns the
-    MLflow run id. ``start_time`` (epoch seconds) is when the work began: the run is recorded once it is done, and
-    MLflow's duration must be the work's, not the recording's. Uses its own client: ``mlflow.set_tracking_uri``
-    would also rewrite the process's ``MLFLOW_TRACKING_URI`` and send every later run of the process to this
-    store."""
-    client = mlflow.MlflowClient(config.resolved_uri())
-    started = int((start_time if start_time is not None else time.time()) * 1000)
-    run = client.create_run(_experiment_id(config.experiment, client), start_time=started, run_name=run_name)
-    run_id = run.info.run_id
-    try:
-        tracker = MlflowTracker(client.tracking_uri, run_id)
-        tracker.log_params(params)
-        tracker.log_metrics(metrics, step=0)
-        tracker.set_tags({**tags, **code_tags()})
-        describe_run(tracker)
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, data in files.items():
-                path = Path(tmp, name)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-            if files:
-                client.log_artifacts(run_id, tmp)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
 
 
 def system_tags() -> dict[str, str]:
@@ -127,42 +48,6 @@ def system_tags() -> dict[str, str]:
     }
 
 
-@dataclass
-class MlflowTracker:
-    """The train loop's ``Tracker`` writing to one MLflow run. Only a URI and a run id: it pickles, so the rank
-    zero of a Ray Train job can hold it, and the client is built where it is used."""
-
-    tracking_uri: str
-    run_id: str
-    _client: mlflow.MlflowClient | None = field(default=None, repr=False, compare=False)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"tracking_uri": self.tracking_uri, "run_id": self.run_id, "_client": None}
-
-    @property
-    def client(self) -> mlflow.MlflowClient:
-        if self._client is None:
-            self._client = mlflow.MlflowClient(self.tracking_uri)
-        return self._client
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        """Log a (nested) config as dotted keys, lists as JSON; batched by MLflow's limit of 100 per call."""
-        flat = [
-            (k, (json.dumps(v, default=str) if isinstance(v, list) else str(v))[:_PARAM_MAX])
-            for k, v in flatten_params(dict(params)).items()
-        ]
-        for i in range(0, len(flat), 100):
-            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in flat[i : i + 100]])
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
-
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items() if v is not None])
-
-
 @contextlib.contextmanager
 def training_run(
     config: MlflowConfig, *, run_name: str, kind: str, tags: Mapping[str, Any], run_id: str | None = None
@@ -173,7 +58,7 @@ def training_run(
     uri = config.resolved_uri()
     client = mlflow.MlflowClient(uri)
     if run_id is None:
-        run_id = client.create_run(_experiment_id(config.experiment, client), run_name=run_name).info.run_id
+        run_id = client.create_run(experiment_id(config.experiment, client), run_name=run_name).info.run_id
     else:
         client.update_run(run_id, status="RUNNING")
     tracker = MlflowTracker(uri, run_id, client)
@@ -266,55 +151,3 @@ def log_model(
     return int(version.version)
 
 
-def find_run(tracking_uri: str, *, kind: str, tag: str, value: str) -> str | None:
-    """The newest finished run of ``kind`` whose ``tag`` equals ``value`` (e.g. the curation run of a manifest)."""
-    client = mlflow.MlflowClient(tracking_uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    quoted = value.replace("'", "\\'")
-    runs = client.search_runs(
-        experiments,
-        filter_string=f"tags.{KIND} = '{kind}' and tags.`{tag}` = '{quoted}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return runs[0].info.run_id if runs else None
-
-
-def _dataset_row(item: DatasetInput) -> dict[str, str]:
-    source = json.loads(item.dataset.source).get("uri", item.dataset.source)
-    return {"name": item.dataset.name, "source": source, "digest": item.dataset.digest}
-
-
-def lineage(run_id: str, tracking_uri: str | None = None) -> list[dict[str, Any]]:
-    """Walk from a run (typically a VLA's fine-tuning run) up its ``lineage.parent_run_id`` tags to the curation
-    run; one dict per run, downstream first, with its dataset inputs, registered model and the manifest."""
-    client = mlflow.MlflowClient(tracking_uri or MlflowConfig().resolved_uri())
-    chain: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    while run_id and run_id not in seen:
-        seen.add(run_id)
-        run = client.get_run(run_id)
-        tags = run.data.tags
-        model = tags.get("model_name")
-        chain.append(
-            {
-                "run_id": run_id,
-                "kind": tags.get(KIND, "?"),
-                "run_name": run.info.run_name,
-                "experiment_id": run.info.experiment_id,
-                "status": run.info.status,
-                "model": f"{model}/{tags['model_version']}" if model else None,
-                "manifest_uri": tags.get("manifest_uri"),
-                "datasets": [_dataset_row(d) for d in run.inputs.dataset_inputs],
-                "lineage": {k: v for k, v in sorted(tags.items()) if k.startswith("lineage.")},
-            }
-        )
-        run_id = tags.get(PARENT, "")
-    return chain
-
-
-def describe_run(tracker: MlflowTracker) -> None:
-    """Write the run's markdown description (what the MLflow run page shows first): its lineage up to the
-    curation run as links, its model and the code version. Call it once the run's own model is registered."""
-    chain = lineage(tracker.run_id, tracker.tracking_uri)
-    tracker.set_tags({NOTE: lineage_note(chain, code_version=code_tags()[CODE_VERSION])})

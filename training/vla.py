@@ -25,9 +25,9 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from core.model_files import localize
 from core.settings import StorageConfig
 from core.storage import exists, filesystem, join, protocol_of
-from estimator.backbones.common import localize
 from estimator.backbones.hf_vlm import pool
 from training.actions import ActionStats
 from training.chat import make_encoder

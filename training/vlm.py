@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from core.model_files import localize, looks_like_path
 from core.settings import StorageConfig
 from core.storage import exists, filesystem, join, protocol_of
-from estimator.backbones.common import localize, looks_like_path
 from estimator.backbones.tiny import save_tiny_backbone
 
 

@@ -1,19 +1,24 @@
 """Frozen backbones, chosen by name in configuration: ``load_backbone(BackboneSpec(kind=..., model=...))``.
 
 ``validate_backbone_spec`` checks a spec without loading any weights, so a flow can reject bad configuration
-before work starts. Model libraries are imported only when a backbone of their kind is loaded.
+before work starts. Model libraries (and torch) are imported only when a backbone of their kind is loaded.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from core.model_files import looks_like_path, require_dir_with
 from core.settings import StorageConfig
-from estimator.backbones.base import Backbone, BackboneSpec
-from estimator.backbones.common import looks_like_path, require_dir_with
+from estimator.backbones.open_clip_names import validate_open_clip
+from estimator.backbones.spec import BackboneSpec
 
-__all__ = ["Backbone", "BackboneSpec", "load_backbone", "validate_backbone_spec"]
+if TYPE_CHECKING:  # the loaded model's class imports torch; a spec validates without it
+    from estimator.backbones.base import Backbone
+
+__all__ = ["BackboneSpec", "load_backbone", "validate_backbone_spec"]
 
 # A hub id: "name" or "org/name" (letters, digits, '-', '_', '.').
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -22,8 +27,6 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 def validate_backbone_spec(spec: BackboneSpec, storage: StorageConfig | None = None) -> None:
     """Raise ValueError (naming the model) unless ``spec`` can be resolved; cheap: no weights are read."""
     if spec.kind == "open_clip":
-        from estimator.backbones.open_clip import validate_open_clip
-
         validate_open_clip(spec, storage)
         return
     if spec.pretrained is not None:

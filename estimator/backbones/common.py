@@ -1,19 +1,11 @@
-"""Helpers every backbone shares: bringing a model directory from any URI to local disk, telling paths from
-model names, and turning whatever a model returns into normalised float32 vectors.
+"""Helpers every backbone shares: turning whatever a model returns into normalised float32 vectors, and the
+device and dtype a spec resolves to on this worker. Where a model's files are is ``core.model_files``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import posixpath
-import shutil
-import tempfile
-import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,64 +13,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from core.settings import StorageConfig
-from core.storage import filesystem, protocol_of
+from estimator.backbones.spec import BackboneSpec
 
-LOCAL_DIR_PREFIX = "local-dir:"
 # Config keys that name where or how a model was loaded, not what it computes.
 _CONFIG_NOISE = {"_name_or_path", "transformers_version", "_commit_hash", "dtype", "torch_dtype",
                  "_attn_implementation", "_attn_implementation_autoset", "attn_implementation", "output_hidden_states",
                  "output_attentions", "return_dict", "use_cache", "use_return_dict"}
-
-
-def default_cache_dir() -> Path:
-    """Where remote model directories are copied; shared by every worker on a machine."""
-    return Path(tempfile.gettempdir()) / "emt-backbones"
-
-
-def looks_like_path(model: str) -> bool:
-    """True for URIs, absolute/relative paths and existing directories; False for names (ViT-B-32, org/repo)."""
-    if model.startswith(LOCAL_DIR_PREFIX) or "://" in model:
-        return True
-    return model.startswith(("/", "./", "../", "~")) or os.path.exists(model)
-
-
-def strip_local_prefix(model: str) -> str:
-    """The URI or path proper: without open_clip's ``local-dir:`` prefix, with ``~`` expanded."""
-    model = model[len(LOCAL_DIR_PREFIX):] if model.startswith(LOCAL_DIR_PREFIX) else model
-    return model if "://" in model else os.path.expanduser(model)
-
-
-def localize(uri: str, storage: StorageConfig | None = None, cache_dir: str | Path | None = None) -> str:
-    """A local path holding ``uri`` (a directory or a single file).
-
-    Local paths come back as they are. Remote ones are copied once into a cache folder named after the URI and
-    the objects' sizes and ETags, so a changed upload is fetched again; the copy is renamed into place only
-    when complete, so concurrent workers never read a half-copied model.
-    """
-    uri = strip_local_prefix(uri)
-    if protocol_of(uri) == "file":
-        return filesystem(uri)[1]
-    fs, root = filesystem(uri, storage)
-    found = fs.find(root, detail=True)
-    if not found:
-        raise FileNotFoundError(f"nothing found at {uri}")
-    listing = sorted((p, i.get("size"), str(i.get("ETag") or i.get("LastModified") or i.get("mtime")))
-                     for p, i in found.items())
-    key = hashlib.sha256(json.dumps([uri, listing], default=str).encode()).hexdigest()[:16]
-    is_file = len(listing) == 1 and listing[0][0].rstrip("/") == root.rstrip("/")
-    final = Path(cache_dir or default_cache_dir()) / key
-    if not final.exists():
-        tmp = final.parent / f".tmp-{uuid.uuid4().hex[:12]}"
-        for path, _, _ in listing:
-            rel = posixpath.basename(path) if is_file else posixpath.relpath(path, root.rstrip("/"))
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            fs.get_file(path, str(tmp / rel))
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another worker finished first: use its copy
-            shutil.rmtree(tmp, ignore_errors=True)
-    return str(final / posixpath.basename(root)) if is_file else str(final)
 
 
 def clean_config(cfg: Any) -> Any:
@@ -151,17 +91,15 @@ def two_tower_vectors(
     return torch.cat(parts, dim=-1).cpu().numpy().astype(np.float32, copy=False)
 
 
-def require_dir_with(uri: str, filename: str, storage: StorageConfig | None = None, *, what: str) -> None:
-    """Raise a ValueError naming ``uri`` unless it is a directory (or prefix) holding ``filename``."""
-    fs, root = filesystem(strip_local_prefix(uri), storage)
-    if not fs.isdir(root):
-        raise ValueError(f"{what} {uri!r}: no such directory or prefix")
-    if not fs.exists(posixpath.join(root.rstrip("/"), filename)):
-        raise ValueError(f"{what} {uri!r}: the directory has no {filename}")
+def resolved_device(spec: BackboneSpec) -> torch.device:
+    """The device ``spec`` runs on in this process: "auto" is CUDA where this worker has one."""
+    if spec.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec.device)
 
 
-def require_file(uri: str, storage: StorageConfig | None = None, *, what: str) -> None:
-    """Raise a ValueError naming ``uri`` unless it is a file (or object)."""
-    fs, path = filesystem(strip_local_prefix(uri), storage)
-    if not fs.isfile(path):
-        raise ValueError(f"{what} {uri!r}: no such file or object")
+def resolved_dtype(spec: BackboneSpec) -> torch.dtype:
+    """The dtype ``spec`` runs in on this worker: "auto" is bfloat16 on CUDA, float32 on CPU."""
+    if spec.dtype == "auto":
+        return torch.bfloat16 if resolved_device(spec).type == "cuda" else torch.float32
+    return getattr(torch, spec.dtype)

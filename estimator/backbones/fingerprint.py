@@ -18,17 +18,17 @@ from typing import Any
 
 import fsspec
 
+from core.model_files import looks_like_path, strip_local_prefix
 from core.settings import StorageConfig
 from core.storage import filesystem
-from estimator.backbones.base import BackboneSpec
-from estimator.backbones.common import clean_config, looks_like_path, strip_local_prefix
+from estimator.backbones.common import clean_config
+from estimator.backbones.open_clip_names import HF_HUB_PREFIX, OPEN_CLIP_CONFIG, unknown_arch_message
+from estimator.backbones.spec import BackboneSpec
 
 FINGERPRINT_VERSION = 2
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 _CHUNK = 8 << 20  # bytes read at a time: memory stays flat whatever the checkpoint's size
 _NOT_MODEL = (".md", ".gitattributes")  # files in a model directory that change nothing computed
-OPEN_CLIP_CONFIG = "open_clip_config.json"
-HF_HUB_PREFIX = "hf-hub:"
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,6 @@ def _open_clip_parts(spec: BackboneSpec, storage: StorageConfig | None) -> tuple
         return {"config": config, "files": files}, int(config["model_cfg"]["embed_dim"])
     model_cfg = open_clip.get_model_config(spec.model)
     if model_cfg is None:
-        from estimator.backbones.open_clip import unknown_arch_message
-
         raise ValueError(unknown_arch_message(spec.model))
     if spec.pretrained is None:
         weights: str = "random-init-seed-0"  # OpenClipBackbone seeds a model without weights

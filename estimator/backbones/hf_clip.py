@@ -12,19 +12,21 @@ import torch
 from PIL import Image
 from transformers import AutoModel, AutoProcessor
 
+from core.model_files import localize, looks_like_path
 from core.settings import StorageConfig
-from estimator.backbones.base import Backbone, BackboneSpec, Prepared, Preprocessor
+from estimator.backbones.base import Backbone, Prepared, Preprocessor
 from estimator.backbones.common import (
     as_tensor,
     check_pairs,
     draft_size,
-    localize,
-    looks_like_path,
+    resolved_device,
+    resolved_dtype,
     rgb,
     samples_in,
     tensor,
     two_tower_vectors,
 )
+from estimator.backbones.spec import BackboneSpec
 
 
 def model_source(spec: BackboneSpec, storage: StorageConfig | None, cache_dir: str | Path | None) -> str:
@@ -56,7 +58,7 @@ class HFClipBackbone(Backbone):
     def __init__(self, spec: BackboneSpec, storage: StorageConfig | None = None, *,
                  cache_dir: str | Path | None = None) -> None:
         self.spec = spec
-        self.device, self.dtype = spec.resolved_device(), spec.resolved_dtype()
+        self.device, self.dtype = resolved_device(spec), resolved_dtype(spec)
         source = model_source(spec, storage, cache_dir)
         self.files_spec = spec.model_copy(update={"model": source, "dtype": str(self.dtype).removeprefix("torch.")})
         processor = AutoProcessor.from_pretrained(source)

@@ -14,9 +14,10 @@ from PIL import Image
 from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 from core.settings import StorageConfig
-from estimator.backbones.base import Backbone, BackboneSpec, Prepared, Preprocessor
-from estimator.backbones.common import check_pairs, draft_size, rgb, samples_in, tensor
+from estimator.backbones.base import Backbone, Prepared, Preprocessor
+from estimator.backbones.common import check_pairs, draft_size, resolved_device, resolved_dtype, rgb, samples_in, tensor
 from estimator.backbones.hf_clip import model_source
+from estimator.backbones.spec import BackboneSpec
 
 
 def load_vlm(source: str, dtype: torch.dtype) -> torch.nn.Module:
@@ -69,7 +70,7 @@ class HFVLMBackbone(Backbone):
     def __init__(self, spec: BackboneSpec, storage: StorageConfig | None = None, *,
                  cache_dir: str | Path | None = None) -> None:
         self.spec = spec
-        self.device, self.dtype = spec.resolved_device(), spec.resolved_dtype()
+        self.device, self.dtype = resolved_device(spec), resolved_dtype(spec)
         source = model_source(spec, storage, cache_dir)
         self.files_spec = spec.model_copy(update={"model": source, "dtype": str(self.dtype).removeprefix("torch.")})
         self.preprocessor = HFVLMPreprocessor(AutoProcessor.from_pretrained(source))

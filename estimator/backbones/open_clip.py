@@ -4,7 +4,6 @@ directory holding ``open_clip_config.json`` + weights, locally or under an S3 pr
 
 from __future__ import annotations
 
-import difflib
 import json
 from pathlib import Path
 
@@ -14,35 +13,21 @@ import torch
 from PIL import Image
 from torchvision.transforms import Compose, Normalize
 
+from core.model_files import LOCAL_DIR_PREFIX, localize, looks_like_path
 from core.settings import StorageConfig
-from estimator.backbones.base import Backbone, BackboneSpec, Prepared, Preprocessor
+from estimator.backbones.base import Backbone, Prepared, Preprocessor
 from estimator.backbones.common import (
-    LOCAL_DIR_PREFIX,
     check_pairs,
     draft_size,
-    localize,
-    looks_like_path,
-    require_dir_with,
-    require_file,
+    resolved_device,
+    resolved_dtype,
     rgb,
     samples_in,
     tensor,
     two_tower_vectors,
 )
-
-CONFIG_FILE = "open_clip_config.json"
-HF_HUB_PREFIX = "hf-hub:"
-
-
-def unknown_arch_message(name: str) -> str:
-    """Why ``name`` cannot be an open_clip model, and where valid names come from."""
-    close = difflib.get_close_matches(name, open_clip.list_models(), n=3)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    return (
-        f"open_clip model {name!r} is not a known architecture.{hint} Valid names: open_clip.list_models() "
-        f"(e.g. ViT-B-32, ViT-L-14); weights tags: open_clip.list_pretrained(). Or give a directory or S3 "
-        f"prefix holding {CONFIG_FILE} and the weights."
-    )
+from estimator.backbones.open_clip_names import OPEN_CLIP_CONFIG, unknown_arch_message
+from estimator.backbones.spec import BackboneSpec
 
 
 class OpenClipPreprocessor(Preprocessor):
@@ -89,7 +74,7 @@ class OpenClipBackbone(Backbone):
         self, spec: BackboneSpec, storage: StorageConfig | None = None, *, cache_dir: str | Path | None = None
     ) -> None:
         self.spec = spec
-        self.device, self.dtype = spec.resolved_device(), spec.resolved_dtype()
+        self.device, self.dtype = resolved_device(spec), resolved_dtype(spec)
         name, pretrained, self.model_cfg = _resolve(spec, storage, cache_dir)
         local = name[len(LOCAL_DIR_PREFIX):] if name.startswith(LOCAL_DIR_PREFIX) else name
         self.files_spec = spec.model_copy(update={"model": local, "pretrained": pretrained,
@@ -121,7 +106,7 @@ def _resolve(
     """The open_clip model name to create, the local weights (or tag) and the architecture config."""
     if looks_like_path(spec.model):
         local = Path(localize(spec.model, storage, cache_dir))
-        cfg = json.loads((local / CONFIG_FILE).read_text())
+        cfg = json.loads((local / OPEN_CLIP_CONFIG).read_text())
         return f"{LOCAL_DIR_PREFIX}{local}", None, cfg.get("model_cfg", cfg)
     model_cfg = open_clip.get_model_config(spec.model)
     if model_cfg is None:
@@ -130,29 +115,3 @@ def _resolve(
     if pretrained and looks_like_path(pretrained):
         pretrained = localize(pretrained, storage, cache_dir)
     return spec.model, pretrained, model_cfg
-
-
-def validate_open_clip(spec: BackboneSpec, storage: StorageConfig | None = None) -> None:
-    """Reject a spec open_clip cannot resolve, without loading weights."""
-    if looks_like_path(spec.model):
-        if spec.pretrained:
-            raise ValueError(
-                f"open_clip model {spec.model!r} is a directory: its weights are inside it, so "
-                f"pretrained must be unset (got {spec.pretrained!r})"
-            )
-        require_dir_with(spec.model, CONFIG_FILE, storage, what="open_clip model")
-        return
-    if spec.model.startswith(HF_HUB_PREFIX):
-        return  # resolved against the hub at load time
-    if spec.model.replace("/", "-") not in open_clip.list_models():
-        raise ValueError(unknown_arch_message(spec.model))
-    if spec.pretrained is None:
-        return
-    if looks_like_path(spec.pretrained):
-        require_file(spec.pretrained, storage, what=f"open_clip weights for {spec.model!r}")
-    elif spec.pretrained not in open_clip.list_pretrained_tags_by_model(spec.model):
-        tags = ", ".join(open_clip.list_pretrained_tags_by_model(spec.model)) or "none"
-        raise ValueError(
-            f"open_clip model {spec.model!r} has no weights tag {spec.pretrained!r}; known tags: "
-            f"{tags}. Or give a local file or S3 URI of a checkpoint."
-        )

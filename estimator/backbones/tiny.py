@@ -16,7 +16,7 @@ import torch
 
 from core.settings import StorageConfig
 from core.storage import filesystem, join, protocol_of
-from estimator.backbones.base import BackboneSpec
+from estimator.backbones.spec import BackboneSpec
 
 IMAGE_SIZE, PATCH, WIDTH, LAYERS, HEADS = 32, 8, 32, 2, 2
 _SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]  # ids 0..4

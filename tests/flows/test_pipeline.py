@@ -19,7 +19,8 @@ from core.storage import exists, join
 from flows.pipeline import pipeline
 from infra.services import mlflow_server
 from training.provenance import CODE_VERSION, NOTE, code_tags
-from training.tracking import MLFLOW_PARENT, PARENT, dataset_digest, lineage, robot_digest
+from training.recording import MLFLOW_PARENT, PARENT, lineage
+from training.tracking import dataset_digest, robot_digest
 from training.vla import load_vla
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api", "ray_local")]

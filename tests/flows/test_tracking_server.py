@@ -11,7 +11,7 @@ import pytest
 
 from core.settings import MlflowConfig
 from infra.services import mlflow_server
-from training.tracking import record_run
+from training.recording import record_run
 
 pytestmark = pytest.mark.slow
 

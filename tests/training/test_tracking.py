@@ -18,17 +18,12 @@ from core.manifest import write_manifest
 from core.settings import MlflowConfig
 from infra.services import mlflow_server
 from training.provenance import CODE_VERSION, NOTE, code_tags
+from training.recording import MLFLOW_PARENT, PARENT, describe_run, find_run, lineage, record_run
 from training.tracking import (
-    MLFLOW_PARENT,
-    PARENT,
     dataset_digest,
-    describe_run,
-    find_run,
-    lineage,
     log_manifest_input,
     log_model,
     log_robot_inputs,
-    record_run,
     robot_digest,
     training_run,
 )

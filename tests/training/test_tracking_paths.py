@@ -7,7 +7,7 @@ from pathlib import Path
 import mlflow
 
 from core.settings import MlflowConfig
-from training.tracking import record_run
+from training.recording import record_run
 
 
 def test_artifacts_go_beside_the_sqlite_store(tmp_path, monkeypatch):

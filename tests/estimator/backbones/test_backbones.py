@@ -16,6 +16,7 @@ from PIL import Image
 
 from core.storage import filesystem
 from estimator.backbones import BackboneSpec, load_backbone, validate_backbone_spec
+from estimator.backbones.common import resolved_dtype
 from estimator.backbones.fingerprint import describe
 from estimator.backbones.tiny import save_tiny_backbone
 from tasks.embed import prepare_rows
@@ -201,7 +202,7 @@ def test_cuda_bfloat16_agrees_with_cpu_float32(tiny: dict, kind: str) -> None:
     assert torch.cuda.is_available(), "gpu test selected on a machine without CUDA"
     on_cpu = load_backbone(tiny[kind]).embed(images(), TEXTS)
     gpu = load_backbone(tiny[kind].model_copy(update={"device": "auto", "dtype": "auto"}))
-    assert gpu.spec.resolved_dtype() == torch.bfloat16
+    assert resolved_dtype(gpu.spec) == torch.bfloat16
     on_gpu = gpu.embed(images(), TEXTS)
     cosine = (on_cpu * on_gpu).sum(1) / np.linalg.norm(on_cpu, axis=1) / np.linalg.norm(on_gpu, axis=1)
     assert on_gpu.dtype == np.float32 and (cosine > 0.98).all()
