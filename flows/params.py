@@ -13,8 +13,19 @@ from estimator.scorer import ScorerConfig
 from tasks.select import SelectionConfig
 
 
+def _retired_in_schema(schema: dict[str, Any]) -> None:
+    """Keep ``distributed_selection`` in the JSON schema (as deprecated), so Prefect's own check of a deployment's
+    stored parameters lets an old run through to the deprecation line instead of refusing it as unknown."""
+    schema["properties"]["distributed_selection"] = {
+        "type": "boolean", "deprecated": True, "title": "Distributed selection (retired)",
+        "description": "Retired and ignored: every run selects with the one selection engine.",
+    }
+
+
 class RayConfig(Settings):
     """Where and how wide the embedding and selection jobs run."""
+
+    model_config = ConfigDict(json_schema_extra=_retired_in_schema)
 
     address: str | None = Field(None, description="Ray cluster address; None = RAY_ADDRESS, else a local Ray.")
     embed_actors: int = Field(1, ge=1, description="Embedding actors (each holds one copy of the backbone).")

@@ -53,3 +53,16 @@ def test_the_retired_distributed_selection_is_accepted_with_a_deprecation_line(v
     assert len(caught) == 1 and "selection_workers" in str(caught[0].message)  # says where the option went
     assert params == CurateParams.model_validate(BASE | EVERYTHING)  # ignored: one engine either way
     assert "distributed_selection" not in params.model_dump_json()
+
+
+def test_a_deployment_run_with_the_retired_field_passes_prefects_check():
+    """Prefect checks a run's parameters against the flow's schema before the flow sees them: the retired field is
+    there (deprecated), so a deployment saved with it runs and gets the deprecation line."""
+    from prefect.utilities.schema_tools.validation import validate
+
+    from flows.curate import curate
+
+    params = BASE | {"ray": {"distributed_selection": True}}
+    validate({"params": params}, curate.parameters.model_dump_for_openapi(), raise_on_error=True)
+    ray = curate.parameters.model_dump_for_openapi()["definitions"]["RayConfig"]["properties"]
+    assert ray["distributed_selection"]["deprecated"] is True
