@@ -6,8 +6,7 @@ once under data/bench/). The scorer is an untrained linear ``ProximityEstimator`
 layout doing nothing but read: one Ray task per group of entries (through the same runner), each reading its
 vectors as float32 and counting them (``ray.data.read_parquet`` itself put every file in one read task here).
 Driver memory is the driver process's resident set, sampled every 20 ms during the run, above its value before
-(RSS counts Arrow and numpy alike). The one-process path (``score_pool`` + ``select``, no manifest) runs too for
-reference.
+(RSS counts Arrow and numpy alike).
 """
 
 from __future__ import annotations
@@ -27,9 +26,7 @@ from bench.selection import synthetic_cache
 from estimator.probe import ProximityEstimator
 from flows.runtime import local_ray
 from tasks.cache import EmbeddingCache, vectors
-from tasks.curation import select
 from tasks.distributed_select import DistributedSelection, run_tasks, score_select_write
-from tasks.score import score_pool
 
 OUT = Path("bench/out")
 RUNS = Path("data/bench/distributed-select-runs")
@@ -84,13 +81,10 @@ def bench_pool(pool: int, args: argparse.Namespace) -> dict:
     dist_s, dist_mb, sidecar = _peak_rss(lambda: score_select_write(
         cache=cache, pool=shards, scorer=scorer, manifest_uri=uri, sidecar={}, k=k, fraction=None, options=options))
     assert sidecar["rows"] == pool and sidecar["selected"] == k
-    one_s, one_mb, _ = _peak_rss(lambda: select(score_pool(cache, shards, scorer), k=k, fraction=None,
-                                                per_source_cap=None))
     row = {"pool": pool, "files": len(sidecar["files"]), "raw_read_s": round(read_s, 1),
            "distributed_s": round(dist_s, 1), "raw_read/distributed": round(read_s / dist_s, 2),
-           "distributed_per_s": round(pool / dist_s), "one_process_s(no manifest)": round(one_s, 1),
-           "driver_peak_mb_raw_read": round(read_mb, 1), "driver_peak_mb_distributed": round(dist_mb, 1),
-           "driver_peak_mb_one_process": round(one_mb, 1)}
+           "distributed_per_s": round(pool / dist_s),
+           "driver_peak_mb_raw_read": round(read_mb, 1), "driver_peak_mb_distributed": round(dist_mb, 1)}
     print(json.dumps(row), flush=True)
     return row
 

@@ -1,5 +1,6 @@
 """The ``curate`` flow: embed the pool and the robot sets (Ray Data, cached), fit the proximity estimator (or a
-baseline), score every pool sample, select the top-K and publish a Parquet manifest with its report.
+baseline), then score, rank and select the pool and publish its Parquet manifest with one job of Ray tasks (the
+selection engine, ``tasks/distributed_select.py``), and the run's report.
 
 The flow only orchestrates: each step is a task of ``tasks/prefect_tasks.py``, the run folder is
 ``tasks.run_folder.RunFolder`` and what the run records about itself is in ``tasks/curation_record.py``.
@@ -19,7 +20,7 @@ from flows.progress import CurationProgress
 from flows.runtime import ray_session
 from tasks import prefect_tasks
 from tasks.base import Resources
-from tasks.curation import gather_errors, pool_vectors, selection_record
+from tasks.curation import gather_errors
 from tasks.curation_record import CurateReport, build_sidecar, cache_entries, mlflow_params, record_curation
 from tasks.distributed_select import DistributedSelection
 from tasks.embed import Embed
@@ -103,18 +104,10 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
     check_k_fits(sum(usable[s.shard_uri] for s in plan.pool), k=params.k, fraction=params.fraction)
     progress.step("fit")
     scorer, metrics = prefect_tasks.fit_task(plan, params.scorer, train_pool_samples=params.train_pool_samples)
-    progress.step("score")
-    distributed = params.ray.distributed_selection  # score, select and write in Ray workers, in one step below
-    scores = None if distributed else prefect_tasks.score_task(plan, scorer)
     estimator_uri = None
     if isinstance(scorer, ProximityEstimator):
         estimator_uri = run.path("estimator")
         save_estimator(scorer, estimator_uri, storage)
-    vectors = pool_vectors(plan, scorer) if params.selection.dedup_threshold is not None else None
-    selection = None if distributed else prefect_tasks.select_task(
-        scores, k=params.k, fraction=params.fraction, per_source_cap=params.per_source_cap,
-        config=params.selection, vectors=vectors,
-    )
     pool_rows = sum(usable[s.shard_uri] for s in plan.pool)
     sidecar = build_sidecar(
         run_id=run.run_id,
@@ -125,8 +118,8 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
         cache_entries=cache_entries(plan.pool, plan.robot),
         scorer_metrics=metrics,
         estimator_uri=estimator_uri,
-        k=selection.k if selection else resolve_k(pool_rows, k=params.k, fraction=params.fraction),
-        selection=selection.record if selection else selection_record(params.selection),  # distributed: top_k
+        k=resolve_k(pool_rows, k=params.k, fraction=params.fraction),
+        selection=params.selection.record(),
         pool=params.pool,
         robot=params.robot,
         errors_uri=errors_uri,
@@ -134,17 +127,14 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
         embedding=embedding,
     )
     manifest_uri = run.path("manifest.parquet")
-    progress.step("manifest")
-    if distributed:
-        options = DistributedSelection(
-            shards_per_file=params.ray.shards_per_manifest_file, workers=params.ray.selection_workers
+    progress.step("score")  # score, rank, select and write the manifest: one job of Ray tasks
+    options = DistributedSelection(shards_per_file=params.ray.shards_per_manifest_file,
+                                   workers=params.ray.selection_workers)
+    with ray_session(params.ray.address):
+        sidecar = prefect_tasks.score_select_write_task(
+            plan, scorer, manifest_uri, sidecar, k=params.k, fraction=params.fraction, selection=params.selection,
+            per_source_cap=params.per_source_cap, options=options,
         )
-        with ray_session(params.ray.address):
-            sidecar = prefect_tasks.score_select_write_task(
-                plan, scorer, manifest_uri, sidecar, k=params.k, fraction=params.fraction, options=options
-            )
-    else:
-        sidecar = prefect_tasks.write_manifest_task(plan, manifest_uri, scores, selection, sidecar)
     progress.step("report")
     analysis = (
         prefect_tasks.report_task(manifest_uri, storage, per_set=params.report_per_set, on_step=progress.report_step)

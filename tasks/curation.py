@@ -3,16 +3,13 @@ Prefect task of the same name, suffixed ``_task``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 from botocore.exceptions import BotoCoreError
 
 from core.contracts import ERRORS
-from core.manifest import write_manifest as write_manifest_file
 from core.read import Quarantine, list_shards_or_quarantine, source_root
 from core.settings import SourceSpec, StorageConfig
 from core.storage import relative_name, storage_error
@@ -23,13 +20,12 @@ from estimator.features import feature_parts
 from estimator.probe import load_estimator
 from estimator.scorer import Scorer, ScorerConfig, fit_scorer
 from tasks import distributed_select
-from tasks import select as selection
 from tasks.cache import EmbeddingCache
-from tasks.dedup import PoolVectors, dedup_select
 from tasks.embed import Embed
 from tasks.embed_shards import EmbedSummary, ShardJob, embed_shards
 from tasks.progress import Progress
-from tasks.score import CachedShard, PoolScores, load_features, manifest_parts, score_pool
+from tasks.score import CachedShard, load_features
+from tasks.select import SelectionConfig
 from tasks.source_checks import refuse_robot_data_in_pool, refuse_shared_shards
 
 
@@ -164,91 +160,6 @@ def fit(plan: Plan, config: ScorerConfig, *, train_pool_samples: int) -> tuple[S
     return fitted
 
 
-def score(plan: Plan, scorer: Scorer) -> PoolScores:
-    """The score of every cached pool sample, in pool order."""
-    with Progress("score", total=len(plan.pool)) as progress:
-        return score_pool(plan.cache, plan.pool, scorer, progress=progress)
-
-
-@dataclass
-class Selection:
-    """The outcome of selection, in pool order: every sample's rank (its place in score order), which are kept,
-    how many, and how they were chosen (``record``: mode, seed, dedup threshold, near-duplicates skipped)."""
-
-    ranks: np.ndarray
-    chosen: np.ndarray
-    k: int
-    record: dict[str, Any]
-
-
-def selection_record(config: selection.SelectionConfig, duplicates_skipped: int = 0) -> dict[str, Any]:
-    """How a run chose its K, as the sidecar and the report record it (seed: None for top_k, which draws nothing)."""
-    return {
-        "mode": config.mode,
-        "seed": config.seed if config.mode == "importance" else None,
-        "dedup_threshold": config.dedup_threshold,
-        "duplicates_skipped": duplicates_skipped,
-    }
-
-
-def pool_vectors(plan: Plan, scorer: Scorer) -> PoolVectors:
-    """The pool's cached vectors, cut to the columns ``scorer`` reads (the whole vector for one that reads none,
-    the random baseline): what near-duplicate removal compares."""
-    columns = getattr(scorer, "columns", None)
-    if isinstance(columns, tuple):
-        columns = slice(*columns)
-    return PoolVectors(plan.cache, plan.pool, columns if isinstance(columns, slice) else slice(None))
-
-
-def select(
-    scores: PoolScores,
-    *,
-    k: int | None,
-    fraction: float | None,
-    per_source_cap: dict[str, int] | None,
-    config: selection.SelectionConfig | None = None,
-    vectors: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> Selection:
-    """Keep K pool samples (or a fraction), within the optional per-source caps: the global top-K by score
-    (``config.mode="top_k"``, the default), or a seeded draw without replacement with P ∝ exp(score)
-    (``"importance"``: the estimator's logit is the log density ratio). With ``config.dedup_threshold``, a
-    candidate whose cosine similarity on ``vectors`` (pool positions -> rows, e.g. ``pool_vectors``) to one
-    already kept reaches the threshold is skipped and counted; the next candidate takes its place.
-
-    ``ranks`` stay the place in score order whatever the mode (0 = highest score); ``chosen`` marks the draw."""
-    config = config or selection.SelectionConfig()
-    n = selection.resolve_k(len(scores.scores), k=k, fraction=fraction)
-    order = selection.rank_order(scores.scores)
-    draw = order if config.mode == "top_k" else selection.importance_order(scores.scores, config.seed)
-    caps = {scores.sources.index(s): c for s, c in (per_source_cap or {}).items() if s in scores.sources}
-    skipped = 0
-    if config.dedup_threshold is None:
-        chosen = selection.select_top(draw, n, scores.source_codes, caps)
-    elif vectors is None:
-        raise ValueError("selection.dedup_threshold needs the pool's vectors (curation.pool_vectors)")
-    else:
-        chosen, skipped = dedup_select(draw, n, vectors, config.dedup_threshold, source_codes=scores.source_codes,
-                                       caps=caps)
-    return Selection(ranks=selection.ranks_from_order(order), chosen=chosen, k=n,
-                     record=selection_record(config, skipped))
-
-
-def write_manifest(
-    plan: Plan, uri: str, scores: PoolScores, chosen: Selection, sidecar: dict[str, Any]
-) -> dict[str, Any]:
-    """Publish the manifest (every pool sample, scored and ranked) and its sidecar; returns the sidecar."""
-    parts = manifest_parts(plan.cache, plan.pool, scores.scores, chosen.ranks, chosen.chosen)
-    with Progress("write manifest", total=len(plan.pool)) as progress:
-        return write_manifest_file(uri, _counted(parts, progress), sidecar, plan.cache.storage)
-
-
-def _counted(parts: Iterator[pa.Table], progress: Progress) -> Iterator[pa.Table]:
-    """``parts`` as they are, each counted once the writer has taken it."""
-    for part in parts:
-        yield part
-        progress.update(samples=part.num_rows)
-
-
 def score_select_write(
     plan: Plan,
     scorer: Scorer,
@@ -257,12 +168,14 @@ def score_select_write(
     *,
     k: int | None,
     fraction: float | None,
+    selection: SelectionConfig,
+    per_source_cap: dict[str, int] | None,
     options: distributed_select.DistributedSelection,
 ) -> dict[str, Any]:
-    """``score`` + ``select`` + ``write_manifest`` as one job on the current Ray cluster: the same rows, as a
-    partitioned manifest written by the workers, with the driver's memory flat in the pool (no per-source caps:
-    they need the whole order in one process). Returns the sidecar."""
+    """Score every pool sample, choose the K (top-K or a seeded importance draw, within the per-source caps, past
+    near-duplicates) and publish the manifest, as one job on the current Ray cluster (``tasks.distributed_select``:
+    one worker on a laptop, many on a cluster, the same bytes). Returns the sidecar."""
     return distributed_select.score_select_write(
         cache=plan.cache, pool=plan.pool, scorer=scorer, manifest_uri=uri, sidecar=sidecar, k=k, fraction=fraction,
-        options=options,
+        selection=selection, per_source_cap=per_source_cap, options=options,
     )

@@ -13,12 +13,10 @@ from core.settings import SourceSpec, StorageConfig
 from estimator.backbones.spec import BackboneSpec
 from estimator.scorer import Scorer, ScorerConfig
 from tasks import curation
-from tasks.dedup import PoolVectors
 from tasks.distributed_select import DistributedSelection
 from tasks.embed import Embed
 from tasks.embed_shards import EmbedSummary
 from tasks.report import build
-from tasks.score import PoolScores
 from tasks.select import SelectionConfig
 
 # Inputs are models and arrays: hashing them for Prefect's result cache would cost more than the step.
@@ -78,33 +76,6 @@ def fit_task(plan: curation.Plan, config: ScorerConfig, *, train_pool_samples: i
     return curation.fit(plan, config, train_pool_samples=train_pool_samples)
 
 
-@task(name="score", **_task)
-def score_task(plan: curation.Plan, scorer: Scorer) -> PoolScores:
-    return curation.score(plan, scorer)
-
-
-@task(name="select", **_task)
-def select_task(
-    scores: PoolScores,
-    *,
-    k: int | None,
-    fraction: float | None,
-    per_source_cap: dict[str, int] | None,
-    config: SelectionConfig | None = None,
-    vectors: PoolVectors | None = None,
-) -> curation.Selection:
-    return curation.select(
-        scores, k=k, fraction=fraction, per_source_cap=per_source_cap, config=config, vectors=vectors
-    )
-
-
-@task(name="write-manifest", retries=2, retry_delay_seconds=5, **_task)
-def write_manifest_task(
-    plan: curation.Plan, uri: str, scores: PoolScores, selection: curation.Selection, sidecar: dict[str, Any]
-) -> dict[str, Any]:
-    return curation.write_manifest(plan, uri, scores, selection, sidecar)
-
-
 @task(name="score-select-write", retries=2, retry_delay_seconds=5, **_task)
 def score_select_write_task(
     plan: curation.Plan,
@@ -114,9 +85,12 @@ def score_select_write_task(
     *,
     k: int | None,
     fraction: float | None,
+    selection: SelectionConfig,
+    per_source_cap: dict[str, int] | None,
     options: DistributedSelection,
 ) -> dict[str, Any]:
-    return curation.score_select_write(plan, scorer, uri, sidecar, k=k, fraction=fraction, options=options)
+    return curation.score_select_write(plan, scorer, uri, sidecar, k=k, fraction=fraction, selection=selection,
+                                       per_source_cap=per_source_cap, options=options)
 
 
 @task(name="report", retries=2, retry_delay_seconds=5, **_task)

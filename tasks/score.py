@@ -1,9 +1,9 @@
-"""Scoring passes over the embedding cache: features for training the scorer, the score of every pool sample,
-and the manifest rows. Each pass streams the cache one shard entry at a time."""
+"""Reading the embedding cache for scoring: features for training the scorer (streamed one shard entry at a time)
+and one shard's manifest rows. Scoring the pool itself is a pass of the selection engine
+(``tasks.distributed_select``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +12,6 @@ import pyarrow.parquet as pq
 
 from core.contracts import LOCATION_NAMES, MANIFEST
 from core.storage import arrow_filesystem
-from estimator.scorer import Scorer
 from tasks import block_sample
 from tasks.block_sample import BLOCK_ROWS
 from tasks.cache import EmbeddingCache, entry_row_counts, sample_ids, threaded, vectors
@@ -85,34 +84,6 @@ def _pool_sample(sizes: list[int], max_rows: int, seed: int) -> np.ndarray:
                                          key=block_sample.salt(seed, "fit"))
 
 
-@dataclass
-class PoolScores:
-    scores: np.ndarray  # float32, pool order
-    source_codes: np.ndarray  # int16 index into ``sources``
-    sources: list[str]
-
-
-def score_pool(
-    cache: EmbeddingCache, shards: list[CachedShard], scorer: Scorer, *, progress: Progress | None = None
-) -> PoolScores:
-    """Score every cached pool sample, in pool order (shards in the given order, rows in shard order)."""
-    sources = sorted({s.source for s in shards})
-    code = {name: i for i, name in enumerate(sources)}
-    scores, codes = [], []
-    for shard in shards:
-        table = cache.read(shard.entry, columns=["key", "embedding"])
-        if progress:
-            progress.update(samples=table.num_rows)
-        if table.num_rows == 0:  # every sample of the shard was quarantined
-            continue
-        ids = sample_ids(shard.source, shard.shard, table["key"]).to_pylist()
-        scores.append(np.asarray(scorer.score(vectors(table), ids), np.float32))
-        codes.append(np.full(table.num_rows, code[shard.source], np.int16))
-    if not scores:
-        return PoolScores(np.zeros(0, np.float32), np.zeros(0, np.int16), sources)
-    return PoolScores(np.concatenate(scores), np.concatenate(codes), sources)
-
-
 def shard_manifest_rows(
     shard: CachedShard, keys: pa.Table, scores: np.ndarray, ranks: np.ndarray, selected: np.ndarray
 ) -> pa.Table:
@@ -131,16 +102,3 @@ def shard_manifest_rows(
             **{name: keys[name] for name in LOCATION_NAMES},
         }
     ).cast(MANIFEST)
-
-
-def manifest_parts(
-    cache: EmbeddingCache, shards: list[CachedShard], scores: np.ndarray, ranks: np.ndarray, selected: np.ndarray
-) -> Iterator[pa.Table]:
-    """Manifest rows shard by shard: keys and locations from the cache, the run's source name and sample ids applied
-    here, scores/ranks/selection from the arrays (pool order)."""
-    offset = 0
-    for shard in shards:
-        keys = cache.read_keys(shard.entry)
-        stop = offset + keys.num_rows
-        yield shard_manifest_rows(shard, keys, scores[offset:stop], ranks[offset:stop], selected[offset:stop])
-        offset = stop

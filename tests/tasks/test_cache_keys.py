@@ -12,7 +12,7 @@ from estimator.scorer import ScorerConfig
 from tasks.curation import Plan, gather_errors, preflight
 from tasks.embed import Embed
 from tasks.embed_shards import ShardEmbedder
-from tasks.score import manifest_parts
+from tasks.score import shard_manifest_rows
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,11 @@ def embed_all(p: Plan, backbone) -> None:
 
 
 def manifest_ids(p: Plan) -> tuple[list[str], list[str]]:
-    n = sum(p.cache.read(s.entry, columns=["key"]).num_rows for s in p.pool)
-    parts = list(manifest_parts(p.cache, p.pool, np.zeros(n, np.float32), np.arange(n), np.zeros(n, bool)))
+    parts = []
+    for shard in p.pool:
+        keys = p.cache.read_keys(shard.entry)
+        n = keys.num_rows
+        parts.append(shard_manifest_rows(shard, keys, np.zeros(n, np.float32), np.arange(n), np.zeros(n, bool)))
     return [i for t in parts for i in t["sample_id"].to_pylist()], [s for t in parts for s in t["source"].to_pylist()]
 
 
