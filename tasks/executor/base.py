@@ -73,8 +73,9 @@ class Failure:
 
     unit: Any
     name: str
-    error: str  # ``Type: message``
+    error: str  # ``Type: message`` of the error (of the last transient fault, for those)
     transient: bool
+    attempts: int
 
 
 class JobFailed(RuntimeError):
@@ -143,8 +144,10 @@ def run(job: Job, executor: Executor) -> Report:
         for unit, outcome, attempts, seconds in _completed(executor, job.work, todo):
             name = job.name(unit)
             if isinstance(outcome, Exception):
-                transient = isinstance(outcome, TransientFault)
-                report.failures.append(Failure(unit, name, describe(outcome), transient))
+                transient = isinstance(outcome, TransientFault)  # it carries the fault's own name and message
+                error = str(outcome) if transient else describe(outcome)
+                tries = executor.policy.retries + 1 if transient else 1
+                report.failures.append(Failure(unit, name, error, transient, tries))
                 progress.update()
                 continue
             row = _row(outcome, name, attempts, seconds)
