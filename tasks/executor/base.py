@@ -63,6 +63,9 @@ class Job(Generic[U]):
     name: Callable[[U], str] = str  # how a unit is named in rows, markers and failures
     samples: Callable[[Any], int] | None = None  # samples in a result, for the progress feed's rate
     unit_label: str = "shards"
+    # After a failure, start no new unit (those in flight finish): for units that are not worth doing once one has
+    # failed, such as the arms of an ablation. The units never started are in ``Report.not_started``.
+    stop_on_failure: bool = False
     log_uri: str | None = None
     storage: StorageConfig | None = None
 
@@ -94,6 +97,7 @@ class Report:
     step: str
     rows: list[dict] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    not_started: list[Any] = field(default_factory=list)
     seconds: float = 0.0
 
     def raise_for_failed(self, hint: str, error: type[JobFailed] = JobFailed) -> None:
@@ -109,9 +113,10 @@ class Report:
             for key, value in row.items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     totals[key] = totals.get(key, 0) + value
-        return {"step": self.step, "units": len(self.rows) + len(self.failures),
+        return {"step": self.step, "units": len(self.rows) + len(self.failures) + len(self.not_started),
                 "done": len(self.rows), "skipped": sum(bool(r.get("skipped")) for r in self.rows),
                 "failed": [{"unit": f.name, "error": f.error} for f in self.failures],
+                "not_started": len(self.not_started),
                 "seconds": round(self.seconds, 3), "totals": totals}
 
 
@@ -141,7 +146,7 @@ def run(job: Job, executor: Executor) -> Report:
             todo.append(unit)
     with Progress(job.step, total=len(job.units), unit=job.unit_label) as progress:
         progress.update(len(report.rows))
-        for unit, outcome, attempts, seconds in _completed(executor, job.work, todo):
+        for unit, outcome, attempts, seconds in _completed(executor, job.work, todo, report, job.stop_on_failure):
             name = job.name(unit)
             if isinstance(outcome, Exception):
                 transient = isinstance(outcome, TransientFault)  # it carries the fault's own name and message
@@ -161,18 +166,23 @@ def run(job: Job, executor: Executor) -> Report:
     return report
 
 
-def _completed(executor: Executor, work: Callable[[Any], Any], units: list[Any]
-               ) -> Iterator[tuple[Any, Any, int | None, float]]:
+def _completed(executor: Executor, work: Callable[[Any], Any], units: list[Any], report: Report,
+               stop_on_failure: bool) -> Iterator[tuple[Any, Any, int | None, float]]:
     """(unit, result or its error, attempts, seconds from submission) as units finish, at most ``in_flight``
-    started and not collected."""
+    started and not collected; with ``stop_on_failure``, none started once ``report`` holds a failure."""
     if not units:
         return
     with executor.open(work, len(units)) as session:
         queue, flight = deque(units), {}
         while queue or flight:
+            if stop_on_failure and report.failures:
+                report.not_started.extend(queue)
+                queue.clear()
             while queue and len(flight) < session.in_flight:
                 unit = queue.popleft()
                 flight[session.submit(unit)] = (unit, time.perf_counter())
+            if not flight:  # the rest was dropped after a failure
+                return
             for handle in session.wait(list(flight)):
                 unit, started = flight.pop(handle)
                 try:

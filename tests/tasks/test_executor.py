@@ -198,3 +198,11 @@ def test_ray_actors_set_up_once_retry_under_the_same_policy_and_keep_their_bound
 def test_transient_fault_carries_the_original_error_by_name(tmp_path):
     with pytest.raises(TransientFault, match="ConnectionResetError: .*Connection reset by peer"):
         RetryPolicy(retries=0).call(Flaky(str(tmp_path), transient=1), "x")
+
+
+def test_a_job_that_stops_on_failure_starts_no_new_unit_after_one(tmp_path):
+    units = ["a", "b", "c", "d"]
+    report = run(Job(step="test", units=units, work=Flaky(str(tmp_path), permanent="a"), stop_on_failure=True),
+                 Threads(workers=1, policy=FAST))
+    assert [f.name for f in report.failures] == ["a"] and report.not_started == ["b", "c", "d"]
+    assert not (tmp_path / "b.attempts").exists() and report.stats()["not_started"] == 3
