@@ -1,6 +1,6 @@
 """The shape every processing stage shares: a small dataclass with ``setup()`` (load models once per worker)
 and ``process(batch) -> batch`` over Arrow tables, declaring its columns and resources and counting what it
-does. Stages import neither Ray nor Prefect; ``tasks/ray_stage.py`` runs them on Ray Data."""
+does. Stages import neither Ray nor Prefect; ``tasks.executor`` runs them (on Ray: one actor per worker)."""
 
 from __future__ import annotations
 

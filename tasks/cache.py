@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -35,6 +34,7 @@ import pyarrow.parquet as pq
 from core.contracts import ERRORS, LOCATION, cached_embedding_schema, conform, make_sample_id
 from core.settings import SourceSpec, StorageConfig
 from core.storage import arrow_filesystem, exists, filesystem, join, take_rows, write_parquet
+from tasks.executor import Threads, map_ordered
 
 ROW_GROUP_ROWS = 1024  # ~1 MB of 512-d float16: a sampled row reads one such group; whole reads are as fast
 T, R = TypeVar("T"), TypeVar("R")
@@ -130,13 +130,10 @@ class EmbeddingCache:
 
 
 def threaded(fn: Callable[[T], R], items: list[T], threads: int = READ_THREADS) -> Iterator[R]:
-    """``map(fn, items)`` with ``threads`` calls in flight (results in order): for reads that wait on storage or
-    decode outside the GIL."""
-    if len(items) <= 1:
-        yield from map(fn, items)
-        return
-    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
-        yield from pool.map(fn, items)
+    """``map(fn, items)`` on the executor's threads, ``threads`` calls in flight (results in order, streamed): for
+    reads that wait on storage or decode outside the GIL. A transient fault is retried under the executor's policy;
+    any other error is raised as it came, noted with the item it was reading."""
+    return map_ordered(Threads(workers=threads), fn, items)
 
 
 def entry_row_counts(cache: EmbeddingCache, entries: list[str]) -> list[int]:

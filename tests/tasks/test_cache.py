@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -9,6 +11,7 @@ import pytest
 
 from core.contracts import ERRORS
 from tasks.cache import ROW_GROUP_ROWS, EmbeddingCache, entry_row_counts, vectors
+from tasks.executor import RetryPolicy
 
 
 def embeddings(n: int, dim: int = 4) -> pa.Table:
@@ -44,3 +47,25 @@ def test_an_entry_written_as_one_row_group_reads_the_same(tmp_path):
     pq.write_table(embeddings(2500), entry + ".parquet")  # one row group, as entries were written before
     assert cache.row_groups(entry) == [2500]
     assert vectors(cache.read_rows(entry, np.array([7, 2499])))[:, 0].tolist() == [7, 2499]
+
+
+def test_footer_reads_retry_a_transient_fault_and_name_the_entry_of_any_other(tmp_path, monkeypatch):
+    cache = EmbeddingCache(root=str(tmp_path), fingerprint="fp")
+    entries = [f"{cache.root}/fp/{name}" for name in ("a", "b")]
+    for entry in entries:
+        cache.write(entry, "shard", embeddings(3), ERRORS.empty_table(), "float32")
+    monkeypatch.setattr(RetryPolicy, "delay", lambda self, attempt: 0.0)
+    real, calls = EmbeddingCache.row_groups, Counter()
+
+    def flaky(self, entry):
+        calls[entry] += 1
+        if entry == entries[1] and calls[entry] == 1:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return real(self, entry)
+
+    monkeypatch.setattr(EmbeddingCache, "row_groups", flaky)
+    assert entry_row_counts(cache, entries) == [3, 3] and calls[entries[1]] == 2  # read again, not lost
+    missing = f"{cache.root}/fp/gone"
+    with pytest.raises(FileNotFoundError) as err:
+        entry_row_counts(cache, [*entries, missing])
+    assert calls[missing] == 1 and err.value.__notes__ == [f"while working on unit {missing}"]

@@ -12,6 +12,7 @@ from estimator.scorer import ScorerConfig
 from tasks.curation import Plan, gather_errors, preflight
 from tasks.embed import Embed
 from tasks.embed_shards import ShardEmbedder
+from tasks.executor import Job, Threads, run
 from tasks.score import shard_manifest_rows
 
 
@@ -29,9 +30,7 @@ def embed_all(p: Plan, backbone) -> None:
     """The plan's embedding job, in this process (the Ray job runs the same worker per shard); the worker's preparing
     tasks run on the test run's Ray (``ray_local``)."""
     worker = ShardEmbedder(embed=Embed(backbone=backbone), cache=p.cache, dtype="float32")
-    worker.setup()
-    for job in p.todo:
-        assert worker.run(job)["failed"] is None
+    assert not run(Job(step="embed", units=p.todo, work=worker), Threads(workers=1)).failures
 
 
 def manifest_ids(p: Plan) -> tuple[list[str], list[str]]:
