@@ -95,6 +95,8 @@ def _task(rng: np.random.Generator, objects: list[Obj], relations: tuple[str, ..
 class TabletopEnv:
     """``reset(seed)``, ``step(action)``, ``success`` and ``done``: a task and its scene are a function of the seed."""
 
+    action_dim = len(ACTION_NAMES)
+
     def __init__(self, *, size: int = 64, max_steps: int = MAX_STEPS, relations: tuple[str, ...] = RELATIONS,
                  objects: tuple[int, int] = (3, 4)) -> None:
         if bad := set(relations) - set(RELATIONS):
