@@ -4,9 +4,9 @@ The scene is drawn by the same renderer as the synthetic robot frames and the po
 (``synth.tabletop``), from the robot rig's camera. A parallel gripper picks one of 3-4 cubes and spheres; which
 one is said in words that need visual-spatial knowledge: its colour and shape ("pick up the red cube"), or where
 it stands relative to another object ("pick up the object left of the blue sphere", "... behind the ..."). The
-relations are the pool's spatial QA definitions (``synth.scenes.tabletop_text``): *left of X* is the nearest
-object on X's left, *behind X* the nearest one farther from the camera — so a web source of such QA carries
-exactly the knowledge the tasks need, in its own style.
+relations are those of the pool's spatial QA (``synth.tabletop.relation_target``, ``synth.scenes.draw_spatial``):
+*left of X* is the nearest object on X's left, *behind X* the nearest one farther from the camera — so a web
+source of such QA carries exactly the knowledge the tasks need, in its own style.
 
 Actions and states have the synthetic robot's layout (``synth.lerobot.ACTION_NAMES`` / ``STATE_NAMES``): the
 action is the pose the gripper should move to (reached within ``MAX_MOVE`` per step) and a gripper command
@@ -31,9 +31,21 @@ import numpy as np
 from core.settings import StorageConfig
 from synth.lerobot import ACTION_NAMES, Episode, write_lerobot_dataset
 from synth.robot import ROBOT_CAMERA
-from synth.tabletop import COLORS, SIZES, Gripper, Obj, place_objects, random_camera, random_look, render_tabletop
+from synth.tabletop import (
+    COLORS,
+    SIDE_WORDS,
+    SIDES,
+    SIZES,
+    Gripper,
+    Obj,
+    place_objects,
+    random_camera,
+    random_look,
+    relation_target,
+    render_tabletop,
+)
 
-RELATIONS = ("name", "left", "right", "behind", "front")
+RELATIONS = ("name", *SIDES)
 SHAPES = ("cube", "sphere")  # graspable shapes (a bowl is too wide for the fingers)
 MAX_MOVE = 0.12  # the farthest the gripper travels in one step (table units)
 GRASP_RADIUS = 0.07  # horizontal distance within which closing the fingers grasps an object
@@ -41,7 +53,6 @@ GRASP_HEIGHT = 0.12  # the fingers must be this low (bottom of the object at 0) 
 HOVER = 0.35  # the expert's travel height
 LIFT = 0.25  # an object held this high is picked: the episode ends
 MAX_STEPS = 24
-_MARGIN = 0.05  # an object must stand at least this far to a side to count as "left of" (as in the pool's QA)
 
 
 @dataclass(frozen=True)
@@ -53,29 +64,10 @@ class Observation:
     state: np.ndarray
 
 
-def relation_target(objects: list[Obj], anchor: Obj, relation: str) -> Obj | None:
-    """The object ``relation`` of ``anchor`` (the nearest one on that side), or None when there is none."""
-    others = [o for o in objects if o is not anchor]
-    if relation == "left":
-        side = [o for o in others if o.u < anchor.u - _MARGIN]
-        return max(side, key=lambda o: o.u) if side else None
-    if relation == "right":
-        side = [o for o in others if o.u > anchor.u + _MARGIN]
-        return min(side, key=lambda o: o.u) if side else None
-    if relation == "behind":
-        side = [o for o in others if o.v > anchor.v + _MARGIN]
-        return min(side, key=lambda o: o.v) if side else None
-    if relation == "front":
-        side = [o for o in others if o.v < anchor.v - _MARGIN]
-        return max(side, key=lambda o: o.v) if side else None
-    raise ValueError(f"unknown relation {relation!r}; expected one of {RELATIONS}")
-
-
 def instruction_for(relation: str, target: Obj, anchor: Obj | None) -> str:
     if relation == "name":
         return f"pick up the {target.name}"
-    where = {"left": "left of", "right": "right of", "behind": "behind", "front": "in front of"}[relation]
-    return f"pick up the object {where} the {anchor.name}"  # type: ignore[union-attr]
+    return f"pick up the object {SIDE_WORDS[relation]} the {anchor.name}"  # type: ignore[union-attr]
 
 
 def _task(rng: np.random.Generator, objects: list[Obj], relations: tuple[str, ...]) -> tuple[int, str]:

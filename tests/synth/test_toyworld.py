@@ -87,3 +87,23 @@ def test_expert_episodes_read_back_through_the_robot_reader(tmp_path):
     frames = list(RobotFrames(episodes, "train")(0))
     assert {task for *_, task in frames} <= {expert_episode(s, size=32).task for s in range(4)}
     assert len(frames) == sum(len(episodes.actions[k]) for k in episodes.train)
+
+
+def test_emt_synth_toyworld_writes_the_expert_data_and_a_spatial_qa_source(tmp_path):
+    from core.read import Quarantine, read_source
+    from flows.cli import build_parser, model_from_args
+    from synth import SynthConfig, generate_corpus
+
+    args = build_parser().parse_args(["synth", str(tmp_path), "--toyworld", "true", "--samples-per-source", "6",
+                                      "--image-size", "32", "--robot-episodes", "2"])
+    config = model_from_args(SynthConfig, args, origin="test")
+    assert config.toyworld and "toyworld" in config.fingerprint()
+    assert "toyworld" not in SynthConfig().fingerprint()  # older corpora keep their fingerprint
+    info = generate_corpus(str(tmp_path / "corpus"), config)
+    assert [s.name for s in info.robot] == ["toyworld"]
+    assert [s.name for s in info.pool] == ["photos", "tabletop", "docs", "charts", "spatial"]
+    spatial = next(s for s in info.pool if s.name == "spatial")
+    texts = [t for table in read_source(spatial, quarantine=Quarantine()) for t in table["text"].to_pylist()]
+    assert len(texts) == 6 and sum(t.startswith("Q: Which object is ") for t in texts) >= 4
+    episodes = RobotEpisodes(RobotDataConfig(sources=info.robot, heldout_fraction=0.0))
+    np.testing.assert_array_equal(episodes.actions[("toyworld", 1)], expert_episode(1, size=32).action)
