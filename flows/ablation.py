@@ -1,7 +1,8 @@
 """The ``ablation`` flow: does the curation help on this data? Fine-tune a VLA from the base VLM (``none``), from
-the VLM mid-trained on a uniform random draw of the pool (``random``) and from the VLM mid-trained on the manifest's
-selection (``curated``), each at the same budget and for S seeds; every run is an MLflow child run of one parent
-run, which holds the result (table, figure, HTML page, verdict). The (arm, seed) units run one after another
+the VLM mid-trained on a uniform random draw of the pool (``random``), on a draw from the best sources by mean score
+(``sources``) and on the manifest's selection (``curated``), each at the same budget and for S seeds — with
+``closed_loop``, every VLA is also rolled out in the toy world; every run is an MLflow child run of one parent run,
+which holds the result (table, figure, HTML page, verdict). The (arm, seed) units run one after another
 here or side by side as Ray tasks (``executor``; ``flows.ablation_units``), with the same result. A finished
 ablation is never redone; an interrupted one resumes at its unfinished units."""
 
