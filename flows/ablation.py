@@ -1,7 +1,8 @@
 """The ``ablation`` flow: does the curation help on this data? Fine-tune a VLA from the base VLM (``none``), from
-the VLM mid-trained on a uniform random draw of the pool (``random``) and from the VLM mid-trained on the manifest's
-selection (``curated``), each at the same budget and for S seeds; every run is an MLflow child run of one parent
-run, which holds the result (table, figure, HTML page, verdict). The (arm, seed) units run one after another
+the VLM mid-trained on a uniform random draw of the pool (``random``), on a draw from the best sources by mean score
+(``sources``) and on the manifest's selection (``curated``), each at the same budget and for S seeds — with
+``closed_loop``, every VLA is also rolled out in the toy world; every run is an MLflow child run of one parent run,
+which holds the result (table, figure, HTML page, verdict). The (arm, seed) units run one after another
 here or side by side as Ray tasks (``executor``; ``flows.ablation_units``), with the same result. A finished
 ablation is never redone; an interrupted one resumes at its unfinished units."""
 
@@ -20,6 +21,7 @@ from core.storage import check_writable, exists, publish_bytes
 from flows.ablation_params import AblationParams
 from flows.ablation_units import absolute_tracking, run_units
 from flows.artifacts import mlflow_run_link
+from synth.toyworld import TabletopEnv
 from tasks.run_folder import RunFolder
 from tasks.training_run import check_manifest_uri, check_model, check_robot_sources
 from training.ablation import Budget, Plan, heldout_episodes
@@ -82,7 +84,9 @@ def _run(params: AblationParams, run: RunFolder, k: int) -> AblationReport:
         plan = Plan(model=params.model, manifest_uri=params.manifest_uri, robot=params.robot, head=params.head,
                     data=params.data, midtrain_train=params.midtrain, finetune_train=params.finetune,
                     eval_batches=params.eval_batches, mlflow=tracking, parent_run_id=parent.run_id,
-                    root_uri=run.uri, storage=params.storage, threads=params.unit_cpus)
+                    root_uri=run.uri, storage=params.storage, threads=params.unit_cpus,
+                    top_sources=params.top_sources, closed_loop=params.closed_loop,
+                    world=TabletopEnv if params.closed_loop else None)
         # seed-major: an interrupted sequential ablation has whole seeds done
         pending = [(arm, seed) for seed in range(params.seeds) for arm in params.arms]
         units = run_units(plan, pending, budget, executor=params.executor, address=params.ray_address,
@@ -91,7 +95,9 @@ def _run(params: AblationParams, run: RunFolder, k: int) -> AblationReport:
         shown_budget = {"K (mid-training samples)": k, "mid-training steps": budget.midtrain_steps,
                         "fine-tuning steps": budget.finetune_steps, "held-out episodes": ", ".join(budget.heldout),
                         "seeds": params.seeds, "evaluation every": params.finetune.eval_every}
-        result = analyse(units, budget=shown_budget, title=f"Ablation {run.run_id}: none vs random vs curated",
+        if params.closed_loop:
+            shown_budget["closed-loop episodes per unit"] = params.closed_loop.episodes
+        result = analyse(units, budget=shown_budget, title=f"Ablation {run.run_id}: {' vs '.join(params.arms)}",
                          level=params.level)
         for row in result.arms:
             parent.log_metrics({f"{row['arm']}/{c}": float(v) for c, v in row.items()
@@ -113,7 +119,8 @@ def _run(params: AblationParams, run: RunFolder, k: int) -> AblationReport:
         experiment_id=parent.client.get_run(parent.run_id).info.experiment_id, tracking_uri=parent.tracking_uri,
         verdict=result.verdict, arms=result.arms, pairs=result.pairs, budget=shown_budget,
         units=[{"arm": u.arm, "seed": u.seed, "midtrain_run_id": u.midtrain_run_id,
-                "finetune_run_id": u.finetune_run_id, "seconds": u.seconds} for u in units],
+                "finetune_run_id": u.finetune_run_id, "seconds": u.seconds, "closed_loop": u.closed_loop}
+               for u in units],
         seconds=round(time.perf_counter() - start, 2))
     run.write_json("params.json", params.result_params())
     run.write_json("report.json", report)

@@ -25,12 +25,18 @@ DEMO_BUDGET = {
 }
 
 
+TOYWORLD_ROOT = "data/demo-toyworld"
+TOYWORLD_EXTRA = {"arms": ["none", "random", "sources", "curated"], "closed_loop": {"episodes": 20}}
+
+
 def run_ablation_demo(*, root: str | None = None, synth: SynthConfig | None = None, run_name: str = "demo",
-                      budget: dict | None = None, executor: str = "local") -> AblationReport:
+                      budget: dict | None = None, executor: str = "local", toyworld: bool = False) -> AblationReport:
     """Curate the synthetic corpus (reused when done), then the ablation at ``budget`` (default the demo's),
-    its units here or, with ``executor`` ray, on a local Ray; prints and returns the report."""
-    root = root or DEFAULT_LOCAL_ROOT
-    curate_params, info = demo_curate_params(root, None, synth or SynthConfig(), 0.1)
+    its units here or, with ``executor`` ray, on a local Ray; prints and returns the report. ``toyworld``: on
+    the toy world's corpus (``emt synth --toyworld``), with the sources arm and closed-loop rollouts."""
+    synth = synth or SynthConfig(toyworld=toyworld)
+    root = root or (TOYWORLD_ROOT if toyworld else DEFAULT_LOCAL_ROOT)
+    curate_params, info = demo_curate_params(root, None, synth, 0.1)
     # the ablation reads only the manifest: no curation report (its MMD / map take minutes on 2 cores)
     curated = curate(curate_params.model_copy(update={"run_name": "ablation-demo-curation", "report_per_set": 0}))
     vlm = save_tiny_vlm(join(root, "models", "tiny-vlm"), None, seed=0)
@@ -38,7 +44,9 @@ def run_ablation_demo(*, root: str | None = None, synth: SynthConfig | None = No
         "model": vlm, "manifest_uri": curated.manifest_uri, "output_uri": join(root, "ablation"),
         "run_name": run_name, "robot": {"sources": info.robot, "heldout_fraction": 0.25},
         "head": {"hidden_dim": 64}, "mlflow": demo_mlflow("emt-ablation"), "executor": executor,
-        **(budget or DEMO_BUDGET)})
+        **(budget or DEMO_BUDGET),
+        **({"arms": TOYWORLD_EXTRA["arms"], "closed_loop": {**TOYWORLD_EXTRA["closed_loop"],
+                                                            "image_size": synth.image_size}} if toyworld else {})})
     report = ablation(params)
     print_ablation(report)
     return report

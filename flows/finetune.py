@@ -43,6 +43,7 @@ def finetune(params: FinetuneParams) -> TrainingReport:
         storage=storage,
         train=train_config(params, run),
         eval_batches=params.eval_batches,
+        closed_loop=params.closed_loop,
     )
     names = ", ".join(s.name for s in params.robot.sources)
     print(f"run {run.run_id}: fine-tuning {params.model} into a VLA on {names}")

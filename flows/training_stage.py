@@ -14,9 +14,11 @@ from core.storage import check_writable, exists
 from flows.artifacts import publish_training_artifacts
 from flows.runtime import ray_session
 from flows.training_params import TrainingStage
+from synth.toyworld import TabletopEnv
 from tasks.run_folder import RunFolder
 from tasks.training_run import ProgressTracker, TrainingReport
 from tasks.training_tasks import register_model_task, train_task
+from training.closed_loop import closed_loop_eval, log_closed_loop_artifacts
 from training.config import FinetuneConfig, MidtrainConfig, TrainConfig
 from training.recording import MLFLOW_RUN, MlflowTracker, describe_run
 from training.tracking import training_run
@@ -87,6 +89,12 @@ def _train(
                 workers=params.workers,
                 use_gpu=params.use_gpu,
             )
+        closed = {}
+        if isinstance(config, FinetuneConfig) and config.closed_loop is not None:  # rolled out in the toy world
+            print(f"run {run.run_id}: rolling the VLA out in the toy world ({config.closed_loop.episodes} episodes)")
+            closed = closed_loop_eval(config.output_uri, TabletopEnv, config.closed_loop, storage=params.storage,
+                                      tracker=tracker, step=result.steps).metrics()
+            log_closed_loop_artifacts(tracker.client, tracker.run_id, config.output_uri, params.storage)
         version = register_model_task(
             tracker,
             config.output_uri,
@@ -95,7 +103,7 @@ def _train(
             tags=tags,
             mlflow_model=save_vla_pyfunc if kind == "finetune" else None,  # the VLA loads with mlflow.pyfunc
         )
-        summary = {k: float(v) for k, v in result.summary().items() if isinstance(v, int | float)}
+        summary = {k: float(v) for k, v in result.summary().items() if isinstance(v, int | float)} | closed
         report = TrainingReport(
             kind=kind,
             run_id=run.run_id,

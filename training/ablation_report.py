@@ -7,7 +7,7 @@ import base64
 import html
 import io
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import matplotlib
 import numpy as np
@@ -24,8 +24,9 @@ from training.ablation_stats import (  # noqa: E402
     table,
     verdict,
 )
+from training.closed_loop import wilson_interval  # noqa: E402
 
-COLOURS = {"none": "#7f7f7f", "random": "#1f77b4", "curated": "#d62728"}
+COLOURS = {"none": "#7f7f7f", "random": "#1f77b4", "sources": "#2ca02c", "curated": "#d62728"}
 
 
 def curves_png(summaries: Sequence[ArmSummary], *, title: str = "held-out action loss") -> bytes:
@@ -94,10 +95,27 @@ class Analysis:
     html: str
 
 
+def closed_loop_comparison(units: Sequence[UnitResult], order: Sequence[str], arms: list[dict[str, object]], *,
+                           level: float) -> tuple[str, list[dict[str, object]]]:
+    """Add each arm's closed-loop success rate (episodes pooled over seeds, Wilson interval) to its row of
+    ``arms``; return the verdict on the failure rate (paired by seed, t-interval: lower is better, as for the
+    loss) and its difference rows."""
+    for row in arms:
+        mine = [u.closed_loop for u in units if u.arm == row["arm"]]
+        k, n = int(sum(c["successes"] for c in mine)), int(sum(c["episodes"] for c in mine))
+        low, high = wilson_interval(k, n, level=level)
+        row |= {"success_rate": round(k / n, 4), "success_low": round(low, 4), "success_high": round(high, 4)}
+    failure = [summarise(a, {u.seed: [(0, 1.0 - u.closed_loop["rate"])] for u in units if u.arm == a})
+               for a in order]
+    diffs = [replace(d, statistic="failure rate") for d in differences(failure, statistic="final", level=level)]
+    return verdict(diffs, metric="closed-loop"), difference_rows(diffs)
+
+
 def analyse(units: Sequence[UnitResult], *, budget: Mapping[str, object], title: str, level: float = 0.95
             ) -> Analysis:
     """Summarise the held-out loss per arm (in ``ARMS`` order), compare every pair on the area under the curve
-    and on the final value, and say whether the curated arm won."""
+    and on the final value, and say whether the curated arm won; with closed-loop rollouts in every unit, the
+    same for the success rate."""
     order = [a for a in ARMS if any(u.arm == a for u in units)]
     summaries = [summarise(a, {u.seed: u.curves["loss"] for u in units if u.arm == a}) for a in order]
     extra = {name.replace("/", "_"): {a: np.array([u.curves[name][-1][1] for u in units if u.arm == a])
@@ -108,6 +126,9 @@ def analyse(units: Sequence[UnitResult], *, budget: Mapping[str, object], title:
     text = verdict(auc, metric="held-out loss")
     arms = table(summaries, extra)
     pairs = difference_rows(auc + final)
+    if units and all(u.closed_loop for u in units):
+        closed_text, closed_rows = closed_loop_comparison(units, order, arms, level=level)
+        text, pairs = f"{text} Closed loop: {closed_text}", pairs + closed_rows
     png = curves_png(summaries)
     return Analysis(arms=arms, pairs=pairs, verdict=text, png=png,
                     html=report_html(title=title, verdict=text, arms=arms, pairs=pairs, budget=budget, png=png))
