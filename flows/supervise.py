@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterator
 
 import psutil
 
+from core.errors import lost_cluster_ends_process
+
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 _EPHEMERAL_APP = "prefect.server.api.server:create_app"  # what Prefect's ephemeral server runs (uvicorn --factory)
 GRACE_S = 10.0  # how long a child whose parent died may take to wind its run down before it is ended
@@ -54,6 +56,7 @@ def run_supervised(work: Callable[[], int], *, command: str) -> int:
         os.close(receive)
         os.close(held)
         atexit.register(_tell, send)  # registered first, so it runs last: after every other clean-up
+        lost_cluster_ends_process()  # as Ray would a moment later: the parent says it in one line
         orphaned = _watch_parent(watched, command)
         from prefect import tags
 

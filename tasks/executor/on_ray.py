@@ -19,6 +19,7 @@ from typing import Any
 
 import ray
 
+from core.errors import cluster_lost
 from tasks.executor.policy import RetryPolicy, TransientFault
 
 
@@ -42,10 +43,30 @@ class _Holder:
         return policy.once(self.work, unit)
 
 
+def _local_raylet_gone() -> bool:
+    """Whether the raylet this driver started has exited (False when the driver joined a cluster it did not start:
+    then Ray itself ends the driver if its node goes)."""
+    node = getattr(ray._private.worker.global_worker, "node", None)
+    raylets = node.all_processes.get("raylet", []) if node is not None else []
+    return bool(raylets) and all(info.process.poll() is not None for info in raylets)
+
+
+def _get(refs: Any) -> Any:
+    """``ray.get``, where an actor or worker lost with the driver's own node is ``ClusterLost`` (one clear error,
+    not Ray's) — lost with another node, it is Ray's to retry (``max_restarts``) or to report."""
+    try:
+        return ray.get(refs)
+    except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+            ray.exceptions.LocalRayletDiedError, ray.exceptions.RaySystemError):
+        if _local_raylet_gone():
+            raise cluster_lost("its raylet exited") from None
+        raise
+
+
 def _result(ref: ray.ObjectRef) -> tuple[Any, None]:
     """The unit's result, or its own error out of Ray's wrapper (``RayTaskError.cause``)."""
     try:
-        return ray.get(ref), None
+        return _get(ref), None
     except ray.exceptions.RayTaskError as err:
         if err.cause is None:
             raise
@@ -131,7 +152,7 @@ class RayActors:
                                           max_task_retries=retries)
         actors = [cls.remote(work) for _ in range(max(1, min(self.actors, units)))]
         try:
-            ray.get([a.ready.remote() for a in actors])
+            _get([a.ready.remote() for a in actors])
             yield _ActorSession(list(actors), self.policy, len(actors))
         finally:
             for actor in actors:

@@ -4,6 +4,8 @@ names the unit, keeps its in-flight bound, and writes summary rows, completion m
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -206,3 +208,38 @@ def test_a_job_that_stops_on_failure_starts_no_new_unit_after_one(tmp_path):
                  Threads(workers=1, policy=FAST))
     assert [f.name for f in report.failures] == ["a"] and report.not_started == ["b", "c", "d"]
     assert not (tmp_path / "b.attempts").exists() and report.stats()["not_started"] == 3
+
+
+LOSE_THE_RAYLET = """
+import psutil, ray, sys, time
+from core.errors import ClusterLost
+from tasks.executor import Job, run
+from tasks.executor.on_ray import RayActors
+
+class Slow:
+    def setup(self):
+        pass
+
+    def __call__(self, unit):
+        time.sleep(60)
+
+ray.init(num_cpus=2, include_dashboard=False)
+raylet = ray._private.worker.global_worker.node.all_processes["raylet"][0].process.pid
+psutil.Process(raylet).kill()
+try:
+    run(Job(step="lost", units=["a", "b"], work=Slow(), name=str), RayActors(actors=2))
+except ClusterLost as err:
+    print("ClusterLost:", err)
+    sys.exit(0)
+"""
+
+
+@pytest.mark.slow
+def test_a_lost_local_raylet_is_one_clear_error(tmp_path):
+    """The driver's own raylet killed: the executor raises ``ClusterLost`` (what the command prints in one line),
+    not Ray's actor error. In a subprocess: the test's own Ray instance must survive."""
+    done = subprocess.run([sys.executable, "-c", LOSE_THE_RAYLET], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2],
+                          env={**os.environ, "RAY_ADDRESS": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ClusterLost: the Ray cluster was lost during the run (its raylet exited)" in done.stdout, done.stdout
