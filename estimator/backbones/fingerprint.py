@@ -22,6 +22,7 @@ from core.model_files import looks_like_path, strip_local_prefix
 from core.settings import StorageConfig
 from core.storage import filesystem
 from estimator.backbones.common import clean_config
+from estimator.backbones.kinds import KINDS
 from estimator.backbones.open_clip_names import HF_HUB_PREFIX, OPEN_CLIP_CONFIG, unknown_arch_message
 from estimator.backbones.spec import BackboneSpec
 
@@ -137,7 +138,7 @@ def _hf_parts(spec: BackboneSpec, storage: StorageConfig | None) -> tuple[dict, 
     else:
         raw, files = _hub_parts(spec.model, "config.json")
     config = _hf_config(raw)
-    if spec.kind == "hf_vlm":
+    if KINDS[spec.kind].fused:  # the language model's last hidden state
         dim = int(config.get_text_config().hidden_size)
     else:  # CLIP projects to projection_dim; SigLIP's towers end at their hidden size
         text = getattr(config, "text_config", config)
@@ -153,7 +154,7 @@ def describe(spec: BackboneSpec, storage: StorageConfig | None = None, *, gpu: b
     """
     spec = spec.placed(gpu=gpu)
     kind_parts, dim = _open_clip_parts(spec, storage) if spec.kind == "open_clip" else _hf_parts(spec, storage)
-    embed_dim = 2 * dim if spec.kind != "hf_vlm" and spec.modality == "image+text" else dim
+    embed_dim = KINDS[spec.kind].vector_dim(spec, dim)
     parts = {
         "version": FINGERPRINT_VERSION,
         "kind": spec.kind,
