@@ -31,16 +31,4 @@ def load_backbone(spec: BackboneSpec, storage: StorageConfig | None = None, *,
     Remote model directories are copied under ``cache_dir`` (default: a folder in the system temp dir).
     """
     validate_backbone_spec(spec, storage)
-    if spec.kind == "open_clip":
-        from estimator.backbones.open_clip import OpenClipBackbone
-
-        return OpenClipBackbone(spec, storage, cache_dir=cache_dir)
-    if spec.kind == "hf_clip":
-        from estimator.backbones.hf_clip import HFClipBackbone
-
-        return HFClipBackbone(spec, storage, cache_dir=cache_dir)
-    if spec.kind == "hf_vlm":
-        from estimator.backbones.hf_vlm import HFVLMBackbone
-
-        return HFVLMBackbone(spec, storage, cache_dir=cache_dir)
-    raise ValueError(f"unknown backbone kind {spec.kind!r}; expected open_clip, hf_clip or hf_vlm")
+    return KINDS[spec.kind].backbone_class()(spec, storage, cache_dir=cache_dir)
