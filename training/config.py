@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from core.read.formats import FORMATS
 from core.settings import Settings, SourceSpec, StorageConfig
 
 
@@ -131,7 +132,7 @@ class RobotDataConfig(Settings):
 
     @model_validator(mode="after")
     def _lerobot_only(self) -> RobotDataConfig:
-        if bad := [s.name for s in self.sources if s.format != "lerobot"]:
+        if bad := [s.name for s in self.sources if not FORMATS[s.format].robot]:
             raise ValueError(f"sources must be lerobot datasets, not {bad}")
         return self
 

@@ -30,9 +30,9 @@ from PIL import Image
 
 from core.contracts import ROBOT_STEP, make_sample_id, table_from_rows
 from core.errors import is_transient
-from core.read.base import ImageCheck, Quarantine, accept_sample, batched
+from core.read.base import ImageCheck, Quarantine, Reading, accept_sample, batched
 from core.read.parquet import image_bytes
-from core.settings import SourceSpec, StorageConfig
+from core.settings import StorageConfig
 from core.storage import filesystem, join, read_bytes, relative_name
 
 _VIDEO_COLUMNS = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
@@ -306,27 +306,17 @@ def read_robot_steps(
         yield table_from_rows(rows, ROBOT_STEP)
 
 
-def read_lerobot_shard(
-    spec: SourceSpec,
-    shard_uri: str,
-    *,
-    root: str,
-    quarantine: Quarantine,
-    storage: StorageConfig | None = None,
-    batch_size: int = 256,
-    image_check: ImageCheck = "header",
-    meta: LeRobotMeta | None = None,
-) -> Iterator[pa.Table]:
+def read_lerobot_shard(reading: Reading, shard_uri: str) -> Iterator[pa.Table]:
     """Stream one data file of a LeRobot dataset as samples: a frame and its task instruction."""
-    meta = meta or load_meta(root, storage, image_key=spec.image_key)
+    spec = reading.spec
     rows = _step_rows(
-        meta,
+        load_meta(reading.root, reading.storage, image_key=spec.image_key),
         shard_uri,
         source=spec.name,
-        quarantine=quarantine,
-        storage=storage,
+        quarantine=reading.quarantine,
+        storage=reading.storage,
         frame_stride=spec.frame_stride,
-        read_batch=batch_size,
+        read_batch=reading.batch_size,
     )
     samples = (
         {
@@ -336,4 +326,4 @@ def read_lerobot_shard(
         }
         for r in rows
     )
-    yield from batched(samples, quarantine, image_check, batch_size)
+    yield from batched(samples, reading.quarantine, reading.image_check, reading.batch_size)
