@@ -155,7 +155,7 @@ def _run(job: _Job, scorer: Scorer, sidecar: dict[str, Any], *, k: int | None,
         ranges[order] = len(planned)
         tasks = [{"range": i, "order": order, **vars(r)} for i, r in enumerate(planned)]
         rank = partial(_rank_range, job=job, files=len(files), shards_per_file=spf)
-        ranked = sum(row["rows"] for row in run_pass(f"rank ({order})", rank, tasks, options,
+        ranked = sum(row["rows"] for row in run_pass(f"rank ({order})", rank, tasks, options, timing="select",
                                                      name=lambda t: f"{t['order']} range {t['range']}"))
         if ranked != total:
             raise RuntimeError(f"ranked {ranked} rows of {total} by {order}: a scratch run changed under the job")
@@ -163,7 +163,8 @@ def _run(job: _Job, scorer: Scorer, sidecar: dict[str, Any], *, k: int | None,
     skipped = 0
     if job.walks:
         pick = partial(_pick, job=job, k=n, files=len(files), shards_per_file=spf)
-        [picked] = run_pass("pick", pick, [{"ranges": ranges[job.chosen_by]}], options, name=lambda _: "pick")
+        [picked] = run_pass("pick", pick, [{"ranges": ranges[job.chosen_by]}], options, name=lambda _: "pick",
+                            timing="select")
         if picked["error"]:
             raise ValueError(picked["error"])
         skipped = picked["duplicates"]
@@ -208,12 +209,13 @@ def _clear(job: _Job, *, manifest: bool = True) -> None:
 
 
 def run_pass(step: str, work: Callable[[dict], dict], units: Sequence[dict], options: DistributedSelection, *,
-             name: Callable[[dict], str]) -> list[dict]:
+             name: Callable[[dict], str], timing: str | None = None) -> list[dict]:
     """``work(unit)`` for every unit, one Ray task each (``options.cpus`` each, at most ``options.workers`` at once),
     on the executor: the summary rows, in any order. Plain tasks rather than a Ray Data job per pass: a pass is a few
     hundred units, and a Ray Data job's start-up costs seconds each time. A unit that fails under the executor's
-    policy fails the pass (``JobFailed``, naming it) once the others finish; nothing of the pass is published."""
-    report = run(Job(step=step, units=units, work=work, name=name, unit_label="tasks"),
+    policy fails the pass (``JobFailed``, naming it) once the others finish; nothing of the pass is published.
+    ``timing``: the step timing the pass's wall time adds to (default: ``step``; the rank and pick passes: select)."""
+    report = run(Job(step=step, units=units, work=work, name=name, unit_label="tasks", timing=timing),
                  RayTasks(cpus=options.cpus, in_flight=options.workers))
     report.raise_for_failed("no manifest was published; a rerun selects again")
     return report.rows
