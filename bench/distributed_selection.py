@@ -3,7 +3,7 @@ the driver's peak memory as the pool grows, on a local Ray cluster.
 
 The cache is ``bench.selection``'s synthetic one (random float16 vectors, shards of ``--shard-size`` rows, written
 once under data/bench/). The scorer is an untrained linear ``ProximityEstimator``. The raw read is the same task
-layout doing nothing but read: one Ray task per group of entries (through the same runner), each reading its
+layout doing nothing but read: one Ray task per group of entries (through the same executor pass), each reading its
 vectors as float32 and counting them (``ray.data.read_parquet`` itself put every file in one read task here).
 Driver memory is the driver process's resident set, sampled every 20 ms during the run, above its value before
 (RSS counts Arrow and numpy alike).
@@ -16,6 +16,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +27,7 @@ from bench.selection import synthetic_cache
 from estimator.probe import ProximityEstimator
 from flows.runtime import local_ray
 from tasks.cache import EmbeddingCache, vectors
-from tasks.distributed_select import DistributedSelection, run_tasks, score_select_write
+from tasks.distributed_select import DistributedSelection, run_pass, score_select_write
 
 OUT = Path("bench/out")
 RUNS = Path("data/bench/distributed-select-runs")
@@ -60,8 +61,9 @@ def _read_entries(row: dict, *, cache: EmbeddingCache) -> dict:
 
 def _raw_read(cache: EmbeddingCache, groups: list[list[str]], options: DistributedSelection) -> int:
     """The same task layout as the scoring pass (one Ray task per group of entries, same CPUs and concurrency,
-    through the same runner), each task only reading its entries' vectors as float32: the floor of any pass."""
-    rows = run_tasks("raw read", _read_entries, [{"entries": g} for g in groups], options, cache=cache)
+    through the same executor pass), each task only reading its entries' vectors as float32: the floor of any pass."""
+    units = [{"group": i, "entries": g} for i, g in enumerate(groups)]
+    rows = run_pass("raw read", partial(_read_entries, cache=cache), units, options, name=lambda u: str(u["group"]))
     return int(sum(row["n"] for row in rows))
 
 

@@ -24,6 +24,7 @@ from tasks.curation import gather_errors
 from tasks.curation_record import CurateReport, build_sidecar, cache_entries, mlflow_params, record_curation
 from tasks.distributed_select import DistributedSelection
 from tasks.embed import Embed
+from tasks.executor import StepTimes, recording
 from tasks.run_folder import RunFolder
 from tasks.sample_counts import check_error_rate, check_k_fits, count_errors, known_pool_size
 from tasks.score import entry_rows
@@ -44,11 +45,12 @@ def curate(params: CurateParams) -> CurateReport:
         run.refuse_other_params(params.result_params())
         print(f"run {run.run_id} is already complete at {run.uri}")
         return CurateReport.model_validate(run.read_json("report.json"))
-    with run.claim():  # a second run of the same name is refused, not interleaved with this one
-        return _curate(params, run, start, started_at)
+    # a second run of the same name is refused, not interleaved with this one; every step's wall time is recorded
+    with run.claim(), recording() as times:
+        return _curate(params, run, start, started_at, times)
 
 
-def _curate(params: CurateParams, run: RunFolder, start: float, started_at: float) -> CurateReport:
+def _curate(params: CurateParams, run: RunFolder, start: float, started_at: float, times: StepTimes) -> CurateReport:
     storage = params.storage
     progress = CurationProgress(run.run_id)  # the bar and the step log lines on the run's page in the UI
     plan = prefect_tasks.preflight_task(
@@ -103,7 +105,8 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
     check_error_rate(count_errors(errors, usable, source_of, storage), params.max_error_rate, errors_uri)
     check_k_fits(sum(usable[s.shard_uri] for s in plan.pool), k=params.k, fraction=params.fraction)
     progress.step("fit")
-    scorer, metrics = prefect_tasks.fit_task(plan, params.scorer, train_pool_samples=params.train_pool_samples)
+    with times.step("fit"):
+        scorer, metrics = prefect_tasks.fit_task(plan, params.scorer, train_pool_samples=params.train_pool_samples)
     estimator_uri = None
     if isinstance(scorer, ProximityEstimator):
         estimator_uri = run.path("estimator")
@@ -136,11 +139,13 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
             per_source_cap=params.per_source_cap, options=options,
         )
     progress.step("report")
-    analysis = (
-        prefect_tasks.report_task(manifest_uri, storage, per_set=params.report_per_set, on_step=progress.report_step)
-        if params.report_per_set
-        else None
-    )
+    with times.step("report"):
+        analysis = (
+            prefect_tasks.report_task(manifest_uri, storage, per_set=params.report_per_set,
+                                      on_step=progress.report_step)
+            if params.report_per_set
+            else None
+        )
     run.write_json("params.json", params)
 
     report = CurateReport(
@@ -160,6 +165,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
         diversity=analysis.metrics["diversity"] if analysis else {},
         mmd2=analysis.metrics["mmd2"] if analysis else {},
         embedding=embedding,
+        timings=times.record(),
     )
     if params.mlflow.enabled:
         progress.step("mlflow")

@@ -2,8 +2,9 @@
 choose the K and write the manifest's files themselves; the driver only adds up summaries. It is the one way a
 curation selects: with one worker on a laptop, with many on a cluster, and the same bytes either way.
 
-Passes of plain Ray tasks, one per small task row (``tasks.score_ranges`` holds the arithmetic, ``tasks.select`` the
-selection rules):
+Passes of Ray tasks on ``tasks.executor`` (``RayTasks``), one per small unit: the executor keeps the in-flight bound,
+retries a transient fault under its one policy and names a unit that fails (``tasks.score_ranges`` holds the
+arithmetic, ``tasks.select`` the selection rules):
 
 1. **score** — one task per manifest file (``shards_per_file`` consecutive pool shards): read the cache entries,
    score each shard with one ``scorer.score`` call, write the file's ``(pos, score)`` rows and, per *order*, its run
@@ -36,14 +37,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import ray
 
 from core.contracts import MANIFEST
 from core.manifest import hash_part, sidecar_uri
@@ -52,7 +53,8 @@ from estimator.scorer import Scorer
 from tasks import score_ranges as sr
 from tasks import scratch_records as rec
 from tasks.cache import EmbeddingCache, sample_ids, vectors
-from tasks.progress import Progress
+from tasks.executor import Job, run
+from tasks.executor.on_ray import RayTasks
 from tasks.score import CachedShard, shard_manifest_rows
 from tasks.select import Picker, SelectionConfig, draw_keys, resolve_k
 
@@ -73,7 +75,8 @@ class DistributedSelection:
 
 @dataclass(frozen=True)
 class _Job:
-    """What every worker needs, shipped once through the object store. ``columns``: the part of a vector that
+    """What every worker needs, shipped once per pass with its work (``RayTasks`` puts the work in the object
+    store once, never per task). ``columns``: the part of a vector that
     near-duplicate removal compares (what the scorer reads)."""
 
     cache: EmbeddingCache
@@ -119,7 +122,7 @@ def score_select_write(
                columns=scorer_columns(scorer))
     _clear(job)
     try:
-        return _run(job, ray.put(job), scorer, sidecar, k=k, fraction=fraction, options=options)
+        return _run(job, scorer, sidecar, k=k, fraction=fraction, options=options)
     finally:
         _clear(job, manifest=False)
 
@@ -133,14 +136,14 @@ def scorer_columns(scorer: Scorer) -> slice:
     return columns if isinstance(columns, slice) else slice(None)
 
 
-def _run(job: _Job, job_ref: Any, scorer: Scorer, sidecar: dict[str, Any], *, k: int | None,
+def _run(job: _Job, scorer: Scorer, sidecar: dict[str, Any], *, k: int | None,
          fraction: float | None, options: DistributedSelection) -> dict[str, Any]:
     spf = options.shards_per_file
     files = [{"part": q, "first": first, "stop": min(first + spf, len(job.pool))}
              for q, first in enumerate(range(0, len(job.pool), spf))]
 
     hists = {order: np.zeros(sr.BINS, np.int64) for order in job.orders}
-    for row in run_tasks("score", _score_file, files, options, job=job_ref, scorer=ray.put(scorer)):
+    for row in run_pass("score", partial(_score_file, job=job, scorer=scorer), files, options, name=_file_name):
         for order, (bins, counts) in row["hists"].items():
             np.add.at(hists[order], np.frombuffer(bins, np.int32), np.frombuffer(counts, np.int64))
     total = int(hists["score"].sum())
@@ -151,21 +154,23 @@ def _run(job: _Job, job_ref: Any, scorer: Scorer, sidecar: dict[str, Any], *, k:
         planned = sr.plan_ranges(hists[order], options.ranges or len(files))
         ranges[order] = len(planned)
         tasks = [{"range": i, "order": order, **vars(r)} for i, r in enumerate(planned)]
-        ranked = sum(row["rows"] for row in run_tasks(f"rank ({order})", _rank_range, tasks, options, job=job_ref,
-                                                      files=len(files), shards_per_file=spf))
+        rank = partial(_rank_range, job=job, files=len(files), shards_per_file=spf)
+        ranked = sum(row["rows"] for row in run_pass(f"rank ({order})", rank, tasks, options, timing="select",
+                                                     name=lambda t: f"{t['order']} range {t['range']}"))
         if ranked != total:
             raise RuntimeError(f"ranked {ranked} rows of {total} by {order}: a scratch run changed under the job")
 
     skipped = 0
     if job.walks:
-        [picked] = run_tasks("pick", _pick, [{"ranges": ranges[job.chosen_by]}], options, job=job_ref, k=n,
-                             files=len(files), shards_per_file=spf)
+        pick = partial(_pick, job=job, k=n, files=len(files), shards_per_file=spf)
+        [picked] = run_pass("pick", pick, [{"ranges": ranges[job.chosen_by]}], options, name=lambda _: "pick",
+                            timing="select")
         if picked["error"]:
             raise ValueError(picked["error"])
         skipped = picked["duplicates"]
 
-    summaries = {row["part"]: row for row in run_tasks("write manifest", _write_file, files, options, job=job_ref,
-                                                       k=n, ranges=ranges)}
+    write = partial(_write_file, job=job, k=n, ranges=ranges)
+    summaries = {row["part"]: row for row in run_pass("manifest", write, files, options, name=_file_name)}
     digest = hashlib.sha256()
     per_source: dict[str, dict[str, int]] = {}
     for q in range(len(files)):
@@ -203,21 +208,21 @@ def _clear(job: _Job, *, manifest: bool = True) -> None:
             fs.rm(stale)
 
 
-def run_tasks(step: str, fn: Callable[..., dict], rows: list[dict], options: DistributedSelection,
-              **shared: Any) -> Iterator[dict]:
-    """``fn(row, **shared)`` for every row, one Ray task each (``options.cpus`` each, at most ``options.workers`` at
-    once), yielding the results as they finish. Plain tasks rather than a Ray Data job per pass: a pass is a few
-    hundred task rows, and a Ray Data job's start-up cost seconds each time."""
-    remote = ray.remote(num_cpus=options.cpus)(fn)
-    limit = options.workers or len(rows)
-    queue, pending = list(reversed(rows)), []
-    with Progress(step, total=len(rows), unit="tasks") as progress:
-        while queue or pending:
-            while queue and len(pending) < limit:
-                pending.append(remote.remote(queue.pop(), **shared))
-            done, pending = ray.wait(pending, num_returns=1)
-            progress.update()
-            yield ray.get(done[0])
+def run_pass(step: str, work: Callable[[dict], dict], units: Sequence[dict], options: DistributedSelection, *,
+             name: Callable[[dict], str], timing: str | None = None) -> list[dict]:
+    """``work(unit)`` for every unit, one Ray task each (``options.cpus`` each, at most ``options.workers`` at once),
+    on the executor: the summary rows, in any order. Plain tasks rather than a Ray Data job per pass: a pass is a few
+    hundred units, and a Ray Data job's start-up costs seconds each time. A unit that fails under the executor's
+    policy fails the pass (``JobFailed``, naming it) once the others finish; nothing of the pass is published.
+    ``timing``: the step timing the pass's wall time adds to (default: ``step``; the rank and pick passes: select)."""
+    report = run(Job(step=step, units=units, work=work, name=name, unit_label="tasks", timing=timing),
+                 RayTasks(cpus=options.cpus, in_flight=options.workers))
+    report.raise_for_failed("no manifest was published; a rerun selects again")
+    return report.rows
+
+
+def _file_name(unit: dict) -> str:
+    return _part_name(unit["part"])
 
 
 def _part_name(q: int) -> str:

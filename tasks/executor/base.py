@@ -21,6 +21,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from core.settings import StorageConfig
 from core.storage import exists, join, publish_bytes, read_bytes
+from tasks.executor import timings
 from tasks.executor.policy import RetryPolicy, TransientFault, describe
 from tasks.progress import Progress
 
@@ -68,6 +69,7 @@ class Job(Generic[U]):
     stop_on_failure: bool = False
     log_uri: str | None = None
     storage: StorageConfig | None = None
+    timing: str | None = None  # the step timing its wall time adds to (``tasks.executor.timings``); default: step
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,8 @@ def _row(result: Any, name: str, attempts: int | None, seconds: float) -> dict:
 def run(job: Job, executor: Executor) -> Report:
     """Run every unit of ``job`` on ``executor`` (at most its bound in flight) with one progress feed; a ``Report``
     of rows and failures. It raises nothing for failed units: the caller says what a failure means
-    (``Report.raise_for_failed``). With ``job.log_uri``, markers and ``stats.json`` are written there."""
+    (``Report.raise_for_failed``). With ``job.log_uri``, markers and ``stats.json`` are written there; the job's wall
+    time goes to the step timings being recorded (``timings.recording``)."""
     start = time.perf_counter()
     report = Report(job.step)
     todo: list[Any] = []
@@ -161,6 +164,7 @@ def run(job: Job, executor: Executor) -> Report:
                 publish_bytes(marker_uri(job, name), json.dumps(row, default=str).encode(), job.storage)
             progress.update(samples=job.samples(outcome) if job.samples else 0)
     report.seconds = time.perf_counter() - start
+    timings.add(job.timing or job.step, report.seconds)
     if job.log_uri:
         publish_bytes(join(job.log_uri, "stats.json"), json.dumps(report.stats(), indent=1).encode(), job.storage)
     return report

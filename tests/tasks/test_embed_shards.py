@@ -19,7 +19,7 @@ from core.read import Quarantine, list_shards, read_shard
 from estimator.backbones.tiny import save_tiny_backbone
 from tasks.base import Resources
 from tasks.cache import EmbeddingCache, vectors
-from tasks.embed import Embed
+from tasks.embed import Embed, prepare_rows
 from tasks.embed_shards import SUMMARY, EmbedSummary, ShardEmbedder, ShardFailed, ShardJob, _work, embed_shards
 from tasks.executor import Job, Report, RetryPolicy, Threads, run
 from tasks.executor.on_ray import RayActors
@@ -87,7 +87,8 @@ def test_workers_publish_their_shards_and_return_summary_rows(local_corpus, tiny
     local = Embed(backbone=tiny_backbone, batch_size=5)
     local.setup()
     samples = pa.concat_tables(read_shard(spec, jobs[0].shard_uri, quarantine=Quarantine()))
-    expected = vectors(local(_work(samples))).astype(np.float16)
+    batch = _work(samples)
+    expected = vectors(local.finish(batch, prepare_rows(local.model.preprocessor, batch, 5))).astype(np.float16)
     np.testing.assert_array_equal(vectors(cache.read(jobs[0].entry)).astype(np.float16), expected)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from ray import cloudpickle
 
-from tasks.executor import Job, JobFailed, RetryPolicy, Threads, TransientFault, map_ordered, run
+from tasks.executor import Job, JobFailed, RetryPolicy, Threads, TransientFault, map_ordered, recording, run
 
 FAST = RetryPolicy(retries=2, backoff_s=0.01)
 
@@ -243,3 +243,17 @@ def test_a_lost_local_raylet_is_one_clear_error(tmp_path):
                           env={**os.environ, "RAY_ADDRESS": ""})
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ClusterLost: the Ray cluster was lost during the run (its raylet exited)" in done.stdout, done.stdout
+
+
+def test_each_jobs_wall_time_is_recorded_under_its_step_timing(tmp_path):
+    with recording() as times:
+        run(Job(step="rank (score)", units=["a"], work=Flaky(str(tmp_path)), timing="select"), Threads())
+        run(Job(step="pick", units=["b"], work=Flaky(str(tmp_path)), timing="select"), Threads())
+        run(Job(step="manifest", units=["c"], work=Flaky(str(tmp_path))), Threads())
+        with times.step("report"):
+            time.sleep(0.01)
+    record = times.record()
+    assert list(record) == ["select_s", "manifest_s", "report_s"]
+    assert record["select_s"] >= 0.1 and record["manifest_s"] >= 0.05 and record["report_s"] >= 0.01
+    run(Job(step="outside", units=["d"], work=Flaky(str(tmp_path))), Threads())  # no recording: nothing kept
+    assert "outside_s" not in times.record()
