@@ -25,7 +25,7 @@ from synth.toyworld import TabletopEnv
 from tasks.run_folder import RunFolder
 from tasks.training_run import check_manifest_uri, check_model, check_robot_sources
 from training.ablation import Budget, Plan, heldout_episodes
-from training.ablation_report import analyse, markdown_table
+from training.ablation_report import analyse, markdown_table, rollout_gifs
 from training.recording import MLFLOW_RUN
 from training.tracking import training_run
 
@@ -98,7 +98,7 @@ def _run(params: AblationParams, run: RunFolder, k: int) -> AblationReport:
         if params.closed_loop:
             shown_budget["closed-loop episodes per unit"] = params.closed_loop.episodes
         result = analyse(units, budget=shown_budget, title=f"Ablation {run.run_id}: {' vs '.join(params.arms)}",
-                         level=params.level)
+                         level=params.level, rollouts=rollout_gifs(units, params.storage))
         for row in result.arms:
             parent.log_metrics({f"{row['arm']}/{c}": float(v) for c, v in row.items()
                                 if c not in ("arm", "seeds")}, step=0)

@@ -39,7 +39,7 @@ import torch
 from core.manifest import read_manifest, read_sidecar, write_manifest
 from core.settings import MlflowConfig, StorageConfig
 from core.storage import exists, join, publish_bytes, read_bytes
-from training.closed_loop import WorldFactory, closed_loop_eval, log_closed_loop_artifacts
+from training.closed_loop import GIF, WorldFactory, closed_loop_eval, log_closed_loop_artifacts
 from training.config import (
     ChatDataConfig,
     ClosedLoopConfig,
@@ -155,7 +155,7 @@ class Plan:
 @dataclass
 class UnitResult:
     """One (arm, seed): the held-out curves ``{metric: [(step, value), ...]}``, its MLflow runs and, when rolled
-    out, its closed-loop ``{"successes", "episodes", "rate"}``."""
+    out, its closed-loop ``{"successes", "episodes", "rate"}`` and where its rollouts' GIF is."""
 
     arm: str
     seed: int
@@ -165,6 +165,7 @@ class UnitResult:
     midtrain_samples: int
     seconds: float
     closed_loop: dict[str, float] | None = None
+    rollouts_uri: str | None = None
 
 
 class _Recorder:
@@ -250,13 +251,15 @@ def _train_unit(plan: Plan, arm: Arm, seed: int, budget: Budget) -> UnitResult:
         log_robot_inputs(tracker, plan.robot.sources, plan.storage)
         recorder = _Recorder(tracker)
         finetune(config, recorder)
-        closed = None
+        closed, rollouts = None, None
         if plan.closed_loop is not None and plan.world is not None:
             rolled = closed_loop_eval(config.output_uri, plan.world, plan.closed_loop, storage=plan.storage,
                                       tracker=tracker, step=plan.finetune_train.steps)
             log_closed_loop_artifacts(tracker.client, tracker.run_id, config.output_uri, plan.storage)
             closed = {"successes": rolled.successes, "episodes": rolled.episodes, "rate": rolled.rate}
+            rollouts = join(config.output_uri, GIF) if exists(join(config.output_uri, GIF), plan.storage) else None
     curves = {m: recorder.memory.series(f"eval/{m}") for m in CURVE_METRICS}
     return UnitResult(arm=arm, seed=seed, curves={m: c for m, c in curves.items() if c},
                       midtrain_run_id=midtrain_run, finetune_run_id=tracker.run_id, midtrain_samples=samples,
-                      seconds=round(time.perf_counter() - start, 2), closed_loop=closed)
+                      seconds=round(time.perf_counter() - start, 2), closed_loop=closed,
+                      rollouts_uri=rollouts)

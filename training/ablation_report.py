@@ -15,6 +15,8 @@ import numpy as np
 matplotlib.use("Agg")  # no display: the figure is only ever written to bytes
 import matplotlib.pyplot as plt  # noqa: E402
 
+from core.settings import StorageConfig  # noqa: E402
+from core.storage import read_bytes  # noqa: E402
 from training.ablation import ARMS, CURVE_METRICS, UnitResult  # noqa: E402
 from training.ablation_stats import (  # noqa: E402
     ArmSummary,
@@ -67,9 +69,16 @@ def _html_table(rows: Sequence[Mapping[str, object]]) -> str:
 
 
 def report_html(*, title: str, verdict: str, arms: Sequence[Mapping[str, object]],
-                pairs: Sequence[Mapping[str, object]], budget: Mapping[str, object], png: bytes) -> str:
-    """The page: verdict first, the figure, the per-arm table, the pairwise differences and the budget."""
+                pairs: Sequence[Mapping[str, object]], budget: Mapping[str, object], png: bytes,
+                rollouts: Mapping[str, bytes] | None = None) -> str:
+    """The page: verdict first, the figure, the per-arm table, the pairwise differences, each arm's closed-loop
+    rollouts (a GIF per arm, when rolled out) and the budget."""
     image = base64.b64encode(png).decode()
+    gifs = "".join(f'<figure><img alt="{html.escape(arm)} rollouts" src="data:image/gif;base64,'
+                   f'{base64.b64encode(gif).decode()}"><figcaption>{html.escape(arm)}</figcaption></figure>'
+                   for arm, gif in (rollouts or {}).items())
+    shown = (f"<h2>Closed-loop rollouts (each arm's first seed; framed green on success, red on failure)</h2>{gifs}"
+             if gifs else "")
     budget_rows = [{"setting": k, "value": v} for k, v in budget.items()]
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:900px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
@@ -80,6 +89,7 @@ padding:1em}}</style></head><body><h1>{html.escape(title)}</h1>
 <h2>Arms (mean over seeds; area = mean held-out loss over fine-tuning)</h2>{_html_table(arms)}
 <h2>Pairwise differences (paired by seed, Student-t interval; negative = first arm lower loss)</h2>
 {_html_table(pairs)}
+{shown}
 <h2>Budget (the same for every arm)</h2>{_html_table(budget_rows)}
 </body></html>"""
 
@@ -111,8 +121,17 @@ def closed_loop_comparison(units: Sequence[UnitResult], order: Sequence[str], ar
     return verdict(diffs, metric="closed-loop"), difference_rows(diffs)
 
 
-def analyse(units: Sequence[UnitResult], *, budget: Mapping[str, object], title: str, level: float = 0.95
-            ) -> Analysis:
+def rollout_gifs(units: Sequence[UnitResult], storage: StorageConfig | None = None) -> dict[str, bytes]:
+    """Each rolled-out arm's GIF from its lowest seed, for the page."""
+    first = {}
+    for unit in sorted(units, key=lambda u: u.seed):
+        if unit.rollouts_uri and unit.arm not in first:
+            first[unit.arm] = read_bytes(unit.rollouts_uri, storage)
+    return first
+
+
+def analyse(units: Sequence[UnitResult], *, budget: Mapping[str, object], title: str, level: float = 0.95,
+            rollouts: Mapping[str, bytes] | None = None) -> Analysis:
     """Summarise the held-out loss per arm (in ``ARMS`` order), compare every pair on the area under the curve
     and on the final value, and say whether the curated arm won; with closed-loop rollouts in every unit, the
     same for the success rate."""
@@ -131,4 +150,5 @@ def analyse(units: Sequence[UnitResult], *, budget: Mapping[str, object], title:
         text, pairs = f"{text} Closed loop: {closed_text}", pairs + closed_rows
     png = curves_png(summaries)
     return Analysis(arms=arms, pairs=pairs, verdict=text, png=png,
-                    html=report_html(title=title, verdict=text, arms=arms, pairs=pairs, budget=budget, png=png))
+                    html=report_html(title=title, verdict=text, arms=arms, pairs=pairs, budget=budget, png=png,
+                                      rollouts=rollouts))

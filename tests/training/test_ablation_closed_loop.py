@@ -3,11 +3,14 @@ episodes with a Wilson interval, the failure rate compared by seed, and the verd
 
 from __future__ import annotations
 
+import base64
+
+import numpy as np
 import pytest
 
 from training.ablation import UnitResult
-from training.ablation_report import analyse
-from training.closed_loop import wilson_interval
+from training.ablation_report import analyse, rollout_gifs
+from training.closed_loop import rollouts_gif, wilson_interval
 
 
 def _unit(arm: str, seed: int, successes: int, *, loss: float = 1.0) -> UnitResult:
@@ -36,3 +39,21 @@ def test_without_rollouts_in_every_unit_there_is_no_closed_loop_comparison():
     units[0].closed_loop = None
     result = analyse(units, budget={}, title="t")
     assert "Closed loop" not in result.verdict and not any("success_rate" in r for r in result.arms)
+
+
+def test_the_page_shows_each_arms_first_seed_rollouts(tmp_path):
+    frames = [np.full((8, 8, 3), v, np.uint8) for v in (0, 120, 240)]
+    units = []
+    for arm in ("none", "curated"):
+        for seed in (1, 0):
+            gif = tmp_path / f"{arm}{seed}.gif"
+            gif.write_bytes(rollouts_gif([(arm == "curated", frames[: 2 + seed])]))
+            units.append(_unit(arm, seed, 3))
+            units[-1].rollouts_uri = str(gif)
+    gifs = rollout_gifs(units)
+    assert gifs == {"none": (tmp_path / "none0.gif").read_bytes(), "curated": (tmp_path / "curated0.gif").read_bytes()}
+    assert gifs["none"] != (tmp_path / "none1.gif").read_bytes()
+    page = analyse(units, budget={}, title="t", rollouts=gifs).html
+    assert page.count("data:image/gif;base64,") == 2 and "<figcaption>curated</figcaption>" in page
+    assert base64.b64encode(gifs["curated"]).decode() in page
+    assert "data:image/gif" not in analyse(units, budget={}, title="t").html
