@@ -6,7 +6,9 @@ source's name and listing URI). So an unchanged shard read the same way with one
 whatever the robot set, the estimator or the source's *name*: the entry holds shard-relative keys, and the
 source name and sample_id prefix are applied when the entry is read for a run (``sample_ids``).
 The samples quarantined while reading and embedding a shard are cached beside it, so a cached run reports the
-same counts. The embeddings file is published last and is the entry's completion marker. It is written in row groups of
+same counts. The embeddings file is published last but one and is the entry's completion marker; after it the writer
+publishes the entry's counts (``EntryCounts``: its rows and quarantined rows), so a run learns what a cached entry holds
+from one small object, never from the entry's footers. It is written in row groups of
 ``ROW_GROUP_ROWS`` rows, so a sample of a few rows reads only the groups holding them (``read_rows``); entries
 written before that hold one row group and read the same, whole.
 
@@ -33,7 +35,16 @@ import pyarrow.parquet as pq
 
 from core.contracts import ERRORS, LOCATION, cached_embedding_schema, conform, make_sample_id
 from core.settings import SourceSpec, StorageConfig
-from core.storage import arrow_filesystem, exists, filesystem, join, take_rows, write_parquet
+from core.storage import (
+    arrow_filesystem,
+    exists,
+    filesystem,
+    join,
+    publish_bytes,
+    read_bytes,
+    take_rows,
+    write_parquet,
+)
 from tasks.executor import Threads, map_ordered
 
 ROW_GROUP_ROWS = 1024  # ~1 MB of 512-d float16: a sampled row reads one such group; whole reads are as fast
@@ -66,6 +77,15 @@ def sample_ids(source: str, shard: str, keys: pa.Array | pa.ChunkedArray) -> pa.
 
 
 @dataclass(frozen=True)
+class EntryCounts:
+    """What the worker that wrote an entry knew: vectors it holds and quarantined rows beside it. The driver adds
+    these up instead of reading every entry's footers (a round trip each on S3)."""
+
+    rows: int
+    errors: int
+
+
+@dataclass(frozen=True)
 class EmbeddingCache:
     """Where embeddings of one backbone live: ``{root}/{fingerprint}/{entry key}.parquet``."""
 
@@ -81,9 +101,9 @@ class EmbeddingCache:
     def has(self, entry: str) -> bool:
         return exists(entry + ".parquet", self.storage)
 
-    def write(self, entry: str, shard_uri: str, embeddings: pa.Table, errors: pa.Table, dtype: str) -> None:
-        """Publish one shard's embeddings (``key`` + ``embedding``, and the location columns, null where absent) and
-        its quarantined samples (sample ids relative to the source, see ``local_ids``)."""
+    def write(self, entry: str, shard_uri: str, embeddings: pa.Table, errors: pa.Table, dtype: str) -> EntryCounts:
+        """Publish one shard's embeddings (``key`` + ``embedding``, and the location columns, null where absent), its
+        quarantined samples (sample ids relative to the source, see ``local_ids``) and their counts."""
         dim = embeddings.schema.field("embedding").type.list_size
         arrow_dtype = pa.float16() if dtype == "float16" else pa.float32()
         schema = cached_embedding_schema(dim, dtype=arrow_dtype, fingerprint=self.fingerprint)
@@ -95,6 +115,21 @@ class EmbeddingCache:
         # No dictionary encoding: vectors never repeat, and decoding dictionaries made cache reads ~5x slower.
         write_parquet(table, entry + ".parquet", self.storage, use_dictionary=False,  # last: marks it complete
                       row_group_size=ROW_GROUP_ROWS)
+        counts = EntryCounts(rows=table.num_rows, errors=errors.num_rows)
+        publish_bytes(entry + ".counts.json", json.dumps(counts.__dict__).encode(), self.storage)
+        return counts
+
+    def counts(self, entry: str) -> EntryCounts | None:
+        """The entry's counts, or ``None`` if it is not cached: one small read, or the footers of an entry written
+        before counts were kept (or whose writer died between its last two objects)."""
+        try:
+            return EntryCounts(**json.loads(read_bytes(entry + ".counts.json", self.storage)))
+        except FileNotFoundError:
+            if not self.has(entry):
+                return None
+        fs, path = arrow_filesystem(entry + ".errors.parquet", self.storage)
+        return EntryCounts(rows=sum(self.row_groups(entry)),
+                           errors=pq.ParquetFile(path, filesystem=fs).metadata.num_rows)
 
     def read(self, entry: str, columns: list[str] | None = None) -> pa.Table:
         fs, path = arrow_filesystem(entry + ".parquet", self.storage)
