@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -34,6 +36,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from core.contracts import ERRORS, LOCATION, cached_embedding_schema, conform, make_sample_id
+from core.lease import Lease
 from core.settings import SourceSpec, StorageConfig
 from core.storage import (
     arrow_filesystem,
@@ -49,6 +52,7 @@ from tasks.executor import Threads, map_ordered
 
 ROW_GROUP_ROWS = 1024  # ~1 MB of 512-d float16: a sampled row reads one such group; whole reads are as fast
 T, R = TypeVar("T"), TypeVar("R")
+LEASE_STALE_AFTER = 300.0  # seconds without a heartbeat before an embedding worker is taken for dead
 READ_THREADS = 16  # footers or sampled row groups read at once: on S3 each is a round trip
 
 
@@ -78,11 +82,15 @@ def sample_ids(source: str, shard: str, keys: pa.Array | pa.ChunkedArray) -> pa.
 
 @dataclass(frozen=True)
 class EntryCounts:
-    """What the worker that wrote an entry knew: vectors it holds and quarantined rows beside it. The driver adds
-    these up instead of reading every entry's footers (a round trip each on S3)."""
+    """What the worker that wrote an entry knew: vectors it holds and quarantined rows beside it, by reason. The
+    driver adds these up instead of reading every entry's footers (a round trip each on S3)."""
 
     rows: int
-    errors: int
+    quarantined: dict[str, int]
+
+    @property
+    def errors(self) -> int:
+        return sum(self.quarantined.values())
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,7 @@ class EmbeddingCache:
         # No dictionary encoding: vectors never repeat, and decoding dictionaries made cache reads ~5x slower.
         write_parquet(table, entry + ".parquet", self.storage, use_dictionary=False,  # last: marks it complete
                       row_group_size=ROW_GROUP_ROWS)
-        counts = EntryCounts(rows=table.num_rows, errors=errors.num_rows)
+        counts = EntryCounts(rows=table.num_rows, quarantined=dict(Counter(errors["reason"].to_pylist())))
         publish_bytes(entry + ".counts.json", json.dumps(counts.__dict__).encode(), self.storage)
         return counts
 
@@ -128,8 +136,13 @@ class EmbeddingCache:
             if not self.has(entry):
                 return None
         fs, path = arrow_filesystem(entry + ".errors.parquet", self.storage)
-        return EntryCounts(rows=sum(self.row_groups(entry)),
-                           errors=pq.ParquetFile(path, filesystem=fs).metadata.num_rows)
+        reasons = pq.read_table(path, filesystem=fs, columns=["reason"])["reason"].to_pylist()
+        return EntryCounts(rows=sum(self.row_groups(entry)), quarantined=dict(Counter(reasons)))
+
+    def claim(self, entry: str) -> AbstractContextManager[None]:
+        """Hold the entry's lease while embedding it (``core.lease``; ``LeaseHeld`` if a live worker of any run
+        holds it), so two runs on one cache embed a shard once; a dead holder's lease is taken over."""
+        return Lease(entry + ".lease.json", self.storage, stale_after=LEASE_STALE_AFTER).held()
 
     def read(self, entry: str, columns: list[str] | None = None) -> pa.Table:
         fs, path = arrow_filesystem(entry + ".parquet", self.storage)

@@ -122,8 +122,7 @@ def counted(plan: Plan, embedded: EmbedSummary | None) -> Plan:
     fresh = {}
     if embedded is not None:
         for row in embedded.shards.filter(pc.is_null(embedded.shards["failed"])).to_pylist():
-            quarantined = sum(json.loads(row["quarantined"]).values())
-            fresh[row["shard_uri"]] = EntryCounts(rows=row["rows_embedded"], errors=quarantined)
+            fresh[row["shard_uri"]] = EntryCounts(rows=row["rows_embedded"], quarantined=json.loads(row["quarantined"]))
 
     def count(shard: CachedShard) -> CachedShard:
         if shard.counts is not None:

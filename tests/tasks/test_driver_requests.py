@@ -73,9 +73,9 @@ def test_counts_come_from_one_object_or_the_footers_of_an_older_entry(s3):
     plan, _ = embedded_pool(s3, "driver-counts", 1)
     entry = plan.pool[0].entry
     mark = s3.log.mark()
-    assert plan.cache.counts(entry) == EntryCounts(rows=ROWS, errors=1)
+    assert plan.cache.counts(entry) == EntryCounts(rows=ROWS, quarantined={"undecodable": 1})
     assert {path.rsplit("/", 1)[-1] for _, path in s3.log.since(mark)} == {"p0.counts.json"}  # that object alone
     fs, path = filesystem(entry + ".counts.json", s3.storage)
     fs.rm(path)  # as an entry written before counts were kept
-    assert plan.cache.counts(entry) == EntryCounts(rows=ROWS, errors=1)
+    assert plan.cache.counts(entry) == EntryCounts(rows=ROWS, quarantined={"undecodable": 1})
     assert plan.cache.counts(join(plan.cache.root, "fp", "never")) is None
