@@ -75,7 +75,8 @@ class EmbedSummary:
 
     @classmethod
     def of(cls, shards: pa.Table) -> EmbedSummary:
-        done = shards.filter(pc.is_null(shards["failed"]))
+        """Counts of the shards this run embedded (not those it reused from another run's worker)."""
+        done = shards.filter(pc.and_(pc.is_null(shards["failed"]), pc.invert(pc.fill_null(shards["reused"], False))))
         quarantined: Counter = Counter()
         for counts in done["quarantined"].to_pylist():
             quarantined.update(json.loads(counts))
@@ -97,6 +98,7 @@ class EmbedSummary:
         busy = sum(t.values())
         return {
             "shards": self.shards.num_rows,
+            "shards_reused": int(pc.sum(self.shards["reused"]).as_py() or 0),
             "rows_read": int(pc.sum(self.shards["rows_read"]).as_py() or 0),
             "rows_embedded": self.samples_embedded,
             "bytes": int(pc.sum(self.shards["bytes"]).as_py() or 0),

@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 
+import pyarrow as pa
 import pytest
 
 from core.read import list_shards
@@ -16,7 +17,7 @@ from estimator.backbones.fingerprint import describe
 from estimator.backbones.tiny import save_tiny_backbone
 from tasks.cache import EmbeddingCache
 from tasks.embed import Embed
-from tasks.embed_shards import ShardEmbedder, ShardJob
+from tasks.embed_shards import SUMMARY, EmbedSummary, ShardEmbedder, ShardJob
 from tasks.executor import Job, Report, Threads, run
 
 
@@ -57,3 +58,6 @@ def test_two_runs_on_one_cache_embed_each_shard_once(s3, s3_corpus, backbone):
     embedded = {r["unit"]: r["rows_embedded"] for r in rows if not r["reused"]}
     reused = {r["unit"]: r["rows_embedded"] for r in rows if r["reused"]}
     assert reused == embedded and sum(embedded.values()) == s3_corpus.counts[spec.name]  # the waiting run's counts
+    summaries = [EmbedSummary.of(pa.Table.from_pylist(r.rows, schema=SUMMARY)) for r in reports.values()]
+    assert sum(s.shards_embedded for s in summaries) == len(jobs)  # a run counts only the work it did
+    assert sum(s.stats()["shards_reused"] for s in summaries) == len(jobs)
