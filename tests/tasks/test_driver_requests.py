@@ -13,6 +13,7 @@ from core.storage import filesystem, join
 from tasks.cache import EmbeddingCache, EntryCounts
 from tasks.curation import Plan, counted, gather_errors, usable_rows
 from tasks.embed_shards import SUMMARY, EmbedSummary
+from tasks.sample_counts import known_pool_size
 from tasks.score import CachedShard, load_features
 
 ROWS = 5
@@ -53,9 +54,11 @@ def after_embedding(s3, plan: Plan, summary: EmbedSummary) -> tuple[int, int]:
     mark = s3.log.mark()
     plan = counted(plan, summary)
     usable = usable_rows(plan)
+    pool_size = known_pool_size(plan.pool, [], s3.storage)  # as a later run, every shard cached, sees it
     errors = gather_errors(plan)
     counting = len(s3.log.since(mark))
     assert set(usable.values()) == {ROWS} and len(usable) == len(plan.pool) + 1
+    assert pool_size == ROWS * len(plan.pool)
     assert errors["sample_id"].to_pylist() == ["web/bad"]
     mark = s3.log.mark()
     load_features(plan.cache, plan.pool, max_rows=4, seed=0)
