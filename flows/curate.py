@@ -20,14 +20,13 @@ from flows.progress import CurationProgress
 from flows.runtime import ray_session
 from tasks import prefect_tasks
 from tasks.base import Resources
-from tasks.curation import gather_errors
+from tasks.curation import counted, gather_errors, usable_rows
 from tasks.curation_record import CurateReport, build_sidecar, cache_entries, mlflow_params, record_curation
 from tasks.distributed_select import DistributedSelection
 from tasks.embed import Embed
 from tasks.executor import StepTimes, recording
 from tasks.run_folder import RunFolder
 from tasks.sample_counts import check_error_rate, check_k_fits, count_errors, known_pool_size
-from tasks.score import entry_rows
 from tasks.select import resolve_k
 
 __all__ = ["CurateReport", "curate"]
@@ -67,7 +66,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
         f"run {run.run_id}: {len(plan.pool)} pool + {len(plan.robot)} robot shards, {len(plan.todo)} to embed "
         f"(backbone {plan.backbone.fingerprint})"
     )
-    known = known_pool_size(plan.cache, plan.pool, plan.todo, storage)
+    known = known_pool_size(plan.pool, plan.todo, storage)
     check_k_fits(known, k=params.k, fraction=params.fraction)  # before embedding, when the pool's size is known
 
     cached = len(plan.pool) + len(plan.robot) - len(plan.todo)
@@ -95,11 +94,12 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
     run.write_json("stats.json", {"embedding": embedding, "shards_cached": cached,
                                   "shards": embedded.shards.to_pylist() if embedded else []})
 
+    plan = counted(plan, embedded)  # what the workers reported: no entry is read again in the driver
     errors = gather_errors(plan)
     errors_uri = run.path("errors.parquet")
     write_parquet(errors, errors_uri, storage)
     reasons = errors["reason"].to_pylist()
-    usable = {shard.shard_uri: entry_rows(plan.cache, shard) for shard in plan.pool + plan.robot}
+    usable = usable_rows(plan)
     source_of = {shard.shard_uri: shard.source for shard in plan.pool + plan.robot}
     # Before any training: too much input lost, or a K the pool cannot meet, stops the run here.
     check_error_rate(count_errors(errors, usable, source_of, storage), params.max_error_rate, errors_uri)

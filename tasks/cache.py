@@ -6,7 +6,9 @@ source's name and listing URI). So an unchanged shard read the same way with one
 whatever the robot set, the estimator or the source's *name*: the entry holds shard-relative keys, and the
 source name and sample_id prefix are applied when the entry is read for a run (``sample_ids``).
 The samples quarantined while reading and embedding a shard are cached beside it, so a cached run reports the
-same counts. The embeddings file is published last and is the entry's completion marker. It is written in row groups of
+same counts. The embeddings file is published last but one and is the entry's completion marker; after it the writer
+publishes the entry's counts (``EntryCounts``: its rows and quarantined rows), so a run learns what a cached entry holds
+from one small object, never from the entry's footers. It is written in row groups of
 ``ROW_GROUP_ROWS`` rows, so a sample of a few rows reads only the groups holding them (``read_rows``); entries
 written before that hold one row group and read the same, whole.
 
@@ -21,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -32,12 +36,23 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from core.contracts import ERRORS, LOCATION, cached_embedding_schema, conform, make_sample_id
+from core.lease import Lease
 from core.settings import SourceSpec, StorageConfig
-from core.storage import arrow_filesystem, exists, filesystem, join, take_rows, write_parquet
+from core.storage import (
+    arrow_filesystem,
+    exists,
+    filesystem,
+    join,
+    publish_bytes,
+    read_bytes,
+    take_rows,
+    write_parquet,
+)
 from tasks.executor import Threads, map_ordered
 
 ROW_GROUP_ROWS = 1024  # ~1 MB of 512-d float16: a sampled row reads one such group; whole reads are as fast
 T, R = TypeVar("T"), TypeVar("R")
+LEASE_STALE_AFTER = 300.0  # seconds without a heartbeat before an embedding worker is taken for dead
 READ_THREADS = 16  # footers or sampled row groups read at once: on S3 each is a round trip
 
 
@@ -66,6 +81,19 @@ def sample_ids(source: str, shard: str, keys: pa.Array | pa.ChunkedArray) -> pa.
 
 
 @dataclass(frozen=True)
+class EntryCounts:
+    """What the worker that wrote an entry knew: vectors it holds and quarantined rows beside it, by reason. The
+    driver adds these up instead of reading every entry's footers (a round trip each on S3)."""
+
+    rows: int
+    quarantined: dict[str, int]
+
+    @property
+    def errors(self) -> int:
+        return sum(self.quarantined.values())
+
+
+@dataclass(frozen=True)
 class EmbeddingCache:
     """Where embeddings of one backbone live: ``{root}/{fingerprint}/{entry key}.parquet``."""
 
@@ -81,9 +109,9 @@ class EmbeddingCache:
     def has(self, entry: str) -> bool:
         return exists(entry + ".parquet", self.storage)
 
-    def write(self, entry: str, shard_uri: str, embeddings: pa.Table, errors: pa.Table, dtype: str) -> None:
-        """Publish one shard's embeddings (``key`` + ``embedding``, and the location columns, null where absent) and
-        its quarantined samples (sample ids relative to the source, see ``local_ids``)."""
+    def write(self, entry: str, shard_uri: str, embeddings: pa.Table, errors: pa.Table, dtype: str) -> EntryCounts:
+        """Publish one shard's embeddings (``key`` + ``embedding``, and the location columns, null where absent), its
+        quarantined samples (sample ids relative to the source, see ``local_ids``) and their counts."""
         dim = embeddings.schema.field("embedding").type.list_size
         arrow_dtype = pa.float16() if dtype == "float16" else pa.float32()
         schema = cached_embedding_schema(dim, dtype=arrow_dtype, fingerprint=self.fingerprint)
@@ -95,6 +123,26 @@ class EmbeddingCache:
         # No dictionary encoding: vectors never repeat, and decoding dictionaries made cache reads ~5x slower.
         write_parquet(table, entry + ".parquet", self.storage, use_dictionary=False,  # last: marks it complete
                       row_group_size=ROW_GROUP_ROWS)
+        counts = EntryCounts(rows=table.num_rows, quarantined=dict(Counter(errors["reason"].to_pylist())))
+        publish_bytes(entry + ".counts.json", json.dumps(counts.__dict__).encode(), self.storage)
+        return counts
+
+    def counts(self, entry: str) -> EntryCounts | None:
+        """The entry's counts, or ``None`` if it is not cached: one small read, or the footers of an entry written
+        before counts were kept (or whose writer died between its last two objects)."""
+        try:
+            return EntryCounts(**json.loads(read_bytes(entry + ".counts.json", self.storage)))
+        except FileNotFoundError:
+            if not self.has(entry):
+                return None
+        fs, path = arrow_filesystem(entry + ".errors.parquet", self.storage)
+        reasons = pq.read_table(path, filesystem=fs, columns=["reason"])["reason"].to_pylist()
+        return EntryCounts(rows=sum(self.row_groups(entry)), quarantined=dict(Counter(reasons)))
+
+    def claim(self, entry: str) -> AbstractContextManager[None]:
+        """Hold the entry's lease while embedding it (``core.lease``; ``LeaseHeld`` if a live worker of any run
+        holds it), so two runs on one cache embed a shard once; a dead holder's lease is taken over."""
+        return Lease(entry + ".lease.json", self.storage, stale_after=LEASE_STALE_AFTER).held()
 
     def read(self, entry: str, columns: list[str] | None = None) -> pa.Table:
         fs, path = arrow_filesystem(entry + ".parquet", self.storage)

@@ -3,10 +3,12 @@ Prefect task of the same name, suffixed ``_task``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from botocore.exceptions import BotoCoreError
 
 from core.contracts import ERRORS
@@ -20,7 +22,7 @@ from estimator.features import feature_parts
 from estimator.probe import load_estimator
 from estimator.scorer import Scorer, ScorerConfig, fit_scorer
 from tasks import distributed_select
-from tasks.cache import EmbeddingCache
+from tasks.cache import EmbeddingCache, EntryCounts
 from tasks.embed import Embed
 from tasks.embed_shards import EmbedSummary, ShardJob, embed_shards
 from tasks.progress import Progress
@@ -88,8 +90,10 @@ def preflight(
                     listing.add(shard_uri=shard_uri, reason="unreadable_shard", detail="shard not found")
                     continue
                 shard = relative_name(source_root(spec), shard_uri)
-                shards[role].append(CachedShard(source=spec.name, shard_uri=shard_uri, shard=shard, entry=entry))
-                if not cache.has(entry):
+                counts = cache.counts(entry)
+                shards[role].append(CachedShard(source=spec.name, shard_uri=shard_uri, shard=shard, entry=entry,
+                                                counts=counts))
+                if counts is None:
                     todo.append(ShardJob(spec=spec, shard_uri=shard_uri, entry=entry))
             if len(shards[role]) == found:
                 empty.append(f"{role}.{index}.uri: no readable shard at {spec.uri}")
@@ -112,9 +116,32 @@ def preflight(
     )
 
 
+def counted(plan: Plan, embedded: EmbedSummary | None) -> Plan:
+    """The plan with every shard's counts: the embedding workers' summary rows for the shards this run embedded,
+    the preflight's for those cached before, so the driver reads nothing per shard after embedding."""
+    fresh = {}
+    if embedded is not None:
+        for row in embedded.shards.filter(pc.is_null(embedded.shards["failed"])).to_pylist():
+            fresh[row["shard_uri"]] = EntryCounts(rows=row["rows_embedded"], quarantined=json.loads(row["quarantined"]))
+
+    def count(shard: CachedShard) -> CachedShard:
+        if shard.counts is not None:
+            return shard
+        return replace(shard, counts=fresh.get(shard.shard_uri) or plan.cache.counts(shard.entry))
+
+    return replace(plan, pool=[count(s) for s in plan.pool], robot=[count(s) for s in plan.robot])
+
+
+def usable_rows(plan: Plan) -> dict[str, int]:
+    """Vectors cached for each shard of a ``counted`` plan."""
+    return {s.shard_uri: s.counts.rows if s.counts else 0 for s in plan.pool + plan.robot}
+
+
 def gather_errors(plan: Plan) -> pa.Table:
-    """Every quarantined row of the run: listing failures plus what each shard's cache entry recorded."""
-    parts = [plan.listing_errors] + [plan.cache.read_errors(s.entry, s.source) for s in plan.pool + plan.robot]
+    """Every quarantined row of the run: listing failures plus what the cache entries recorded, read only from the
+    entries whose counts say they hold some (all of them for a plan not yet ``counted``)."""
+    quarantined = [s for s in plan.pool + plan.robot if s.counts is None or s.counts.errors]
+    parts = [plan.listing_errors] + [plan.cache.read_errors(s.entry, s.source) for s in quarantined]
     return pa.concat_tables([p.cast(ERRORS) for p in parts])
 
 

@@ -9,6 +9,9 @@ the model once) and embeds one shard at a time. A transient fault while reading 
 connection reset, timeout, 5xx, throttling) is retried under the executor's one policy; if it persists, or the shard
 raises any other error, the shard fails without a cache entry and is named, after every other shard is cached, so
 the next run reads it again. Content faults are quarantined in the entry by the reader and the ``Embed`` stage.
+
+A worker claims a shard's entry (``EmbeddingCache.claim``) before embedding it: a run started beside another on one
+cache waits while the other's worker embeds the shard, then reuses its entry; a dead worker's claim is taken over.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ import pyarrow.compute as pc
 import ray
 
 from core.contracts import ERRORS
+from core.lease import LeaseHeld
 from core.read import Quarantine, read_shard
 from core.settings import SourceSpec, StorageConfig
-from tasks.cache import EmbeddingCache, local_ids
+from tasks.cache import EmbeddingCache, EntryCounts, local_ids
 from tasks.embed import Embed
 from tasks.executor import Job, RetryPolicy, run
 from tasks.executor.on_ray import RayActors
@@ -48,6 +52,7 @@ SUMMARY = pa.schema(
         ("seconds_write", pa.float64()),
         ("attempts", pa.int64()),  # where the executor knows them (threads; on Ray, failed shards only)
         ("failed", pa.string()),  # null, or the error that failed the shard under the executor's policy
+        ("reused", pa.bool_()),  # another run embedded the shard while this one waited on its lease
     ]
 )
 
@@ -70,7 +75,8 @@ class EmbedSummary:
 
     @classmethod
     def of(cls, shards: pa.Table) -> EmbedSummary:
-        done = shards.filter(pc.is_null(shards["failed"]))
+        """Counts of the shards this run embedded (not those it reused from another run's worker)."""
+        done = shards.filter(pc.and_(pc.is_null(shards["failed"]), pc.invert(pc.fill_null(shards["reused"], False))))
         quarantined: Counter = Counter()
         for counts in done["quarantined"].to_pylist():
             quarantined.update(json.loads(counts))
@@ -92,6 +98,7 @@ class EmbedSummary:
         busy = sum(t.values())
         return {
             "shards": self.shards.num_rows,
+            "shards_reused": int(pc.sum(self.shards["reused"]).as_py() or 0),
             "rows_read": int(pc.sum(self.shards["rows_read"]).as_py() or 0),
             "rows_embedded": self.samples_embedded,
             "bytes": int(pc.sum(self.shards["bytes"]).as_py() or 0),
@@ -147,6 +154,7 @@ class ShardEmbedder:
     dtype: str = "float16"
     prepare_cpus: float = 0.5
     prepare_depth: int = 2  # read batches being prepared ahead of the model
+    wait_every: float = 2.0  # seconds between looks at a shard another run's worker is embedding
 
     def setup(self) -> None:
         start_workers(self.embed.backbone.kind, cpus=self.prepare_cpus, n=self.prepare_depth)  # while it loads
@@ -160,7 +168,17 @@ class ShardEmbedder:
             )
 
     def __call__(self, job: ShardJob) -> dict:
-        """Embed ``job``'s shard and publish its entry; its summary row."""
+        """Embed ``job``'s shard and publish its entry, or wait for another run's worker to and reuse it; its
+        summary row."""
+        while True:
+            try:
+                with self.cache.claim(job.entry):
+                    counts = self.cache.counts(job.entry)  # written by another run since the plan?
+                    return self._embed(job) if counts is None else _reused(job, counts)
+            except LeaseHeld:
+                time.sleep(self.wait_every)
+
+    def _embed(self, job: ShardJob) -> dict:
         quarantine = Quarantine(stage="read")
         seconds: Counter = Counter()
         parts: list[pa.Table] = []
@@ -176,16 +194,16 @@ class ShardEmbedder:
             parts.append(self.embed.finish(table, prepared))
             seconds["embed"] += time.perf_counter() - start
         start = time.perf_counter()
-        embedded, quarantined = self._publish(job, parts, quarantine)
+        counts = self._publish(job, parts, quarantine)
         seconds["write"] += time.perf_counter() - start
         return {"shard_uri": job.shard_uri, "source": job.spec.name,
-                "rows_read": sum(t.num_rows for t in parts) + len(quarantine), "rows_embedded": embedded,
-                "quarantined": json.dumps(dict(quarantined)), "bytes": image_bytes,
-                **{f"seconds_{k}": round(seconds[k], 4) for k in STEPS}}
+                "rows_read": sum(t.num_rows for t in parts) + len(quarantine), "rows_embedded": counts.rows,
+                "quarantined": json.dumps(counts.quarantined), "bytes": image_bytes,
+                **{f"seconds_{k}": round(seconds[k], 4) for k in STEPS}, "reused": False}
 
-    def _publish(self, job: ShardJob, parts: list[pa.Table], quarantine: Quarantine) -> tuple[int, Counter]:
+    def _publish(self, job: ShardJob, parts: list[pa.Table], quarantine: Quarantine) -> EntryCounts:
         """Write the shard's entry: its vectors by key, and every quarantined row with ids relative to the source
-        (``tasks.cache.local_ids``). Returns (samples embedded, quarantined samples by reason)."""
+        (``tasks.cache.local_ids``)."""
         errors = [quarantine.table().cast(ERRORS)]
         dim = self.embed.model.embed_dim
         good = pa.table({"key": pa.array([], pa.string()), "embedding": pa.array([], pa.list_(pa.float32(), dim))})
@@ -198,8 +216,14 @@ class ShardEmbedder:
             errors.append(pa.table(quarantined).cast(ERRORS))
         table = pa.concat_tables(errors)
         table = table.set_column(0, "sample_id", local_ids(table["sample_id"], job.spec.name))
-        self.cache.write(job.entry, job.shard_uri, good, table, self.dtype)
-        return good.num_rows, Counter(table["reason"].to_pylist())
+        return self.cache.write(job.entry, job.shard_uri, good, table, self.dtype)
+
+
+def _reused(job: ShardJob, counts: EntryCounts) -> dict:
+    """The summary row of a shard another run embedded: its entry's counts, no work of this one."""
+    return {"shard_uri": job.shard_uri, "source": job.spec.name, "rows_read": counts.rows + counts.errors,
+            "rows_embedded": counts.rows, "quarantined": json.dumps(counts.quarantined), "bytes": 0,
+            **{f"seconds_{k}": 0.0 for k in STEPS}, "reused": True}
 
 
 def _check_fits(embed: Embed, *, actors: int, read_cpus: float, prepare_cpus: float) -> float:

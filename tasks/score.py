@@ -8,30 +8,24 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from core.contracts import LOCATION_NAMES, MANIFEST
-from core.storage import arrow_filesystem
 from tasks import block_sample
 from tasks.block_sample import BLOCK_ROWS
-from tasks.cache import EmbeddingCache, entry_row_counts, sample_ids, threaded, vectors
+from tasks.cache import EmbeddingCache, EntryCounts, entry_row_counts, sample_ids, threaded, vectors
 from tasks.progress import Progress
 
 
 @dataclass(frozen=True)
 class CachedShard:
     """One shard of a run: its source's name, its URI, its name relative to the source root (the middle of
-    its sample ids) and its cache entry."""
+    its sample ids), its cache entry and that entry's counts once it is cached (``None`` before)."""
 
     source: str
     shard_uri: str
     shard: str
     entry: str
-
-
-def entry_rows(cache: EmbeddingCache, shard: CachedShard) -> int:
-    fs, path = arrow_filesystem(shard.entry + ".parquet", cache.storage)
-    return pq.ParquetFile(path, filesystem=fs).metadata.num_rows
+    counts: EntryCounts | None = None
 
 
 SPREAD = 4  # a large pool's fit sample comes from about SPREAD × max_rows rows of whole row groups
@@ -50,8 +44,12 @@ def load_features(
 
     Up to ``SPREAD × max_rows`` rows the sample is uniform over the rows; past that it is a block sample
     (``tasks.block_sample``) of at least ``SPREAD × max_rows / BLOCK_ROWS`` row groups, so its cost stays flat
-    however large the pool grows. Row counts come from the entries' footers."""
-    sizes = entry_row_counts(cache, [s.entry for s in shards])
+    however large the pool grows. Row counts come from the shards' counts (from the entries' footers for a shard
+    without them)."""
+    if all(s.counts for s in shards):
+        sizes = [s.counts.rows for s in shards if s.counts]
+    else:
+        sizes = entry_row_counts(cache, [s.entry for s in shards])
     total = sum(sizes)
     keep = None
     if max_rows is not None and total > max_rows:
