@@ -4,7 +4,9 @@ publishes ``_SUCCESS`` last, so a finished run id is recognised and never redone
 A run id is held by one run at a time: ``claim()`` creates a lease object with a conditional create (``If-None-Match``
 on S3, ``O_EXCL`` on disk), so a second run with the same name is refused instead of overwriting the first's files.
 The holder refreshes the lease's heartbeat; a lease whose process is gone (same host) or whose heartbeat is older
-than ``stale_after`` seconds (a host killed mid-run) is taken over, so ``kill -9`` and resume still works.
+than ``stale_after`` seconds (a host killed mid-run) is taken over, so ``kill -9`` and resume still works. The lease
+also carries what the holder says about itself (its Prefect flow run), so the run taking over can close the killed
+run's records.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,19 +110,23 @@ class RunFolder:
         return stale
 
     @contextlib.contextmanager
-    def claim(self, heartbeat_every: float | None = None) -> Iterator[None]:
+    def claim(
+        self, heartbeat_every: float | None = None, holder: Mapping[str, Any] | None = None
+    ) -> Iterator[dict[str, Any] | None]:
         """Hold the run id for the block: refuse it if another live run holds it, clean what a crashed holder left,
-        keep the lease's heartbeat fresh, and give it back at the end (whatever the outcome)."""
+        keep the lease's heartbeat fresh, and give it back at the end (whatever the outcome). ``holder`` is kept in
+        the lease; the block gets the stale lease it took over (None if the id was free), to close that run."""
         token = uuid.uuid4().hex
-        self._acquire(token)
+        body = {**(holder or {}), "token": token}
+        stale = self._acquire(body)
         stop = threading.Event()
         beat = threading.Thread(
-            target=self._heartbeat, args=(token, stop, heartbeat_every or self.stale_after / 5), daemon=True
+            target=self._heartbeat, args=(body, stop, heartbeat_every or self.stale_after / 5), daemon=True
         )
         beat.start()
         try:
             self.clean_temporaries()
-            yield
+            yield stale
             self.clean_temporaries()
         finally:
             stop.set()
@@ -133,18 +139,17 @@ class RunFolder:
         """Publish the completion marker: written last, after every other output of the run."""
         publish_bytes(self.path(SUCCESS), b"", self.storage)
 
-    def _lease_body(self, token: str) -> bytes:
-        return json.dumps(
-            {"token": token, "host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}
-        ).encode()
+    def _lease_body(self, body: dict[str, Any]) -> bytes:
+        return json.dumps({**body, "host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}).encode()
 
-    def _acquire(self, token: str) -> None:
+    def _acquire(self, body: dict[str, Any]) -> dict[str, Any] | None:
         fs, path = filesystem(self.path(LEASE), self.storage)
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        stale = None
         for _ in range(2):  # a second try only after removing a stale lease
             try:
-                fs.pipe_file(path, self._lease_body(token), mode="create")
-                return
+                fs.pipe_file(path, self._lease_body(body), mode="create")
+                return stale
             except FileExistsError:
                 try:
                     holder = json.loads(fs.cat_file(path))
@@ -157,6 +162,7 @@ class RunFolder:
                         "wait for it to finish or choose another run_name"
                     ) from None
                 fs.rm(path)
+                stale = holder
         raise RunRefused(f"run {self.run_id}: could not take its lease at {self.path(LEASE)}; try again")
 
     def _is_stale(self, holder: dict[str, Any]) -> bool:
@@ -164,8 +170,8 @@ class RunFolder:
             return not _process_alive(holder["pid"])
         return time.time() - float(holder.get("heartbeat", 0)) > self.stale_after
 
-    def _heartbeat(self, token: str, stop: threading.Event, every: float) -> None:
+    def _heartbeat(self, body: dict[str, Any], stop: threading.Event, every: float) -> None:
         while not stop.wait(every):
             with contextlib.suppress(OSError):  # a missed beat only brings staleness closer
                 # Published whole (a rename on a local disk): a run checking the lease never reads a half-written one.
-                publish_bytes(self.path(LEASE), self._lease_body(token), self.storage)
+                publish_bytes(self.path(LEASE), self._lease_body(body), self.storage)
