@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,18 +50,21 @@ class Lease:
     stale_after: float = 300.0  # seconds without a heartbeat before another host may take the lease over
 
     @contextlib.contextmanager
-    def held(self, heartbeat_every: float | None = None) -> Iterator[None]:
+    def held(self, heartbeat_every: float | None = None, about: Mapping[str, Any] | None = None
+             ) -> Iterator[dict[str, Any] | None]:
         """Hold the lease for the block (``LeaseHeld`` if a live holder has it), its heartbeat kept fresh, and give
-        it back at the end, whatever the outcome."""
-        token = uuid.uuid4().hex
-        self._acquire(token)
+        it back at the end, whatever the outcome. ``about`` (what the holder says of itself, e.g. its Prefect flow
+        run) is kept in the lease; the block gets the stale lease it took over (None if it was free), so the new
+        holder can close what the dead one left open."""
+        body = {**(about or {}), "token": uuid.uuid4().hex}
+        stale = self._acquire(body)
         stop = threading.Event()
         beat = threading.Thread(
-            target=self._heartbeat, args=(token, stop, heartbeat_every or self.stale_after / 5), daemon=True
+            target=self._heartbeat, args=(body, stop, heartbeat_every or self.stale_after / 5), daemon=True
         )
         beat.start()
         try:
-            yield
+            yield stale
         finally:
             stop.set()
             beat.join()
@@ -69,19 +72,18 @@ class Lease:
                 fs, path = filesystem(self.uri, self.storage)
                 fs.rm(path)
 
-    def _body(self, token: str) -> bytes:
-        return json.dumps(
-            {"token": token, "host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}
-        ).encode()
+    def _body(self, body: dict[str, Any]) -> bytes:
+        return json.dumps({**body, "host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}).encode()
 
-    def _acquire(self, token: str) -> None:
+    def _acquire(self, body: dict[str, Any]) -> dict[str, Any] | None:
         fs, path = filesystem(self.uri, self.storage)
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
         holder: dict[str, Any] = {}
+        stale = None
         for _ in range(2):  # a second try only after removing a stale lease
             try:
-                fs.pipe_file(path, self._body(token), mode="create")
-                return
+                fs.pipe_file(path, self._body(body), mode="create")
+                return stale
             except FileExistsError:
                 try:
                     holder = json.loads(fs.cat_file(path))
@@ -90,6 +92,7 @@ class Lease:
                 if not self.is_stale(holder):
                     raise LeaseHeld(self.uri, holder) from None
                 fs.rm(path)
+                stale = holder
         raise LeaseHeld(self.uri, holder)
 
     def is_stale(self, holder: dict[str, Any]) -> bool:
@@ -98,8 +101,8 @@ class Lease:
             return not _process_alive(holder["pid"])
         return time.time() - float(holder.get("heartbeat", 0)) > self.stale_after
 
-    def _heartbeat(self, token: str, stop: threading.Event, every: float) -> None:
+    def _heartbeat(self, body: dict[str, Any], stop: threading.Event, every: float) -> None:
         while not stop.wait(every):
             with contextlib.suppress(OSError):  # a missed beat only brings staleness closer
                 # Published whole (a rename on a local disk): a claimant checking the lease never reads half of one.
-                publish_bytes(self.uri, self._body(token), self.storage)
+                publish_bytes(self.uri, self._body(body), self.storage)

@@ -2,21 +2,21 @@
 baseline), then score, rank and select the pool and publish its Parquet manifest with one job of Ray tasks (the
 selection engine, ``tasks/distributed_select.py``), and the run's report.
 
-The flow only orchestrates: each step is a task of ``tasks/prefect_tasks.py``, the run folder is
-``tasks.run_folder.RunFolder`` and what the run records about itself is in ``tasks/curation_record.py``.
+The flow only orchestrates: each step is a task of ``tasks/prefect_tasks.py``, the run's lifecycle (lease, a
+finished run's stored report, ``_SUCCESS``) is ``flows.run.Run`` and what the run records about itself is in
+``tasks/curation_record.py``.
 """
 
 from __future__ import annotations
 
-import time
-
 from prefect import flow
 
-from core.storage import check_writable, write_parquet
+from core.storage import write_parquet
 from estimator.probe import ProximityEstimator, save_estimator
 from flows.artifacts import publish_curation_artifacts
 from flows.params import CurateParams
 from flows.progress import CurationProgress
+from flows.run import Run
 from flows.runtime import ray_session
 from tasks import prefect_tasks
 from tasks.base import Resources
@@ -25,7 +25,6 @@ from tasks.curation_record import CurateReport, build_sidecar, cache_entries, ml
 from tasks.distributed_select import DistributedSelection
 from tasks.embed import Embed
 from tasks.executor import StepTimes, recording
-from tasks.run_folder import RunFolder
 from tasks.sample_counts import check_error_rate, check_k_fits, count_errors, known_pool_size
 from tasks.select import resolve_k
 
@@ -35,23 +34,19 @@ __all__ = ["CurateReport", "curate"]
 @flow(name="curate", log_prints=True)
 def curate(params: CurateParams) -> CurateReport:
     """Curate the pool against the robot data and publish the manifest under OUTPUT_URI/RUN_ID/."""
-    start = time.perf_counter()
-    started_at = time.time()  # wall clock: the MLflow run, recorded at the end, starts here
-    for setting, uri in (("output_uri", params.output_uri), ("cache_uri", params.resolved_cache_uri())):
-        check_writable(uri, params.storage, setting=setting)  # before any work, not after the embedding
-    run = RunFolder.open(params.output_uri, params.run_name, params.storage)
-    if run.is_complete():  # a finished run is never redone, nor answered for other parameters
-        run.refuse_other_params(params.result_params())
-        print(f"run {run.run_id} is already complete at {run.uri}")
-        return CurateReport.model_validate(run.read_json("report.json"))
-    # a second run of the same name is refused, not interleaved with this one; every step's wall time is recorded
-    with run.claim(), recording() as times:
-        return _curate(params, run, start, started_at, times)
+    # the cache is checked writable with the output, before any work, not after the embedding
+    run = Run(params, CurateReport, writable={"cache_uri": params.resolved_cache_uri()})
+
+    def steps() -> CurateReport:
+        with recording() as times:  # every step's wall time, in the report and MLflow
+            return _curate(params, run, times)
+
+    return run.execute(steps, publish=lambda report: publish_curation_artifacts(report, params.mlflow.resolved_uri()))
 
 
-def _curate(params: CurateParams, run: RunFolder, start: float, started_at: float, times: StepTimes) -> CurateReport:
+def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> CurateReport:
     storage = params.storage
-    progress = CurationProgress(run.run_id)  # the bar and the step log lines on the run's page in the UI
+    progress = CurationProgress(run.id)  # the bar and the step log lines on the run's page in the UI
     plan = prefect_tasks.preflight_task(
         pool=params.pool,
         robot=params.robot,
@@ -63,7 +58,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
         actor_gpus=params.ray.actor_gpus,  # the workers' placement names the dtype, not this machine's GPU
     )
     print(
-        f"run {run.run_id}: {len(plan.pool)} pool + {len(plan.robot)} robot shards, {len(plan.todo)} to embed "
+        f"run {run.id}: {len(plan.pool)} pool + {len(plan.robot)} robot shards, {len(plan.todo)} to embed "
         f"(backbone {plan.backbone.fingerprint})"
     )
     known = known_pool_size(plan.pool, plan.todo, storage)
@@ -91,7 +86,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
             )
     embedding = embedded.stats() if embedded else {}
     # datatrove's habit: what each shard's worker counted, beside the run (a cached shard has no row)
-    run.write_json("stats.json", {"embedding": embedding, "shards_cached": cached,
+    run.folder.write_json("stats.json", {"embedding": embedding, "shards_cached": cached,
                                   "shards": embedded.shards.to_pylist() if embedded else []})
 
     plan = counted(plan, embedded)  # what the workers reported: no entry is read again in the driver
@@ -113,7 +108,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
         save_estimator(scorer, estimator_uri, storage)
     pool_rows = sum(usable[s.shard_uri] for s in plan.pool)
     sidecar = build_sidecar(
-        run_id=run.run_id,
+        run_id=run.id,
         backbone=params.backbone,
         fingerprint=plan.backbone.fingerprint,
         embed_dim=plan.backbone.embed_dim,
@@ -146,10 +141,9 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
             if params.report_per_set
             else None
         )
-    run.write_json("params.json", params)
 
     report = CurateReport(
-        run_id=run.run_id,
+        run_id=run.id,
         run_uri=run.uri,
         manifest_uri=manifest_uri,
         pool_samples=sidecar["rows"],
@@ -160,7 +154,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
         shards_embedded=embedded.shards_embedded if embedded else 0,
         shards_cached=cached,
         scorer={k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)},
-        seconds=round(time.perf_counter() - start, 2),
+        seconds=run.seconds(),
         report_uri=analysis.html_uri if analysis else None,
         diversity=analysis.metrics["diversity"] if analysis else {},
         mmd2=analysis.metrics["mmd2"] if analysis else {},
@@ -179,10 +173,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
             sidecar=sidecar,
             analysis=analysis,
             storage=storage,
-            started_at=started_at,
+            started_at=run.started_at,
         )
-    run.write_json("report.json", report)
-    run.mark_complete()  # last: the run is complete
-    publish_curation_artifacts(report, params.mlflow.resolved_uri() if params.mlflow.enabled else None)
     progress.step("done", report.manifest_uri)
     return report

@@ -3,7 +3,8 @@ publishes ``_SUCCESS`` last, so a finished run id is recognised and never redone
 
 A run id is held by one run at a time: ``claim()`` takes its lease (``core.lease``: a conditional create, a
 heartbeat, a stale holder taken over), so a second run with the same name is refused instead of overwriting the
-first's files, and ``kill -9`` and resume still works.
+first's files, and ``kill -9`` and resume still works. The lease also carries what the holder says about itself (its
+Prefect flow run), so the run taking over can close the killed run's records.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import posixpath
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,21 +96,25 @@ class RunFolder:
         return stale
 
     @contextlib.contextmanager
-    def claim(self, heartbeat_every: float | None = None) -> Iterator[None]:
+    def claim(
+        self, heartbeat_every: float | None = None, holder: Mapping[str, Any] | None = None
+    ) -> Iterator[dict[str, Any] | None]:
         """Hold the run id for the block (``core.lease``): refuse it if another live run holds it, clean what a
-        crashed holder left, and give it back at the end (whatever the outcome)."""
+        crashed holder left, and give it back at the end (whatever the outcome). ``holder`` is kept in the lease;
+        the block gets the stale lease it took over (None if the id was free), to close that run."""
         with contextlib.ExitStack() as stack:
             try:
-                stack.enter_context(Lease(self.path(LEASE), self.storage, self.stale_after).held(heartbeat_every))
+                stale = stack.enter_context(
+                    Lease(self.path(LEASE), self.storage, self.stale_after).held(heartbeat_every, holder))
             except LeaseHeld as err:
-                holder = err.holder
+                held = err.holder
                 raise RunRefused(
-                    f"run {self.run_id} is in use by another run (pid {holder.get('pid')} on {holder.get('host')}, "
-                    f"last seen {time.time() - holder.get('heartbeat', 0):.0f} s ago): wait for it to finish or "
+                    f"run {self.run_id} is in use by another run (pid {held.get('pid')} on {held.get('host')}, "
+                    f"last seen {time.time() - held.get('heartbeat', 0):.0f} s ago): wait for it to finish or "
                     "choose another run_name"
                 ) from None
             self.clean_temporaries()
-            yield
+            yield stale
             self.clean_temporaries()
 
     def mark_complete(self) -> None:
