@@ -158,7 +158,7 @@ class EmbeddingCache:
         """The entry's rows at ``rows`` (sorted, unique row indices), reading only the row groups that hold them."""
         fs, path = arrow_filesystem(entry + ".parquet", self.storage)
         with fs.open_input_file(path) as f:
-            return take_rows(pq.ParquetFile(f), rows, columns)
+            return take_rows(pq.ParquetFile(f, pre_buffer=False), rows, columns)
 
     def read_keys(self, entry: str) -> pa.Table:
         """The entry's ``key`` and location columns (null locations for an entry written before they existed).

@@ -170,7 +170,8 @@ def _run(job: _Job, scorer: Scorer, sidecar: dict[str, Any], *, k: int | None,
         skipped = picked["duplicates"]
 
     write = partial(_write_file, job=job, k=n, ranges=ranges)
-    summaries = {row["part"]: row for row in run_pass("manifest", write, files, options, name=_file_name)}
+    written = run_pass("write manifest", write, files, options, name=_file_name, timing="manifest")
+    summaries = {row["part"]: row for row in written}
     digest = hashlib.sha256()
     per_source: dict[str, dict[str, int]] = {}
     for q in range(len(files)):

@@ -82,7 +82,9 @@ def _read_episodes(root: str, storage: StorageConfig | None, files: list[str], c
     episodes: list[dict] = []
     for ep_file in files:
         with fs.open(ep_file, "rb") as f:
-            episodes.extend(pq.read_table(f, columns=columns).to_pylist())
+            # pre_buffer off wherever pyarrow reads a Python file object: its background reads would call into
+            # Python after the read returned, and one still running as the interpreter exits aborts the process
+            episodes.extend(pq.read_table(f, columns=columns, pre_buffer=False).to_pylist())
     episodes.sort(key=lambda e: e["episode_index"])
     return episodes
 
@@ -114,7 +116,7 @@ def load_meta(root: str, storage: StorageConfig | None = None, *, image_key: str
         return meta
     fs, path = filesystem(join(root, "meta"), storage)
     with fs.open(f"{path}/tasks.parquet", "rb") as f:
-        tasks_table = pq.read_table(f)
+        tasks_table = pq.read_table(f, pre_buffer=False)
     task_col = "task" if "task" in tasks_table.column_names else "__index_level_0__"
     if missing := {"task_index", task_col} - set(tasks_table.column_names):
         raise ValueError(f"{root}: meta/tasks.parquet lacks columns {sorted(missing)}")
@@ -233,7 +235,7 @@ def _step_rows(
     fs, path = filesystem(shard_uri, storage)
     try:
         with fs.open(path, "rb") as f:
-            pf = pq.ParquetFile(f)
+            pf = pq.ParquetFile(f, pre_buffer=False)
             names = pf.schema_arrow.names
             wanted = ["episode_index", "frame_index", "task_index", "action"]
             wanted += ["timestamp"] if video is not None else [meta.image_key]

@@ -88,7 +88,7 @@ def _read_rows(
     fs, path = filesystem(shard_uri, storage)
     try:
         with fs.open(path, "rb", **open_options) as f:
-            pf = pq.ParquetFile(f)
+            pf = pq.ParquetFile(f, pre_buffer=False)
             if (problem := _schema_problem(pf.schema_arrow, spec)) is not None:
                 quarantine.add(shard_uri=shard_uri, reason="wrong_schema", detail=problem)
                 return
