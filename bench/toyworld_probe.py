@@ -63,16 +63,19 @@ def main(argv: list[str]) -> int:
             params = sum(int(p.numel()) for p in load_vla(f"{tmp}/vla-{name}").vlm.parameters())
             row = {"vlm": name, "params": params, "episodes": args.episodes, "steps": args.steps,
                    "train loss first": round(loss[0][1], 3), "train loss last": round(loss[-1][1], 3),
-                   "held-out loss": round(result.eval["loss"], 3), "successes": rolled.successes,
+                   "held-out loss": round(result.eval["loss"], 3),
+                   "gripper accuracy": round(result.eval.get("gripper_accuracy", float("nan")), 3),
+                   "arm L1": round(result.eval.get("l1/arm", float("nan")), 3), "successes": rolled.successes,
                    "rollouts": rolled.episodes, "low": round(rolled.low, 3), "high": round(rolled.high, 3),
                    "train s": round(train_s, 1)}
             rows.append(row)
             print(row, flush=True)
-    print("| VLM (width x layers @ px) | episodes | steps | train loss first → last | held-out loss | success "
-          "(Wilson) | train s |\n|---|---|---|---|---|---|---|")
+    print("| VLM (width x layers @ px) | episodes | steps | train loss first → last | held-out loss | gripper accuracy "
+          "| arm L1 | success (Wilson) | train s |\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['vlm']} | {r['episodes']} | {r['steps']} | {r['train loss first']} → {r['train loss last']} | "
-              f"{r['held-out loss']} | {r['successes']}/{r['rollouts']} [{r['low']}, {r['high']}] | {r['train s']} |")
+              f"{r['held-out loss']} | {r['gripper accuracy']} | {r['arm L1']} | "
+              f"{r['successes']}/{r['rollouts']} [{r['low']}, {r['high']}] | {r['train s']} |")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "toyworld_probe.json").write_text(json.dumps({"args": {**vars(args)}, "rows": rows}, indent=1))
     return 0
