@@ -89,7 +89,7 @@ class Location:
     def parquet_file(self) -> pq.ParquetFile:
         """The Parquet file here, open for footer and row-group reads (close it, or use it in a ``with``)."""
         fs, path = self._arrow_fs_path
-        return pq.ParquetFile(fs.open_input_file(path))
+        return pq.ParquetFile(path, filesystem=fs)
 
     def read_parquet(self, columns: list[str] | None = None) -> pa.Table:
         fs, path = self._arrow_fs_path
