@@ -112,7 +112,7 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
         backbone=params.backbone,
         fingerprint=plan.backbone.fingerprint,
         embed_dim=plan.backbone.embed_dim,
-        cache_uri=plan.cache.root,
+        cache_uri=plan.cache.root.uri,
         cache_entries=cache_entries(plan.pool, plan.robot),
         scorer_metrics=metrics,
         estimator_uri=estimator_uri,
