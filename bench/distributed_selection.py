@@ -16,7 +16,6 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +25,7 @@ import torch
 from bench.selection import synthetic_cache
 from estimator.probe import ProximityEstimator
 from flows.runtime import local_ray
-from tasks.cache import EmbeddingCache, vectors
+from tasks.cache import CacheEntry
 from tasks.distributed_select import DistributedSelection, run_pass, score_select_write
 
 OUT = Path("bench/out")
@@ -55,15 +54,15 @@ def _peak_rss(fn: Callable[[], object]) -> tuple[float, float, object]:
     return time.perf_counter() - t0, (peak - base) / 1e6, out
 
 
-def _read_entries(row: dict, *, cache: EmbeddingCache) -> dict:
-    return {"n": sum(len(vectors(cache.read(e, columns=["embedding"]))) for e in row["entries"])}
+def _read_entries(row: dict) -> dict:
+    return {"n": sum(len(e.read_vectors()) for e in row["entries"])}
 
 
-def _raw_read(cache: EmbeddingCache, groups: list[list[str]], options: DistributedSelection) -> int:
+def _raw_read(groups: list[list[CacheEntry]], options: DistributedSelection) -> int:
     """The same task layout as the scoring pass (one Ray task per group of entries, same CPUs and concurrency,
     through the same executor pass), each task only reading its entries' vectors as float32: the floor of any pass."""
     units = [{"group": i, "entries": g} for i, g in enumerate(groups)]
-    rows = run_pass("raw read", partial(_read_entries, cache=cache), units, options, name=lambda u: str(u["group"]))
+    rows = run_pass("raw read", _read_entries, units, options, name=lambda u: str(u["group"]))
     return int(sum(row["n"] for row in rows))
 
 
@@ -76,8 +75,8 @@ def bench_pool(pool: int, args: argparse.Namespace) -> dict:
     options = DistributedSelection(shards_per_file=args.shards_per_file, workers=args.workers, cpus=args.cpus)
     entries = [s.entry for s in shards]
     groups = [entries[i : i + args.shards_per_file] for i in range(0, len(entries), args.shards_per_file)]
-    _raw_read(cache, groups, options)  # warm-up: Ray's workers start, the page cache fills
-    read_s, read_mb, rows = _peak_rss(lambda: _raw_read(cache, groups, options))
+    _raw_read(groups, options)  # warm-up: Ray's workers start, the page cache fills
+    read_s, read_mb, rows = _peak_rss(lambda: _raw_read(groups, options))
     assert rows == pool
     uri = str(RUNS / f"{pool}-{time.time_ns()}" / "manifest.parquet")
     dist_s, dist_mb, sidecar = _peak_rss(lambda: score_select_write(

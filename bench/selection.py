@@ -23,6 +23,7 @@ import pyarrow as pa
 import torch
 
 from core.contracts import ERRORS
+from core.location import Location
 from core.storage import exists, publish_bytes
 from estimator.probe import ProximityEstimator
 from flows.runtime import local_ray
@@ -39,9 +40,10 @@ SOURCES = ("src0", "src1", "src2", "src3")
 
 def synthetic_cache(pool: int, dim: int, shard_size: int) -> tuple[EmbeddingCache, list[CachedShard]]:
     """A cache of ``pool`` random vectors (written once; reused while the _DONE marker is there)."""
-    cache = EmbeddingCache(root=str(DATA / f"select-cache-{pool}-{dim}-{shard_size}"), fingerprint="synthetic")
+    root = Location(str(DATA / f"select-cache-{pool}-{dim}-{shard_size}"))
+    cache = EmbeddingCache(root=root, fingerprint="synthetic")
     shards = [CachedShard(source=SOURCES[i % len(SOURCES)], shard_uri=f"synthetic://{i:06d}", shard=f"{i:06d}",
-                          entry=f"{cache.root}/{cache.fingerprint}/{i:06d}")
+                          entry=cache.at(f"{cache.root}/{cache.fingerprint}/{i:06d}"))
               for i in range(-(-pool // shard_size))]
     done = f"{cache.root}/_DONE-v3"  # v2: entries hold keys, not sample ids; v3: row groups of 1,024 rows
     if exists(done):

@@ -73,7 +73,7 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
             batch_size=params.ray.embed_batch_size,
             resources=Resources(cpus=params.ray.actor_cpus, gpus=params.ray.actor_gpus),
         )
-        with ray_session(params.ray.address), progress.watch_embedding(plan.cache, plan.todo):
+        with ray_session(params.ray.address), progress.watch_embedding(plan.todo):
             embedded = prefect_tasks.embed_task(
                 plan,
                 embed_stage=stage,
@@ -112,7 +112,7 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
         backbone=params.backbone,
         fingerprint=plan.backbone.fingerprint,
         embed_dim=plan.backbone.embed_dim,
-        cache_uri=plan.cache.root,
+        cache_uri=plan.cache.root.uri,
         cache_entries=cache_entries(plan.pool, plan.robot),
         scorer_metrics=metrics,
         estimator_uri=estimator_uri,

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 from botocore.exceptions import BotoCoreError
 
 from core.contracts import ERRORS
+from core.location import Location
 from core.read import Quarantine, list_shards_or_quarantine, source_root
 from core.settings import SourceSpec, StorageConfig
 from core.storage import relative_name, storage_error
@@ -70,7 +71,7 @@ def preflight(
         load_estimator(
             scorer_config.estimator_uri, storage, expect_fingerprint=backbone.fingerprint, expect_dim=backbone.embed_dim
         )
-    cache = EmbeddingCache(root=cache_uri, fingerprint=backbone.fingerprint, storage=storage)
+    cache = EmbeddingCache(root=Location(cache_uri, storage), fingerprint=backbone.fingerprint)
     listing = Quarantine(stage="list")
     shards: dict[str, list[CachedShard]] = {"pool": [], "robot": []}
     todo: list[ShardJob] = []
@@ -90,7 +91,7 @@ def preflight(
                     listing.add(shard_uri=shard_uri, reason="unreadable_shard", detail="shard not found")
                     continue
                 shard = relative_name(source_root(spec), shard_uri)
-                counts = cache.counts(entry)
+                counts = entry.counts()
                 shards[role].append(CachedShard(source=spec.name, shard_uri=shard_uri, shard=shard, entry=entry,
                                                 counts=counts))
                 if counts is None:
@@ -127,7 +128,7 @@ def counted(plan: Plan, embedded: EmbedSummary | None) -> Plan:
     def count(shard: CachedShard) -> CachedShard:
         if shard.counts is not None:
             return shard
-        return replace(shard, counts=fresh.get(shard.shard_uri) or plan.cache.counts(shard.entry))
+        return replace(shard, counts=fresh.get(shard.shard_uri) or shard.entry.counts())
 
     return replace(plan, pool=[count(s) for s in plan.pool], robot=[count(s) for s in plan.robot])
 
@@ -141,7 +142,7 @@ def gather_errors(plan: Plan) -> pa.Table:
     """Every quarantined row of the run: listing failures plus what the cache entries recorded, read only from the
     entries whose counts say they hold some (all of them for a plan not yet ``counted``)."""
     quarantined = [s for s in plan.pool + plan.robot if s.counts is None or s.counts.errors]
-    parts = [plan.listing_errors] + [plan.cache.read_errors(s.entry, s.source) for s in quarantined]
+    parts = [plan.listing_errors] + [s.entry.read_errors(s.source) for s in quarantined]
     return pa.concat_tables([p.cast(ERRORS) for p in parts])
 
 
@@ -174,14 +175,14 @@ def fit(plan: Plan, config: ScorerConfig, *, train_pool_samples: int) -> tuple[S
     """Train the scorer on every robot vector and a seeded uniform sample of the pool's."""
     # steps: every shard read for features, then the fit itself
     with Progress("fit", total=len(plan.robot) + len(plan.pool) + 1, unit="steps") as progress:
-        robot = load_features(plan.cache, plan.robot, progress=progress)
+        robot = load_features(plan.robot, progress=progress)
         pool = load_features(
-            plan.cache, plan.pool, max_rows=train_pool_samples, seed=config.estimator.seed, progress=progress
+            plan.pool, max_rows=train_pool_samples, seed=config.estimator.seed, progress=progress
         )
         info = plan.backbone
         parts = feature_parts(info.parts["kind"], info.parts["modality"], info.embed_dim)  # image/text columns
         fitted = fit_scorer(
-            config, robot, pool, backbone_fingerprint=info.fingerprint, parts=parts, storage=plan.cache.storage
+            config, robot, pool, backbone_fingerprint=info.fingerprint, parts=parts, storage=plan.cache.root.storage
         )
         progress.update()
     return fitted

@@ -48,8 +48,8 @@ def cache_entries(pool: list[CachedShard], robot: list[CachedShard]) -> dict[str
     source may have changed since the run)."""
     by_source: dict[str, list[str]] = {}
     for shard in robot:
-        by_source.setdefault(shard.source, []).append(shard.entry)
-    return {"pool": {shard.shard_uri: shard.entry for shard in pool}, "robot": by_source}
+        by_source.setdefault(shard.source, []).append(shard.entry.uri)
+    return {"pool": {shard.shard_uri: shard.entry.uri for shard in pool}, "robot": by_source}
 
 
 def build_sidecar(

@@ -193,18 +193,18 @@ def _run(job: _Job, scorer: Scorer, sidecar: dict[str, Any], *, k: int | None,
         "manifest_uri": job.manifest_uri,
     }
     publish_bytes(sidecar_uri(job.manifest_uri), json.dumps(sidecar, indent=1, sort_keys=True).encode(),
-                  job.cache.storage)
+                  job.cache.root.storage)
     return sidecar
 
 
 def _clear(job: _Job, *, manifest: bool = True) -> None:
     """Remove the scratch files (and, before a run, manifest files) an interrupted attempt left: a stale run, range
     or part file would otherwise be read with this attempt's."""
-    fs, scratch = filesystem(job.scratch, job.cache.storage)
+    fs, scratch = filesystem(job.scratch, job.cache.root.storage)
     if fs.exists(scratch):
         fs.rm(scratch, recursive=True)
     if manifest:
-        _, root = filesystem(job.manifest_uri, job.cache.storage)
+        _, root = filesystem(job.manifest_uri, job.cache.root.storage)
         for stale in fs.glob(root.rstrip("/") + "/part-*.parquet"):
             fs.rm(stale)
 
@@ -241,7 +241,7 @@ def _score_file(row: dict, *, job: _Job, scorer: Scorer) -> dict:
     keys: dict[str, list[np.ndarray]] = {order: [np.zeros(0, np.uint32)] for order in job.orders}
     for index in range(row["first"], row["stop"]):
         shard = job.pool[index]
-        table = job.cache.read(shard.entry, columns=["key", "embedding"])
+        table = shard.entry.read(["key", "embedding"])
         if table.num_rows == 0:  # every sample of the shard was quarantined
             continue
         ids = sample_ids(shard.source, shard.shard, table["key"]).to_pylist()
@@ -252,7 +252,7 @@ def _score_file(row: dict, *, job: _Job, scorer: Scorer) -> dict:
         if "draw" in keys:
             draws = draw_keys(s, seed=job.selection.seed, source=shard.source, shard=shard.shard)
             keys["draw"].append(sr.order_keys(draws))
-    pos, storage, name = np.concatenate(positions), job.cache.storage, f"part-{row['part']:05d}"
+    pos, storage, name = np.concatenate(positions), job.cache.root.storage, f"part-{row['part']:05d}"
     rows = np.empty(len(pos), rec.ROWS)
     rows["pos"], rows["score"] = pos, np.concatenate(scores)
     rec.write(_scratch(job, "scores", name + ".rows"), rows, storage)
@@ -273,7 +273,7 @@ def _score_file(row: dict, *, job: _Job, scorer: Scorer) -> dict:
 def _rank_range(row: dict, *, job: _Job, files: int, shards_per_file: int) -> dict:
     """Pass 2: place every row of one key range of one order — its slice of every run — and write (pos, place) in
     pool order with where each manifest file's rows start."""
-    storage, order, slices = job.cache.storage, row["order"], []
+    storage, order, slices = job.cache.root.storage, row["order"], []
     for q in range(files):
         name = f"part-{q:05d}"
         start, stop = rec.run_slice(rec.read(_scratch(job, order, name + ".index"), rec.RUN_INDEX, storage),
@@ -308,7 +308,7 @@ def _pick(row: dict, *, job: _Job, k: int, files: int, shards_per_file: int) -> 
     kept = [np.zeros(0, np.int64)]
     for r in range(row["ranges"]):
         places = rec.read(_scratch(job, "ranks", job.chosen_by, f"range-{r:05d}.ranks"), rec.RANKS,
-                          job.cache.storage)
+                          job.cache.root.storage)
         candidates = places["pos"][np.argsort(places["rank"])]
         for start in range(0, len(candidates), CHUNK):
             chunk = candidates[start : start + CHUNK]
@@ -319,9 +319,9 @@ def _pick(row: dict, *, job: _Job, k: int, files: int, shards_per_file: int) -> 
                 break
         if picker.done:
             break
-    pos = np.sort(np.concatenate(kept))
-    rec.write(_scratch(job, "picked", "kept.pos"), pos.astype(rec.OFFSETS), job.cache.storage)
-    rec.write(_scratch(job, "picked", "kept.offsets"), _file_offsets(pos, files, shards_per_file), job.cache.storage)
+    pos, storage = np.sort(np.concatenate(kept)), job.cache.root.storage
+    rec.write(_scratch(job, "picked", "kept.pos"), pos.astype(rec.OFFSETS), storage)
+    rec.write(_scratch(job, "picked", "kept.offsets"), _file_offsets(pos, files, shards_per_file), storage)
     return {"duplicates": picker.duplicates, "error": None if picker.done else str(picker.shortfall())}
 
 
@@ -332,7 +332,7 @@ def _vectors(job: _Job, positions: np.ndarray) -> np.ndarray:
     for s in np.unique(shard_of):
         at = np.flatnonzero(shard_of == s)
         rows, back = np.unique(row_of[at], return_inverse=True)
-        x = vectors(job.cache.read_rows(job.pool[int(s)].entry, rows, ["embedding"]))[:, job.columns]
+        x = job.pool[int(s)].entry.read_vectors(rows)[:, job.columns]
         out = np.empty((len(positions), x.shape[1]), np.float32) if out is None else out
         out[at] = x[back]
     return out if out is not None else np.zeros((0, 0), np.float32)
@@ -340,7 +340,7 @@ def _vectors(job: _Job, positions: np.ndarray) -> np.ndarray:
 
 def _file_places(job: _Job, order: str, part: int, ranges: int) -> np.ndarray:
     """One manifest file's (pos, place) rows of ``order``, from its slice of every range, in pool order."""
-    storage, slices = job.cache.storage, []
+    storage, slices = job.cache.root.storage, []
     for r in range(ranges):
         base = _scratch(job, "ranks", order, f"range-{r:05d}")
         start, end = rec.read(base + ".offsets", rec.OFFSETS, storage, part, part + 2)
@@ -352,7 +352,7 @@ def _file_places(job: _Job, order: str, part: int, ranges: int) -> np.ndarray:
 def _chosen(job: _Job, part: int, pos: np.ndarray, k: int, ranges: dict[str, int]) -> np.ndarray:
     """Which of one manifest file's rows (``pos``, pool order) are selected."""
     if job.walks:
-        base, storage = _scratch(job, "picked", "kept"), job.cache.storage
+        base, storage = _scratch(job, "picked", "kept"), job.cache.root.storage
         start, end = rec.read(base + ".offsets", rec.OFFSETS, storage, part, part + 2)
         return np.isin(pos, rec.read(base + ".pos", rec.OFFSETS, storage, int(start), int(end)))
     return _file_places(job, job.chosen_by, part, ranges[job.chosen_by])["rank"] < k
@@ -360,7 +360,7 @@ def _chosen(job: _Job, part: int, pos: np.ndarray, k: int, ranges: dict[str, int
 
 def _write_file(row: dict, *, job: _Job, k: int, ranges: dict[str, int]) -> dict:
     """Pass 4: write one manifest file in pool order; return per-source counts and one digest per shard."""
-    first, stop, storage = row["first"], row["stop"], job.cache.storage
+    first, stop, storage = row["first"], row["stop"], job.cache.root.storage
     rows = rec.read(_scratch(job, "scores", f"part-{row['part']:05d}.rows"), rec.ROWS, storage)
     ranks = _file_places(job, "score", row["part"], ranges["score"])
     if not np.array_equal(ranks["pos"], rows["pos"]):
@@ -373,7 +373,7 @@ def _write_file(row: dict, *, job: _Job, k: int, ranges: dict[str, int]) -> dict
             pq.ParquetWriter(f, MANIFEST) as writer:
         for index in range(first, stop):
             shard = job.pool[index]
-            keys = job.cache.read_keys(shard.entry)
+            keys = shard.entry.read_keys()
             n = keys.num_rows
             part = shard_manifest_rows(shard, keys, scores[offset : offset + n], all_ranks[offset : offset + n],
                                        chosen[offset : offset + n])

@@ -10,7 +10,7 @@ connection reset, timeout, 5xx, throttling) is retried under the executor's one 
 raises any other error, the shard fails without a cache entry and is named, after every other shard is cached, so
 the next run reads it again. Content faults are quarantined in the entry by the reader and the ``Embed`` stage.
 
-A worker claims a shard's entry (``EmbeddingCache.claim``) before embedding it: a run started beside another on one
+A worker claims a shard's entry (``CacheEntry.claim``) before embedding it: a run started beside another on one
 cache waits while the other's worker embeds the shard, then reuses its entry; a dead worker's claim is taken over.
 """
 
@@ -32,7 +32,7 @@ from core.contracts import ERRORS
 from core.lease import LeaseHeld
 from core.read import Quarantine, read_shard
 from core.settings import SourceSpec, StorageConfig
-from tasks.cache import EmbeddingCache, EntryCounts, local_ids
+from tasks.cache import CacheEntry, EmbeddingCache, EntryCounts, local_ids
 from tasks.embed import Embed
 from tasks.executor import Job, RetryPolicy, run
 from tasks.executor.on_ray import RayActors
@@ -61,7 +61,7 @@ SUMMARY = pa.schema(
 class ShardJob:
     spec: SourceSpec
     shard_uri: str
-    entry: str  # cache entry the shard's embeddings go to
+    entry: CacheEntry  # where the shard's embeddings go
 
 
 @dataclass
@@ -172,8 +172,8 @@ class ShardEmbedder:
         summary row."""
         while True:
             try:
-                with self.cache.claim(job.entry):
-                    counts = self.cache.counts(job.entry)  # written by another run since the plan?
+                with job.entry.claim():
+                    counts = job.entry.counts()  # written by another run since the plan?
                     return self._embed(job) if counts is None else _reused(job, counts)
             except LeaseHeld:
                 time.sleep(self.wait_every)

@@ -12,7 +12,7 @@ import pyarrow as pa
 from core.contracts import LOCATION_NAMES, MANIFEST
 from tasks import block_sample
 from tasks.block_sample import BLOCK_ROWS
-from tasks.cache import EmbeddingCache, EntryCounts, entry_row_counts, sample_ids, threaded, vectors
+from tasks.cache import CacheEntry, EntryCounts, entry_row_counts, sample_ids, threaded
 from tasks.progress import Progress
 
 
@@ -24,7 +24,7 @@ class CachedShard:
     source: str
     shard_uri: str
     shard: str
-    entry: str
+    entry: CacheEntry
     counts: EntryCounts | None = None
 
 
@@ -32,7 +32,6 @@ SPREAD = 4  # a large pool's fit sample comes from about SPREAD × max_rows rows
 
 
 def load_features(
-    cache: EmbeddingCache,
     shards: list[CachedShard],
     *,
     max_rows: int | None = None,
@@ -49,7 +48,7 @@ def load_features(
     if all(s.counts for s in shards):
         sizes = [s.counts.rows for s in shards if s.counts]
     else:
-        sizes = entry_row_counts(cache, [s.entry for s in shards])
+        sizes = entry_row_counts([s.entry for s in shards])
     total = sum(sizes)
     keep = None
     if max_rows is not None and total > max_rows:
@@ -58,9 +57,9 @@ def load_features(
 
     def read(i: int) -> np.ndarray | None:
         if keep is None:
-            return vectors(cache.read(shards[i].entry, columns=["embedding"])) if sizes[i] else None
+            return shards[i].entry.read_vectors() if sizes[i] else None
         inside = keep[np.searchsorted(keep, offsets[i]) : np.searchsorted(keep, offsets[i + 1])] - offsets[i]
-        return vectors(cache.read_rows(shards[i].entry, inside, ["embedding"])) if len(inside) else None
+        return shards[i].entry.read_vectors(inside) if len(inside) else None
 
     parts = []
     for x in threaded(read, list(range(len(shards)))):
@@ -85,7 +84,7 @@ def _pool_sample(sizes: list[int], max_rows: int, seed: int) -> np.ndarray:
 def shard_manifest_rows(
     shard: CachedShard, keys: pa.Table, scores: np.ndarray, ranks: np.ndarray, selected: np.ndarray
 ) -> pa.Table:
-    """One shard's manifest rows: ``keys`` (``EmbeddingCache.read_keys``: key and location columns) with the run's
+    """One shard's manifest rows: ``keys`` (``CacheEntry.read_keys``: key and location columns) with the run's
     source name and sample ids applied, and that shard's slice of the scores, ranks and selection."""
     n = keys.num_rows
     return pa.table(

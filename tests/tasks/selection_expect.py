@@ -22,7 +22,7 @@ def expected_manifest(cache: EmbeddingCache, shards: list[CachedShard], scorer: 
     selection, caps = selection or SelectionConfig(), caps or {}
     scores, draws, sources, xs, sizes = [], [], [], [], []
     for shard in shards:
-        table = cache.read(shard.entry, columns=["key", "embedding"])
+        table = shard.entry.read(["key", "embedding"])
         sizes.append(table.num_rows)
         if not table.num_rows:
             continue
@@ -62,7 +62,7 @@ def expected_manifest(cache: EmbeddingCache, shards: list[CachedShard], scorer: 
 
     parts, start = [], 0
     for shard, n in zip(shards, sizes, strict=True):
-        keys = cache.read_keys(shard.entry)
+        keys = shard.entry.read_keys()
         parts.append(shard_manifest_rows(shard, keys, score[start:start + n], rank[start:start + n],
                                          selected[start:start + n]))
         start += n

@@ -36,7 +36,7 @@ def embed_all(p: Plan, backbone) -> None:
 def manifest_ids(p: Plan) -> tuple[list[str], list[str]]:
     parts = []
     for shard in p.pool:
-        keys = p.cache.read_keys(shard.entry)
+        keys = shard.entry.read_keys()
         n = keys.num_rows
         parts.append(shard_manifest_rows(shard, keys, np.zeros(n, np.float32), np.arange(n), np.zeros(n, bool)))
     return [i for t in parts for i in t["sample_id"].to_pylist()], [s for t in parts for s in t["source"].to_pylist()]

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from core.contracts import ERRORS
+from core.location import Location
 from core.manifest import read_manifest
 from estimator.baselines import MeanDistanceScorer
 from estimator.features import ColumnScorer
@@ -34,14 +35,14 @@ def scorer(columns: slice = slice(0, 4)) -> ColumnScorer:
 @pytest.fixture(scope="module")
 def plan(tmp_path_factory) -> curation.Plan:
     """4 shards over 2 sources (one empty), 32 samples; the copies are the robot's image and score highest."""
-    cache = EmbeddingCache(root=str(tmp_path_factory.mktemp("cache")), fingerprint="fp")
+    cache = EmbeddingCache(root=Location(str(tmp_path_factory.mktemp("cache"))), fingerprint="fp")
     x = np.random.default_rng(0).standard_normal((32, 8)).astype(np.float32)
     x[COPIES, :4] = IMAGE
     shards, start = [], 0
     for i, rows in enumerate([10, 0, 14, 8]):
         source = ("web", "vqa")[i % 2]
         shard = CachedShard(source=source, shard_uri=f"/data/{source}/{i}.tar", shard=f"{i}.tar",
-                            entry=f"{cache.root}/fp/{i}")
+                            entry=cache.at(f"{cache.root}/fp/{i}"))
         table = pa.table({"key": [f"{j:03d}" for j in range(rows)], "embedding": pa.FixedSizeListArray.from_arrays(
             pa.array(x[start:start + rows].reshape(-1)), 8)})
         cache.write(shard.entry, shard.shard_uri, table, ERRORS.empty_table(), "float32")

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from core.contracts import ERRORS
+from core.location import Location
 from core.manifest import read_manifest, read_sidecar
 from estimator.baselines import MeanDistanceScorer
 from estimator.features import ColumnScorer
@@ -41,14 +42,14 @@ def test_ranges_cover_every_row_from_the_top():
 @pytest.fixture(scope="module")
 def tied_cache(tmp_path_factory) -> tuple[EmbeddingCache, list[CachedShard]]:
     """7 shards over 2 sources (one shard empty), vectors drawn from 5 distinct rows: many equal scores."""
-    cache = EmbeddingCache(root=str(tmp_path_factory.mktemp("cache")), fingerprint="fp")
+    cache = EmbeddingCache(root=Location(str(tmp_path_factory.mktemp("cache"))), fingerprint="fp")
     rng = np.random.default_rng(1)
     distinct = rng.standard_normal((5, 8)).astype(np.float32)
     shards = []
     for i, rows in enumerate([40, 0, 33, 50, 7, 61, 25]):
         source = ("web", "vqa")[i % 2]
         shard = CachedShard(source=source, shard_uri=f"/data/{source}/{i:03d}.tar", shard=f"{i:03d}.tar",
-                            entry=f"{cache.root}/fp/{i:03d}")
+                            entry=cache.at(f"{cache.root}/fp/{i:03d}"))
         x = distinct[rng.integers(0, 5, rows)]
         table = pa.table({"key": [f"{j:04d}" for j in range(rows)],
                           "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 8)})
@@ -106,7 +107,7 @@ COPIES = 14  # rows of the pool that carry one image (columns 0:4) beside differ
 def mixed(tmp_path_factory) -> tuple[EmbeddingCache, list[CachedShard], ColumnScorer]:
     """7 shards over 3 sources (one shard empty), 190 samples; a scorer of the image columns to which the planted
     copies score high, so the draw meets them often, and "web" holds more good samples than its cap."""
-    cache = EmbeddingCache(root=str(tmp_path_factory.mktemp("mixed")), fingerprint="fp")
+    cache = EmbeddingCache(root=Location(str(tmp_path_factory.mktemp("mixed"))), fingerprint="fp")
     rng = np.random.default_rng(7)
     robot = rng.standard_normal((3, 4)).astype(np.float32)
     x = rng.standard_normal((190, 8)).astype(np.float32)
@@ -116,7 +117,7 @@ def mixed(tmp_path_factory) -> tuple[EmbeddingCache, list[CachedShard], ColumnSc
     for i, rows in enumerate([30, 30, 0, 40, 35, 25, 30]):
         source = ("web", "web", "vqa", "vqa", "docs", "docs", "web")[i]
         shard = CachedShard(source=source, shard_uri=f"/data/{source}/{i}.tar", shard=f"{i}.tar",
-                            entry=f"{cache.root}/fp/{i}")
+                            entry=cache.at(f"{cache.root}/fp/{i}"))
         table = pa.table({"key": [f"{j:03d}" for j in range(rows)], "embedding": pa.FixedSizeListArray.from_arrays(
             pa.array(x[start:start + rows].reshape(-1)), 8)})
         cache.write(shard.entry, shard.shard_uri, table, ERRORS.empty_table(), "float32")

@@ -9,8 +9,9 @@ import numpy as np
 import pyarrow as pa
 
 from core.contracts import ERRORS
-from core.storage import filesystem, join
-from tasks.cache import EmbeddingCache, EntryCounts
+from core.location import Location
+from core.storage import filesystem
+from tasks.cache import CacheEntry, EmbeddingCache, EntryCounts
 from tasks.curation import Plan, counted, gather_errors, usable_rows
 from tasks.embed_shards import SUMMARY, EmbedSummary
 from tasks.sample_counts import known_pool_size
@@ -34,10 +35,10 @@ def embedded_pool(s3, name: str, shards: int) -> tuple[Plan, EmbedSummary]:
     """A plan of ``shards`` pool shards and one robot shard, embedded: every entry written and reported as a
     worker does (the first pool shard quarantined one sample)."""
     bucket = s3.make_bucket(name)
-    cache = EmbeddingCache(root=f"{bucket}/cache", fingerprint="fp", storage=s3.storage)
-    pool = [CachedShard("web", f"{bucket}/pool/{i}.tar", f"{i}.tar", join(cache.root, "fp", f"p{i}"))
+    cache = EmbeddingCache(root=Location(f"{bucket}/cache", s3.storage), fingerprint="fp")
+    pool = [CachedShard("web", f"{bucket}/pool/{i}.tar", f"{i}.tar", CacheEntry(cache.root.join("fp", f"p{i}")))
             for i in range(shards)]
-    robot = [CachedShard("robot", f"{bucket}/robot/0.parquet", "0.parquet", join(cache.root, "fp", "r0"))]
+    robot = [CachedShard("robot", f"{bucket}/robot/0.parquet", "0.parquet", CacheEntry(cache.root.join("fp", "r0")))]
     rows = []
     for i, shard in enumerate(pool + robot):
         errors = quarantined(shard.shard_uri) if i == 0 else ERRORS.empty_table()
@@ -61,7 +62,7 @@ def after_embedding(s3, plan: Plan, summary: EmbedSummary) -> tuple[int, int]:
     assert pool_size == ROWS * len(plan.pool)
     assert errors["sample_id"].to_pylist() == ["web/bad"]
     mark = s3.log.mark()
-    load_features(plan.cache, plan.pool, max_rows=4, seed=0)
+    load_features(plan.pool, max_rows=4, seed=0)
     return counting, len(s3.log.since(mark))
 
 
@@ -76,9 +77,9 @@ def test_counts_come_from_one_object_or_the_footers_of_an_older_entry(s3):
     plan, _ = embedded_pool(s3, "driver-counts", 1)
     entry = plan.pool[0].entry
     mark = s3.log.mark()
-    assert plan.cache.counts(entry) == EntryCounts(rows=ROWS, quarantined={"undecodable": 1})
+    assert entry.counts() == EntryCounts(rows=ROWS, quarantined={"undecodable": 1})
     assert {path.rsplit("/", 1)[-1] for _, path in s3.log.since(mark)} == {"p0.counts.json"}  # that object alone
-    fs, path = filesystem(entry + ".counts.json", s3.storage)
+    fs, path = filesystem(entry.uri + ".counts.json", s3.storage)
     fs.rm(path)  # as an entry written before counts were kept
-    assert plan.cache.counts(entry) == EntryCounts(rows=ROWS, quarantined={"undecodable": 1})
-    assert plan.cache.counts(join(plan.cache.root, "fp", "never")) is None
+    assert entry.counts() == EntryCounts(rows=ROWS, quarantined={"undecodable": 1})
+    assert CacheEntry(plan.cache.root.join("fp", "never")).counts() is None

@@ -11,6 +11,7 @@ from collections import Counter
 import pyarrow as pa
 import pytest
 
+from core.location import Location
 from core.read import list_shards
 from core.storage import publish_bytes
 from estimator.backbones.fingerprint import describe
@@ -28,12 +29,12 @@ def backbone(tmp_path_factory):
 
 @pytest.mark.usefixtures("ray_local")
 def test_two_runs_on_one_cache_embed_each_shard_once(s3, s3_corpus, backbone):
-    cache = EmbeddingCache(root=f"{s3.make_bucket('claims')}/cache", fingerprint=describe(backbone).fingerprint,
-                           storage=s3.storage)
+    cache = EmbeddingCache(root=Location(f"{s3.make_bucket('claims')}/cache", s3.storage),
+                           fingerprint=describe(backbone).fingerprint)
     spec = s3_corpus.pool[2]  # parquet, 10-row shards
     jobs = [ShardJob(spec=spec, shard_uri=u, entry=cache.entry(spec, u)) for u in list_shards(spec, s3.storage)]
     dead = {"token": "x", "host": "elsewhere", "pid": 1, "heartbeat": time.time() - 3600}  # a worker killed long ago
-    publish_bytes(jobs[0].entry + ".lease.json", json.dumps(dead).encode(), s3.storage)
+    publish_bytes(jobs[0].entry.uri + ".lease.json", json.dumps(dead).encode(), s3.storage)
     mark = s3.log.mark()
     reports: dict[str, Report] = {}
 

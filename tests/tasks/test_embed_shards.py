@@ -15,6 +15,7 @@ import ray.data
 
 import core.read.webdataset as webdataset
 from core.contracts import LOCATION_NAMES
+from core.location import Location
 from core.read import Quarantine, list_shards, read_shard
 from estimator.backbones.tiny import save_tiny_backbone
 from tasks.base import Resources
@@ -40,7 +41,7 @@ def test_shards_run_on_an_actor_pool_sized_from_the_stage(monkeypatch, tmp_path,
     monkeypatch.setattr(embed_shards_module, "_check_fits", lambda embed, **kw: 4.0)
     monkeypatch.setattr(embed_shards_module, "run", recording_run)
     embed = Embed(backbone=tiny_backbone, resources=Resources(cpus=0.5, gpus=1))
-    summary = embed_shards([object()], embed=embed, cache=EmbeddingCache(root=str(tmp_path), fingerprint="f"),
+    summary = embed_shards([object()], embed=embed, cache=EmbeddingCache(root=Location(str(tmp_path)), fingerprint="f"),
                            actors=3, read_cpus=0.25, retries=4)
     pool = seen["executor"]
     assert isinstance(pool, RayActors) and (pool.actors, pool.cpus, pool.gpus) == (3, 0.75, 1)
@@ -56,7 +57,7 @@ def tiny_backbone(tmp_path_factory):
 def _cache(tmp_path, backbone) -> EmbeddingCache:
     from estimator.backbones.fingerprint import describe
 
-    return EmbeddingCache(root=str(tmp_path / "cache"), fingerprint=describe(backbone).fingerprint)
+    return EmbeddingCache(root=Location(str(tmp_path / "cache")), fingerprint=describe(backbone).fingerprint)
 
 
 @pytest.mark.usefixtures("ray_local")
@@ -77,7 +78,7 @@ def test_workers_publish_their_shards_and_return_summary_rows(local_corpus, tiny
     assert "seconds_prepare" in summary.stats()
     stats = summary.stats()
     assert stats["rows_embedded"] == summary.samples_embedded and stats["samples_per_s"] > 0
-    entries = [cache.read(j.entry) for j in jobs]
+    entries = [j.entry.read() for j in jobs]
     assert all(vectors(e).shape[1] == 64 for e in entries)
     # the source's name is not cached; where each sample is (a Parquet shard: its row group) is
     assert all(e.column_names == ["key", "embedding", *LOCATION_NAMES] for e in entries)
@@ -89,7 +90,7 @@ def test_workers_publish_their_shards_and_return_summary_rows(local_corpus, tiny
     samples = pa.concat_tables(read_shard(spec, jobs[0].shard_uri, quarantine=Quarantine()))
     batch = _work(samples)
     expected = vectors(local.finish(batch, prepare_rows(local.model.preprocessor, batch, 5))).astype(np.float16)
-    np.testing.assert_array_equal(vectors(cache.read(jobs[0].entry)).astype(np.float16), expected)
+    np.testing.assert_array_equal(vectors(jobs[0].entry.read()).astype(np.float16), expected)
 
 
 @pytest.mark.usefixtures("ray_local")
@@ -176,15 +177,15 @@ def test_connection_reset_mid_shard_is_retried_and_never_cached_partial(
     if cached:  # reset once, read again in full: all 10 samples, nothing quarantined
         (row,) = report.rows
         assert row["attempts"] == 2 and row["rows_embedded"] == 10
-        assert cache.read(job.entry).num_rows == 10 and json.loads(row["quarantined"]) == {}
+        assert job.entry.read().num_rows == 10 and json.loads(row["quarantined"]) == {}
     else:  # reset every time: the shard fails, named, and no entry (not a 2-row one) is written
         (failure,) = report.failures
         assert failure.attempts == 3 and failure.error.startswith("ConnectionResetError") and failure.name == shard
-        assert not cache.has(job.entry)
+        assert not job.entry.exists()
 
 
 def test_a_worker_whose_model_is_not_the_planned_one_fails_loudly(tiny_backbone, tmp_path):
-    cache = EmbeddingCache(root=str(tmp_path), fingerprint="planned-for-another-model")
+    cache = EmbeddingCache(root=Location(str(tmp_path)), fingerprint="planned-for-another-model")
     worker = ShardEmbedder(embed=Embed(backbone=tiny_backbone), cache=cache)
     with pytest.raises(RuntimeError, match="planned-for-another-model"):
         worker.setup()

@@ -5,7 +5,7 @@ the pass naming its unit, and nothing is published."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +14,9 @@ import pytest
 from ray import cloudpickle
 
 from core.contracts import ERRORS
+from core.location import Location
 from estimator.baselines import MeanDistanceScorer
-from tasks.cache import EmbeddingCache
+from tasks.cache import CacheEntry, EmbeddingCache
 from tasks.distributed_select import DistributedSelection, score_select_write
 from tasks.executor import JobFailed, RetryPolicy
 from tasks.score import CachedShard
@@ -32,37 +33,40 @@ def on_ray(ray_local):
 
 
 @dataclass(frozen=True)
-class FlakyCache(EmbeddingCache):
-    """Reads of entry ``target`` reset the connection ``faults`` times: ``read`` (the score pass) and
-    ``read_keys`` (the manifest pass) each. Attempts are counted in files under ``log``: they add up across Ray
-    workers."""
+class FlakyEntry(CacheEntry):
+    """Reads of this entry reset the connection ``faults`` times: ``read`` (the score pass) and ``read_keys`` (the
+    manifest pass) each. Attempts are counted in files under ``log``: they add up across Ray workers."""
 
     log: str = ""
-    target: str = ""
     faults: int = 0
 
-    def _attempt(self, step: str, entry: str) -> None:
-        if entry != self.target:
-            return
+    def _attempt(self, step: str) -> None:
         with (Path(self.log) / step).open("a") as f:
             f.write("x")
         if len((Path(self.log) / step).read_text()) <= self.faults:
             raise ConnectionResetError(104, "Connection reset by peer")
 
-    def read(self, entry: str, columns: list[str] | None = None) -> pa.Table:
-        self._attempt("score", entry)
-        return super().read(entry, columns)
+    def read(self, columns: list[str] | None = None) -> pa.Table:
+        self._attempt("score")
+        return super().read(columns)
 
-    def read_keys(self, entry: str) -> pa.Table:
-        self._attempt("manifest", entry)
-        return super().read_keys(entry)
+    def read_keys(self) -> pa.Table:
+        self._attempt("manifest")
+        return super().read_keys()
+
+
+def _flaky(shards: list[CachedShard], log: Path, faults: int) -> list[CachedShard]:
+    """``shards`` with the fourth one's entry flaky."""
+    flaky = FlakyEntry(shards[3].entry.prefix, log=str(log), faults=faults)
+    return [*shards[:3], replace(shards[3], entry=flaky), *shards[4:]]
 
 
 def _pool(root: Path) -> tuple[EmbeddingCache, list[CachedShard]]:
-    cache = EmbeddingCache(root=str(root), fingerprint="fp")
+    cache = EmbeddingCache(root=Location(str(root)), fingerprint="fp")
     rng, shards = np.random.default_rng(3), []
     for i in range(5):
-        shard = CachedShard(source="web", shard_uri=f"/data/{i}.tar", shard=f"{i}.tar", entry=f"{root}/fp/{i}")
+        shard = CachedShard(source="web", shard_uri=f"/data/{i}.tar", shard=f"{i}.tar",
+                            entry=cache.at(f"{root}/fp/{i}"))
         x = rng.standard_normal((12, 4)).astype(np.float32)
         table = pa.table({"key": [f"{j:02d}" for j in range(12)],
                           "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 4)})
@@ -83,8 +87,7 @@ def test_a_transient_fault_in_a_score_range_or_a_manifest_file_is_retried(tmp_pa
     clean = _select(cache, shards, tmp_path / "clean" / "manifest.parquet")
     log = tmp_path / "log"
     log.mkdir()
-    flaky = FlakyCache(root=cache.root, fingerprint="fp", log=str(log), target=shards[3].entry, faults=1)
-    retried = _select(flaky, shards, tmp_path / "retried" / "manifest.parquet")
+    retried = _select(cache, _flaky(shards, log, faults=1), tmp_path / "retried" / "manifest.parquet")
     assert {p.name: len(p.read_text()) for p in log.iterdir()} == {"score": 2, "manifest": 2}
     assert retried["content_sha256"] == clean["content_sha256"]
 
@@ -94,9 +97,8 @@ def test_a_fault_that_outlasts_the_retries_fails_the_pass_naming_its_unit(tmp_pa
     cache, shards = _pool(tmp_path / "cache")
     log = tmp_path / "log"
     log.mkdir()
-    flaky = FlakyCache(root=cache.root, fingerprint="fp", log=str(log), target=shards[3].entry, faults=9)
     uri = tmp_path / "run" / "manifest.parquet"
     with pytest.raises(JobFailed, match=r"score: 1 unit\(s\) failed; .*part-00001.parquet \(ConnectionResetError"):
-        _select(flaky, shards, uri)
+        _select(cache, _flaky(shards, log, faults=9), uri)
     assert len((log / "score").read_text()) == RetryPolicy().retries + 1
     assert not uri.exists() and not (tmp_path / "run" / "manifest.parquet.scratch").exists()

@@ -25,6 +25,7 @@ SCRIPT = textwrap.dedent(
     from flows.runtime import ray_default_temp
     from core.manifest import read_manifest
     from estimator.baselines import MeanDistanceScorer
+    from core.location import Location
     from tasks.cache import EmbeddingCache
     from tasks.distributed_select import DistributedSelection, score_select_write
     from tasks.score import CachedShard
@@ -32,12 +33,13 @@ SCRIPT = textwrap.dedent(
     from tests.tasks.selection_expect import expected_manifest
 
     root = sys.argv[1]
-    cache = EmbeddingCache(root=root + "/cache", fingerprint="fp")
+    cache = EmbeddingCache(root=Location(root + "/cache"), fingerprint="fp")
     rng = np.random.default_rng(3)
     distinct = rng.standard_normal((6, 8)).astype(np.float32)
     shards = []
     for i, rows in enumerate([30, 12, 0, 41, 25, 18]):
-        shard = CachedShard(source=f"s{i % 2}", shard_uri=f"/d/{i}.tar", shard=f"{i}.tar", entry=f"{root}/cache/fp/{i}")
+        shard = CachedShard(source=f"s{i % 2}", shard_uri=f"/d/{i}.tar", shard=f"{i}.tar",
+                            entry=cache.at(f"{root}/cache/fp/{i}"))
         x = distinct[rng.integers(0, 6, rows)]
         cache.write(shard.entry, shard.shard_uri,
                     pa.table({"key": [str(j) for j in range(rows)],
