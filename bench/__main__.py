@@ -19,6 +19,7 @@ BENCHES = {
     "modes": "bench.update_modes",
     "export": "bench.export_throughput",
     "flat": "bench.flat",
+    "toyworld": "bench.toyworld_probe",
 }
 
 if __name__ == "__main__":

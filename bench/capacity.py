@@ -39,7 +39,8 @@ def model(n: float, backbone: str, args: argparse.Namespace) -> dict:
     cache_mb = args.shard_rows * DIM[backbone] * 2 / 1e6  # float16 vectors
     files = math.ceil(shards / args.shards_per_file)  # ranges = files (the default)
     gets = shards * (math.ceil(shard_mb / 5) + math.ceil(cache_mb / 5) + 2) + 4 * files * files
-    puts = shards * 2 + 6 * files  # cache entry + errors per shard; rows, run, index, ranks, offsets, manifest part
+    # cache entry, errors, counts and lease per shard; rows, run, index, ranks, offsets, manifest part per file
+    puts = shards * 4 + 6 * files
     return {
         "backbone": backbone, "pool": f"{n:,.0f}", "manifest files": files, "GPUs": args.gpus,
         "decode cores": args.decode_cores,

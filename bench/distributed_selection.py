@@ -3,11 +3,10 @@ the driver's peak memory as the pool grows, on a local Ray cluster.
 
 The cache is ``bench.selection``'s synthetic one (random float16 vectors, shards of ``--shard-size`` rows, written
 once under data/bench/). The scorer is an untrained linear ``ProximityEstimator``. The raw read is the same task
-layout doing nothing but read: one Ray task per group of entries (through the same runner), each reading its
+layout doing nothing but read: one Ray task per group of entries (through the same executor pass), each reading its
 vectors as float32 and counting them (``ray.data.read_parquet`` itself put every file in one read task here).
 Driver memory is the driver process's resident set, sampled every 20 ms during the run, above its value before
-(RSS counts Arrow and numpy alike). The one-process path (``score_pool`` + ``select``, no manifest) runs too for
-reference.
+(RSS counts Arrow and numpy alike).
 """
 
 from __future__ import annotations
@@ -26,10 +25,8 @@ import torch
 from bench.selection import synthetic_cache
 from estimator.probe import ProximityEstimator
 from flows.runtime import local_ray
-from tasks.cache import EmbeddingCache, vectors
-from tasks.curation import select
-from tasks.distributed_select import DistributedSelection, run_tasks, score_select_write
-from tasks.score import score_pool
+from tasks.cache import CacheEntry
+from tasks.distributed_select import DistributedSelection, run_pass, score_select_write
 
 OUT = Path("bench/out")
 RUNS = Path("data/bench/distributed-select-runs")
@@ -57,14 +54,15 @@ def _peak_rss(fn: Callable[[], object]) -> tuple[float, float, object]:
     return time.perf_counter() - t0, (peak - base) / 1e6, out
 
 
-def _read_entries(row: dict, *, cache: EmbeddingCache) -> dict:
-    return {"n": sum(len(vectors(cache.read(e, columns=["embedding"]))) for e in row["entries"])}
+def _read_entries(row: dict) -> dict:
+    return {"n": sum(len(e.read_vectors()) for e in row["entries"])}
 
 
-def _raw_read(cache: EmbeddingCache, groups: list[list[str]], options: DistributedSelection) -> int:
+def _raw_read(groups: list[list[CacheEntry]], options: DistributedSelection) -> int:
     """The same task layout as the scoring pass (one Ray task per group of entries, same CPUs and concurrency,
-    through the same runner), each task only reading its entries' vectors as float32: the floor of any pass."""
-    rows = run_tasks("raw read", _read_entries, [{"entries": g} for g in groups], options, cache=cache)
+    through the same executor pass), each task only reading its entries' vectors as float32: the floor of any pass."""
+    units = [{"group": i, "entries": g} for i, g in enumerate(groups)]
+    rows = run_pass("raw read", _read_entries, units, options, name=lambda u: str(u["group"]))
     return int(sum(row["n"] for row in rows))
 
 
@@ -77,20 +75,17 @@ def bench_pool(pool: int, args: argparse.Namespace) -> dict:
     options = DistributedSelection(shards_per_file=args.shards_per_file, workers=args.workers, cpus=args.cpus)
     entries = [s.entry for s in shards]
     groups = [entries[i : i + args.shards_per_file] for i in range(0, len(entries), args.shards_per_file)]
-    _raw_read(cache, groups, options)  # warm-up: Ray's workers start, the page cache fills
-    read_s, read_mb, rows = _peak_rss(lambda: _raw_read(cache, groups, options))
+    _raw_read(groups, options)  # warm-up: Ray's workers start, the page cache fills
+    read_s, read_mb, rows = _peak_rss(lambda: _raw_read(groups, options))
     assert rows == pool
     uri = str(RUNS / f"{pool}-{time.time_ns()}" / "manifest.parquet")
     dist_s, dist_mb, sidecar = _peak_rss(lambda: score_select_write(
         cache=cache, pool=shards, scorer=scorer, manifest_uri=uri, sidecar={}, k=k, fraction=None, options=options))
     assert sidecar["rows"] == pool and sidecar["selected"] == k
-    one_s, one_mb, _ = _peak_rss(lambda: select(score_pool(cache, shards, scorer), k=k, fraction=None,
-                                                per_source_cap=None))
     row = {"pool": pool, "files": len(sidecar["files"]), "raw_read_s": round(read_s, 1),
            "distributed_s": round(dist_s, 1), "raw_read/distributed": round(read_s / dist_s, 2),
-           "distributed_per_s": round(pool / dist_s), "one_process_s(no manifest)": round(one_s, 1),
-           "driver_peak_mb_raw_read": round(read_mb, 1), "driver_peak_mb_distributed": round(dist_mb, 1),
-           "driver_peak_mb_one_process": round(one_mb, 1)}
+           "distributed_per_s": round(pool / dist_s),
+           "driver_peak_mb_raw_read": round(read_mb, 1), "driver_peak_mb_distributed": round(dist_mb, 1)}
     print(json.dumps(row), flush=True)
     return row
 

@@ -33,6 +33,7 @@ from PIL import Image
 
 from bench.models import bench_backbone
 from bench.read_throughput import _reset_peak, _status_mb
+from core.location import Location
 from core.read import Quarantine, list_shards, read_shard
 from estimator.backbones import BackboneSpec, load_backbone
 from estimator.backbones.fingerprint import describe
@@ -87,7 +88,7 @@ def product(spec: BackboneSpec, shards: list[tuple], args: argparse.Namespace, c
     ``embed_shards`` call (actor start and model load included)."""
     actor_cpus, read_cpus, prepare_cpus = config
     root = str(DATA / f"embed-cache-{uuid.uuid4().hex[:8]}")
-    cache = EmbeddingCache(root=root, fingerprint=describe(spec).fingerprint)
+    cache = EmbeddingCache(root=Location(root), fingerprint=describe(spec).fingerprint)
     jobs = [ShardJob(spec=s, shard_uri=u, entry=cache.entry(s, u)) for s, u in shards]
     stage = Embed(backbone=spec, batch_size=args.batch_size, resources=Resources(cpus=actor_cpus))
     try:
@@ -98,7 +99,7 @@ def product(spec: BackboneSpec, shards: list[tuple], args: argparse.Namespace, c
         wall = time.perf_counter() - t0
         return summary.samples_embedded, wall, _status_mb("VmHWM") - base, summary.stats()
     finally:
-        shutil.rmtree(cache.root, ignore_errors=True)
+        shutil.rmtree(cache.root.uri, ignore_errors=True)
 
 
 class PlainEmbedder:

@@ -34,6 +34,7 @@ import pyarrow as pa
 from bench.distributed_selection import _peak_rss
 from bench.selection import DATA, SOURCES, synthetic_cache
 from core.contracts import ERRORS
+from core.location import Location
 from core.manifest import write_manifest
 from core.storage import exists, publish_bytes
 from tasks.cache import EmbeddingCache, sample_ids
@@ -46,9 +47,9 @@ ROBOT_ROWS = (2000, 2000)
 
 def robot_set(dim: int, shift: float) -> list[CachedShard]:
     """Robot vectors: standard normal + ``shift`` on every column (written once)."""
-    cache = EmbeddingCache(root=str(DATA / f"flat-robot-{dim}-{shift}"), fingerprint="synthetic")
+    cache = EmbeddingCache(root=Location(str(DATA / f"flat-robot-{dim}-{shift}")), fingerprint="synthetic")
     shards = [CachedShard(source="robot", shard_uri=f"synthetic-robot://{i}", shard=str(i),
-                          entry=f"{cache.root}/synthetic/robot-{i:03d}") for i in range(len(ROBOT_ROWS))]
+                          entry=cache.at(f"{cache.root}/synthetic/robot-{i:03d}")) for i in range(len(ROBOT_ROWS))]
     if not exists(f"{cache.root}/_DONE"):
         rng = np.random.default_rng(1)
         for shard, n in zip(shards, ROBOT_ROWS, strict=True):
@@ -88,10 +89,10 @@ def synthetic_run(pool: int, args: argparse.Namespace) -> str:
             start = stop
 
     sidecar = {"run_id": f"flat-{pool}", "backbone": "synthetic", "backbone_fingerprint": cache.fingerprint,
-               "cache_uri": cache.root, "embed_dim": args.dim, "k": k, "quarantined": 0, "pool": [],
+               "cache_uri": cache.root.uri, "embed_dim": args.dim, "k": k, "quarantined": 0, "pool": [],
                "robot": [{"name": "robot"}],
-               "cache_entries": {"pool": {s.shard_uri: s.entry for s in shards},
-                                 "robot": {"robot": [s.entry for s in robot]}}}
+               "cache_entries": {"pool": {s.shard_uri: s.entry.uri for s in shards},
+                                 "robot": {"robot": [s.entry.uri for s in robot]}}}
     write_manifest(uri, parts(), sidecar)
     publish_bytes(uri.replace("manifest.parquet", "_DONE"), b"")
     return uri

@@ -2,33 +2,28 @@
 unchanged shards (every embedding comes from the cache), in one process, one after the other.
 
 Both runs are the whole Prefect flow (preflight with the backbone load, fit, score, select, manifest, MLflow
-record); Prefect's embedded API and the MLflow DB (under data/bench/) are set up before timing. Each Prefect task
-call is timed, the Ray session (local Ray start + embed task + shutdown) and the MLflow record.
+record); Prefect's embedded API and the MLflow DB (under data/bench/) are set up before timing. The steps' seconds
+are the product's own (``CurateReport.timings``: each executor job's wall time and the steps that are none).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import shutil
 import time
 import uuid
-from collections import defaultdict
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import pandas as pd
-from prefect import Task, flow
+from prefect import flow
 
 import flows.curate as curate_flow
 from bench.models import bench_backbone
 from core.settings import MlflowConfig
 from flows.params import CurateParams
 from synth import SynthConfig, generate_corpus
-from tasks import prefect_tasks
 
 OUT = Path("bench/out")
 DATA = Path("data/bench")
@@ -46,46 +41,6 @@ def _mlflow_config() -> MlflowConfig:
     if mlflow.get_experiment_by_name(config.experiment) is None:
         mlflow.create_experiment(config.experiment, artifact_location=(DATA / "mlruns").resolve().as_uri())
     return config
-
-
-@contextlib.contextmanager
-def _timed_steps(times: dict[str, float]) -> Iterator[None]:
-    """Time every Prefect task of ``tasks.prefect_tasks``, the Ray session and the MLflow record, by wrapping
-    what the flow looks up at call time (restored on exit)."""
-    originals: dict[tuple[Any, str], Any] = {
-        (prefect_tasks, n): t for n, t in vars(prefect_tasks).items() if isinstance(t, Task)
-    }
-    originals |= {(curate_flow, n): getattr(curate_flow, n) for n in ("_record",) if hasattr(curate_flow, n)}
-    ray_session = curate_flow.ray_session
-
-    def timed(name: str, fn: Callable) -> Callable:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                times[name.strip("_")] += time.perf_counter() - t0
-
-        return call
-
-    @contextlib.contextmanager
-    def timed_session(address: str | None) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            with ray_session(address):
-                yield
-        finally:
-            times["ray_session"] += time.perf_counter() - t0
-
-    for (module, name), fn in originals.items():
-        setattr(module, name, timed(name, fn))
-    curate_flow.ray_session = timed_session
-    try:
-        yield
-    finally:
-        curate_flow.ray_session = ray_session
-        for (module, name), fn in originals.items():
-            setattr(module, name, fn)
 
 
 def main(argv: list[str]) -> int:
@@ -109,15 +64,13 @@ def main(argv: list[str]) -> int:
         for run in ("first", "second"):
             params = CurateParams(pool=info.pool, robot=info.robot, backbone=spec, fraction=args.fraction,
                                   output_uri=str(out / "runs"), run_name=run, mlflow=tracking)
-            times: dict[str, float] = defaultdict(float)
-            with _timed_steps(times):
-                t0 = time.perf_counter()
-                report = curate_flow.curate(params)
-                wall = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            report = curate_flow.curate(params)
+            wall = time.perf_counter() - t0
             rows.append({"run": run, "wall_s": round(wall, 2), "flow_s": report.seconds,
                          "shards_embedded": report.shards_embedded, "shards_cached": report.shards_cached,
                          "pool_samples": report.pool_samples, "selected": report.selected,
-                         **{f"{k}_s": round(v, 2) for k, v in times.items()}})
+                         **{step: round(seconds, 2) for step, seconds in report.timings.items()}})
     finally:
         if not args.keep:
             shutil.rmtree(out, ignore_errors=True)
@@ -125,7 +78,7 @@ def main(argv: list[str]) -> int:
     first, second = table.loc["first"], table.loc["second"]
     ratios = {"wall first/second": round(first["wall_s"] / second["wall_s"], 1),
               "flow first/second": round(first["flow_s"] / second["flow_s"], 1),
-              "first: embed task share of wall": round(first["embed_s"] / first["wall_s"], 2)}
+              "first: embed step share of wall": round(first["embed_s"] / first["wall_s"], 2)}
     print("\n" + table.T.to_string() + "\n\n" + "\n".join(f"{k}: {v}" for k, v in ratios.items()))
     OUT.mkdir(parents=True, exist_ok=True)
     result = {"args": vars(args), "rows": rows, "ratios": ratios}

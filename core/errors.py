@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import errno
 import http.client
+import os
 import re
 
 import aiohttp
 import botocore.exceptions
 import urllib3.exceptions
 
-__all__ = ["TRANSIENT_S3_CODES", "is_transient"]
+__all__ = ["TRANSIENT_S3_CODES", "ClusterLost", "is_transient", "lost_cluster_ends_process"]
 
 # S3 error codes a retry may cure (AWS "ErrorResponses" and botocore's retry handlers).
 TRANSIENT_S3_CODES = frozenset(
@@ -93,3 +94,26 @@ def is_transient(exc: BaseException) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
+
+
+class ClusterLost(RuntimeError):
+    """The Ray cluster a run was using is gone (the driver's own raylet exited): nothing more can run on it; the
+    same command, run again, resumes from what was finished."""
+
+
+_END_PROCESS_ON_LOST_CLUSTER = False
+
+
+def lost_cluster_ends_process() -> None:
+    """From now on a lost cluster ends this process at once, as Ray's core worker itself does moments later, rather
+    than raising ``ClusterLost`` through the flow (whose engine would log it with a traceback). Set by a command run
+    under a supervising parent, which reports the loss in one line and marks the flow runs CRASHED."""
+    global _END_PROCESS_ON_LOST_CLUSTER
+    _END_PROCESS_ON_LOST_CLUSTER = True
+
+
+def cluster_lost(detail: str) -> ClusterLost:
+    """The error to raise for a lost cluster, or (after ``lost_cluster_ends_process``) the end of the process."""
+    if _END_PROCESS_ON_LOST_CLUSTER:
+        os._exit(1)
+    return ClusterLost(f"the Ray cluster was lost during the run ({detail}); run the same command again to resume")

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from estimator.backbones.kinds import KINDS
 from estimator.config import Part
 from estimator.probe import as_features
 
 
 def feature_parts(kind: str, modality: str, embed_dim: int) -> dict[str, slice]:
     """Column slices of the vector by part: ``image`` and/or ``text`` for the CLIP kinds, ``fused`` for hf_vlm."""
-    if kind == "hf_vlm":
-        return {"fused": slice(0, embed_dim)}
-    if modality == "image+text":
-        half = embed_dim // 2
-        return {"image": slice(0, half), "text": slice(half, embed_dim)}
-    return {modality: slice(0, embed_dim)}
+    return KINDS[kind].parts(modality, embed_dim)
 
 
 def columns_for(part: Part, parts: dict[str, slice], embed_dim: int) -> tuple[slice, str]:

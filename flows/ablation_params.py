@@ -10,9 +10,9 @@ from pydantic import Field, field_validator, model_validator
 
 from core.settings import MlflowConfig, Settings, StorageConfig
 from flows.training_params import RUN_NAME
-from training.config import ChatDataConfig, RobotDataConfig, TrainConfig, VLAHeadConfig
+from training.config import ChatDataConfig, ClosedLoopConfig, RobotDataConfig, TrainConfig, VLAHeadConfig
 
-Arm = Literal["none", "random", "curated"]  # training.ablation's arms (not imported here: it pulls in torch)
+Arm = Literal["none", "random", "sources", "curated"]  # training.ablation's arms (not imported here: it pulls in torch)
 EXECUTION = {"executor", "ray_address", "unit_cpus", "unit_gpus", "max_parallel_units"}  # how, not what
 
 
@@ -31,7 +31,9 @@ class AblationParams(Settings):
     output_uri: str = Field(description="The ablation is written under OUTPUT_URI/RUN_ID/.")
     run_name: str | None = Field(None, pattern=RUN_NAME, description="Run id; None = a new timestamped id.")
     arms: list[Arm] = Field(
-        ["none", "random", "curated"], min_length=2, description="The arms compared (at least two).")
+        ["none", "random", "curated"], min_length=2, description="The arms compared (at least two): none, random, "
+        "sources (K samples from the best top_sources sources by mean score) and curated.")
+    top_sources: int = Field(2, ge=1, description="The sources arm mid-trains on the best this many pool sources.")
     seeds: int = Field(3, ge=1, description="Seeds per arm (0..S-1); each seeds both trainings and the draw.")
     midtrain: TrainConfig = Field(default_factory=TrainConfig, description="Mid-training settings (every arm).")
     finetune: TrainConfig = Field(
@@ -40,6 +42,9 @@ class AblationParams(Settings):
     head: VLAHeadConfig = Field(default_factory=VLAHeadConfig, description="The action head.")
     data: ChatDataConfig = Field(default_factory=ChatDataConfig, description="Chat formatting of the samples.")
     eval_batches: int | None = Field(None, ge=1, description="Held-out batches per evaluation; None = all.")
+    closed_loop: ClosedLoopConfig | None = Field(
+        None, description="Roll every fine-tuned VLA out in the toy world (robot data from emt synth's toy world) "
+        "and compare the arms' success rates too; None = held-out loss only.")
     level: float = Field(0.95, gt=0, lt=1, description="Confidence level of the paired-seed t-intervals.")
     executor: Literal["auto", "local", "ray"] = Field(
         "auto", description="How the (arm, seed) units run: local = one after another in the flow's process; "

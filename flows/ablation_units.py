@@ -1,6 +1,7 @@
-"""Running the ablation's (arm, seed) units: one after another in the flow's process, or as Ray tasks on the
-cluster, each reserving ``unit_cpus`` CPUs and ``unit_gpus`` GPUs, as many at once as the cluster's nodes have
-room for (and at most ``max_parallel_units``). Ray schedules; this module only keeps that many in flight.
+"""Running the ablation's (arm, seed) units on ``tasks.executor``: one after another in the flow's process (one
+thread), or as Ray tasks on the cluster, each reserving ``unit_cpus`` CPUs and ``unit_gpus`` GPUs, as many at once
+as the cluster's nodes have room for (and at most ``max_parallel_units``). The executor keeps that many in flight,
+retries a transient fault under its one policy and, after a failure, starts no new unit.
 
 The units are seeded and train with a fixed thread count, so either way gives the same numbers. Every unit logs
 its MLflow runs itself (to the tracking URI the plan names, made absolute here) as children of the parent run, and
@@ -10,10 +11,11 @@ resumes at the units that did not finish.
 
 from __future__ import annotations
 
+import contextvars
 import math
 import os
-import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +24,8 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from flows.runtime import ray_session
+from tasks.executor import Executor, Failure, Job, Threads, run
+from tasks.executor.on_ray import RayTasks
 from training.ablation import Budget, Plan, UnitResult, run_unit
 
 Unit = tuple[str, int]  # (arm, seed)
@@ -61,63 +65,57 @@ def room(nodes: Sequence[dict], *, cpus: float, gpus: float) -> int:
     return total
 
 
-def _failed(failures: list[tuple[Unit, BaseException]]) -> UnitFailed:
-    lines = [f"arm {arm}, seed {seed}: {type(err).__name__}: {err}" for (arm, seed), err in failures]
+def _failed(failures: list[Failure]) -> UnitFailed:
     return UnitFailed(f"{len(failures)} ablation unit(s) failed (finished units are kept; a rerun resumes): "
-                      + "; ".join(lines))
+                      + "; ".join(f"{f.name}: {f.error}" for f in failures))
+
+
+def _name(unit: Unit) -> str:
+    return f"arm {unit[0]}, seed {unit[1]}"
+
+
+@dataclass(frozen=True)
+class _RunUnit:
+    """The executor's work: one (arm, seed) unit of ``plan``. ``context``: the flow's context, so that a unit run
+    on the executor's thread is a Prefect task of the flow run (a Ray worker runs the plain function)."""
+
+    plan: Plan
+    budget: Budget
+    context: contextvars.Context | None = None
+
+    def __call__(self, unit: Unit) -> UnitResult:
+        if self.context is None:
+            return run_unit(self.plan, *unit, self.budget)
+        return self.context.copy().run(run_unit_task, self.plan, *unit, self.budget)
+
+
+def _run(units: Sequence[Unit], work: _RunUnit, executor: Executor, label: str) -> list[UnitResult]:
+    """The units' results in ``units`` order. After a failure no new unit starts, those in flight finish (their
+    results are stored) and the failures are raised together. Only a transient fault is retried (the executor's
+    one policy): any other error would come again, and the unit's MLflow runs are already marked failed."""
+    report = run(Job(step=label, units=units, work=work, name=_name, unit_label="units", stop_on_failure=True),
+                 executor)
+    if report.failures:
+        raise _failed(report.failures)
+    results = {row["unit"]: row["result"] for row in report.rows}
+    return [results[_name(unit)] for unit in units]
 
 
 def run_local(plan: Plan, units: Sequence[Unit], budget: Budget, *, label: str) -> list[UnitResult]:
-    """One unit after another in this process (as Prefect tasks); stops at the first failure."""
-    results = []
-    for arm, seed in units:
-        print(f"{label}: arm {arm}, seed {seed}")
-        try:
-            results.append(run_unit_task(plan, arm, seed, budget))
-        except Exception as err:
-            raise _failed([((arm, seed), err)]) from err
-    return results
-
-
-def _cause(err: BaseException) -> BaseException:
-    """The unit's own exception out of Ray's wrapper (RayTaskError keeps it as ``cause``)."""
-    return getattr(err, "cause", None) or err
+    """One unit after another in this process (as Prefect tasks of the flow run); stops at the first failure."""
+    return _run(units, _RunUnit(plan, budget, contextvars.copy_context()), Threads(workers=1), label)
 
 
 def run_on_ray(plan: Plan, units: Sequence[Unit], budget: Budget, *, cpus: int, gpus: float,
                max_parallel: int | None, label: str) -> list[UnitResult]:
     """Every unit as a Ray task on the connected cluster, as many in flight as its nodes hold (at most
-    ``max_parallel``); after a failure no new unit starts, those in flight finish (their results are stored)
-    and the failures are raised together."""
+    ``max_parallel``)."""
     width = min(room(ray.nodes(), cpus=cpus, gpus=gpus), max_parallel or len(units), len(units))
     if width < 1:
         raise ValueError(f"unit_cpus {cpus} / unit_gpus {gpus}: no node of the Ray cluster has room for one unit "
                          f"(cluster: {ray.cluster_resources()})")
-    # no retry: a unit that raised would raise again, and its MLflow runs are already marked failed
-    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(run_unit)
     print(f"{label}: {len(units)} units on Ray, {width} at once ({cpus} CPU, {gpus} GPU each)")
-    queue, flight, results = list(units), {}, {}
-    failures: list[tuple[Unit, BaseException]] = []
-    start = time.perf_counter()
-    while queue or flight:
-        while queue and len(flight) < width and not failures:
-            arm, seed = queue.pop(0)
-            flight[remote.options(name=f"ablation-{arm}-s{seed}").remote(plan, arm, seed, budget)] = (arm, seed)
-        if not flight:
-            break
-        ready, _ = ray.wait(list(flight), num_returns=1)
-        for ref in ready:
-            key = flight.pop(ref)
-            try:
-                results[key] = ray.get(ref)
-            except Exception as err:  # the unit's error, named by arm and seed below
-                failures.append((key, _cause(err)))
-                continue
-            print(f"{label}: arm {key[0]}, seed {key[1]} done ({len(results)}/{len(units)}, "
-                  f"{time.perf_counter() - start:.0f} s)")
-    if failures:
-        raise _failed(failures) from failures[0][1]
-    return [results[key] for key in units]
+    return _run(units, _RunUnit(plan, budget), RayTasks(cpus=cpus, gpus=gpus, in_flight=width), label)
 
 
 def run_units(plan: Plan, units: Sequence[Unit], budget: Budget, *,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError
 
+from core.errors import ClusterLost
 from core.settings import (
     ConfigError,
     CorpusConfig,
@@ -199,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except (ConfigError, ValueError, FileExistsError) as err:  # bad configuration or input, before work started
         message = one_line(str(err))
+    except ClusterLost as err:  # raised where no supervising parent reports it (see flows/supervise.py)
+        print(f"emt {args.command}: {err}", file=sys.stderr)
+        return 1
     except BotoCoreError as err:  # object storage unreachable or credentials missing: say so, not a traceback
         message = f"object storage: {one_line(str(err))} (check `storage:` or the AWS variables)"
     except ModuleNotFoundError as err:

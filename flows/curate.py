@@ -1,31 +1,31 @@
 """The ``curate`` flow: embed the pool and the robot sets (Ray Data, cached), fit the proximity estimator (or a
-baseline), score every pool sample, select the top-K and publish a Parquet manifest with its report.
+baseline), then score, rank and select the pool and publish its Parquet manifest with one job of Ray tasks (the
+selection engine, ``tasks/distributed_select.py``), and the run's report.
 
-The flow only orchestrates: each step is a task of ``tasks/prefect_tasks.py``, the run folder is
-``tasks.run_folder.RunFolder`` and what the run records about itself is in ``tasks/curation_record.py``.
+The flow only orchestrates: each step is a task of ``tasks/prefect_tasks.py``, the run's lifecycle (lease, a
+finished run's stored report, ``_SUCCESS``) is ``flows.run.Run`` and what the run records about itself is in
+``tasks/curation_record.py``.
 """
 
 from __future__ import annotations
 
-import time
-
 from prefect import flow
 
-from core.storage import check_writable, write_parquet
+from core.storage import write_parquet
 from estimator.probe import ProximityEstimator, save_estimator
 from flows.artifacts import publish_curation_artifacts
 from flows.params import CurateParams
 from flows.progress import CurationProgress
+from flows.run import Run
 from flows.runtime import ray_session
 from tasks import prefect_tasks
 from tasks.base import Resources
-from tasks.curation import gather_errors, pool_vectors, selection_record
+from tasks.curation import counted, gather_errors, usable_rows
 from tasks.curation_record import CurateReport, build_sidecar, cache_entries, mlflow_params, record_curation
 from tasks.distributed_select import DistributedSelection
 from tasks.embed import Embed
-from tasks.run_folder import RunFolder
+from tasks.executor import StepTimes, recording
 from tasks.sample_counts import check_error_rate, check_k_fits, count_errors, known_pool_size
-from tasks.score import entry_rows
 from tasks.select import resolve_k
 
 __all__ = ["CurateReport", "curate"]
@@ -34,22 +34,19 @@ __all__ = ["CurateReport", "curate"]
 @flow(name="curate", log_prints=True)
 def curate(params: CurateParams) -> CurateReport:
     """Curate the pool against the robot data and publish the manifest under OUTPUT_URI/RUN_ID/."""
-    start = time.perf_counter()
-    started_at = time.time()  # wall clock: the MLflow run, recorded at the end, starts here
-    for setting, uri in (("output_uri", params.output_uri), ("cache_uri", params.resolved_cache_uri())):
-        check_writable(uri, params.storage, setting=setting)  # before any work, not after the embedding
-    run = RunFolder.open(params.output_uri, params.run_name, params.storage)
-    if run.is_complete():  # a finished run is never redone, nor answered for other parameters
-        run.refuse_other_params(params.result_params())
-        print(f"run {run.run_id} is already complete at {run.uri}")
-        return CurateReport.model_validate(run.read_json("report.json"))
-    with run.claim():  # a second run of the same name is refused, not interleaved with this one
-        return _curate(params, run, start, started_at)
+    # the cache is checked writable with the output, before any work, not after the embedding
+    run = Run(params, CurateReport, writable={"cache_uri": params.resolved_cache_uri()})
+
+    def steps() -> CurateReport:
+        with recording() as times:  # every step's wall time, in the report and MLflow
+            return _curate(params, run, times)
+
+    return run.execute(steps, publish=lambda report: publish_curation_artifacts(report, params.mlflow.resolved_uri()))
 
 
-def _curate(params: CurateParams, run: RunFolder, start: float, started_at: float) -> CurateReport:
+def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> CurateReport:
     storage = params.storage
-    progress = CurationProgress(run.run_id)  # the bar and the step log lines on the run's page in the UI
+    progress = CurationProgress(run.id)  # the bar and the step log lines on the run's page in the UI
     plan = prefect_tasks.preflight_task(
         pool=params.pool,
         robot=params.robot,
@@ -61,10 +58,10 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
         actor_gpus=params.ray.actor_gpus,  # the workers' placement names the dtype, not this machine's GPU
     )
     print(
-        f"run {run.run_id}: {len(plan.pool)} pool + {len(plan.robot)} robot shards, {len(plan.todo)} to embed "
+        f"run {run.id}: {len(plan.pool)} pool + {len(plan.robot)} robot shards, {len(plan.todo)} to embed "
         f"(backbone {plan.backbone.fingerprint})"
     )
-    known = known_pool_size(plan.cache, plan.pool, plan.todo, storage)
+    known = known_pool_size(plan.pool, plan.todo, storage)
     check_k_fits(known, k=params.k, fraction=params.fraction)  # before embedding, when the pool's size is known
 
     cached = len(plan.pool) + len(plan.robot) - len(plan.todo)
@@ -76,7 +73,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
             batch_size=params.ray.embed_batch_size,
             resources=Resources(cpus=params.ray.actor_cpus, gpus=params.ray.actor_gpus),
         )
-        with ray_session(params.ray.address), progress.watch_embedding(plan.cache, plan.todo):
+        with ray_session(params.ray.address), progress.watch_embedding(plan.todo):
             embedded = prefect_tasks.embed_task(
                 plan,
                 embed_stage=stage,
@@ -89,44 +86,38 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
             )
     embedding = embedded.stats() if embedded else {}
     # datatrove's habit: what each shard's worker counted, beside the run (a cached shard has no row)
-    run.write_json("stats.json", {"embedding": embedding, "shards_cached": cached,
+    run.folder.write_json("stats.json", {"embedding": embedding, "shards_cached": cached,
                                   "shards": embedded.shards.to_pylist() if embedded else []})
 
+    plan = counted(plan, embedded)  # what the workers reported: no entry is read again in the driver
     errors = gather_errors(plan)
     errors_uri = run.path("errors.parquet")
     write_parquet(errors, errors_uri, storage)
     reasons = errors["reason"].to_pylist()
-    usable = {shard.shard_uri: entry_rows(plan.cache, shard) for shard in plan.pool + plan.robot}
+    usable = usable_rows(plan)
     source_of = {shard.shard_uri: shard.source for shard in plan.pool + plan.robot}
     # Before any training: too much input lost, or a K the pool cannot meet, stops the run here.
     check_error_rate(count_errors(errors, usable, source_of, storage), params.max_error_rate, errors_uri)
     check_k_fits(sum(usable[s.shard_uri] for s in plan.pool), k=params.k, fraction=params.fraction)
     progress.step("fit")
-    scorer, metrics = prefect_tasks.fit_task(plan, params.scorer, train_pool_samples=params.train_pool_samples)
-    progress.step("score")
-    distributed = params.ray.distributed_selection  # score, select and write in Ray workers, in one step below
-    scores = None if distributed else prefect_tasks.score_task(plan, scorer)
+    with times.step("fit"):
+        scorer, metrics = prefect_tasks.fit_task(plan, params.scorer, train_pool_samples=params.train_pool_samples)
     estimator_uri = None
     if isinstance(scorer, ProximityEstimator):
         estimator_uri = run.path("estimator")
         save_estimator(scorer, estimator_uri, storage)
-    vectors = pool_vectors(plan, scorer) if params.selection.dedup_threshold is not None else None
-    selection = None if distributed else prefect_tasks.select_task(
-        scores, k=params.k, fraction=params.fraction, per_source_cap=params.per_source_cap,
-        config=params.selection, vectors=vectors,
-    )
     pool_rows = sum(usable[s.shard_uri] for s in plan.pool)
     sidecar = build_sidecar(
-        run_id=run.run_id,
+        run_id=run.id,
         backbone=params.backbone,
         fingerprint=plan.backbone.fingerprint,
         embed_dim=plan.backbone.embed_dim,
-        cache_uri=plan.cache.root,
+        cache_uri=plan.cache.root.uri,
         cache_entries=cache_entries(plan.pool, plan.robot),
         scorer_metrics=metrics,
         estimator_uri=estimator_uri,
-        k=selection.k if selection else resolve_k(pool_rows, k=params.k, fraction=params.fraction),
-        selection=selection.record if selection else selection_record(params.selection),  # distributed: top_k
+        k=resolve_k(pool_rows, k=params.k, fraction=params.fraction),
+        selection=params.selection.record(),
         pool=params.pool,
         robot=params.robot,
         errors_uri=errors_uri,
@@ -134,27 +125,25 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
         embedding=embedding,
     )
     manifest_uri = run.path("manifest.parquet")
-    progress.step("manifest")
-    if distributed:
-        options = DistributedSelection(
-            shards_per_file=params.ray.shards_per_manifest_file, workers=params.ray.selection_workers
+    progress.step("score")  # score, rank, select and write the manifest: one job of Ray tasks
+    options = DistributedSelection(shards_per_file=params.ray.shards_per_manifest_file,
+                                   workers=params.ray.selection_workers)
+    with ray_session(params.ray.address):
+        sidecar = prefect_tasks.score_select_write_task(
+            plan, scorer, manifest_uri, sidecar, k=params.k, fraction=params.fraction, selection=params.selection,
+            per_source_cap=params.per_source_cap, options=options,
         )
-        with ray_session(params.ray.address):
-            sidecar = prefect_tasks.score_select_write_task(
-                plan, scorer, manifest_uri, sidecar, k=params.k, fraction=params.fraction, options=options
-            )
-    else:
-        sidecar = prefect_tasks.write_manifest_task(plan, manifest_uri, scores, selection, sidecar)
     progress.step("report")
-    analysis = (
-        prefect_tasks.report_task(manifest_uri, storage, per_set=params.report_per_set, on_step=progress.report_step)
-        if params.report_per_set
-        else None
-    )
-    run.write_json("params.json", params)
+    with times.step("report"):
+        analysis = (
+            prefect_tasks.report_task(manifest_uri, storage, per_set=params.report_per_set,
+                                      on_step=progress.report_step)
+            if params.report_per_set
+            else None
+        )
 
     report = CurateReport(
-        run_id=run.run_id,
+        run_id=run.id,
         run_uri=run.uri,
         manifest_uri=manifest_uri,
         pool_samples=sidecar["rows"],
@@ -165,11 +154,12 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
         shards_embedded=embedded.shards_embedded if embedded else 0,
         shards_cached=cached,
         scorer={k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)},
-        seconds=round(time.perf_counter() - start, 2),
+        seconds=run.seconds(),
         report_uri=analysis.html_uri if analysis else None,
         diversity=analysis.metrics["diversity"] if analysis else {},
         mmd2=analysis.metrics["mmd2"] if analysis else {},
         embedding=embedding,
+        timings=times.record(),
     )
     if params.mlflow.enabled:
         progress.step("mlflow")
@@ -183,10 +173,7 @@ def _curate(params: CurateParams, run: RunFolder, start: float, started_at: floa
             sidecar=sidecar,
             analysis=analysis,
             storage=storage,
-            started_at=started_at,
+            started_at=run.started_at,
         )
-    run.write_json("report.json", report)
-    run.mark_complete()  # last: the run is complete
-    publish_curation_artifacts(report, params.mlflow.resolved_uri() if params.mlflow.enabled else None)
     progress.step("done", report.manifest_uri)
     return report

@@ -8,6 +8,9 @@ The budget (``DEMO_BUDGET``) was chosen by measuring the seed-to-seed spread on 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from core.settings import SourceSpec
 from core.storage import join
 from flows.ablation import AblationReport, ablation
 from flows.ablation_params import AblationParams
@@ -25,23 +28,49 @@ DEMO_BUDGET = {
 }
 
 
+TOYWORLD_ROOT = "data/demo-toyworld"
+TOYWORLD_EXTRA = {"arms": ["none", "random", "sources", "curated"], "closed_loop": {"episodes": 20}}
+
+
 def run_ablation_demo(*, root: str | None = None, synth: SynthConfig | None = None, run_name: str = "demo",
-                      budget: dict | None = None, executor: str = "local") -> AblationReport:
+                      budget: dict | None = None, executor: str = "local", toyworld: bool = False,
+                      without: Sequence[str] = ()) -> AblationReport:
     """Curate the synthetic corpus (reused when done), then the ablation at ``budget`` (default the demo's),
-    its units here or, with ``executor`` ray, on a local Ray; prints and returns the report."""
-    root = root or DEFAULT_LOCAL_ROOT
-    curate_params, info = demo_curate_params(root, None, synth or SynthConfig(), 0.1)
+    its units here or, with ``executor`` ray, on a local Ray; prints and returns the report. ``toyworld``: on
+    the toy world's corpus (``emt synth --toyworld``), with the sources arm and closed-loop rollouts.
+    ``without``: pool sources left out of the pool (the control: with the source that carries what the robot
+    tasks need removed, the same code should find no clear difference); its runs are named after them."""
+    synth = synth or SynthConfig(toyworld=toyworld)
+    root = root or (TOYWORLD_ROOT if toyworld else DEFAULT_LOCAL_ROOT)
+    curate_params, info = demo_curate_params(root, None, synth, 0.1)
+    suffix = "".join(f"-without-{name}" for name in without)
+    if without:
+        curate_params = curate_params.model_copy(update={"pool": _pool_without(curate_params.pool, without)})
     # the ablation reads only the manifest: no curation report (its MMD / map take minutes on 2 cores)
-    curated = curate(curate_params.model_copy(update={"run_name": "ablation-demo-curation", "report_per_set": 0}))
+    curated = curate(curate_params.model_copy(update={"run_name": f"ablation-demo-curation{suffix}",
+                                                      "report_per_set": 0}))
     vlm = save_tiny_vlm(join(root, "models", "tiny-vlm"), None, seed=0)
     params = AblationParams.model_validate({
         "model": vlm, "manifest_uri": curated.manifest_uri, "output_uri": join(root, "ablation"),
-        "run_name": run_name, "robot": {"sources": info.robot, "heldout_fraction": 0.25},
+        "run_name": run_name + suffix, "robot": {"sources": info.robot, "heldout_fraction": 0.25},
         "head": {"hidden_dim": 64}, "mlflow": demo_mlflow("emt-ablation"), "executor": executor,
-        **(budget or DEMO_BUDGET)})
+        **(budget or DEMO_BUDGET),
+        **({"arms": TOYWORLD_EXTRA["arms"], "closed_loop": {**TOYWORLD_EXTRA["closed_loop"],
+                                                            "image_size": synth.image_size}} if toyworld else {})})
     report = ablation(params)
     print_ablation(report)
     return report
+
+
+def _pool_without(pool: list[SourceSpec], without: Sequence[str]) -> list[SourceSpec]:
+    """``pool`` less the sources named in ``without``; a name not in the pool, or none left, is an error."""
+    names = [source.name for source in pool]
+    if unknown := sorted(set(without) - set(names)):
+        raise ValueError(f"--without: no pool source named {', '.join(unknown)} (the pool has {', '.join(names)})")
+    kept = [source for source in pool if source.name not in without]
+    if not kept:
+        raise ValueError("--without: that leaves no pool source")
+    return kept
 
 
 def print_ablation(report: AblationReport) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.artifacts import publish_training_artifacts
+from flows.run import Run
 from flows.training_params import FinetuneParams
-from flows.training_stage import open_run, run_stage, train_config
+from flows.training_stage import train_config, train_stage
 from tasks.training_run import TrainingReport, check_model, check_robot_sources, parent_tags, upstream_run
 from training.config import FinetuneConfig
 from training.tracking import PARENT, log_robot_inputs
@@ -20,9 +22,11 @@ _INHERITED = ("lineage.curation_run_id", "lineage.manifest_uri")  # copied from 
 @flow(name="finetune", log_prints=True)
 def finetune(params: FinetuneParams) -> TrainingReport:
     """Fine-tune ``params.model`` into a VLA on ``params.robot``; returns the MLflow run id and the evaluation."""
-    run, done = open_run(params)
-    if done:  # a finished run is never redone
-        return done
+    run = Run(params, TrainingReport)
+    return run.execute(lambda: _finetune(params, run), publish=publish_training_artifacts)
+
+
+def _finetune(params: FinetuneParams, run: Run[TrainingReport]) -> TrainingReport:
     storage = params.storage
     check_model(params.model, storage)
     check_robot_sources(params.robot.sources, storage)
@@ -43,9 +47,10 @@ def finetune(params: FinetuneParams) -> TrainingReport:
         storage=storage,
         train=train_config(params, run),
         eval_batches=params.eval_batches,
+        closed_loop=params.closed_loop,
     )
     names = ", ".join(s.name for s in params.robot.sources)
-    print(f"run {run.run_id}: fine-tuning {params.model} into a VLA on {names}")
+    print(f"run {run.id}: fine-tuning {params.model} into a VLA on {names}")
     tags = {"base_model_uri": params.model}
     if midtrain:
         upstream = parent_tags(tracking_uri, midtrain)
@@ -53,7 +58,7 @@ def finetune(params: FinetuneParams) -> TrainingReport:
         tags |= {k: upstream[k] for k in _INHERITED if k in upstream}
         if "model_name" in upstream:
             tags["lineage.base_model"] = f"{upstream['model_name']}/{upstream['model_version']}"
-    return run_stage(
+    return train_stage(
         kind="finetune",
         params=params,
         registered_model=params.registered_model,

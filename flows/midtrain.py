@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.artifacts import publish_training_artifacts
+from flows.run import Run
 from flows.training_params import MidtrainParams
-from flows.training_stage import open_run, run_stage, train_config
+from flows.training_stage import train_config, train_stage
 from tasks.training_run import TrainingReport, check_manifest_uri, check_model, upstream_run
 from training.config import MidtrainConfig
 from training.tracking import PARENT, log_manifest_input
@@ -18,9 +20,11 @@ __all__ = ["TrainingReport", "midtrain"]
 @flow(name="midtrain", log_prints=True)
 def midtrain(params: MidtrainParams) -> TrainingReport:
     """Mid-train ``params.model`` on ``params.manifest_uri``'s selected samples; returns the MLflow run id."""
-    run, done = open_run(params)
-    if done:  # a finished run is never redone
-        return done
+    run = Run(params, TrainingReport)
+    return run.execute(lambda: _midtrain(params, run), publish=publish_training_artifacts)
+
+
+def _midtrain(params: MidtrainParams, run: Run[TrainingReport]) -> TrainingReport:
     storage = params.storage
     selected = check_manifest_uri(params.manifest_uri, storage)
     check_model(params.model, storage)
@@ -41,11 +45,11 @@ def midtrain(params: MidtrainParams) -> TrainingReport:
         train=train_config(params, run),
         data=params.data,
     )
-    print(f"run {run.run_id}: mid-training {params.model} on {selected} selected samples of {params.manifest_uri}")
+    print(f"run {run.id}: mid-training {params.model} on {selected} selected samples of {params.manifest_uri}")
     tags = {"manifest_uri": params.manifest_uri, "lineage.manifest_uri": params.manifest_uri}
     if curation:
         tags |= {PARENT: curation, "lineage.curation_run_id": curation}
-    return run_stage(
+    return train_stage(
         kind="midtrain",
         params=params,
         registered_model=params.registered_model,

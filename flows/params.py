@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import warnings
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -12,8 +13,19 @@ from estimator.config import ScorerConfig
 from tasks.select import SelectionConfig
 
 
+def _retired_in_schema(schema: dict[str, Any]) -> None:
+    """Keep ``distributed_selection`` in the JSON schema (as deprecated), so Prefect's own check of a deployment's
+    stored parameters lets an old run through to the deprecation line instead of refusing it as unknown."""
+    schema["properties"]["distributed_selection"] = {
+        "type": "boolean", "deprecated": True, "title": "Distributed selection (retired)",
+        "description": "Retired and ignored: every run selects with the one selection engine.",
+    }
+
+
 class RayConfig(Settings):
-    """Where and how wide the embedding job runs."""
+    """Where and how wide the embedding and selection jobs run."""
+
+    model_config = ConfigDict(json_schema_extra=_retired_in_schema)
 
     address: str | None = Field(None, description="Ray cluster address; None = RAY_ADDRESS, else a local Ray.")
     embed_actors: int = Field(1, ge=1, description="Embedding actors (each holds one copy of the backbone).")
@@ -26,16 +38,26 @@ class RayConfig(Settings):
                                 "passes: on a GPU node leave most cores free (1 per task is typical).")
     embed_batch_size: int = Field(64, ge=1, description="Samples per backbone forward pass.")
     read_batch_size: int = Field(256, ge=1, description="Samples per batch read from a shard.")
-    distributed_selection: bool = Field(
-        False, description="Score, rank and write the manifest in Ray workers: a partitioned manifest (a directory "
-        "of Parquet files) with the same rows, the driver's memory flat in the pool. Not with per_source_cap.",
-    )
     shards_per_manifest_file: int = Field(
-        64, ge=1, description="Distributed selection: pool shards per manifest file (and per scoring task)."
+        64, ge=1, description="Selection: pool shards per manifest file (and per scoring task). The manifest is a "
+        "directory of Parquet files; its content hash does not depend on this."
     )
     selection_workers: int | None = Field(
-        None, ge=1, description="Distributed selection: most tasks at once (None = as many as the cluster runs)."
+        None, ge=1, description="Selection: most Ray tasks at once (None = as many as the cluster runs; 1 on a "
+        "laptop gives the same manifest)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired(cls, data: Any) -> Any:
+        """Accept configs written for the two selection engines: ``distributed_selection`` chose between them, and
+        there is one engine now (the distributed one, which carries every selection feature)."""
+        if isinstance(data, dict) and "distributed_selection" in data:
+            data = {k: v for k, v in data.items() if k != "distributed_selection"}
+            warnings.warn("ray.distributed_selection is deprecated and ignored: every run selects with the one "
+                          "selection engine (Ray tasks; set ray.selection_workers and ray.shards_per_manifest_file "
+                          "to size it). Remove the field from the config.", FutureWarning, stacklevel=2)
+        return data
 
 
 # k xor fraction, in the JSON schema the Prefect UI validates its form against: a run with both or neither is
@@ -81,7 +103,7 @@ class CurateParams(Settings):
         description="Folder of this run under OUTPUT_URI (and its MLflow run name); None = a new timestamped id. "
         "Not the Prefect flow-run name.",
     )
-    ray: RayConfig = Field(default_factory=RayConfig, description="Ray settings for the embedding job.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray settings for the embedding and selection jobs.")
     max_error_rate: float = Field(
         0.1, ge=0, le=1, description="Fail the run past this share of input samples quarantined or lost."
     )
@@ -110,14 +132,6 @@ class CurateParams(Settings):
             raise ValueError(f"source names must be unique across pool and robot, repeated: {dup}")
         if self.per_source_cap and (unknown := sorted(set(self.per_source_cap) - {s.name for s in self.pool})):
             raise ValueError(f"per_source_cap names unknown pool sources: {unknown}")
-        if self.per_source_cap and self.ray.distributed_selection:
-            raise ValueError("per_source_cap needs the one-process selection: unset ray.distributed_selection")
-        if self.ray.distributed_selection and self.selection.mode != "top_k":
-            raise ValueError("selection.mode: importance needs the one-process selection: unset "
-                             "ray.distributed_selection")
-        if self.ray.distributed_selection and self.selection.dedup_threshold is not None:
-            raise ValueError("selection.dedup_threshold needs the one-process selection: unset "
-                             "ray.distributed_selection")
         if self.selection.mode == "importance" and self.scorer.method != "estimator":
             raise ValueError("selection.mode: importance draws by exp(score), the estimator's density ratio: "
                              f"set scorer.method to estimator (not {self.scorer.method}) or use top_k")

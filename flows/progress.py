@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
-from tasks.cache import EmbeddingCache
 from tasks.embed_shards import ShardJob
 
 # Share of the bar at the *start* of each step (embedding dominates a run that is not cached).
@@ -43,11 +42,11 @@ class CurationProgress:
         self.logger.info(text)
 
     @contextlib.contextmanager
-    def watch_embedding(self, cache: EmbeddingCache, todo: list[ShardJob], *, every: float = 5.0) -> Iterator[None]:
-        """Poll ``cache`` for the shards of ``todo`` every ``every`` seconds while the block runs."""
+    def watch_embedding(self, todo: list[ShardJob], *, every: float = 5.0) -> Iterator[None]:
+        """Poll the cache entries of the shards of ``todo`` every ``every`` seconds while the block runs."""
         self.step("embed", f"{len(todo)} shards to embed")
         stop = threading.Event()
-        watcher = threading.Thread(target=self._poll, args=(cache, todo, stop, every), daemon=True)
+        watcher = threading.Thread(target=self._poll, args=(todo, stop, every), daemon=True)
         watcher.start()
         try:
             yield
@@ -55,16 +54,16 @@ class CurationProgress:
             stop.set()
             watcher.join(timeout=30)
 
-    def _poll(self, cache: EmbeddingCache, todo: list[ShardJob], stop: threading.Event, every: float) -> None:
+    def _poll(self, todo: list[ShardJob], stop: threading.Event, every: float) -> None:
         start, left, done, samples = time.monotonic(), list(todo), 0, 0
         span = STEPS["fit"] - STEPS["embed"]
         while not stop.wait(every) and left:
-            finished = [job for job in left if cache.has(job.entry)]
+            finished = [job for job in left if job.entry.exists()]
             if not finished:
                 continue
             left = [job for job in left if job not in finished]
             done += len(finished)
-            samples += sum(cache.read(job.entry, columns=["key"]).num_rows for job in finished)
+            samples += sum(job.entry.rows() for job in finished)
             elapsed = time.monotonic() - start
             eta = elapsed / done * len(left)
             text = (

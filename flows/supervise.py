@@ -14,9 +14,10 @@ only descendants still attached are found. Without ``fork`` (Windows) the comman
 The other way round, the child must not outlive the command: a parent killed with SIGKILL (an OOM killer, a closed
 session, ``kill -9``) can do nothing, and a child that ran on would finish training and register a model nobody
 is waiting for. So the child watches a pipe only the parent holds open: at its end-of-file (the parent is gone,
-however it ended) the child says so in one line and interrupts its own main thread as Ctrl-C would, so the run
-unwinds the usual way (flow run and MLflow run marked, DataLoader workers, Ray and Prefect's server stopped); what
-is still running ``GRACE_S`` later is ended, and the child exits.
+however it ended) the child says so in one line, marks its open MLflow training runs KILLED (a loaded machine may not
+unwind in time to) and interrupts its own main thread as Ctrl-C would, so the run unwinds the usual way (flow run
+marked, DataLoader workers, Ray and Prefect's server stopped); what is still running ``GRACE_S`` later is ended,
+and the child exits.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import psutil
+
+from core.errors import lost_cluster_ends_process
 
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 _EPHEMERAL_APP = "prefect.server.api.server:create_app"  # what Prefect's ephemeral server runs (uvicorn --factory)
@@ -54,6 +57,7 @@ def run_supervised(work: Callable[[], int], *, command: str) -> int:
         os.close(receive)
         os.close(held)
         atexit.register(_tell, send)  # registered first, so it runs last: after every other clean-up
+        lost_cluster_ends_process()  # as Ray would a moment later: the parent says it in one line
         orphaned = _watch_parent(watched, command)
         from prefect import tags
 
@@ -103,6 +107,9 @@ def _watch_parent(watched: int, command: str) -> threading.Event:
                 pass
         orphaned.set()
         print(f"emt {command}: the command's process was killed; the run stops", file=sys.stderr, flush=True)
+        tracking = sys.modules.get("training.tracking")  # loaded only by a run that trains (it imports torch)
+        if tracking is not None:  # its MLflow runs are marked first: a loaded machine may not unwind in GRACE_S
+            tracking.end_open_runs("KILLED")
         if callable(signal.getsignal(signal.SIGINT)):  # Python handles it (else it is ignored: go straight on)
             signal.pthread_kill(main, signal.SIGINT)  # the main thread's blocking call is interrupted too
         time.sleep(GRACE_S)

@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 
 from core.settings import MlflowConfig, Settings, StorageConfig
 from flows.params import CurateParams
-from training.config import ChatDataConfig, RobotDataConfig, TrainConfig, VLAHeadConfig
+from training.config import ChatDataConfig, ClosedLoopConfig, RobotDataConfig, TrainConfig, VLAHeadConfig
 
 RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -90,6 +90,10 @@ class FinetuneStage(TrainingStage):
     head: VLAHeadConfig = Field(default_factory=VLAHeadConfig, description="The action head.")
     eval_batches: int | None = Field(
         None, ge=1, description="Held-out batches per evaluation; None = every held-out sample."
+    )
+    closed_loop: ClosedLoopConfig | None = Field(
+        None, description="Roll the VLA out in the toy world after training (robot data from emt synth's toy "
+        "world): success rate with a Wilson interval and a GIF in MLflow; None = held-out evaluation only."
     )
     registered_model: str = Field("emt-vla", description="MLflow registered model the VLA joins.")
 

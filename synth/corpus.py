@@ -36,6 +36,7 @@ from synth.pool import (
     GROUND_TRUTH,
     MISMATCHED_SOURCES,
     POOL_SOURCES,
+    TOYWORLD_SOURCES,
     PoolSource,
     shard_sizes,
     source_spec,
@@ -43,6 +44,7 @@ from synth.pool import (
     write_pool_shard,
 )
 from synth.robot import Wording, scripted_episode
+from synth.toyworld import expert_episode
 
 GENERATOR_VERSION = 1
 FPS = 10
@@ -52,7 +54,8 @@ T = TypeVar("T")
 # Presets: named settings for corpora built to test something. "shortcut": robot instructions worded unlike any
 # pool text, plus pool sources whose texts disagree with their images, so a scorer that reads the wording fails.
 PRESETS: dict[str, dict[str, Any]] = {"standard": {}, "shortcut": {"robot_wording": "log", "mismatched_sources": True}}
-_VARIANTS = {"robot_wording": "instruction", "mismatched_sources": False}  # left out of the fingerprint at default
+# Left out of the fingerprint at their defaults (corpora generated before they existed still match):
+_VARIANTS = {"robot_wording": "instruction", "mismatched_sources": False, "toyworld": False}
 
 
 class SynthConfig(Settings):
@@ -84,6 +87,11 @@ class SynthConfig(Settings):
         False, description="Add pool sources scrapes (robot-like images, uninformative alt-texts) and howto "
         "(documents, charts and photos under robot-style instructions)."
     )
+    toyworld: bool = Field(
+        False, description="The toy world: robot data = the scripted expert's episodes in synth.toyworld "
+        "(spatial pick tasks, seeds SEED*10000 + i), plus the pool source spatial (spatial QA over rendered "
+        "tables, no robot frames), so curation can help only by transfer."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -106,7 +114,12 @@ class SynthConfig(Settings):
         return {k: v for k, v in dump.items() if k not in _VARIANTS or v != _VARIANTS[k]}
 
     def pool_sources(self) -> tuple[PoolSource, ...]:
-        return POOL_SOURCES + (MISMATCHED_SOURCES if self.mismatched_sources else ())
+        return (POOL_SOURCES + (MISMATCHED_SOURCES if self.mismatched_sources else ())
+                + (TOYWORLD_SOURCES if self.toyworld else ()))
+
+    def robot_datasets(self) -> tuple[tuple[str, bool], ...]:
+        """(name, camera as video) of each robot dataset."""
+        return (("toyworld", False),) if self.toyworld else ROBOT_DATASETS
 
 
 class CorpusInfo(BaseModel):
@@ -129,6 +142,8 @@ def _pool_job(job: tuple, *, root_uri: str, seed: int, image_size: int, wording:
 
 def _episode_job(job: tuple[str, int], *, seed: int, image_size: int, frames: int, wording: Wording) -> Episode:
     name, index = job
+    if name == "toyworld":  # the expert's episode lasts as long as the task takes
+        return expert_episode(seed * 10_000 + index, size=image_size)
     return scripted_episode(name, stable_rng(seed, name, index), size=image_size, frames=frames, wording=wording)
 
 
@@ -201,7 +216,7 @@ def _write_robot(
         _episode_job, seed=config.seed, image_size=config.image_size, frames=config.frames_per_episode,
         wording=config.robot_wording,
     )
-    for name, video in ROBOT_DATASETS:
+    for name, video in config.robot_datasets():
         jobs = ((name, e) for e in range(config.robot_episodes))
         info = write_lerobot_dataset(
             join(root_uri, "robot", name),
@@ -252,7 +267,7 @@ def generate_corpus(
         "pool": [source_spec(root_uri, s) for s in config.pool_sources()],
         "robot": [
             SourceSpec(name=name, format="lerobot", uri=join(root_uri, "robot", name), image_key=CAMERA)
-            for name, _ in ROBOT_DATASETS
+            for name, _ in config.robot_datasets()
         ],
     }
     corpus = {k: [s.model_dump(mode="json", exclude_none=True) for s in v] for k, v in specs.items()}

@@ -73,7 +73,11 @@ MISMATCHED_SOURCES: tuple[PoolSource, ...] = (
     PoolSource("howto", "parquet", "PNG", False, (("document", 0.6), ("chart", 0.2), ("photo", 0.2)),
                texts="instruction"),
 )
-SOURCES_BY_NAME = {s.name: s for s in POOL_SOURCES + MISMATCHED_SOURCES}
+# The toy world's web source: spatial QA over rendered tables that are not robot frames (``SynthConfig.toyworld``).
+TOYWORLD_SOURCES: tuple[PoolSource, ...] = (
+    PoolSource("spatial", "webdataset", "PNG", True, (("spatial", 0.9), ("indoor", 0.1))),
+)
+SOURCES_BY_NAME = {s.name: s for s in POOL_SOURCES + MISMATCHED_SOURCES + TOYWORLD_SOURCES}
 _ALT = ("IMG_{n:04d}.JPG", "product photo {n}", "click to enlarge ({n} views)", "free shipping on orders over ${n}",
         "DSC{n:05d}", "thumbnail {n} of 12", "sale: {n}% off today only", "image courtesy of user{n}")
 

@@ -1,6 +1,7 @@
 """Scene kinds of the synthetic pool: one drawing function per kind, each returning (image, text).
 
-The kinds span the paper's situation: ``tabletop`` looks like robot data, ``indoor`` clutter is half-way,
+The kinds span the paper's situation: ``tabletop`` looks like robot data, ``spatial`` asks where objects stand
+relative to each other (the knowledge the toy world's tasks need, in a VQA style), ``indoor`` clutter is half-way,
 ``photo`` is generic web imagery, ``chart`` and ``document`` are far from any robot camera. Every function
 draws with Pillow at the target size from the given numpy generator alone: a scene is a function of the rng.
 Texts are captions (``qa=False``, like alt-text pools) or question/answer pairs (``qa=True``, like VQA pools).
@@ -16,15 +17,19 @@ from PIL import Image, ImageDraw
 from synth.pages import draw_chart, draw_document
 from synth.tabletop import (
     COLORS,
+    SIDE_WORDS,
+    SIDES,
     Obj,
     apply_light,
     random_camera,
     random_look,
     random_objects,
+    relation_target,
     render_tabletop,
 )
 
-ALIGNMENT: dict[str, float] = {"tabletop": 1.0, "indoor": 0.5, "photo": 0.1, "chart": 0.0, "document": 0.0}
+ALIGNMENT: dict[str, float] = {"tabletop": 1.0, "spatial": 0.8, "indoor": 0.5, "photo": 0.1, "chart": 0.0,
+                               "document": 0.0}
 KINDS = tuple(ALIGNMENT)
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -74,6 +79,24 @@ def draw_tabletop(rng: np.random.Generator, size: int, *, qa: bool) -> Scene:
     camera, look = random_camera(rng), random_look(rng)
     objects = random_objects(rng, int(rng.integers(2, 6)))
     image = render_tabletop(size, camera, look, objects, rng)
+    return image, tabletop_text(rng, objects, "wooden" if look.wood else "grey", qa=qa)
+
+
+def draw_spatial(rng: np.random.Generator, size: int, *, qa: bool) -> Scene:
+    """Objects on a table from a random camera (no robot, no gripper), with a question on where one stands
+    relative to another, answered by the toy world's definitions (``relation_target``); a caption says the same."""
+    camera, look = random_camera(rng), random_look(rng)
+    objects = random_objects(rng, int(rng.integers(3, 6)))
+    image = render_tabletop(size, camera, look, objects, rng)
+    for side in rng.permutation(list(SIDES)):
+        for a in rng.permutation(len(objects)):
+            found = relation_target(objects, objects[a], str(side))
+            if found is None:
+                continue
+            words, anchor = SIDE_WORDS[str(side)], objects[a].name
+            if qa:
+                return image, f"Q: Which object is {words} the {anchor}? A: the {found.name}."
+            return image, f"the {found.name} is {words} the {anchor}"
     return image, tabletop_text(rng, objects, "wooden" if look.wood else "grey", qa=qa)
 
 
@@ -209,6 +232,7 @@ def draw_photo(rng: np.random.Generator, size: int, *, qa: bool) -> Scene:
 
 DRAW: dict[str, Callable[..., Scene]] = {
     "tabletop": draw_tabletop,
+    "spatial": draw_spatial,
     "indoor": draw_indoor,
     "photo": draw_photo,
     "chart": draw_chart,

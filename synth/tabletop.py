@@ -76,6 +76,27 @@ class Gripper:
 
 
 DEFAULT_CAMERA = Camera()
+SIDES = ("left", "right", "behind", "front")  # spatial relations, as the toy world's tasks and spatial QA use them
+SIDE_WORDS = {"left": "left of", "right": "right of", "behind": "behind", "front": "in front of"}
+_MARGIN = 0.05  # an object must stand at least this far to a side to count as "left of" (as in the pool's QA)
+
+
+def relation_target(objects: list[Obj], anchor: Obj, relation: str) -> Obj | None:
+    """The object ``relation`` of ``anchor`` (the nearest one on that side), or None when there is none."""
+    others = [o for o in objects if o is not anchor]
+    if relation == "left":
+        side = [o for o in others if o.u < anchor.u - _MARGIN]
+        return max(side, key=lambda o: o.u) if side else None
+    if relation == "right":
+        side = [o for o in others if o.u > anchor.u + _MARGIN]
+        return min(side, key=lambda o: o.u) if side else None
+    if relation == "behind":
+        side = [o for o in others if o.v > anchor.v + _MARGIN]
+        return min(side, key=lambda o: o.v) if side else None
+    if relation == "front":
+        side = [o for o in others if o.v < anchor.v - _MARGIN]
+        return max(side, key=lambda o: o.v) if side else None
+    raise ValueError(f"unknown relation {relation!r}; expected one of {SIDES}")
 
 
 def random_camera(rng: np.random.Generator, base: Camera = DEFAULT_CAMERA, jitter: float = 1.0) -> Camera:

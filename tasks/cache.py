@@ -6,8 +6,10 @@ source's name and listing URI). So an unchanged shard read the same way with one
 whatever the robot set, the estimator or the source's *name*: the entry holds shard-relative keys, and the
 source name and sample_id prefix are applied when the entry is read for a run (``sample_ids``).
 The samples quarantined while reading and embedding a shard are cached beside it, so a cached run reports the
-same counts. The embeddings file is published last and is the entry's completion marker. It is written in row groups of
-``ROW_GROUP_ROWS`` rows, so a sample of a few rows reads only the groups holding them (``read_rows``); entries
+same counts. The embeddings file is published last but one and is the entry's completion marker; after it the writer
+publishes the entry's counts (``EntryCounts``: its rows and quarantined rows), so a run learns what a cached entry holds
+from one small object, never from the entry's footers. It is written in row groups of
+``ROW_GROUP_ROWS`` rows, so a sample of a few rows reads only the groups holding them (``read_vectors``); entries
 written before that hold one row group and read the same, whole.
 
 An entry also holds each sample's location in its shard (``core.contracts.LOCATION``), which the manifest carries.
@@ -21,8 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -30,14 +33,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
 from core.contracts import ERRORS, LOCATION, cached_embedding_schema, conform, make_sample_id
+from core.lease import Lease
+from core.location import Location
 from core.settings import SourceSpec, StorageConfig
-from core.storage import arrow_filesystem, exists, filesystem, join, take_rows, write_parquet
+from core.storage import filesystem, take_rows
+from tasks.executor import Threads, map_ordered
 
 ROW_GROUP_ROWS = 1024  # ~1 MB of 512-d float16: a sampled row reads one such group; whole reads are as fast
 T, R = TypeVar("T"), TypeVar("R")
+LEASE_STALE_AFTER = 300.0  # seconds without a heartbeat before an embedding worker is taken for dead
 READ_THREADS = 16  # footers or sampled row groups read at once: on S3 each is a round trip
 
 
@@ -66,24 +72,116 @@ def sample_ids(source: str, shard: str, keys: pa.Array | pa.ChunkedArray) -> pa.
 
 
 @dataclass(frozen=True)
+class EntryCounts:
+    """What the worker that wrote an entry knew: vectors it holds and quarantined rows beside it, by reason. The
+    driver adds these up instead of reading every entry's footers (a round trip each on S3)."""
+
+    rows: int
+    quarantined: dict[str, int]
+
+    @property
+    def errors(self) -> int:
+        return sum(self.quarantined.values())
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One shard's entry: ``{prefix}.parquet`` (its vectors by key, published last but one: the entry exists once it
+    does), ``.errors.parquet`` (its quarantined rows), ``.counts.json`` (``EntryCounts``) and, while a worker embeds
+    it, ``.lease.json``. Callers read it through these methods, never by extending its prefix."""
+
+    prefix: Location
+
+    @property
+    def uri(self) -> str:
+        """The prefix's URI: what a run records to find the entry again (``EmbeddingCache.at``)."""
+        return self.prefix.uri
+
+    @property
+    def _vectors(self) -> Location:
+        return self.prefix.with_suffix(".parquet")
+
+    @property
+    def _errors(self) -> Location:
+        return self.prefix.with_suffix(".errors.parquet")
+
+    def exists(self) -> bool:
+        return self._vectors.exists()
+
+    def counts(self) -> EntryCounts | None:
+        """The entry's counts, or ``None`` if it is not cached: one small read, or the footers of an entry written
+        before counts were kept (or whose writer died between its last two objects)."""
+        try:
+            return EntryCounts(**json.loads(self.prefix.with_suffix(".counts.json").read_bytes()))
+        except FileNotFoundError:
+            if not self.exists():
+                return None
+        reasons = self._errors.read_parquet(["reason"])["reason"].to_pylist()
+        return EntryCounts(rows=self.rows(), quarantined=dict(Counter(reasons)))
+
+    def claim(self) -> AbstractContextManager[None]:
+        """Hold the entry's lease while embedding it (``core.lease``; ``LeaseHeld`` if a live worker of any run
+        holds it), so two runs on one cache embed a shard once; a dead holder's lease is taken over."""
+        lease = self.prefix.with_suffix(".lease.json")
+        return Lease(lease.uri, lease.storage, stale_after=LEASE_STALE_AFTER).held()
+
+    def row_groups(self) -> list[int]:
+        """Rows per row group of the entry, from its footer."""
+        with self._vectors.parquet_file() as pf:
+            return [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+
+    def rows(self) -> int:
+        """Vectors the entry holds, from its footer."""
+        return sum(self.row_groups())
+
+    def read(self, columns: list[str] | None = None) -> pa.Table:
+        return self._vectors.read_parquet(columns)
+
+    def read_vectors(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """The entry's vectors as float32 [n, dim]: every row, or those at ``rows`` (sorted, unique row indices),
+        reading only the row groups that hold them."""
+        if rows is None:
+            return vectors(self.read(["embedding"]))
+        with self._vectors.parquet_file() as pf:
+            return vectors(take_rows(pf, rows, ["embedding"]))
+
+    def read_keys(self) -> pa.Table:
+        """The entry's ``key`` and location columns (null locations for an entry written before they existed).
+
+        ``key`` comes as ``read(["key"])`` gives it, so the sample ids built on it hash as before."""
+        fs, path = self._vectors.arrow_filesystem()
+        dataset = pads.dataset(path, filesystem=fs, format="parquet")
+        table = dataset.to_table(columns=["key", *(n for n in LOCATION.names if n in dataset.schema.names)])
+        return conform(table, LOCATION).add_column(0, "key", table["key"])
+
+    def read_errors(self, source: str) -> pa.Table:
+        """The entry's quarantined rows with ``source``'s sample ids."""
+        errors = self._errors.read_parquet()
+        prefixed = pc.binary_join_element_wise(f"{source}/", errors["sample_id"], "")
+        return errors.set_column(errors.schema.get_field_index("sample_id"), "sample_id", prefixed)
+
+
+@dataclass(frozen=True)
 class EmbeddingCache:
     """Where embeddings of one backbone live: ``{root}/{fingerprint}/{entry key}.parquet``."""
 
-    root: str
+    root: Location
     fingerprint: str
-    storage: StorageConfig | None = None
 
-    def entry(self, spec: SourceSpec, shard_uri: str) -> str:
+    def entry(self, spec: SourceSpec, shard_uri: str) -> CacheEntry:
         """The entry for ``shard_uri`` read with ``spec``'s settings (raises FileNotFoundError for no shard)."""
-        raw = json.dumps([shard_identity(shard_uri, self.storage), read_settings(spec)], sort_keys=True)
-        return join(self.root, self.fingerprint, hashlib.sha256(raw.encode()).hexdigest()[:24])
+        raw = json.dumps([shard_identity(shard_uri, self.root.storage), read_settings(spec)], sort_keys=True)
+        return CacheEntry(self.root.join(self.fingerprint, hashlib.sha256(raw.encode()).hexdigest()[:24]))
 
-    def has(self, entry: str) -> bool:
-        return exists(entry + ".parquet", self.storage)
+    def at(self, uri: str) -> CacheEntry:
+        """The entry a run recorded by its ``uri``, on this cache's storage."""
+        return CacheEntry(Location(uri, self.root.storage))
 
-    def write(self, entry: str, shard_uri: str, embeddings: pa.Table, errors: pa.Table, dtype: str) -> None:
-        """Publish one shard's embeddings (``key`` + ``embedding``, and the location columns, null where absent) and
-        its quarantined samples (sample ids relative to the source, see ``local_ids``)."""
+    def write(
+        self, entry: CacheEntry, shard_uri: str, embeddings: pa.Table, errors: pa.Table, dtype: str
+    ) -> EntryCounts:
+        """Publish one shard's embeddings (``key`` + ``embedding``, and the location columns, null where absent), its
+        quarantined samples (sample ids relative to the source, see ``local_ids``) and their counts."""
         dim = embeddings.schema.field("embedding").type.list_size
         arrow_dtype = pa.float16() if dtype == "float16" else pa.float32()
         schema = cached_embedding_schema(dim, dtype=arrow_dtype, fingerprint=self.fingerprint)
@@ -91,57 +189,25 @@ class EmbeddingCache:
         vectors = pc.cast(embeddings["embedding"], pa.list_(arrow_dtype, dim))
         located = {f.name: embeddings[f.name] for f in LOCATION if f.name in embeddings.column_names}
         table = conform(pa.table({"key": embeddings["key"], "embedding": vectors, **located}), schema)
-        write_parquet(errors.cast(ERRORS), entry + ".errors.parquet", self.storage)
+        entry._errors.write_parquet(errors.cast(ERRORS))
         # No dictionary encoding: vectors never repeat, and decoding dictionaries made cache reads ~5x slower.
-        write_parquet(table, entry + ".parquet", self.storage, use_dictionary=False,  # last: marks it complete
-                      row_group_size=ROW_GROUP_ROWS)
-
-    def read(self, entry: str, columns: list[str] | None = None) -> pa.Table:
-        fs, path = arrow_filesystem(entry + ".parquet", self.storage)
-        return pq.read_table(path, filesystem=fs, columns=columns)
-
-    def row_groups(self, entry: str) -> list[int]:
-        """Rows per row group of the entry, from its footer."""
-        fs, path = arrow_filesystem(entry + ".parquet", self.storage)
-        meta = pq.ParquetFile(path, filesystem=fs).metadata
-        return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
-
-    def read_rows(self, entry: str, rows: np.ndarray, columns: list[str] | None = None) -> pa.Table:
-        """The entry's rows at ``rows`` (sorted, unique row indices), reading only the row groups that hold them."""
-        fs, path = arrow_filesystem(entry + ".parquet", self.storage)
-        with fs.open_input_file(path) as f:
-            return take_rows(pq.ParquetFile(f), rows, columns)
-
-    def read_keys(self, entry: str) -> pa.Table:
-        """The entry's ``key`` and location columns (null locations for an entry written before they existed).
-
-        ``key`` comes as ``read(entry, ["key"])`` gives it, so the sample ids built on it hash as before."""
-        fs, path = arrow_filesystem(entry + ".parquet", self.storage)
-        dataset = pads.dataset(path, filesystem=fs, format="parquet")
-        table = dataset.to_table(columns=["key", *(n for n in LOCATION.names if n in dataset.schema.names)])
-        return conform(table, LOCATION).add_column(0, "key", table["key"])
-
-    def read_errors(self, entry: str, source: str) -> pa.Table:
-        """The entry's quarantined rows with ``source``'s sample ids."""
-        fs, path = arrow_filesystem(entry + ".errors.parquet", self.storage)
-        errors = pq.read_table(path, filesystem=fs)
-        prefixed = pc.binary_join_element_wise(f"{source}/", errors["sample_id"], "")
-        return errors.set_column(errors.schema.get_field_index("sample_id"), "sample_id", prefixed)
+        entry._vectors.write_parquet(table, use_dictionary=False,  # last but one: marks it complete
+                                     row_group_size=ROW_GROUP_ROWS)
+        counts = EntryCounts(rows=table.num_rows, quarantined=dict(Counter(errors["reason"].to_pylist())))
+        entry.prefix.with_suffix(".counts.json").publish_bytes(json.dumps(counts.__dict__).encode())
+        return counts
 
 
 def threaded(fn: Callable[[T], R], items: list[T], threads: int = READ_THREADS) -> Iterator[R]:
-    """``map(fn, items)`` with ``threads`` calls in flight (results in order): for reads that wait on storage or
-    decode outside the GIL."""
-    if len(items) <= 1:
-        yield from map(fn, items)
-        return
-    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
-        yield from pool.map(fn, items)
+    """``map(fn, items)`` on the executor's threads, ``threads`` calls in flight (results in order, streamed): for
+    reads that wait on storage or decode outside the GIL. A transient fault is retried under the executor's policy;
+    any other error is raised as it came, noted with the item it was reading."""
+    return map_ordered(Threads(workers=threads), fn, items)
 
 
-def entry_row_counts(cache: EmbeddingCache, entries: list[str]) -> list[int]:
+def entry_row_counts(entries: list[CacheEntry]) -> list[int]:
     """Rows of each entry, from footers read ``READ_THREADS`` at a time (the cost is per entry, not per row)."""
-    return list(threaded(lambda entry: sum(cache.row_groups(entry)), entries))
+    return list(threaded(CacheEntry.rows, entries))
 
 
 def vectors(table: pa.Table) -> np.ndarray:

@@ -3,16 +3,16 @@ Prefect task of the same name, suffixed ``_task``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from botocore.exceptions import BotoCoreError
 
 from core.contracts import ERRORS
-from core.manifest import write_manifest as write_manifest_file
+from core.location import Location
 from core.read import Quarantine, list_shards_or_quarantine, source_root
 from core.settings import SourceSpec, StorageConfig
 from core.storage import relative_name, storage_error
@@ -23,13 +23,12 @@ from estimator.features import feature_parts
 from estimator.probe import load_estimator
 from estimator.scorer import Scorer, ScorerConfig, fit_scorer
 from tasks import distributed_select
-from tasks import select as selection
-from tasks.cache import EmbeddingCache
-from tasks.dedup import PoolVectors, dedup_select
+from tasks.cache import EmbeddingCache, EntryCounts
 from tasks.embed import Embed
 from tasks.embed_shards import EmbedSummary, ShardJob, embed_shards
 from tasks.progress import Progress
-from tasks.score import CachedShard, PoolScores, load_features, manifest_parts, score_pool
+from tasks.score import CachedShard, load_features
+from tasks.select import SelectionConfig
 from tasks.source_checks import refuse_robot_data_in_pool, refuse_shared_shards
 
 
@@ -72,7 +71,7 @@ def preflight(
         load_estimator(
             scorer_config.estimator_uri, storage, expect_fingerprint=backbone.fingerprint, expect_dim=backbone.embed_dim
         )
-    cache = EmbeddingCache(root=cache_uri, fingerprint=backbone.fingerprint, storage=storage)
+    cache = EmbeddingCache(root=Location(cache_uri, storage), fingerprint=backbone.fingerprint)
     listing = Quarantine(stage="list")
     shards: dict[str, list[CachedShard]] = {"pool": [], "robot": []}
     todo: list[ShardJob] = []
@@ -92,8 +91,10 @@ def preflight(
                     listing.add(shard_uri=shard_uri, reason="unreadable_shard", detail="shard not found")
                     continue
                 shard = relative_name(source_root(spec), shard_uri)
-                shards[role].append(CachedShard(source=spec.name, shard_uri=shard_uri, shard=shard, entry=entry))
-                if not cache.has(entry):
+                counts = entry.counts()
+                shards[role].append(CachedShard(source=spec.name, shard_uri=shard_uri, shard=shard, entry=entry,
+                                                counts=counts))
+                if counts is None:
                     todo.append(ShardJob(spec=spec, shard_uri=shard_uri, entry=entry))
             if len(shards[role]) == found:
                 empty.append(f"{role}.{index}.uri: no readable shard at {spec.uri}")
@@ -116,9 +117,32 @@ def preflight(
     )
 
 
+def counted(plan: Plan, embedded: EmbedSummary | None) -> Plan:
+    """The plan with every shard's counts: the embedding workers' summary rows for the shards this run embedded,
+    the preflight's for those cached before, so the driver reads nothing per shard after embedding."""
+    fresh = {}
+    if embedded is not None:
+        for row in embedded.shards.filter(pc.is_null(embedded.shards["failed"])).to_pylist():
+            fresh[row["shard_uri"]] = EntryCounts(rows=row["rows_embedded"], quarantined=json.loads(row["quarantined"]))
+
+    def count(shard: CachedShard) -> CachedShard:
+        if shard.counts is not None:
+            return shard
+        return replace(shard, counts=fresh.get(shard.shard_uri) or shard.entry.counts())
+
+    return replace(plan, pool=[count(s) for s in plan.pool], robot=[count(s) for s in plan.robot])
+
+
+def usable_rows(plan: Plan) -> dict[str, int]:
+    """Vectors cached for each shard of a ``counted`` plan."""
+    return {s.shard_uri: s.counts.rows if s.counts else 0 for s in plan.pool + plan.robot}
+
+
 def gather_errors(plan: Plan) -> pa.Table:
-    """Every quarantined row of the run: listing failures plus what each shard's cache entry recorded."""
-    parts = [plan.listing_errors] + [plan.cache.read_errors(s.entry, s.source) for s in plan.pool + plan.robot]
+    """Every quarantined row of the run: listing failures plus what the cache entries recorded, read only from the
+    entries whose counts say they hold some (all of them for a plan not yet ``counted``)."""
+    quarantined = [s for s in plan.pool + plan.robot if s.counts is None or s.counts.errors]
+    parts = [plan.listing_errors] + [s.entry.read_errors(s.source) for s in quarantined]
     return pa.concat_tables([p.cast(ERRORS) for p in parts])
 
 
@@ -151,102 +175,17 @@ def fit(plan: Plan, config: ScorerConfig, *, train_pool_samples: int) -> tuple[S
     """Train the scorer on every robot vector and a seeded uniform sample of the pool's."""
     # steps: every shard read for features, then the fit itself
     with Progress("fit", total=len(plan.robot) + len(plan.pool) + 1, unit="steps") as progress:
-        robot = load_features(plan.cache, plan.robot, progress=progress)
+        robot = load_features(plan.robot, progress=progress)
         pool = load_features(
-            plan.cache, plan.pool, max_rows=train_pool_samples, seed=config.estimator.seed, progress=progress
+            plan.pool, max_rows=train_pool_samples, seed=config.estimator.seed, progress=progress
         )
         info = plan.backbone
         parts = feature_parts(info.parts["kind"], info.parts["modality"], info.embed_dim)  # image/text columns
         fitted = fit_scorer(
-            config, robot, pool, backbone_fingerprint=info.fingerprint, parts=parts, storage=plan.cache.storage
+            config, robot, pool, backbone_fingerprint=info.fingerprint, parts=parts, storage=plan.cache.root.storage
         )
         progress.update()
     return fitted
-
-
-def score(plan: Plan, scorer: Scorer) -> PoolScores:
-    """The score of every cached pool sample, in pool order."""
-    with Progress("score", total=len(plan.pool)) as progress:
-        return score_pool(plan.cache, plan.pool, scorer, progress=progress)
-
-
-@dataclass
-class Selection:
-    """The outcome of selection, in pool order: every sample's rank (its place in score order), which are kept,
-    how many, and how they were chosen (``record``: mode, seed, dedup threshold, near-duplicates skipped)."""
-
-    ranks: np.ndarray
-    chosen: np.ndarray
-    k: int
-    record: dict[str, Any]
-
-
-def selection_record(config: selection.SelectionConfig, duplicates_skipped: int = 0) -> dict[str, Any]:
-    """How a run chose its K, as the sidecar and the report record it (seed: None for top_k, which draws nothing)."""
-    return {
-        "mode": config.mode,
-        "seed": config.seed if config.mode == "importance" else None,
-        "dedup_threshold": config.dedup_threshold,
-        "duplicates_skipped": duplicates_skipped,
-    }
-
-
-def pool_vectors(plan: Plan, scorer: Scorer) -> PoolVectors:
-    """The pool's cached vectors, cut to the columns ``scorer`` reads (the whole vector for one that reads none,
-    the random baseline): what near-duplicate removal compares."""
-    columns = getattr(scorer, "columns", None)
-    if isinstance(columns, tuple):
-        columns = slice(*columns)
-    return PoolVectors(plan.cache, plan.pool, columns if isinstance(columns, slice) else slice(None))
-
-
-def select(
-    scores: PoolScores,
-    *,
-    k: int | None,
-    fraction: float | None,
-    per_source_cap: dict[str, int] | None,
-    config: selection.SelectionConfig | None = None,
-    vectors: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> Selection:
-    """Keep K pool samples (or a fraction), within the optional per-source caps: the global top-K by score
-    (``config.mode="top_k"``, the default), or a seeded draw without replacement with P ∝ exp(score)
-    (``"importance"``: the estimator's logit is the log density ratio). With ``config.dedup_threshold``, a
-    candidate whose cosine similarity on ``vectors`` (pool positions -> rows, e.g. ``pool_vectors``) to one
-    already kept reaches the threshold is skipped and counted; the next candidate takes its place.
-
-    ``ranks`` stay the place in score order whatever the mode (0 = highest score); ``chosen`` marks the draw."""
-    config = config or selection.SelectionConfig()
-    n = selection.resolve_k(len(scores.scores), k=k, fraction=fraction)
-    order = selection.rank_order(scores.scores)
-    draw = order if config.mode == "top_k" else selection.importance_order(scores.scores, config.seed)
-    caps = {scores.sources.index(s): c for s, c in (per_source_cap or {}).items() if s in scores.sources}
-    skipped = 0
-    if config.dedup_threshold is None:
-        chosen = selection.select_top(draw, n, scores.source_codes, caps)
-    elif vectors is None:
-        raise ValueError("selection.dedup_threshold needs the pool's vectors (curation.pool_vectors)")
-    else:
-        chosen, skipped = dedup_select(draw, n, vectors, config.dedup_threshold, source_codes=scores.source_codes,
-                                       caps=caps)
-    return Selection(ranks=selection.ranks_from_order(order), chosen=chosen, k=n,
-                     record=selection_record(config, skipped))
-
-
-def write_manifest(
-    plan: Plan, uri: str, scores: PoolScores, chosen: Selection, sidecar: dict[str, Any]
-) -> dict[str, Any]:
-    """Publish the manifest (every pool sample, scored and ranked) and its sidecar; returns the sidecar."""
-    parts = manifest_parts(plan.cache, plan.pool, scores.scores, chosen.ranks, chosen.chosen)
-    with Progress("write manifest", total=len(plan.pool)) as progress:
-        return write_manifest_file(uri, _counted(parts, progress), sidecar, plan.cache.storage)
-
-
-def _counted(parts: Iterator[pa.Table], progress: Progress) -> Iterator[pa.Table]:
-    """``parts`` as they are, each counted once the writer has taken it."""
-    for part in parts:
-        yield part
-        progress.update(samples=part.num_rows)
 
 
 def score_select_write(
@@ -257,12 +196,14 @@ def score_select_write(
     *,
     k: int | None,
     fraction: float | None,
+    selection: SelectionConfig,
+    per_source_cap: dict[str, int] | None,
     options: distributed_select.DistributedSelection,
 ) -> dict[str, Any]:
-    """``score`` + ``select`` + ``write_manifest`` as one job on the current Ray cluster: the same rows, as a
-    partitioned manifest written by the workers, with the driver's memory flat in the pool (no per-source caps:
-    they need the whole order in one process). Returns the sidecar."""
+    """Score every pool sample, choose the K (top-K or a seeded importance draw, within the per-source caps, past
+    near-duplicates) and publish the manifest, as one job on the current Ray cluster (``tasks.distributed_select``:
+    one worker on a laptop, many on a cluster, the same bytes). Returns the sidecar."""
     return distributed_select.score_select_write(
         cache=plan.cache, pool=plan.pool, scorer=scorer, manifest_uri=uri, sidecar=sidecar, k=k, fraction=fraction,
-        options=options,
+        selection=selection, per_source_cap=per_source_cap, options=options,
     )

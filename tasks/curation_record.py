@@ -39,6 +39,7 @@ class CurateReport(BaseModel):
     diversity: dict[str, float] = {}
     mmd2: dict[str, dict[str, float]] = {}
     embedding: dict[str, float] = {}  # this run's embedding job: samples/s, seconds per stage (empty: all cached)
+    timings: dict[str, float] = {}  # wall seconds per step: embed_s, fit_s, score_s, select_s, manifest_s, report_s
 
 
 def cache_entries(pool: list[CachedShard], robot: list[CachedShard]) -> dict[str, Any]:
@@ -47,8 +48,8 @@ def cache_entries(pool: list[CachedShard], robot: list[CachedShard]) -> dict[str
     source may have changed since the run)."""
     by_source: dict[str, list[str]] = {}
     for shard in robot:
-        by_source.setdefault(shard.source, []).append(shard.entry)
-    return {"pool": {shard.shard_uri: shard.entry for shard in pool}, "robot": by_source}
+        by_source.setdefault(shard.source, []).append(shard.entry.uri)
+    return {"pool": {shard.shard_uri: shard.entry.uri for shard in pool}, "robot": by_source}
 
 
 def build_sidecar(
@@ -103,6 +104,7 @@ def mlflow_metrics(report: CurateReport) -> dict[str, float]:
         **{f"selected_{s}": c["selected"] for s, c in report.per_source.items()},
     }
     metrics |= {f"embed_{name}": float(value) for name, value in report.embedding.items()}
+    metrics |= {f"timing_{step}": seconds for step, seconds in report.timings.items()}
     return metrics | {f"diversity_{name}": value for name, value in report.diversity.items()}
 
 

@@ -1,42 +1,50 @@
-"""Distributed scoring and selection: Ray workers score the embedding cache, rank the whole pool with a
-range-partitioned sort and write the manifest's files themselves; the driver only adds up summaries.
+"""The selection engine: Ray workers score the embedding cache, rank the whole pool with a range-partitioned sort,
+choose the K and write the manifest's files themselves; the driver only adds up summaries. It is the one way a
+curation selects: with one worker on a laptop, with many on a cluster, and the same bytes either way.
 
-Three passes of plain Ray tasks, one per small task row (``tasks.score_ranges`` holds the arithmetic):
+Passes of Ray tasks on ``tasks.executor`` (``RayTasks``), one per small unit: the executor keeps the in-flight bound,
+retries a transient fault under its one policy and names a unit that fails (``tasks.score_ranges`` holds the
+arithmetic, ``tasks.select`` the selection rules):
 
 1. **score** — one task per manifest file (``shards_per_file`` consecutive pool shards): read the cache entries,
-   score each shard with one ``scorer.score`` call (as ``tasks.score.score_pool`` does, so the floats are the same),
-   write the file's ``(pos, score)`` rows and its run ``(key, pos)`` sorted best first, with the run's index (where
-   each score bin ends), and return a 65,536-bin score histogram.
-2. **rank** — one task per score range cut from the summed histogram: read that range's slice of every run (the
-   index gives it exactly), sort it by (score desc, pool position), rank = rows above the range + place; write
-   ``(pos, rank)`` in pool order and where each manifest file's positions start in it.
-3. **write** — one task per manifest file: keys and locations from the cache, scores from its rows, ranks from its
-   slice of every range; ``selected = rank < K``; publish ``part-NNNNN.parquet`` and return counts and one digest
-   per shard.
+   score each shard with one ``scorer.score`` call, write the file's ``(pos, score)`` rows and, per *order*, its run
+   ``(key, pos)`` sorted best first with the run's index (where each score bin ends), and return a 65,536-bin
+   histogram per order. The ``score`` order gives the manifest's rank; ``mode: importance`` adds the ``draw`` order,
+   whose keys are the scores plus per-row seeded Gumbel noise (``select.draw_keys``).
+2. **rank** — per order, one task per key range cut from the summed histogram: read that range's slice of every run
+   (the index gives it exactly), sort it by (key desc, pool position), place = rows above the range + place within;
+   write ``(pos, place)`` in pool order and where each manifest file's positions start in it.
+3. **pick** — only with per-source caps or near-duplicate removal: one task walks the chosen order (``draw`` or
+   ``score``) range by range from the top with a ``select.Picker`` until K are kept, and writes the kept positions
+   in pool order. Without them the K are simply the first K places of the chosen order.
+4. **write** — one task per manifest file: keys and locations from the cache, scores from its rows, ranks and the
+   selection from its slice of every range (or of the kept positions); publish ``part-NNNNN.parquet`` and return
+   counts and one digest per shard.
 
 Scratch files are fixed-width records (``tasks.scratch_records``), so each (file, range) pair of the exchange is
 one exact ranged read.
 
-The driver holds the histogram (512 KB), the ranges and one summary per file and per shard — never a per-sample
-array — so its memory is flat in the pool's size. The manifest is a directory of Parquet files under
-``manifest_uri`` that pandas, pyarrow, polars and ``ray.data.read_parquet`` read in one line (duckdb with
-``/*.parquet``); the sidecar lists the files and a content hash over every shard's rows in pool order. Which files
-exist depends on ``shards_per_file`` only and the hash on neither: the manifest is the same, bit for bit, whatever
-the number of workers or ranges. Per-source caps need the pool's whole order and stay on the one-process path.
+The driver holds the histograms (512 KB each), the ranges and one summary per file and per shard — never a
+per-sample array — so its memory is flat in the pool's size; the pick task's grows with K (the kept positions and,
+for dedup, their vectors). The manifest is a directory of Parquet files under ``manifest_uri`` that pandas, pyarrow,
+polars and ``ray.data.read_parquet`` read in one line (duckdb with ``/*.parquet``); the sidecar lists the files and a
+content hash over every shard's rows in pool order. Which files exist depends on ``shards_per_file`` only and the
+hash on neither: every key, tie and draw is a function of the samples, so the manifest is the same, bit for bit,
+whatever the number of workers or ranges.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import ray
 
 from core.contracts import MANIFEST
 from core.manifest import hash_part, sidecar_uri
@@ -45,11 +53,13 @@ from estimator.scorer import Scorer
 from tasks import score_ranges as sr
 from tasks import scratch_records as rec
 from tasks.cache import EmbeddingCache, sample_ids, vectors
-from tasks.progress import Progress
+from tasks.executor import Job, run
+from tasks.executor.on_ray import RayTasks
 from tasks.score import CachedShard, shard_manifest_rows
-from tasks.select import resolve_k
+from tasks.select import Picker, SelectionConfig, draw_keys, resolve_k
 
 HASH_SCHEME = "sha256 over the sha256 of each shard's rows (sample_id, score, rank, selected buffers), pool order"
+CHUNK = 1024  # candidates the pick pass offers at once (one matrix of within-chunk similarities)
 
 
 @dataclass(frozen=True)
@@ -65,12 +75,30 @@ class DistributedSelection:
 
 @dataclass(frozen=True)
 class _Job:
-    """What every worker needs, shipped once through the object store."""
+    """What every worker needs, shipped once per pass with its work (``RayTasks`` puts the work in the object
+    store once, never per task). ``columns``: the part of a vector that
+    near-duplicate removal compares (what the scorer reads)."""
 
     cache: EmbeddingCache
     pool: list[CachedShard]
     scratch: str
     manifest_uri: str
+    selection: SelectionConfig
+    caps: dict[str, int]
+    columns: slice
+
+    @property
+    def orders(self) -> tuple[str, ...]:
+        return ("score", "draw") if self.selection.mode == "importance" else ("score",)
+
+    @property
+    def chosen_by(self) -> str:
+        """The order whose first K (past caps and duplicates) are the selection."""
+        return self.orders[-1]
+
+    @property
+    def walks(self) -> bool:
+        return bool(self.caps) or self.selection.dedup_threshold is not None
 
 
 def score_select_write(
@@ -82,33 +110,68 @@ def score_select_write(
     sidecar: dict[str, Any],
     k: int | None,
     fraction: float | None,
+    selection: SelectionConfig | None = None,
+    per_source_cap: dict[str, int] | None = None,
     options: DistributedSelection = DistributedSelection(),
 ) -> dict[str, Any]:
     """Score, rank and select the pool on the current Ray cluster and publish a partitioned manifest and its
-    sidecar (returned; its ``k`` is the resolved K). Raises ``ValueError`` for a K the pool cannot meet."""
-    job = _Job(cache=cache, pool=pool, scratch=manifest_uri.rstrip("/") + ".scratch", manifest_uri=manifest_uri)
+    sidecar (returned; its ``k`` is the resolved K, its ``selection`` how the K were chosen). Raises ``ValueError``
+    for a K the pool cannot meet, or that caps and near-duplicate removal leave it short of."""
+    job = _Job(cache=cache, pool=pool, scratch=manifest_uri.rstrip("/") + ".scratch", manifest_uri=manifest_uri,
+               selection=selection or SelectionConfig(), caps=dict(per_source_cap or {}),
+               columns=scorer_columns(scorer))
     _clear(job)
-    job_ref = ray.put(job)
-    files = [
-        {"part": q, "first": first, "stop": min(first + options.shards_per_file, len(pool))}
-        for q, first in enumerate(range(0, len(pool), options.shards_per_file))
-    ]
+    try:
+        return _run(job, scorer, sidecar, k=k, fraction=fraction, options=options)
+    finally:
+        _clear(job, manifest=False)
 
-    hist = np.zeros(sr.BINS, np.int64)
-    for row in run_tasks("score", _score_file, files, options, job=job_ref, scorer=ray.put(scorer)):
-        np.add.at(hist, np.frombuffer(row["bins"], np.int32), np.frombuffer(row["counts"], np.int64))
-    total = int(hist.sum())
+
+def scorer_columns(scorer: Scorer) -> slice:
+    """The vector columns ``scorer`` reads (the whole vector for one that reads none, the random baseline): what
+    near-duplicate removal compares."""
+    columns = getattr(scorer, "columns", None)
+    if isinstance(columns, tuple):
+        columns = slice(*columns)
+    return columns if isinstance(columns, slice) else slice(None)
+
+
+def _run(job: _Job, scorer: Scorer, sidecar: dict[str, Any], *, k: int | None,
+         fraction: float | None, options: DistributedSelection) -> dict[str, Any]:
+    spf = options.shards_per_file
+    files = [{"part": q, "first": first, "stop": min(first + spf, len(job.pool))}
+             for q, first in enumerate(range(0, len(job.pool), spf))]
+
+    hists = {order: np.zeros(sr.BINS, np.int64) for order in job.orders}
+    for row in run_pass("score", partial(_score_file, job=job, scorer=scorer), files, options, name=_file_name):
+        for order, (bins, counts) in row["hists"].items():
+            np.add.at(hists[order], np.frombuffer(bins, np.int32), np.frombuffer(counts, np.int64))
+    total = int(hists["score"].sum())
     n = resolve_k(total, k=k, fraction=fraction)
 
-    ranges = sr.plan_ranges(hist, options.ranges or len(files))
-    tasks = [{"range": i, **vars(r)} for i, r in enumerate(ranges)]
-    ranked = sum(row["rows"] for row in run_tasks("rank", _rank_range, tasks, options, job=job_ref, files=len(files),
-                                             shards_per_file=options.shards_per_file))
-    if ranked != total:
-        raise RuntimeError(f"ranked {ranked} rows of {total}: a scratch run changed under the job")
+    ranges: dict[str, int] = {}
+    for order in job.orders:
+        planned = sr.plan_ranges(hists[order], options.ranges or len(files))
+        ranges[order] = len(planned)
+        tasks = [{"range": i, "order": order, **vars(r)} for i, r in enumerate(planned)]
+        rank = partial(_rank_range, job=job, files=len(files), shards_per_file=spf)
+        ranked = sum(row["rows"] for row in run_pass(f"rank ({order})", rank, tasks, options, timing="select",
+                                                     name=lambda t: f"{t['order']} range {t['range']}"))
+        if ranked != total:
+            raise RuntimeError(f"ranked {ranked} rows of {total} by {order}: a scratch run changed under the job")
 
-    summaries = {row["part"]: row for row in run_tasks("write manifest", _write_file, files, options, job=job_ref,
-                                                   k=n, ranges=len(ranges))}
+    skipped = 0
+    if job.walks:
+        pick = partial(_pick, job=job, k=n, files=len(files), shards_per_file=spf)
+        [picked] = run_pass("pick", pick, [{"ranges": ranges[job.chosen_by]}], options, name=lambda _: "pick",
+                            timing="select")
+        if picked["error"]:
+            raise ValueError(picked["error"])
+        skipped = picked["duplicates"]
+
+    write = partial(_write_file, job=job, k=n, ranges=ranges)
+    written = run_pass("write manifest", write, files, options, name=_file_name, timing="manifest")
+    summaries = {row["part"]: row for row in written}
     digest = hashlib.sha256()
     per_source: dict[str, dict[str, int]] = {}
     for q in range(len(files)):
@@ -117,49 +180,50 @@ def score_select_write(
             counts = per_source.setdefault(source, {"pool": 0, "selected": 0})
             counts["pool"] += pool_rows
             counts["selected"] += chosen
-    _clear(job, manifest=False)
     sidecar = {
         **sidecar,
         "k": n,
+        "selection": job.selection.record(skipped),
         "rows": total,
         "selected": sum(c["selected"] for c in per_source.values()),
         "per_source": per_source,
         "content_sha256": digest.hexdigest(),
         "content_hash": HASH_SCHEME,
         "files": [_part_name(q) for q in range(len(files))],
-        "manifest_uri": manifest_uri,
+        "manifest_uri": job.manifest_uri,
     }
-    publish_bytes(sidecar_uri(manifest_uri), json.dumps(sidecar, indent=1, sort_keys=True).encode(), cache.storage)
+    publish_bytes(sidecar_uri(job.manifest_uri), json.dumps(sidecar, indent=1, sort_keys=True).encode(),
+                  job.cache.root.storage)
     return sidecar
 
 
 def _clear(job: _Job, *, manifest: bool = True) -> None:
     """Remove the scratch files (and, before a run, manifest files) an interrupted attempt left: a stale run, range
     or part file would otherwise be read with this attempt's."""
-    fs, scratch = filesystem(job.scratch, job.cache.storage)
+    fs, scratch = filesystem(job.scratch, job.cache.root.storage)
     if fs.exists(scratch):
         fs.rm(scratch, recursive=True)
     if manifest:
-        _, root = filesystem(job.manifest_uri, job.cache.storage)
+        _, root = filesystem(job.manifest_uri, job.cache.root.storage)
         for stale in fs.glob(root.rstrip("/") + "/part-*.parquet"):
             fs.rm(stale)
 
 
-def run_tasks(step: str, fn: Callable[..., dict], rows: list[dict], options: DistributedSelection,
-         **shared: Any) -> Iterator[dict]:
-    """``fn(row, **shared)`` for every row, one Ray task each (``options.cpus`` each, at most ``options.workers`` at
-    once), yielding the results as they finish. Plain tasks rather than a Ray Data job per pass: a pass is a few
-    hundred task rows, and a Ray Data job's start-up cost seconds each time."""
-    remote = ray.remote(num_cpus=options.cpus)(fn)
-    limit = options.workers or len(rows)
-    queue, pending = list(reversed(rows)), []
-    with Progress(step, total=len(rows), unit="tasks") as progress:
-        while queue or pending:
-            while queue and len(pending) < limit:
-                pending.append(remote.remote(queue.pop(), **shared))
-            done, pending = ray.wait(pending, num_returns=1)
-            progress.update()
-            yield ray.get(done[0])
+def run_pass(step: str, work: Callable[[dict], dict], units: Sequence[dict], options: DistributedSelection, *,
+             name: Callable[[dict], str], timing: str | None = None) -> list[dict]:
+    """``work(unit)`` for every unit, one Ray task each (``options.cpus`` each, at most ``options.workers`` at once),
+    on the executor: the summary rows, in any order. Plain tasks rather than a Ray Data job per pass: a pass is a few
+    hundred units, and a Ray Data job's start-up costs seconds each time. A unit that fails under the executor's
+    policy fails the pass (``JobFailed``, naming it) once the others finish; nothing of the pass is published.
+    ``timing``: the step timing the pass's wall time adds to (default: ``step``; the rank and pick passes: select)."""
+    report = run(Job(step=step, units=units, work=work, name=name, unit_label="tasks", timing=timing),
+                 RayTasks(cpus=options.cpus, in_flight=options.workers))
+    report.raise_for_failed("no manifest was published; a rerun selects again")
+    return report.rows
+
+
+def _file_name(unit: dict) -> str:
+    return _part_name(unit["part"])
 
 
 def _part_name(q: int) -> str:
@@ -171,85 +235,148 @@ def _scratch(job: _Job, *parts: str) -> str:
 
 
 def _score_file(row: dict, *, job: _Job, scorer: Scorer) -> dict:
-    """Pass 1: score the file's shards; write its rows in pool order and its sorted run (with the run's index);
-    return its histogram (non-empty bins only)."""
-    keys, positions, scores = [np.zeros(0, np.uint32)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
+    """Pass 1: score the file's shards; write its rows in pool order and, per order, its sorted run (with the run's
+    index); return each order's histogram (non-empty bins only)."""
+    positions, scores = [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
+    keys: dict[str, list[np.ndarray]] = {order: [np.zeros(0, np.uint32)] for order in job.orders}
     for index in range(row["first"], row["stop"]):
         shard = job.pool[index]
-        table = job.cache.read(shard.entry, columns=["key", "embedding"])
+        table = shard.entry.read(["key", "embedding"])
         if table.num_rows == 0:  # every sample of the shard was quarantined
             continue
         ids = sample_ids(shard.source, shard.shard, table["key"]).to_pylist()
         s = np.asarray(scorer.score(vectors(table), ids), np.float32)
         scores.append(s)
-        keys.append(sr.order_keys(s))
         positions.append(sr.pool_positions(index, table.num_rows))
-    key, pos, score = np.concatenate(keys), np.concatenate(positions), np.concatenate(scores)
-    rows = np.empty(len(key), rec.ROWS)
-    rows["pos"], rows["score"] = pos, score
-    order = sr.rank_order(key, pos)
-    run = np.empty(len(key), rec.RUN)
-    run["key"], run["pos"] = key[order], pos[order]
-    name, storage = f"part-{row['part']:05d}", job.cache.storage
+        keys["score"].append(sr.order_keys(s))
+        if "draw" in keys:
+            draws = draw_keys(s, seed=job.selection.seed, source=shard.source, shard=shard.shard)
+            keys["draw"].append(sr.order_keys(draws))
+    pos, storage, name = np.concatenate(positions), job.cache.root.storage, f"part-{row['part']:05d}"
+    rows = np.empty(len(pos), rec.ROWS)
+    rows["pos"], rows["score"] = pos, np.concatenate(scores)
     rec.write(_scratch(job, "scores", name + ".rows"), rows, storage)
-    rec.write(_scratch(job, "scores", name + ".run"), run, storage)
-    rec.write(_scratch(job, "scores", name + ".index"), rec.run_index(sr.score_bins(run["key"])), storage)
-    hist = sr.histogram(key)
-    bins = np.flatnonzero(hist).astype(np.int32)
-    return {"part": row["part"], "bins": bins.tobytes(), "counts": hist[bins].tobytes()}
+    hists = {}
+    for order, parts in keys.items():
+        key = np.concatenate(parts)
+        ranked = sr.rank_order(key, pos)
+        run = np.empty(len(key), rec.RUN)
+        run["key"], run["pos"] = key[ranked], pos[ranked]
+        rec.write(_scratch(job, order, name + ".run"), run, storage)
+        rec.write(_scratch(job, order, name + ".index"), rec.run_index(sr.score_bins(run["key"])), storage)
+        hist = sr.histogram(key)
+        bins = np.flatnonzero(hist).astype(np.int32)
+        hists[order] = (bins.tobytes(), hist[bins].tobytes())
+    return {"part": row["part"], "hists": hists}
 
 
 def _rank_range(row: dict, *, job: _Job, files: int, shards_per_file: int) -> dict:
-    """Pass 2: rank every row of one score range — its slice of every run — and write (pos, rank) in pool order
-    with where each manifest file's rows start."""
-    storage, slices = job.cache.storage, []
+    """Pass 2: place every row of one key range of one order — its slice of every run — and write (pos, place) in
+    pool order with where each manifest file's rows start."""
+    storage, order, slices = job.cache.root.storage, row["order"], []
     for q in range(files):
         name = f"part-{q:05d}"
-        start, stop = rec.run_slice(rec.read(_scratch(job, "scores", name + ".index"), rec.RUN_INDEX, storage),
+        start, stop = rec.run_slice(rec.read(_scratch(job, order, name + ".index"), rec.RUN_INDEX, storage),
                                     row["low"], row["high"])
-        slices.append(rec.read(_scratch(job, "scores", name + ".run"), rec.RUN, storage, start, stop))
+        slices.append(rec.read(_scratch(job, order, name + ".run"), rec.RUN, storage, start, stop))
     run = np.concatenate(slices)
     key, pos = run["key"], run["pos"]
     if len(key) != row["rows"]:
-        raise RuntimeError(f"score range {row['range']}: {len(key)} rows, the histogram said {row['rows']}")
-    rank = np.empty(len(key), np.int64)
-    rank[sr.rank_order(key, pos)] = row["offset"] + np.arange(len(key), dtype=np.int64)
+        raise RuntimeError(f"{order} range {row['range']}: {len(key)} rows, the histogram said {row['rows']}")
+    place = np.empty(len(key), np.int64)
+    place[sr.rank_order(key, pos)] = row["offset"] + np.arange(len(key), dtype=np.int64)
     by_pos = np.argsort(pos)  # positions are unique
     ranks = np.empty(len(key), rec.RANKS)
-    ranks["pos"], ranks["rank"] = pos[by_pos], rank[by_pos]
-    firsts = np.arange(files + 1, dtype=np.int64) * shards_per_file << np.int64(32)
-    offsets = np.searchsorted(ranks["pos"], firsts).astype(rec.OFFSETS)
+    ranks["pos"], ranks["rank"] = pos[by_pos], place[by_pos]
     name = f"range-{row['range']:05d}"
-    rec.write(_scratch(job, "ranks", name + ".ranks"), ranks, storage)
-    rec.write(_scratch(job, "ranks", name + ".offsets"), offsets, storage)
+    rec.write(_scratch(job, "ranks", order, name + ".ranks"), ranks, storage)
+    rec.write(_scratch(job, "ranks", order, name + ".offsets"), _file_offsets(ranks["pos"], files, shards_per_file),
+              storage)
     return {"range": row["range"], "rows": len(key)}
 
 
-def _write_file(row: dict, *, job: _Job, k: int, ranges: int) -> dict:
-    """Pass 3: write one manifest file in pool order; return per-source counts and one digest per shard."""
-    first, stop, storage = row["first"], row["stop"], job.cache.storage
-    rows = rec.read(_scratch(job, "scores", f"part-{row['part']:05d}.rows"), rec.ROWS, storage)
-    slices = []
+def _file_offsets(pos: np.ndarray, files: int, shards_per_file: int) -> np.ndarray:
+    """Where each manifest file's rows start in ``pos`` (sorted pool positions), and the end."""
+    firsts = np.arange(files + 1, dtype=np.int64) * shards_per_file << np.int64(32)
+    return np.searchsorted(pos, firsts).astype(rec.OFFSETS)
+
+
+def _pick(row: dict, *, job: _Job, k: int, files: int, shards_per_file: int) -> dict:
+    """Pass 3: walk the chosen order from the top, range by range, keeping candidates that fit the caps and are no
+    near-duplicate of a kept one, until ``k`` are kept; write the kept positions in pool order."""
+    picker = Picker(k, caps=job.caps, dedup_threshold=job.selection.dedup_threshold)
+    kept = [np.zeros(0, np.int64)]
+    for r in range(row["ranges"]):
+        places = rec.read(_scratch(job, "ranks", job.chosen_by, f"range-{r:05d}.ranks"), rec.RANKS,
+                          job.cache.root.storage)
+        candidates = places["pos"][np.argsort(places["rank"])]
+        for start in range(0, len(candidates), CHUNK):
+            chunk = candidates[start : start + CHUNK]
+            sources = [job.pool[i].source for i in (chunk >> np.int64(32)).tolist()]
+            x = _vectors(job, chunk) if job.selection.dedup_threshold is not None else None
+            kept.append(chunk[picker.offer(sources, x)])
+            if picker.done:
+                break
+        if picker.done:
+            break
+    pos, storage = np.sort(np.concatenate(kept)), job.cache.root.storage
+    rec.write(_scratch(job, "picked", "kept.pos"), pos.astype(rec.OFFSETS), storage)
+    rec.write(_scratch(job, "picked", "kept.offsets"), _file_offsets(pos, files, shards_per_file), storage)
+    return {"duplicates": picker.duplicates, "error": None if picker.done else str(picker.shortfall())}
+
+
+def _vectors(job: _Job, positions: np.ndarray) -> np.ndarray:
+    """The compared vectors of pool ``positions`` (in their order), reading only the row groups that hold them."""
+    shard_of, row_of = positions >> np.int64(32), positions & np.int64(0xFFFFFFFF)
+    out: np.ndarray | None = None
+    for s in np.unique(shard_of):
+        at = np.flatnonzero(shard_of == s)
+        rows, back = np.unique(row_of[at], return_inverse=True)
+        x = job.pool[int(s)].entry.read_vectors(rows)[:, job.columns]
+        out = np.empty((len(positions), x.shape[1]), np.float32) if out is None else out
+        out[at] = x[back]
+    return out if out is not None else np.zeros((0, 0), np.float32)
+
+
+def _file_places(job: _Job, order: str, part: int, ranges: int) -> np.ndarray:
+    """One manifest file's (pos, place) rows of ``order``, from its slice of every range, in pool order."""
+    storage, slices = job.cache.root.storage, []
     for r in range(ranges):
-        name = f"range-{r:05d}"
-        start, end = rec.read(_scratch(job, "ranks", name + ".offsets"), rec.OFFSETS, storage, row["part"],
-                              row["part"] + 2)
-        slices.append(rec.read(_scratch(job, "ranks", name + ".ranks"), rec.RANKS, storage, int(start), int(end)))
-    ranks = np.concatenate(slices)
-    ranks = ranks[np.argsort(ranks["pos"])]
+        base = _scratch(job, "ranks", order, f"range-{r:05d}")
+        start, end = rec.read(base + ".offsets", rec.OFFSETS, storage, part, part + 2)
+        slices.append(rec.read(base + ".ranks", rec.RANKS, storage, int(start), int(end)))
+    places = np.concatenate(slices)
+    return places[np.argsort(places["pos"])]
+
+
+def _chosen(job: _Job, part: int, pos: np.ndarray, k: int, ranges: dict[str, int]) -> np.ndarray:
+    """Which of one manifest file's rows (``pos``, pool order) are selected."""
+    if job.walks:
+        base, storage = _scratch(job, "picked", "kept"), job.cache.root.storage
+        start, end = rec.read(base + ".offsets", rec.OFFSETS, storage, part, part + 2)
+        return np.isin(pos, rec.read(base + ".pos", rec.OFFSETS, storage, int(start), int(end)))
+    return _file_places(job, job.chosen_by, part, ranges[job.chosen_by])["rank"] < k
+
+
+def _write_file(row: dict, *, job: _Job, k: int, ranges: dict[str, int]) -> dict:
+    """Pass 4: write one manifest file in pool order; return per-source counts and one digest per shard."""
+    first, stop, storage = row["first"], row["stop"], job.cache.root.storage
+    rows = rec.read(_scratch(job, "scores", f"part-{row['part']:05d}.rows"), rec.ROWS, storage)
+    ranks = _file_places(job, "score", row["part"], ranges["score"])
     if not np.array_equal(ranks["pos"], rows["pos"]):
         raise RuntimeError(f"manifest file {row['part']}: ranks do not cover its scored rows")
     # numpy slices make fresh Arrow arrays: a shard's hashed buffers never depend on where it sits in the file
     scores, all_ranks = rows["score"].copy(), ranks["rank"].copy()
+    chosen = _chosen(job, row["part"], rows["pos"], k, ranges)
     digests, per_source, offset = [], {}, 0
-    with publish(join(job.manifest_uri, _part_name(row["part"])), job.cache.storage) as f, \
+    with publish(join(job.manifest_uri, _part_name(row["part"])), storage) as f, \
             pq.ParquetWriter(f, MANIFEST) as writer:
         for index in range(first, stop):
             shard = job.pool[index]
-            keys = job.cache.read_keys(shard.entry)
+            keys = shard.entry.read_keys()
             n = keys.num_rows
-            rank = all_ranks[offset : offset + n]
-            part = shard_manifest_rows(shard, keys, scores[offset : offset + n], rank, rank < k)
+            part = shard_manifest_rows(shard, keys, scores[offset : offset + n], all_ranks[offset : offset + n],
+                                       chosen[offset : offset + n])
             offset += n
             writer.write_table(part)
             counts = per_source.setdefault(shard.source, [0, 0])

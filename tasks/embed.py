@@ -1,8 +1,8 @@
 """``Embed``: decode each sample's image and text and turn them into one frozen-backbone vector.
 
 Two halves, so they can run apart: ``prepare_rows`` (CPU: decode, then the backbone's preprocessor) and
-``Embed.finish`` (the model's forward pass). ``Embed.process`` runs both in one process; the distributed job runs
-the first in CPU tasks and the second in the actors that hold the model (``tasks.prepare``).
+``Embed.finish`` (the model's forward pass). The embedding job runs the first in CPU tasks and the second in the
+actors that hold the model (``tasks.prepare``, ``tasks.embed_shards``).
 
 Input rows are samples plus an ``error`` column (null = usable): rows that already failed upstream pass
 through untouched, so the driver sees every sample exactly once and can quarantine it with its reason.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +21,7 @@ from core.contracts import LOCATION
 from core.settings import StorageConfig
 from estimator.backbones import load_backbone
 from estimator.backbones.base import Backbone, BackboneSpec, Prepared, Preprocessor
-from tasks.base import Stage
+from tasks.base import Resources
 
 
 def decode_image(data: bytes, draft_size: int | None = None) -> Image.Image | None:
@@ -48,28 +47,26 @@ class PreparedRows:
     rows: list[int]
     errors: list[str | None]
     chunks: list[Prepared]
-    undecodable: int = 0
 
 
 def prepare_rows(preprocessor: Preprocessor, batch: pa.Table, batch_size: int) -> PreparedRows:
     """Decode every usable row's image and run the backbone's preprocessor, ``batch_size`` samples at a time
     (the forward passes' size, so a text padded per call pads exactly as one forward pass of them would)."""
     errors: list[str | None] = batch["error"].to_pylist()
-    images, texts, rows, undecodable = [], [], [], 0
+    images, texts, rows = [], [], []
     for i, (data, text) in enumerate(zip(batch["image"].to_pylist(), batch["text"].to_pylist(), strict=True)):
         if errors[i] is not None:
             continue
         image = decode_image(data, preprocessor.draft_size)
         if image is None:
             errors[i] = "undecodable_image"
-            undecodable += 1
             continue
         images.append(image)
         texts.append(text)
         rows.append(i)
     chunks = [preprocessor(images[s : s + batch_size], texts[s : s + batch_size])
               for s in range(0, len(images), batch_size)]
-    return PreparedRows(rows, errors, chunks, undecodable=undecodable)
+    return PreparedRows(rows, errors, chunks)
 
 
 def _column(batch: pa.Table, name: str, type_: pa.DataType | None = None) -> pa.Array:
@@ -111,38 +108,22 @@ def embedded_table(batch: pa.Table, vectors: np.ndarray, rows: list[int], errors
 
 
 @dataclass(kw_only=True)
-class Embed(Stage):
-    """Frozen-backbone vectors for a batch of samples; undecodable images are marked, not dropped."""
+class Embed:
+    """Frozen-backbone vectors for a batch of samples; undecodable images are marked, not dropped. A stage of the
+    executor's kind: ``setup`` loads the model once per worker, ``finish`` runs per batch."""
 
-    name: ClassVar[str] = "embed"
-    input_columns: ClassVar[tuple[str, ...]] = ("sample_id", "source", "shard_uri", "key", "image", "text", "error")
-    output_columns: ClassVar[tuple[str, ...]] = (
-        "sample_id",
-        "source",
-        "shard_uri",
-        "key",
-        "embedding",
-        "error",
-        "detail",
-        "stage",
-        *LOCATION.names,
-    )
     backbone: BackboneSpec
     storage: StorageConfig | None = None
+    resources: Resources = field(default_factory=Resources)
+    batch_size: int = 64
     model: Backbone | None = field(default=None, repr=False)
 
     def setup(self) -> None:
         if self.model is None:  # placed by the declared resources: GPU workers run bf16 unless dtype is set
             self.model = load_backbone(self.backbone.placed(gpu=self.resources.gpus > 0), self.storage)
 
-    def process(self, batch: pa.Table) -> pa.Table:
-        return self.finish(batch, prepare_rows(self.model.preprocessor, batch, self.batch_size))
-
     def finish(self, batch: pa.Table, prepared: PreparedRows) -> pa.Table:
         """The forward passes over ``batch``'s prepared samples: ``batch``'s rows with their vectors."""
         vectors = [self.model.forward(chunk) for chunk in prepared.chunks]
-        if prepared.undecodable:
-            self.stats.update("dropped_undecodable_image", prepared.undecodable)
-        self.stats.update("embedded", len(prepared.rows))
         return embedded_table(batch, np.concatenate(vectors) if vectors else
                               np.zeros((0, self.model.embed_dim), np.float32), prepared.rows, prepared.errors)

@@ -4,9 +4,14 @@ shard's cache entry itself (atomically) and returns one small summary row. The d
 only adds summaries up, so its memory and network traffic do not grow with the number of vectors, and no global
 Ray state is touched (results come in any order; the cache is keyed per shard).
 
-A transient fault while reading a shard (``core.errors.is_transient``: connection reset, timeout, 5xx,
-throttling) restarts that shard after a back-off; if it persists, the shard fails without a cache entry, so the
-next run reads it again. Content faults are quarantined in the entry by the reader and the ``Embed`` stage.
+The shards run on ``tasks.executor``'s actor pool (``RayActors``): each actor sets up one ``ShardEmbedder`` (so loads
+the model once) and embeds one shard at a time. A transient fault while reading a shard (``core.errors.is_transient``:
+connection reset, timeout, 5xx, throttling) is retried under the executor's one policy; if it persists, or the shard
+raises any other error, the shard fails without a cache entry and is named, after every other shard is cached, so
+the next run reads it again. Content faults are quarantined in the entry by the reader and the ``Embed`` stage.
+
+A worker claims a shard's entry (``CacheEntry.claim``) before embedding it: a run started beside another on one
+cache waits while the other's worker embeds the shard, then reuses its entry; a dead worker's claim is taken over.
 """
 
 from __future__ import annotations
@@ -21,18 +26,17 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import ray.data
+import ray
 
 from core.contracts import ERRORS
-from core.errors import is_transient
+from core.lease import LeaseHeld
 from core.read import Quarantine, read_shard
 from core.settings import SourceSpec, StorageConfig
-from tasks.base import Resources
-from tasks.cache import EmbeddingCache, local_ids
+from tasks.cache import CacheEntry, EmbeddingCache, EntryCounts, local_ids
 from tasks.embed import Embed
+from tasks.executor import Job, RetryPolicy, run
+from tasks.executor.on_ray import RayActors
 from tasks.prepare import RemotePrepare, in_order, start_workers
-from tasks.progress import Progress
-from tasks.ray_stage import console_warnings_only, map_actors, quiet
 
 SUMMARY = pa.schema(
     [
@@ -46,8 +50,9 @@ SUMMARY = pa.schema(
         ("seconds_prepare", pa.float64()),  # ... and on the CPU tasks decoding and preprocessing
         ("seconds_embed", pa.float64()),  # forward passes
         ("seconds_write", pa.float64()),
-        ("attempts", pa.int64()),
-        ("failed", pa.string()),  # null, or the transient fault that outlasted the retries
+        ("attempts", pa.int64()),  # where the executor knows them (threads; on Ray, failed shards only)
+        ("failed", pa.string()),  # null, or the error that failed the shard under the executor's policy
+        ("reused", pa.bool_()),  # another run embedded the shard while this one waited on its lease
     ]
 )
 
@@ -56,7 +61,7 @@ SUMMARY = pa.schema(
 class ShardJob:
     spec: SourceSpec
     shard_uri: str
-    entry: str  # cache entry the shard's embeddings go to
+    entry: CacheEntry  # where the shard's embeddings go
 
 
 @dataclass
@@ -70,21 +75,22 @@ class EmbedSummary:
 
     @classmethod
     def of(cls, shards: pa.Table) -> EmbedSummary:
-        done = shards.filter(pc.is_null(shards["failed"]))
+        """Counts of the shards this run embedded (not those it reused from another run's worker)."""
+        done = shards.filter(pc.and_(pc.is_null(shards["failed"]), pc.invert(pc.fill_null(shards["reused"], False))))
         quarantined: Counter = Counter()
         for counts in done["quarantined"].to_pylist():
             quarantined.update(json.loads(counts))
         return cls(done.num_rows, int(pc.sum(done["rows_embedded"]).as_py() or 0), dict(quarantined), shards)
 
     def raise_for_failed(self) -> None:
-        """Raise ``ShardFailed`` listing the shards whose transient faults outlasted their retries."""
+        """Raise ``ShardFailed`` listing the shards that failed under the executor's policy."""
         failed = self.shards.filter(pc.is_valid(self.shards["failed"]))
         if failed.num_rows:
             lost = "; ".join(f"{u} ({e}, {n} attempts)" for u, e, n in zip(
                 failed["shard_uri"].to_pylist(), failed["failed"].to_pylist(), failed["attempts"].to_pylist(),
                 strict=True))
-            raise ShardFailed(f"{failed.num_rows} shard(s) failed with transient faults; nothing was cached for "
-                              f"them, so a rerun reads them again: {lost}")
+            raise ShardFailed(f"{failed.num_rows} shard(s) failed; nothing was cached for them, so a rerun reads "
+                              f"them again: {lost}")
 
     def stats(self) -> dict[str, float]:
         """Totals for the run record: samples/s over the embedding seconds, and seconds per stage."""
@@ -92,6 +98,7 @@ class EmbedSummary:
         busy = sum(t.values())
         return {
             "shards": self.shards.num_rows,
+            "shards_reused": int(pc.sum(self.shards["reused"]).as_py() or 0),
             "rows_read": int(pc.sum(self.shards["rows_read"]).as_py() or 0),
             "rows_embedded": self.samples_embedded,
             "bytes": int(pc.sum(self.shards["bytes"]).as_py() or 0),
@@ -104,7 +111,8 @@ STEPS = ("read", "prepare", "embed", "write")
 
 
 class ShardFailed(RuntimeError):
-    """Shards lost to persistent transient faults: nothing was cached for them, a rerun reads them again."""
+    """Shards that failed (persistent transient faults, or errors): nothing was cached for them, a rerun reads
+    them again."""
 
 
 def _work(table: pa.Table) -> pa.Table:
@@ -135,18 +143,18 @@ def _prefetched(tables: Iterator[pa.Table], depth: int) -> Iterator[pa.Table]:
 
 @dataclass
 class ShardEmbedder:
-    """One shard in, its cache entry published and one ``SUMMARY`` row out. Holds the ``Embed`` stage (so the
-    model) for the life of a worker; ``setup`` checks the model is the one the cache entries are keyed by."""
+    """One shard in, its cache entry published and one ``SUMMARY`` row out: the executor's unit of work. Holds the
+    ``Embed`` stage (so the model) for the life of a worker; ``setup`` checks the model is the one the cache entries
+    are keyed by. Retries are the executor's: a shard that raises wrote no entry."""
 
     embed: Embed
     cache: EmbeddingCache
     storage: StorageConfig | None = None
     read_batch: int = 256
     dtype: str = "float16"
-    retries: int = 2
-    backoff_s: float = 1.0
     prepare_cpus: float = 0.5
     prepare_depth: int = 2  # read batches being prepared ahead of the model
+    wait_every: float = 2.0  # seconds between looks at a shard another run's worker is embedding
 
     def setup(self) -> None:
         start_workers(self.embed.backbone.kind, cpus=self.prepare_cpus, n=self.prepare_depth)  # while it loads
@@ -159,26 +167,18 @@ class ShardEmbedder:
                 f"{self.cache.fingerprint}: its model files or placement (device/dtype) differ from what was planned"
             )
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        jobs = zip(batch["spec"].to_pylist(), batch["shard_uri"].to_pylist(), batch["entry"].to_pylist(), strict=True)
-        rows = [self.run(ShardJob(SourceSpec.model_validate_json(s), u, e)) for s, u, e in jobs]
-        return pa.Table.from_pylist(rows, schema=SUMMARY)
-
-    def run(self, job: ShardJob) -> dict:
-        """Embed ``job`` and publish its entry, retrying transient faults; a summary row either way."""
-        for attempt in range(1, self.retries + 2):
+    def __call__(self, job: ShardJob) -> dict:
+        """Embed ``job``'s shard and publish its entry, or wait for another run's worker to and reuse it; its
+        summary row."""
+        while True:
             try:
-                return {**self._embed_shard(job), "attempts": attempt, "failed": None}
-            except Exception as err:
-                if not is_transient(err):
-                    raise
-                if attempt > self.retries:
-                    return {"shard_uri": job.shard_uri, "source": job.spec.name, "attempts": attempt,
-                            "failed": f"{type(err).__name__}: {err}"}
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
-        raise AssertionError("unreachable")
+                with job.entry.claim():
+                    counts = job.entry.counts()  # written by another run since the plan?
+                    return self._embed(job) if counts is None else _reused(job, counts)
+            except LeaseHeld:
+                time.sleep(self.wait_every)
 
-    def _embed_shard(self, job: ShardJob) -> dict:
+    def _embed(self, job: ShardJob) -> dict:
         quarantine = Quarantine(stage="read")
         seconds: Counter = Counter()
         parts: list[pa.Table] = []
@@ -194,16 +194,16 @@ class ShardEmbedder:
             parts.append(self.embed.finish(table, prepared))
             seconds["embed"] += time.perf_counter() - start
         start = time.perf_counter()
-        embedded, quarantined = self._publish(job, parts, quarantine)
+        counts = self._publish(job, parts, quarantine)
         seconds["write"] += time.perf_counter() - start
         return {"shard_uri": job.shard_uri, "source": job.spec.name,
-                "rows_read": sum(t.num_rows for t in parts) + len(quarantine), "rows_embedded": embedded,
-                "quarantined": json.dumps(dict(quarantined)), "bytes": image_bytes,
-                **{f"seconds_{k}": round(seconds[k], 4) for k in STEPS}}
+                "rows_read": sum(t.num_rows for t in parts) + len(quarantine), "rows_embedded": counts.rows,
+                "quarantined": json.dumps(counts.quarantined), "bytes": image_bytes,
+                **{f"seconds_{k}": round(seconds[k], 4) for k in STEPS}, "reused": False}
 
-    def _publish(self, job: ShardJob, parts: list[pa.Table], quarantine: Quarantine) -> tuple[int, Counter]:
+    def _publish(self, job: ShardJob, parts: list[pa.Table], quarantine: Quarantine) -> EntryCounts:
         """Write the shard's entry: its vectors by key, and every quarantined row with ids relative to the source
-        (``tasks.cache.local_ids``). Returns (samples embedded, quarantined samples by reason)."""
+        (``tasks.cache.local_ids``)."""
         errors = [quarantine.table().cast(ERRORS)]
         dim = self.embed.model.embed_dim
         good = pa.table({"key": pa.array([], pa.string()), "embedding": pa.array([], pa.list_(pa.float32(), dim))})
@@ -216,8 +216,14 @@ class ShardEmbedder:
             errors.append(pa.table(quarantined).cast(ERRORS))
         table = pa.concat_tables(errors)
         table = table.set_column(0, "sample_id", local_ids(table["sample_id"], job.spec.name))
-        self.cache.write(job.entry, job.shard_uri, good, table, self.dtype)
-        return good.num_rows, Counter(table["reason"].to_pylist())
+        return self.cache.write(job.entry, job.shard_uri, good, table, self.dtype)
+
+
+def _reused(job: ShardJob, counts: EntryCounts) -> dict:
+    """The summary row of a shard another run embedded: its entry's counts, no work of this one."""
+    return {"shard_uri": job.shard_uri, "source": job.spec.name, "rows_read": counts.rows + counts.errors,
+            "rows_embedded": counts.rows, "quarantined": json.dumps(counts.quarantined), "bytes": 0,
+            **{f"seconds_{k}": 0.0 for k in STEPS}, "reused": True}
 
 
 def _check_fits(embed: Embed, *, actors: int, read_cpus: float, prepare_cpus: float) -> float:
@@ -262,23 +268,20 @@ def embed_shards(
 
     Each actor reserves ``embed.resources`` plus ``read_cpus`` for reading its shard; decoding and preprocessing
     run as tasks of ``prepare_cpus`` each on the CPUs left. Raises ``ShardFailed`` (after every other shard is
-    cached) when transient faults outlast ``retries`` on some shards.
+    cached) naming the shards that failed: transient faults that outlasted ``retries``, or any other error.
     """
     if not jobs:
         return EmbedSummary()
     free = _check_fits(embed, actors=actors, read_cpus=read_cpus, prepare_cpus=prepare_cpus)
-    items = [{"spec": j.spec.model_dump_json(), "shard_uri": j.shard_uri, "entry": j.entry} for j in jobs]
     embedder = ShardEmbedder(embed=embed, cache=cache, storage=storage, read_batch=read_batch, dtype=dtype,
-                             retries=retries, prepare_cpus=prepare_cpus,
+                             prepare_cpus=prepare_cpus,
                              prepare_depth=prepare_depth(free, prepare_cpus=prepare_cpus, actors=actors))
-    resources = Resources(cpus=embed.resources.cpus + read_cpus, gpus=embed.resources.gpus)
-    ds = map_actors(quiet(ray.data.from_items(items, override_num_blocks=len(items))), embedder,
-                    resources=resources, batch_size=1, actors=actors)
-    rows = [SUMMARY.empty_table()]
-    with console_warnings_only(), Progress("embed", total=len(jobs)) as progress:
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):  # summary rows, as shards finish
-            rows.append(batch)
-            progress.update(batch.num_rows, samples=int(pc.sum(batch["rows_embedded"]).as_py() or 0))
-    summary = EmbedSummary.of(pa.concat_tables(rows))
+    pool = RayActors(actors=actors, cpus=embed.resources.cpus + read_cpus, gpus=embed.resources.gpus,
+                     policy=RetryPolicy(retries=retries))
+    done = run(Job(step="embed", units=jobs, work=embedder, name=lambda job: job.shard_uri,
+                   samples=lambda row: row["rows_embedded"]), pool)
+    failed = [{"shard_uri": f.unit.shard_uri, "source": f.unit.spec.name, "attempts": f.attempts, "failed": f.error}
+              for f in done.failures]
+    summary = EmbedSummary.of(pa.Table.from_pylist(done.rows + failed, schema=SUMMARY))
     summary.raise_for_failed()
     return summary

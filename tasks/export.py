@@ -16,10 +16,12 @@ skips those and writes only the others (a rerun of a finished export rewrites no
 back with range reads where the manifest records their locations (``core.manifest.read_samples``), ``fetch_batch``
 ranks at a time so memory holds one batch; where it does not, each source shard an output shard needs is read whole,
 once per output shard. A sample that cannot be read back is not written and its row says why; a transient storage
-fault that outlasts botocore's retries fails its shard, which a rerun writes.
+fault that outlasts botocore's retries and then the executor's fails its shard, which a rerun writes.
 
-Each output shard is one unit of work (``export_shard``): threads in this process, or one Ray task per shard on the
-current Ray cluster (``executor="ray"``); either way the driver keeps one small summary per shard.
+Each output shard is one unit of work (``export_shard``) run by ``tasks.executor``: threads in this process, or one Ray
+task per shard on the current Ray cluster (``executor="ray"``); either way a transient fault is retried under the
+executor's one policy, and the driver keeps one small summary per shard. ``export_selected`` raises ``JobFailed``
+naming the shards that failed, after the others are written.
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ import json
 import tarfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -42,8 +42,8 @@ from core.manifest import pool_specs, read_manifest, read_samples, read_sidecar
 from core.read import Quarantine, located
 from core.settings import SourceSpec, StorageConfig
 from core.storage import arrow_filesystem, exists, join, publish, publish_bytes, read_bytes, write_parquet
+from tasks.executor import Executor, Job, Threads, run
 from tasks.export_params import ExportParams
-from tasks.progress import Progress
 
 SHARD_ROWS = pa.schema(
     [
@@ -192,27 +192,6 @@ def _summary(job: OutputShard, status: list[str], *, written: bool, seconds: flo
     }
 
 
-def _on_threads(jobs: list[OutputShard], workers: int) -> Iterator[tuple[OutputShard, dict | BaseException]]:
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(export_shard, job): job for job in jobs}
-        for future in as_completed(futures):
-            yield futures[future], future.exception() or future.result()
-
-
-def _on_ray(jobs: list[OutputShard], cpus: float) -> Iterator[tuple[OutputShard, dict | BaseException]]:
-    import ray  # the curation stack: only this executor needs it
-
-    task = ray.remote(num_cpus=cpus, max_retries=0)(export_shard)  # a failed shard is left to a rerun
-    pending = {task.remote(job): job for job in jobs}
-    while pending:
-        (ref,), _ = ray.wait(list(pending), num_returns=1)
-        job = pending.pop(ref)
-        try:
-            yield job, ray.get(ref)
-        except ray.exceptions.RayError as err:
-            yield job, err
-
-
 def _stamp(params: ExportParams, sidecar: dict) -> None:
     """Record what the output is an export of, or refuse to mix with an export of something else there."""
     uri = join(params.output_uri, "_export.json")
@@ -237,9 +216,19 @@ def _stamp(params: ExportParams, sidecar: dict) -> None:
     publish_bytes(uri, json.dumps(want, indent=1).encode(), params.storage)
 
 
+def _executor(params: ExportParams) -> Executor:
+    """Threads in this process, or one Ray task per output shard on the current Ray cluster."""
+    if params.executor == "ray":
+        from tasks.executor.on_ray import RayTasks  # the curation stack: only this executor needs Ray
+
+        return RayTasks(cpus=params.ray_cpus)
+    return Threads(workers=params.workers)
+
+
 def export_selected(params: ExportParams) -> ExportReport:
     """Export the manifest's selected samples to ``params.output_uri`` (see the module's docstring); raises
-    ``RuntimeError`` naming the shards that failed (after the others are written; a rerun writes them) and
+    ``JobFailed`` (a ``RuntimeError``) naming the shards that failed (after the others are written; a rerun writes
+    them) and
     ``ValueError`` when the output holds an export of another manifest or another cut."""
     start = time.perf_counter()
     storage = params.storage
@@ -260,18 +249,11 @@ def export_selected(params: ExportParams) -> ExportReport:
         )
         for s, first in enumerate(range(0, chosen.num_rows, n))
     ]
-    run = _on_ray(jobs, params.ray_cpus) if params.executor == "ray" else _on_threads(jobs, params.workers)
-    summaries, lost = [], []
-    with Progress("export", total=len(jobs)) as progress:
-        for job, result in run:
-            if isinstance(result, BaseException):
-                lost.append(f"{job.name}.tar ({type(result).__name__}: {result})")
-            else:
-                summaries.append(result)
-            progress.update(samples=job.rows.num_rows)
-    if lost:
-        raise RuntimeError(f"{len(lost)} output shard(s) failed; a rerun writes them (and skips the rest): {lost}")
-    summaries.sort(key=lambda s: s["shard"])
+    job = Job(step="export", units=jobs, work=export_shard, name=lambda shard: f"{shard.name}.tar",
+              samples=lambda row: row["samples"])
+    done = run(job, _executor(params))
+    done.raise_for_failed("a rerun writes them (and skips the rest)")
+    summaries = sorted(done.rows, key=lambda s: s["shard"])
     failed: Counter = Counter()
     for s in summaries:
         failed.update(s["failed"])

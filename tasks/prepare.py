@@ -17,6 +17,7 @@ import pyarrow as pa
 import ray
 
 from estimator.backbones.base import Preprocessor
+from estimator.backbones.kinds import KINDS
 from tasks.embed import PREPARE_COLUMNS, PreparedRows, prepare_rows
 
 # Per worker process: preprocessors by the object ref they came in (a tokenizer's vocabulary can be megabytes,
@@ -65,7 +66,7 @@ def in_order(
 
 @ray.remote
 def _start(kind: str) -> None:
-    importlib.import_module(f"estimator.backbones.{kind}")
+    importlib.import_module(KINDS[kind].module)
 
 
 def start_workers(kind: str, *, cpus: float, n: int) -> list[ray.ObjectRef]:

@@ -1,28 +1,26 @@
 """A run's folder, ``OUTPUT_URI/RUN_ID/``: every run kind (curate, midtrain, finetune) writes its outputs there and
 publishes ``_SUCCESS`` last, so a finished run id is recognised and never redone.
 
-A run id is held by one run at a time: ``claim()`` creates a lease object with a conditional create (``If-None-Match``
-on S3, ``O_EXCL`` on disk), so a second run with the same name is refused instead of overwriting the first's files.
-The holder refreshes the lease's heartbeat; a lease whose process is gone (same host) or whose heartbeat is older
-than ``stale_after`` seconds (a host killed mid-run) is taken over, so ``kill -9`` and resume still works.
+A run id is held by one run at a time: ``claim()`` takes its lease (``core.lease``: a conditional create, a
+heartbeat, a stale holder taken over), so a second run with the same name is refused instead of overwriting the
+first's files, and ``kill -9`` and resume still works. The lease also carries what the holder says about itself (its
+Prefect flow run), so the run taking over can close the killed run's records.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import posixpath
-import socket
-import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
+from core.lease import Lease, LeaseHeld
 from core.settings import StorageConfig
 from core.storage import exists, filesystem, join, publish_bytes, read_bytes
 
@@ -37,16 +35,6 @@ class RunRefused(ValueError):
 def new_run_id() -> str:
     """A fresh, sortable run id: ``YYYYmmdd-HHMMSS-<6 hex>``."""
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -108,64 +96,27 @@ class RunFolder:
         return stale
 
     @contextlib.contextmanager
-    def claim(self, heartbeat_every: float | None = None) -> Iterator[None]:
-        """Hold the run id for the block: refuse it if another live run holds it, clean what a crashed holder left,
-        keep the lease's heartbeat fresh, and give it back at the end (whatever the outcome)."""
-        token = uuid.uuid4().hex
-        self._acquire(token)
-        stop = threading.Event()
-        beat = threading.Thread(
-            target=self._heartbeat, args=(token, stop, heartbeat_every or self.stale_after / 5), daemon=True
-        )
-        beat.start()
-        try:
+    def claim(
+        self, heartbeat_every: float | None = None, holder: Mapping[str, Any] | None = None
+    ) -> Iterator[dict[str, Any] | None]:
+        """Hold the run id for the block (``core.lease``): refuse it if another live run holds it, clean what a
+        crashed holder left, and give it back at the end (whatever the outcome). ``holder`` is kept in the lease;
+        the block gets the stale lease it took over (None if the id was free), to close that run."""
+        with contextlib.ExitStack() as stack:
+            try:
+                stale = stack.enter_context(
+                    Lease(self.path(LEASE), self.storage, self.stale_after).held(heartbeat_every, holder))
+            except LeaseHeld as err:
+                held = err.holder
+                raise RunRefused(
+                    f"run {self.run_id} is in use by another run (pid {held.get('pid')} on {held.get('host')}, "
+                    f"last seen {time.time() - held.get('heartbeat', 0):.0f} s ago): wait for it to finish or "
+                    "choose another run_name"
+                ) from None
             self.clean_temporaries()
-            yield
+            yield stale
             self.clean_temporaries()
-        finally:
-            stop.set()
-            beat.join()
-            with contextlib.suppress(FileNotFoundError):
-                fs, path = filesystem(self.path(LEASE), self.storage)
-                fs.rm(path)
 
     def mark_complete(self) -> None:
         """Publish the completion marker: written last, after every other output of the run."""
         publish_bytes(self.path(SUCCESS), b"", self.storage)
-
-    def _lease_body(self, token: str) -> bytes:
-        return json.dumps(
-            {"token": token, "host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}
-        ).encode()
-
-    def _acquire(self, token: str) -> None:
-        fs, path = filesystem(self.path(LEASE), self.storage)
-        fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        for _ in range(2):  # a second try only after removing a stale lease
-            try:
-                fs.pipe_file(path, self._lease_body(token), mode="create")
-                return
-            except FileExistsError:
-                try:
-                    holder = json.loads(fs.cat_file(path))
-                except FileNotFoundError:  # released between the two calls: try again
-                    continue
-                if not self._is_stale(holder):
-                    raise RunRefused(
-                        f"run {self.run_id} is in use by another run (pid {holder.get('pid')} on "
-                        f"{holder.get('host')}, last seen {time.time() - holder.get('heartbeat', 0):.0f} s ago): "
-                        "wait for it to finish or choose another run_name"
-                    ) from None
-                fs.rm(path)
-        raise RunRefused(f"run {self.run_id}: could not take its lease at {self.path(LEASE)}; try again")
-
-    def _is_stale(self, holder: dict[str, Any]) -> bool:
-        if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
-            return not _process_alive(holder["pid"])
-        return time.time() - float(holder.get("heartbeat", 0)) > self.stale_after
-
-    def _heartbeat(self, token: str, stop: threading.Event, every: float) -> None:
-        while not stop.wait(every):
-            with contextlib.suppress(OSError):  # a missed beat only brings staleness closer
-                # Published whole (a rename on a local disk): a run checking the lease never reads a half-written one.
-                publish_bytes(self.path(LEASE), self._lease_body(token), self.storage)

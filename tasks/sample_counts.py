@@ -17,9 +17,8 @@ import pyarrow.parquet as pq
 from core.settings import StorageConfig
 from core.storage import arrow_filesystem
 from tasks import select as selection
-from tasks.cache import EmbeddingCache
 from tasks.embed_shards import ShardJob
-from tasks.score import CachedShard, entry_rows
+from tasks.score import CachedShard
 
 SOURCE_REASONS = ("unreadable_source", "no_shards")  # rows about a whole source, set at listing
 
@@ -39,15 +38,14 @@ def footer_rows(shard_uri: str, storage: StorageConfig | None) -> int | None:
         return None
 
 
-def known_pool_size(
-    cache: EmbeddingCache, pool: list[CachedShard], todo: list[ShardJob], storage: StorageConfig | None
-) -> int | None:
-    """The most samples the pool can yield, known before embedding (cached entries' counts, Parquet footers), or
-    ``None`` when a shard's size cannot be known without reading it (a tar)."""
+def known_pool_size(pool: list[CachedShard], todo: list[ShardJob], storage: StorageConfig | None) -> int | None:
+    """The most samples the pool can yield, known before embedding (cached entries' counts, the footers of the
+    Parquet shards still to embed), or ``None`` when a shard's size cannot be known without reading it (a tar)."""
     pending = {j.shard_uri for j in todo}
     total = 0
     for shard in pool:
-        rows = footer_rows(shard.shard_uri, storage) if shard.shard_uri in pending else entry_rows(cache, shard)
+        rows = footer_rows(shard.shard_uri, storage) if shard.shard_uri in pending or not shard.counts \
+            else shard.counts.rows
         if rows is None:
             return None
         total += rows

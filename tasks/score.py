@@ -1,45 +1,37 @@
-"""Scoring passes over the embedding cache: features for training the scorer, the score of every pool sample,
-and the manifest rows. Each pass streams the cache one shard entry at a time."""
+"""Reading the embedding cache for scoring: features for training the scorer (streamed one shard entry at a time)
+and one shard's manifest rows. Scoring the pool itself is a pass of the selection engine
+(``tasks.distributed_select``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from core.contracts import LOCATION_NAMES, MANIFEST
-from core.storage import arrow_filesystem
-from estimator.scorer import Scorer
 from tasks import block_sample
 from tasks.block_sample import BLOCK_ROWS
-from tasks.cache import EmbeddingCache, entry_row_counts, sample_ids, threaded, vectors
+from tasks.cache import CacheEntry, EntryCounts, entry_row_counts, sample_ids, threaded
 from tasks.progress import Progress
 
 
 @dataclass(frozen=True)
 class CachedShard:
     """One shard of a run: its source's name, its URI, its name relative to the source root (the middle of
-    its sample ids) and its cache entry."""
+    its sample ids), its cache entry and that entry's counts once it is cached (``None`` before)."""
 
     source: str
     shard_uri: str
     shard: str
-    entry: str
-
-
-def entry_rows(cache: EmbeddingCache, shard: CachedShard) -> int:
-    fs, path = arrow_filesystem(shard.entry + ".parquet", cache.storage)
-    return pq.ParquetFile(path, filesystem=fs).metadata.num_rows
+    entry: CacheEntry
+    counts: EntryCounts | None = None
 
 
 SPREAD = 4  # a large pool's fit sample comes from about SPREAD × max_rows rows of whole row groups
 
 
 def load_features(
-    cache: EmbeddingCache,
     shards: list[CachedShard],
     *,
     max_rows: int | None = None,
@@ -51,8 +43,12 @@ def load_features(
 
     Up to ``SPREAD × max_rows`` rows the sample is uniform over the rows; past that it is a block sample
     (``tasks.block_sample``) of at least ``SPREAD × max_rows / BLOCK_ROWS`` row groups, so its cost stays flat
-    however large the pool grows. Row counts come from the entries' footers."""
-    sizes = entry_row_counts(cache, [s.entry for s in shards])
+    however large the pool grows. Row counts come from the shards' counts (from the entries' footers for a shard
+    without them)."""
+    if all(s.counts for s in shards):
+        sizes = [s.counts.rows for s in shards if s.counts]
+    else:
+        sizes = entry_row_counts([s.entry for s in shards])
     total = sum(sizes)
     keep = None
     if max_rows is not None and total > max_rows:
@@ -61,9 +57,9 @@ def load_features(
 
     def read(i: int) -> np.ndarray | None:
         if keep is None:
-            return vectors(cache.read(shards[i].entry, columns=["embedding"])) if sizes[i] else None
+            return shards[i].entry.read_vectors() if sizes[i] else None
         inside = keep[np.searchsorted(keep, offsets[i]) : np.searchsorted(keep, offsets[i + 1])] - offsets[i]
-        return vectors(cache.read_rows(shards[i].entry, inside, ["embedding"])) if len(inside) else None
+        return shards[i].entry.read_vectors(inside) if len(inside) else None
 
     parts = []
     for x in threaded(read, list(range(len(shards)))):
@@ -85,38 +81,10 @@ def _pool_sample(sizes: list[int], max_rows: int, seed: int) -> np.ndarray:
                                          key=block_sample.salt(seed, "fit"))
 
 
-@dataclass
-class PoolScores:
-    scores: np.ndarray  # float32, pool order
-    source_codes: np.ndarray  # int16 index into ``sources``
-    sources: list[str]
-
-
-def score_pool(
-    cache: EmbeddingCache, shards: list[CachedShard], scorer: Scorer, *, progress: Progress | None = None
-) -> PoolScores:
-    """Score every cached pool sample, in pool order (shards in the given order, rows in shard order)."""
-    sources = sorted({s.source for s in shards})
-    code = {name: i for i, name in enumerate(sources)}
-    scores, codes = [], []
-    for shard in shards:
-        table = cache.read(shard.entry, columns=["key", "embedding"])
-        if progress:
-            progress.update(samples=table.num_rows)
-        if table.num_rows == 0:  # every sample of the shard was quarantined
-            continue
-        ids = sample_ids(shard.source, shard.shard, table["key"]).to_pylist()
-        scores.append(np.asarray(scorer.score(vectors(table), ids), np.float32))
-        codes.append(np.full(table.num_rows, code[shard.source], np.int16))
-    if not scores:
-        return PoolScores(np.zeros(0, np.float32), np.zeros(0, np.int16), sources)
-    return PoolScores(np.concatenate(scores), np.concatenate(codes), sources)
-
-
 def shard_manifest_rows(
     shard: CachedShard, keys: pa.Table, scores: np.ndarray, ranks: np.ndarray, selected: np.ndarray
 ) -> pa.Table:
-    """One shard's manifest rows: ``keys`` (``EmbeddingCache.read_keys``: key and location columns) with the run's
+    """One shard's manifest rows: ``keys`` (``CacheEntry.read_keys``: key and location columns) with the run's
     source name and sample ids applied, and that shard's slice of the scores, ranks and selection."""
     n = keys.num_rows
     return pa.table(
@@ -131,16 +99,3 @@ def shard_manifest_rows(
             **{name: keys[name] for name in LOCATION_NAMES},
         }
     ).cast(MANIFEST)
-
-
-def manifest_parts(
-    cache: EmbeddingCache, shards: list[CachedShard], scores: np.ndarray, ranks: np.ndarray, selected: np.ndarray
-) -> Iterator[pa.Table]:
-    """Manifest rows shard by shard: keys and locations from the cache, the run's source name and sample ids applied
-    here, scores/ranks/selection from the arrays (pool order)."""
-    offset = 0
-    for shard in shards:
-        keys = cache.read_keys(shard.entry)
-        stop = offset + keys.num_rows
-        yield shard_manifest_rows(shard, keys, scores[offset:stop], ranks[offset:stop], selected[offset:stop])
-        offset = stop

@@ -3,8 +3,8 @@
 A pool too large for one process is ranked as a range-partitioned sort: every worker histograms its scores on the
 top 16 bits of an order-preserving integer key, the driver sums the histograms (65,536 counters, whatever the pool)
 and cuts the key space into ranges of about equal rows; each range is then sorted on its own and its first rank is
-the number of rows in the ranges above it. The order is the one-process order of ``tasks.select.rank_order``: higher
-score first, equal scores in pool order (the pool position breaks ties).
+the number of rows in the ranges above it. The order is the one a single sort of the whole pool would give: higher
+key first, equal keys in pool order (the pool position breaks ties).
 """
 
 from __future__ import annotations
@@ -77,6 +77,6 @@ def plan_ranges(hist: np.ndarray, parts: int) -> list[ScoreRange]:
 
 
 def pool_positions(shard_index: int, rows: int) -> np.ndarray:
-    """Pool positions of a shard's rows: (shard index << 32) | row. They order as the one-process pool does (shards
+    """Pool positions of a shard's rows: (shard index << 32) | row. They order as the plan's pool does (shards
     in plan order, rows in entry order) whatever the grouping of shards into tasks."""
     return (np.int64(shard_index) << np.int64(32)) | np.arange(rows, dtype=np.int64)

@@ -7,13 +7,14 @@ be selected as "closest to robot data" by construction.
 
 from __future__ import annotations
 
+from core.read.formats import FORMATS
 from core.settings import SourceSpec
 
 
 def refuse_robot_data_in_pool(pool: list[SourceSpec]) -> None:
     """Raise ValueError naming ``pool.N.format`` when a pool source is a LeRobot dataset."""
     for index, spec in enumerate(pool):
-        if spec.format == "lerobot":
+        if FORMATS[spec.format].robot:
             raise ValueError(
                 f"pool.{index}.format: {spec.name!r} is a LeRobot dataset ({spec.uri}); robot data is the target, "
                 "not part of the pool to curate: list it under robot"

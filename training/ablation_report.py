@@ -7,7 +7,7 @@ import base64
 import html
 import io
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import matplotlib
 import numpy as np
@@ -15,6 +15,8 @@ import numpy as np
 matplotlib.use("Agg")  # no display: the figure is only ever written to bytes
 import matplotlib.pyplot as plt  # noqa: E402
 
+from core.settings import StorageConfig  # noqa: E402
+from core.storage import read_bytes  # noqa: E402
 from training.ablation import ARMS, CURVE_METRICS, UnitResult  # noqa: E402
 from training.ablation_stats import (  # noqa: E402
     ArmSummary,
@@ -24,8 +26,9 @@ from training.ablation_stats import (  # noqa: E402
     table,
     verdict,
 )
+from training.closed_loop import wilson_interval  # noqa: E402
 
-COLOURS = {"none": "#7f7f7f", "random": "#1f77b4", "curated": "#d62728"}
+COLOURS = {"none": "#7f7f7f", "random": "#1f77b4", "sources": "#2ca02c", "curated": "#d62728"}
 
 
 def curves_png(summaries: Sequence[ArmSummary], *, title: str = "held-out action loss") -> bytes:
@@ -66,9 +69,16 @@ def _html_table(rows: Sequence[Mapping[str, object]]) -> str:
 
 
 def report_html(*, title: str, verdict: str, arms: Sequence[Mapping[str, object]],
-                pairs: Sequence[Mapping[str, object]], budget: Mapping[str, object], png: bytes) -> str:
-    """The page: verdict first, the figure, the per-arm table, the pairwise differences and the budget."""
+                pairs: Sequence[Mapping[str, object]], budget: Mapping[str, object], png: bytes,
+                rollouts: Mapping[str, bytes] | None = None) -> str:
+    """The page: verdict first, the figure, the per-arm table, the pairwise differences, each arm's closed-loop
+    rollouts (a GIF per arm, when rolled out) and the budget."""
     image = base64.b64encode(png).decode()
+    gifs = "".join(f'<figure><img alt="{html.escape(arm)} rollouts" src="data:image/gif;base64,'
+                   f'{base64.b64encode(gif).decode()}"><figcaption>{html.escape(arm)}</figcaption></figure>'
+                   for arm, gif in (rollouts or {}).items())
+    shown = (f"<h2>Closed-loop rollouts (each arm's first seed; framed green on success, red on failure)</h2>{gifs}"
+             if gifs else "")
     budget_rows = [{"setting": k, "value": v} for k, v in budget.items()]
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:900px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
@@ -79,6 +89,7 @@ padding:1em}}</style></head><body><h1>{html.escape(title)}</h1>
 <h2>Arms (mean over seeds; area = mean held-out loss over fine-tuning)</h2>{_html_table(arms)}
 <h2>Pairwise differences (paired by seed, Student-t interval; negative = first arm lower loss)</h2>
 {_html_table(pairs)}
+{shown}
 <h2>Budget (the same for every arm)</h2>{_html_table(budget_rows)}
 </body></html>"""
 
@@ -94,10 +105,36 @@ class Analysis:
     html: str
 
 
-def analyse(units: Sequence[UnitResult], *, budget: Mapping[str, object], title: str, level: float = 0.95
-            ) -> Analysis:
+def closed_loop_comparison(units: Sequence[UnitResult], order: Sequence[str], arms: list[dict[str, object]], *,
+                           level: float) -> tuple[str, list[dict[str, object]]]:
+    """Add each arm's closed-loop success rate (episodes pooled over seeds, Wilson interval) to its row of
+    ``arms``; return the verdict on the failure rate (paired by seed, t-interval: lower is better, as for the
+    loss) and its difference rows."""
+    for row in arms:
+        mine = [u.closed_loop for u in units if u.arm == row["arm"]]
+        k, n = int(sum(c["successes"] for c in mine)), int(sum(c["episodes"] for c in mine))
+        low, high = wilson_interval(k, n, level=level)
+        row |= {"success_rate": round(k / n, 4), "success_low": round(low, 4), "success_high": round(high, 4)}
+    failure = [summarise(a, {u.seed: [(0, 1.0 - u.closed_loop["rate"])] for u in units if u.arm == a})
+               for a in order]
+    diffs = [replace(d, statistic="failure rate") for d in differences(failure, statistic="final", level=level)]
+    return verdict(diffs, metric="closed-loop"), difference_rows(diffs)
+
+
+def rollout_gifs(units: Sequence[UnitResult], storage: StorageConfig | None = None) -> dict[str, bytes]:
+    """Each rolled-out arm's GIF from its lowest seed, for the page."""
+    first = {}
+    for unit in sorted(units, key=lambda u: u.seed):
+        if unit.rollouts_uri and unit.arm not in first:
+            first[unit.arm] = read_bytes(unit.rollouts_uri, storage)
+    return first
+
+
+def analyse(units: Sequence[UnitResult], *, budget: Mapping[str, object], title: str, level: float = 0.95,
+            rollouts: Mapping[str, bytes] | None = None) -> Analysis:
     """Summarise the held-out loss per arm (in ``ARMS`` order), compare every pair on the area under the curve
-    and on the final value, and say whether the curated arm won."""
+    and on the final value, and say whether the curated arm won; with closed-loop rollouts in every unit, the
+    same for the success rate."""
     order = [a for a in ARMS if any(u.arm == a for u in units)]
     summaries = [summarise(a, {u.seed: u.curves["loss"] for u in units if u.arm == a}) for a in order]
     extra = {name.replace("/", "_"): {a: np.array([u.curves[name][-1][1] for u in units if u.arm == a])
@@ -108,6 +145,10 @@ def analyse(units: Sequence[UnitResult], *, budget: Mapping[str, object], title:
     text = verdict(auc, metric="held-out loss")
     arms = table(summaries, extra)
     pairs = difference_rows(auc + final)
+    if units and all(u.closed_loop for u in units):
+        closed_text, closed_rows = closed_loop_comparison(units, order, arms, level=level)
+        text, pairs = f"{text} Closed loop: {closed_text}", pairs + closed_rows
     png = curves_png(summaries)
     return Analysis(arms=arms, pairs=pairs, verdict=text, png=png,
-                    html=report_html(title=title, verdict=text, arms=arms, pairs=pairs, budget=budget, png=png))
+                    html=report_html(title=title, verdict=text, arms=arms, pairs=pairs, budget=budget, png=png,
+                                      rollouts=rollouts))

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from core.read.formats import FORMATS
 from core.settings import Settings, SourceSpec, StorageConfig
 
 
@@ -131,7 +132,7 @@ class RobotDataConfig(Settings):
 
     @model_validator(mode="after")
     def _lerobot_only(self) -> RobotDataConfig:
-        if bad := [s.name for s in self.sources if s.format != "lerobot"]:
+        if bad := [s.name for s in self.sources if not FORMATS[s.format].robot]:
             raise ValueError(f"sources must be lerobot datasets, not {bad}")
         return self
 
@@ -151,6 +152,19 @@ class VLAHeadConfig(Settings):
     gripper_weight: float = Field(1.0, ge=0, description="Weight of the gripper BCE against the arm loss.")
 
 
+class ClosedLoopConfig(Settings):
+    """Closed-loop evaluation in the toy world (``synth.toyworld``): N seeded rollouts of the fine-tuned VLA."""
+
+    episodes: int = Field(20, ge=1, description="Rollouts (seeds seed, seed+1, ...).")
+    seed: int = Field(
+        100_000, ge=0, description="First rollout seed; far from the expert's training seeds (0, 1, ...).")
+    image_size: int = Field(64, ge=16, le=512, description="Camera size; the robot data's (emt synth image_size).")
+    max_steps: int = Field(24, ge=1, description="Steps before an episode counts as failed.")
+    execute: int = Field(1, ge=1, description="Actions of each predicted chunk executed before predicting again.")
+    gif_episodes: int = Field(4, ge=0, description="Rollouts shown in the GIF artifact (0 = no GIF).")
+    level: float = Field(0.95, gt=0, lt=1, description="Confidence level of the Wilson interval.")
+
+
 class FinetuneConfig(Settings):
     """Fine-tune a (mid-trained) VLM into a VLA on robot episodes, evaluated on held-out episodes."""
 
@@ -162,3 +176,6 @@ class FinetuneConfig(Settings):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation settings.")
     eval_batches: int | None = Field(
         None, ge=1, description="Held-out batches per evaluation; None = every held-out sample.")
+    closed_loop: ClosedLoopConfig | None = Field(
+        None, description="Roll the VLA out in the toy world after training (robot data from emt synth's toy "
+        "world); None = held-out evaluation only.")

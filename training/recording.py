@@ -82,23 +82,30 @@ def record_run(
     run = client.create_run(experiment_id(config.experiment, client), start_time=started, run_name=run_name)
     run_id = run.info.run_id
     try:
-        tracker = MlflowTracker(client.tracking_uri, run_id)
+        tracker = MlflowTracker(client.tracking_uri, run_id, client)
         tracker.log_params(params)
         tracker.log_metrics(metrics, step=0)
         tracker.set_tags({**tags, **code_tags()})
         describe_run(tracker)
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, data in files.items():
-                path = Path(tmp, name)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-            if files:
-                client.log_artifacts(run_id, tmp)
+        log_files(tracker, files)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def log_files(tracker: MlflowTracker, files: Mapping[str, bytes]) -> None:
+    """Log ``files`` (artifact path, e.g. ``report/report.html``, to bytes) as the run's artifacts in one upload:
+    what a run publishes is built in memory, and MLflow logs files."""
+    if not files:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            path = Path(tmp, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        tracker.client.log_artifacts(tracker.run_id, tmp)
 
 
 def flatten_params(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -33,7 +33,7 @@ def _episode_actions(meta: LeRobotMeta, storage: StorageConfig | None) -> dict[i
     for uri in data_files(meta):
         fs, path = filesystem(uri, storage)
         with fs.open(path, "rb") as f:
-            table = pq.read_table(f, columns=["episode_index", "frame_index", "action"])
+            table = pq.read_table(f, columns=["episode_index", "frame_index", "action"], pre_buffer=False)
         for ep, fr, act in zip(*(table[c].to_pylist() for c in table.column_names), strict=True):
             parts.setdefault(ep, []).append((fr, act))
     return {ep: np.asarray([a for _, a in sorted(rows)], np.float32) for ep, rows in parts.items()}

@@ -30,6 +30,17 @@ from training.recording import KIND, MLFLOW_PARENT, PARENT, MlflowTracker, exper
 from training.sources import load_meta, read_sidecar
 
 _DIGEST_MAX = 32  # MLflow's limit on a dataset digest is 36 characters
+_OPEN: dict[str, mlflow.MlflowClient] = {}  # run id -> its client, for each run inside ``training_run`` now
+
+
+def end_open_runs(status: str = "KILLED") -> None:
+    """Mark every training run this process has open ``status`` now, before it is wound down: a process about to
+    be ended (its command was killed) may not get as far as the unwinding that would have marked them."""
+    for run_id in list(_OPEN):
+        client = _OPEN.pop(run_id, None)
+        if client is not None:
+            with contextlib.suppress(MlflowException, OSError):
+                client.set_terminated(run_id, status)
 
 
 def system_tags() -> dict[str, str]:
@@ -64,12 +75,15 @@ def training_run(
     tracker = MlflowTracker(uri, run_id, client)
     nesting = {MLFLOW_PARENT: tags[PARENT]} if tags.get(PARENT) and MLFLOW_PARENT not in tags else {}
     tracker.set_tags({KIND: kind, **nesting, **tags, **code_tags(), **system_tags()})
+    _OPEN[run_id] = client
     try:
         yield tracker
     except BaseException:
-        client.set_terminated(run_id, "FAILED")
+        if _OPEN.pop(run_id, None) is not None:  # else ``end_open_runs`` already marked it
+            client.set_terminated(run_id, "FAILED")
         raise
-    client.set_terminated(run_id, "FINISHED")
+    if _OPEN.pop(run_id, None) is not None:
+        client.set_terminated(run_id, "FINISHED")
 
 
 def _source(uri: str) -> S3ArtifactDatasetSource | LocalArtifactDatasetSource:

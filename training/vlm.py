@@ -55,9 +55,10 @@ def upload_dir(local: str, uri: str, storage: StorageConfig | None, *, last: str
         fs.put_file(os.path.join(local, rel), f"{root.rstrip('/')}/{rel}")
 
 
-def save_tiny_vlm(uri: str, storage: StorageConfig | None = None, *, seed: int = 0) -> str:
-    """A tiny random-initialised Llava (with a chat template) saved at ``uri``, for tests and the demo."""
-    save_tiny_backbone("hf_vlm", uri, storage, seed=seed)
+def save_tiny_vlm(uri: str, storage: StorageConfig | None = None, *, seed: int = 0, **size: int) -> str:
+    """A tiny random-initialised Llava (with a chat template) saved at ``uri``, for tests and the demo; ``size``
+    (``width``, ``layers``, ``image_size``) scales it."""
+    save_tiny_backbone("hf_vlm", uri, storage, seed=seed, **size)
     return uri
 
 

@@ -15,19 +15,10 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from core.read import lerobot, parquet, webdataset
-from core.read.base import ImageCheck, Quarantine
+from core.read.base import ImageCheck, Quarantine, Reading
+from core.read.formats import FORMATS
 from core.settings import SourceSpec, StorageConfig
-from core.storage import expand_shards, is_storage_fault, shard_root
-
-# The location columns each format's range reader needs (LeRobot records none: its samples are decoded frames,
-# and robot data is never in a pool, so never in a manifest).
-_LOCATED_BY = {"webdataset": ("byte_offset", "byte_length"), "parquet": ("row_group",)}
-
-_READERS = {
-    "webdataset": (webdataset.read_webdataset_shard, webdataset.SHARD_SUFFIXES),
-    "parquet": (parquet.read_parquet_shard, parquet.SHARD_SUFFIXES),
-}
+from core.storage import is_storage_fault
 
 __all__ = [
     "ImageCheck",
@@ -44,15 +35,12 @@ __all__ = [
 
 def source_root(spec: SourceSpec) -> str:
     """The directory shard names are taken relative to (so sample ids do not depend on where data lives)."""
-    return spec.uri.rstrip("/") if spec.format == "lerobot" else shard_root(spec.uri)
+    return FORMATS[spec.format].root(spec)
 
 
 def list_shards(spec: SourceSpec, storage: StorageConfig | None = None) -> list[str]:
     """Every shard URI of a source, sorted; for LeRobot, its data files."""
-    if spec.format == "lerobot":
-        meta = lerobot.load_meta(spec.uri, storage, image_key=spec.image_key)
-        return lerobot.data_files(meta)
-    return expand_shards(spec.uri, storage, suffixes=_READERS[spec.format][1])
+    return FORMATS[spec.format].list_shards(spec, storage)
 
 
 def list_shards_or_quarantine(spec: SourceSpec, storage: StorageConfig | None, quarantine: Quarantine) -> list[str]:
@@ -84,21 +72,13 @@ def read_shard(
     image_check: ImageCheck = "header",
 ) -> Iterator[pa.Table]:
     """Stream one shard of ``spec`` as sample tables; bad input goes to ``quarantine``."""
-    reader = lerobot.read_lerobot_shard if spec.format == "lerobot" else _READERS[spec.format][0]
-    yield from reader(
-        spec,
-        shard_uri,
-        root=source_root(spec),
-        quarantine=quarantine,
-        storage=storage,
-        batch_size=batch_size,
-        image_check=image_check,
-    )
+    reading = Reading(spec, source_root(spec), quarantine, storage, batch_size, image_check)
+    yield from FORMATS[spec.format].read(reading, shard_uri)
 
 
 def located(spec: SourceSpec, wanted: pa.Table) -> bool:
     """True when every row of ``wanted`` (one shard's rows of a manifest) has the location its format is read by."""
-    columns = _LOCATED_BY.get(spec.format)
+    columns = FORMATS[spec.format].located_by
     return bool(columns) and all(c in wanted.column_names and wanted[c].null_count == 0 for c in columns)
 
 
@@ -116,17 +96,8 @@ def read_located(
     tables in shard order, read with range reads: a tar's spans, a Parquet file's row groups."""
     if not located(spec, wanted):
         raise ValueError(f"{shard_uri}: rows without the locations a {spec.format} shard is read by")
-    reader = webdataset.read_webdataset_spans if spec.format == "webdataset" else parquet.read_parquet_rows
-    yield from reader(
-        spec,
-        shard_uri,
-        wanted,
-        root=source_root(spec),
-        quarantine=quarantine,
-        storage=storage,
-        batch_size=batch_size,
-        image_check=image_check,
-    )
+    reading = Reading(spec, source_root(spec), quarantine, storage, batch_size, image_check)
+    yield from FORMATS[spec.format].read_located(reading, shard_uri, wanted)
 
 
 def read_source(

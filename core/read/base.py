@@ -20,6 +20,7 @@ import pyarrow as pa
 from PIL import Image
 
 from core.contracts import ERRORS, SAMPLE, table_from_rows
+from core.settings import SourceSpec, StorageConfig
 
 ImageCheck = Literal["none", "header", "full"]
 
@@ -54,6 +55,19 @@ class Quarantine:
 
     def table(self) -> pa.Table:
         return table_from_rows(self.rows, ERRORS)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One source being read, and how: what every format's reader takes, passed whole rather than as keywords.
+    ``root``: the directory shard names are taken relative to (so sample ids do not depend on where data lives)."""
+
+    spec: SourceSpec
+    root: str
+    quarantine: Quarantine
+    storage: StorageConfig | None = None
+    batch_size: int = 256
+    image_check: ImageCheck = "header"
 
 
 def image_problem(data: bytes | None, check: ImageCheck) -> str | None:

@@ -30,9 +30,9 @@ from PIL import Image
 
 from core.contracts import ROBOT_STEP, make_sample_id, table_from_rows
 from core.errors import is_transient
-from core.read.base import ImageCheck, Quarantine, accept_sample, batched
+from core.read.base import ImageCheck, Quarantine, Reading, accept_sample, batched
 from core.read.parquet import image_bytes
-from core.settings import SourceSpec, StorageConfig
+from core.settings import StorageConfig
 from core.storage import filesystem, join, read_bytes, relative_name
 
 _VIDEO_COLUMNS = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
@@ -82,7 +82,9 @@ def _read_episodes(root: str, storage: StorageConfig | None, files: list[str], c
     episodes: list[dict] = []
     for ep_file in files:
         with fs.open(ep_file, "rb") as f:
-            episodes.extend(pq.read_table(f, columns=columns).to_pylist())
+            # pre_buffer off wherever pyarrow reads a Python file object: its background reads would call into
+            # Python after the read returned, and one still running as the interpreter exits aborts the process
+            episodes.extend(pq.read_table(f, columns=columns, pre_buffer=False).to_pylist())
     episodes.sort(key=lambda e: e["episode_index"])
     return episodes
 
@@ -114,7 +116,7 @@ def load_meta(root: str, storage: StorageConfig | None = None, *, image_key: str
         return meta
     fs, path = filesystem(join(root, "meta"), storage)
     with fs.open(f"{path}/tasks.parquet", "rb") as f:
-        tasks_table = pq.read_table(f)
+        tasks_table = pq.read_table(f, pre_buffer=False)
     task_col = "task" if "task" in tasks_table.column_names else "__index_level_0__"
     if missing := {"task_index", task_col} - set(tasks_table.column_names):
         raise ValueError(f"{root}: meta/tasks.parquet lacks columns {sorted(missing)}")
@@ -233,7 +235,7 @@ def _step_rows(
     fs, path = filesystem(shard_uri, storage)
     try:
         with fs.open(path, "rb") as f:
-            pf = pq.ParquetFile(f)
+            pf = pq.ParquetFile(f, pre_buffer=False)
             names = pf.schema_arrow.names
             wanted = ["episode_index", "frame_index", "task_index", "action"]
             wanted += ["timestamp"] if video is not None else [meta.image_key]
@@ -306,27 +308,17 @@ def read_robot_steps(
         yield table_from_rows(rows, ROBOT_STEP)
 
 
-def read_lerobot_shard(
-    spec: SourceSpec,
-    shard_uri: str,
-    *,
-    root: str,
-    quarantine: Quarantine,
-    storage: StorageConfig | None = None,
-    batch_size: int = 256,
-    image_check: ImageCheck = "header",
-    meta: LeRobotMeta | None = None,
-) -> Iterator[pa.Table]:
+def read_lerobot_shard(reading: Reading, shard_uri: str) -> Iterator[pa.Table]:
     """Stream one data file of a LeRobot dataset as samples: a frame and its task instruction."""
-    meta = meta or load_meta(root, storage, image_key=spec.image_key)
+    spec = reading.spec
     rows = _step_rows(
-        meta,
+        load_meta(reading.root, reading.storage, image_key=spec.image_key),
         shard_uri,
         source=spec.name,
-        quarantine=quarantine,
-        storage=storage,
+        quarantine=reading.quarantine,
+        storage=reading.storage,
         frame_stride=spec.frame_stride,
-        read_batch=batch_size,
+        read_batch=reading.batch_size,
     )
     samples = (
         {
@@ -336,4 +328,4 @@ def read_lerobot_shard(
         }
         for r in rows
     )
-    yield from batched(samples, quarantine, image_check, batch_size)
+    yield from batched(samples, reading.quarantine, reading.image_check, reading.batch_size)

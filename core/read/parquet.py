@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from core.contracts import make_sample_id
 from core.errors import is_transient
-from core.read.base import ImageCheck, Quarantine, batched
+from core.read.base import Quarantine, Reading, batched
 from core.settings import SourceSpec, StorageConfig
 from core.storage import filesystem, relative_name
 
@@ -88,7 +88,7 @@ def _read_rows(
     fs, path = filesystem(shard_uri, storage)
     try:
         with fs.open(path, "rb", **open_options) as f:
-            pf = pq.ParquetFile(f)
+            pf = pq.ParquetFile(f, pre_buffer=False)
             if (problem := _schema_problem(pf.schema_arrow, spec)) is not None:
                 quarantine.add(shard_uri=shard_uri, reason="wrong_schema", detail=problem)
                 return
@@ -101,45 +101,29 @@ def _read_rows(
         quarantine.add(shard_uri=shard_uri, reason="unreadable_shard", detail=f"{type(err).__name__}: {err}")
 
 
-def read_parquet_shard(
-    spec: SourceSpec,
-    shard_uri: str,
-    *,
-    root: str,
-    quarantine: Quarantine,
-    storage: StorageConfig | None = None,
-    batch_size: int = 256,
-    image_check: ImageCheck = "header",
-) -> Iterator[pa.Table]:
+def read_parquet_shard(reading: Reading, shard_uri: str) -> Iterator[pa.Table]:
     """Stream one Parquet shard as sample tables; a shard with the wrong schema is quarantined whole."""
-    shard = relative_name(root, shard_uri)
+    spec, quarantine, storage = reading.spec, reading.quarantine, reading.storage
+    shard = relative_name(reading.root, shard_uri)
 
     def rows(pf: pq.ParquetFile) -> Iterator[dict]:
         starts, offset = _row_group_starts(pf), 0
-        for rb in pf.iter_batches(batch_size=batch_size, columns=[spec.image_column, spec.text_column]):
+        for rb in pf.iter_batches(batch_size=reading.batch_size, columns=[spec.image_column, spec.text_column]):
             keys = list(range(offset, offset + rb.num_rows))
             groups = (np.searchsorted(starts, keys, side="right") - 1).tolist()
             yield from _rows_of(spec, shard, shard_uri, rb, keys, groups)
             offset += rb.num_rows
 
-    yield from batched(_read_rows(spec, shard_uri, quarantine, storage, rows), quarantine, image_check, batch_size)
+    found = _read_rows(spec, shard_uri, quarantine, storage, rows)
+    yield from batched(found, quarantine, reading.image_check, reading.batch_size)
 
 
-def read_parquet_rows(
-    spec: SourceSpec,
-    shard_uri: str,
-    wanted: pa.Table,
-    *,
-    root: str,
-    quarantine: Quarantine,
-    storage: StorageConfig | None = None,
-    batch_size: int = 256,
-    image_check: ImageCheck = "header",
-) -> Iterator[pa.Table]:
+def read_parquet_rows(reading: Reading, shard_uri: str, wanted: pa.Table) -> Iterator[pa.Table]:
     """The samples ``wanted`` names (columns ``key``, ``row_group``; rows in any order) as sample tables in file
     order, reading only their row groups. A key outside its recorded row group (the shard was rewritten since the
     location was recorded) is quarantined as ``stale_location``."""
-    shard = relative_name(root, shard_uri)
+    spec, quarantine, storage = reading.spec, reading.quarantine, reading.storage
+    shard = relative_name(reading.root, shard_uri)
     by_group: dict[int, list[int]] = {}
     for key, group in zip(wanted["key"].to_pylist(), wanted["row_group"].to_pylist(), strict=True):
         by_group.setdefault(group, []).append(int(key))
@@ -163,4 +147,4 @@ def read_parquet_rows(
 
     # no read-ahead (s3fs would fetch 50 MB past every read): the footer and the wanted column chunks only
     found = _read_rows(spec, shard_uri, quarantine, storage, rows, cache_type="none")
-    yield from batched(found, quarantine, image_check, batch_size)
+    yield from batched(found, quarantine, reading.image_check, reading.batch_size)

@@ -26,8 +26,8 @@ import pyarrow as pa
 
 from core.contracts import make_sample_id
 from core.errors import is_transient
-from core.read.base import ImageCheck, Quarantine, batched
-from core.settings import SourceSpec, StorageConfig
+from core.read.base import Reading, batched
+from core.settings import SourceSpec
 from core.storage import filesystem, iter_ranges, relative_name
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -107,18 +107,10 @@ def _sample_row(spec: SourceSpec, shard: str, shard_uri: str, key: str, files: d
     }
 
 
-def read_webdataset_shard(
-    spec: SourceSpec,
-    shard_uri: str,
-    *,
-    root: str,
-    quarantine: Quarantine,
-    storage: StorageConfig | None = None,
-    batch_size: int = 256,
-    image_check: ImageCheck = "header",
-) -> Iterator[pa.Table]:
+def read_webdataset_shard(reading: Reading, shard_uri: str) -> Iterator[pa.Table]:
     """Stream one tar shard as sample tables; bad members and shards go to ``quarantine``."""
-    shard = relative_name(root, shard_uri)
+    spec, quarantine, storage = reading.spec, reading.quarantine, reading.storage
+    shard = relative_name(reading.root, shard_uri)
     state = {"read": 0}
 
     def rows() -> Iterator[dict]:
@@ -143,25 +135,16 @@ def read_webdataset_shard(
                 detail=f"{type(err).__name__}: {err} (after {state['read']} samples; the rest of the shard is lost)",
             )
 
-    yield from batched(rows(), quarantine, image_check, batch_size)
+    yield from batched(rows(), quarantine, reading.image_check, reading.batch_size)
 
 
-def read_webdataset_spans(
-    spec: SourceSpec,
-    shard_uri: str,
-    wanted: pa.Table,
-    *,
-    root: str,
-    quarantine: Quarantine,
-    storage: StorageConfig | None = None,
-    batch_size: int = 256,
-    image_check: ImageCheck = "header",
-) -> Iterator[pa.Table]:
+def read_webdataset_spans(reading: Reading, shard_uri: str, wanted: pa.Table) -> Iterator[pa.Table]:
     """The samples ``wanted`` names (columns ``key``, ``byte_offset``, ``byte_length``; rows in any order) as sample
     tables in their order in the tar, each parsed from its span alone (``core.storage.iter_ranges``: nearby spans
     are one request). A span that no longer holds its key (the shard was rewritten since the
     location was recorded) is quarantined as ``stale_location``."""
-    shard = relative_name(root, shard_uri)
+    spec, quarantine, storage = reading.spec, reading.quarantine, reading.storage
+    shard = relative_name(reading.root, shard_uri)
     keys = wanted["key"].to_pylist()
     starts = wanted["byte_offset"].to_pylist()
     spans = [(s, s + n) for s, n in zip(starts, wanted["byte_length"].to_pylist(), strict=True)]
@@ -187,4 +170,4 @@ def read_webdataset_spans(
             row = _sample_row(spec, shard, shard_uri, keys[i], groups[0][1])
             yield {**row, "byte_offset": starts[i], "byte_length": spans[i][1] - starts[i]}
 
-    yield from batched(rows(), quarantine, image_check, batch_size)
+    yield from batched(rows(), quarantine, reading.image_check, reading.batch_size)

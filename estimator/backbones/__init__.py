@@ -6,13 +6,11 @@ before work starts. Model libraries (and torch) are imported only when a backbon
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.model_files import looks_like_path, require_dir_with
 from core.settings import StorageConfig
-from estimator.backbones.open_clip_names import validate_open_clip
+from estimator.backbones.kinds import KINDS
 from estimator.backbones.spec import BackboneSpec
 
 if TYPE_CHECKING:  # the loaded model's class imports torch; a spec validates without it
@@ -20,23 +18,10 @@ if TYPE_CHECKING:  # the loaded model's class imports torch; a spec validates wi
 
 __all__ = ["BackboneSpec", "load_backbone", "validate_backbone_spec"]
 
-# A hub id: "name" or "org/name" (letters, digits, '-', '_', '.').
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
 
 def validate_backbone_spec(spec: BackboneSpec, storage: StorageConfig | None = None) -> None:
     """Raise ValueError (naming the model) unless ``spec`` can be resolved; cheap: no weights are read."""
-    if spec.kind == "open_clip":
-        validate_open_clip(spec, storage)
-        return
-    if spec.pretrained is not None:
-        raise ValueError(f"{spec.kind} model {spec.model!r}: pretrained applies to open_clip only; "
-                         "put the weights in the model directory")
-    if looks_like_path(spec.model):
-        require_dir_with(spec.model, "config.json", storage, what=f"{spec.kind} model")
-    elif not _HUB_ID.match(spec.model):
-        raise ValueError(f"{spec.kind} model {spec.model!r} is neither a hub id (org/name) nor a directory, "
-                         "file:// or s3:// prefix holding config.json")
+    KINDS[spec.kind].validate(spec, storage)
 
 
 def load_backbone(spec: BackboneSpec, storage: StorageConfig | None = None, *,
@@ -46,16 +31,4 @@ def load_backbone(spec: BackboneSpec, storage: StorageConfig | None = None, *,
     Remote model directories are copied under ``cache_dir`` (default: a folder in the system temp dir).
     """
     validate_backbone_spec(spec, storage)
-    if spec.kind == "open_clip":
-        from estimator.backbones.open_clip import OpenClipBackbone
-
-        return OpenClipBackbone(spec, storage, cache_dir=cache_dir)
-    if spec.kind == "hf_clip":
-        from estimator.backbones.hf_clip import HFClipBackbone
-
-        return HFClipBackbone(spec, storage, cache_dir=cache_dir)
-    if spec.kind == "hf_vlm":
-        from estimator.backbones.hf_vlm import HFVLMBackbone
-
-        return HFVLMBackbone(spec, storage, cache_dir=cache_dir)
-    raise ValueError(f"unknown backbone kind {spec.kind!r}; expected open_clip, hf_clip or hf_vlm")
+    return KINDS[spec.kind].backbone_class()(spec, storage, cache_dir=cache_dir)

@@ -15,20 +15,6 @@ from PIL import Image
 
 from estimator.backbones.spec import BackboneSpec
 
-# Config keys that name where or how a model was loaded, not what it computes.
-_CONFIG_NOISE = {"_name_or_path", "transformers_version", "_commit_hash", "dtype", "torch_dtype",
-                 "_attn_implementation", "_attn_implementation_autoset", "attn_implementation", "output_hidden_states",
-                 "output_attentions", "return_dict", "use_cache", "use_return_dict"}
-
-
-def clean_config(cfg: Any) -> Any:
-    """A config dict without the keys that only say where/how it was loaded (recursively)."""
-    if isinstance(cfg, dict):
-        return {k: clean_config(v) for k, v in sorted(cfg.items()) if k not in _CONFIG_NOISE}
-    if isinstance(cfg, list | tuple):
-        return [clean_config(v) for v in cfg]
-    return cfg
-
 
 def as_tensor(out: Any) -> torch.Tensor:
     """The feature tensor from a ``get_*_features`` result: a tensor (transformers 4) or a ModelOutput (5)."""

@@ -43,11 +43,11 @@ def _tokenizer(max_length: int) -> object:
                                    extra_special_tokens={"image_token": "<image>"})
 
 
-def _image_processor() -> object:
+def _image_processor(image_size: int = IMAGE_SIZE) -> object:
     from transformers import CLIPImageProcessor
 
-    return CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE,
-                              "width": IMAGE_SIZE}, image_mean=_MEAN, image_std=_STD)
+    return CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size,
+                              "width": image_size}, image_mean=_MEAN, image_std=_STD)
 
 
 def _save_open_clip(out: str) -> str:
@@ -84,14 +84,15 @@ def _save_hf_clip(out: str) -> str:
     return "config.json"
 
 
-def _save_hf_vlm(out: str) -> str:
-    """A tiny Llava: CLIP vision tower + projector + Llama language model, with a chat template."""
+def _save_hf_vlm(out: str, width: int = WIDTH, layers: int = LAYERS, image_size: int = IMAGE_SIZE) -> str:
+    """A tiny Llava: CLIP vision tower + projector + Llama language model, with a chat template; ``width``,
+    ``layers`` and ``image_size`` (a multiple of the 8-px patch) scale both towers."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-    vision = CLIPVisionConfig(hidden_size=WIDTH, intermediate_size=2 * WIDTH, num_hidden_layers=LAYERS,
-                              num_attention_heads=HEADS, image_size=IMAGE_SIZE, patch_size=PATCH)
-    text = LlamaConfig(vocab_size=len(_SPECIALS) + 256, hidden_size=WIDTH, intermediate_size=2 * WIDTH,
-                       num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=HEADS,
+    vision = CLIPVisionConfig(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
+                              num_attention_heads=HEADS, image_size=image_size, patch_size=PATCH)
+    text = LlamaConfig(vocab_size=len(_SPECIALS) + 256, hidden_size=width, intermediate_size=2 * width,
+                       num_hidden_layers=layers, num_attention_heads=HEADS, num_key_value_heads=HEADS,
                        max_position_embeddings=_MAX_PROMPT, pad_token_id=_PAD, bos_token_id=_BOS, eos_token_id=_EOS)
     cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=_IMAGE,
                       vision_feature_select_strategy="default", vision_feature_layer=-1)
@@ -102,7 +103,7 @@ def _save_hf_vlm(out: str) -> str:
                 "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %}"
                 "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
                 "{% if add_generation_prompt %}assistant: {% endif %}")
-    LlavaProcessor(image_processor=_image_processor(), tokenizer=_tokenizer(_MAX_PROMPT), patch_size=PATCH,
+    LlavaProcessor(image_processor=_image_processor(image_size), tokenizer=_tokenizer(_MAX_PROMPT), patch_size=PATCH,
                    vision_feature_select_strategy="default", num_additional_image_tokens=1,
                    chat_template=template).save_pretrained(out)
     return "config.json"
@@ -113,17 +114,20 @@ _BUILDERS: dict[str, Callable[[str], str]] = {"open_clip": _save_open_clip, "hf_
 
 
 def save_tiny_backbone(kind: str, dest_uri: str, storage: StorageConfig | None = None, *,
-                       seed: int = 0) -> BackboneSpec:
+                       seed: int = 0, **size: int) -> BackboneSpec:
     """Build a tiny model of ``kind`` from ``seed``, save it under ``dest_uri`` (local or s3://) and return the
-    spec that loads it. On S3 the config file is uploaded last, so a half-uploaded model never validates."""
+    spec that loads it. On S3 the config file is uploaded last, so a half-uploaded model never validates.
+    ``size`` (hf_vlm only: ``width``, ``layers``, ``image_size``) builds a larger one."""
     if kind not in _BUILDERS:
         raise ValueError(f"unknown backbone kind {kind!r}; expected one of {sorted(_BUILDERS)}")
+    if size and kind != "hf_vlm":
+        raise ValueError(f"only the tiny hf_vlm takes a size, not {kind}")
     with tempfile.TemporaryDirectory() as tmp:
         local = tmp if protocol_of(dest_uri) != "file" else filesystem(dest_uri)[1]
         os.makedirs(local, exist_ok=True)
         with torch.random.fork_rng(devices=[]):  # deterministic weights without touching the caller's RNG
             torch.manual_seed(seed)
-            config_file = _BUILDERS[kind](local)
+            config_file = _BUILDERS[kind](local, **size)
         if local == tmp:
             fs, _ = filesystem(dest_uri, storage)
             names = sorted(os.listdir(tmp), key=lambda n: n == config_file)

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.location import Location
 from core.manifest import read_sidecar
 from core.settings import StorageConfig
 from tasks import block_sample
-from tasks.cache import EmbeddingCache, entry_row_counts, threaded, vectors
+from tasks.cache import CacheEntry, EmbeddingCache, entry_row_counts, threaded
 from tasks.report.scan import MIN_BLOCKS, ManifestScan, scan_manifest
 
 
@@ -28,7 +29,7 @@ class EmbeddingSets:
     map_selected: np.ndarray
 
 
-def _pool_vectors(scan: ManifestScan, cache: EmbeddingCache, entries: dict[str, str]) -> dict[int, np.ndarray]:
+def _pool_vectors(scan: ManifestScan, entries: dict[str, CacheEntry]) -> dict[int, np.ndarray]:
     """Vectors by pool position for every sampled row, read from the row groups of the run's cache entries
     (``entries``, by shard URI) that hold them. A shard whose entry is gone, or no longer has the manifest's rows,
     is left out."""
@@ -42,13 +43,13 @@ def _pool_vectors(scan: ManifestScan, cache: EmbeddingCache, entries: dict[str, 
 
     def read(shard: int) -> dict[int, np.ndarray]:
         entry, wanted = entries.get(scan.shard_uris[shard]), by_shard[shard]
-        if entry is None or not cache.has(entry):
+        if entry is None or not entry.exists():
             return {}
         try:
-            table = cache.read_rows(entry, np.array([r for r, _ in wanted]), ["embedding"])
+            found = entry.read_vectors(np.array([r for r, _ in wanted]))
         except IndexError:
             return {}
-        return dict(zip([p for _, p in wanted], vectors(table), strict=True))
+        return dict(zip([p for _, p in wanted], found, strict=True))
 
     found: dict[int, np.ndarray] = {}
     for part in threaded(read, list(by_shard)):
@@ -56,17 +57,17 @@ def _pool_vectors(scan: ManifestScan, cache: EmbeddingCache, entries: dict[str, 
     return found
 
 
-def _robot_vectors(entries: list[str], cache: EmbeddingCache, k: int, seed: int, name: str) -> np.ndarray:
+def _robot_vectors(entries: list[CacheEntry], k: int, seed: int, name: str) -> np.ndarray:
     """Up to ``k`` vectors, a block sample of every frame in a robot source's cache ``entries``."""
-    entries = [e for e in entries if cache.has(e)]
-    sizes = entry_row_counts(cache, entries)
+    entries = [e for e in entries if e.exists()]
+    sizes = entry_row_counts(entries)
     key = block_sample.salt(seed, f"robot/{name}")
     chosen = block_sample.sample_positions(sizes, k, min_blocks=MIN_BLOCKS, key=key)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
     def read(i: int) -> np.ndarray | None:
         local = chosen[np.searchsorted(chosen, offsets[i]) : np.searchsorted(chosen, offsets[i + 1])] - offsets[i]
-        return vectors(cache.read_rows(entries[i], local, ["embedding"])) if len(local) else None
+        return entries[i].read_vectors(local) if len(local) else None
 
     parts = [x for x in threaded(read, list(range(len(entries)))) if x is not None]
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
@@ -84,10 +85,10 @@ def load_sets(
     ``pool``; ``scan`` is the manifest's (``scan_manifest`` with the same ``per_set`` and ``seed``) when the caller
     already made it."""
     sidecar = read_sidecar(manifest_uri, storage)
-    cache = EmbeddingCache(root=sidecar["cache_uri"], fingerprint=sidecar["backbone_fingerprint"], storage=storage)
+    cache = EmbeddingCache(root=Location(sidecar["cache_uri"], storage), fingerprint=sidecar["backbone_fingerprint"])
     scan = scan or scan_manifest(manifest_uri, storage, per_set=per_set, seed=seed, examples=0)
     entries = sidecar["cache_entries"]  # as the run's plan found them: the sources are not listed again
-    found = _pool_vectors(scan, cache, entries["pool"])
+    found = _pool_vectors(scan, {uri: cache.at(e) for uri, e in entries["pool"].items()})
     dim = len(next(iter(found.values()))) if found else 0
 
     def stack(sample: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +105,7 @@ def load_sets(
     flags = pool["selected"][kept].astype(bool)
     points = [pool_vecs]
     for name in (s["name"] for s in sidecar.get("robot", [])):
-        robot = _robot_vectors(entries["robot"].get(name, []), cache, per_set, seed, name)
+        robot = _robot_vectors([cache.at(e) for e in entries["robot"].get(name, [])], per_set, seed, name)
         if len(robot):
             sets[name] = robot
             points.append(robot)

@@ -249,7 +249,7 @@ def manifest_rows(manifest_uri: str, storage: StorageConfig | None, positions: n
     parts, offset = [], 0
     for path in files:
         with fs.open_input_file(path) as f:
-            pf = pq.ParquetFile(f)
+            pf = pq.ParquetFile(f, pre_buffer=False)
             stop = offset + pf.metadata.num_rows
             inside = wanted[(wanted >= offset) & (wanted < stop)]
             if len(inside):

@@ -4,13 +4,12 @@ run by the stack's process worker on its Ray head, tracked on its MLflow server,
 
 from __future__ import annotations
 
-import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.exceptions import PrefectHTTPStatusError
 
-from core.storage import filesystem
+from core.manifest import read_manifest
 
 # Real servers on a 2-core machine: the first test also waits for the shared stack to come up (minutes).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -50,8 +49,7 @@ def test_curate_then_midtrain_then_finetune_from_their_deployments(local_stack):
     }
     run = local_stack.run_deployment("curate/curate", params)
     assert run.state.is_completed(), run.state.message
-    fs, _ = filesystem("s3://", local_stack.storage)
-    manifest = pq.read_table(fs.open("emt-demo/runs/quickstart/manifest.parquet", "rb"))
+    manifest = read_manifest("s3://emt-demo/runs/quickstart/manifest.parquet", local_stack.storage)  # a directory
     assert manifest.num_rows == 80 and sum(manifest["selected"].to_pylist()) == 7
     found = artifacts(local_stack, run.id)
     assert {"curation-summary", "curation-selection", "curation-progress"} <= set(found)

@@ -3,7 +3,10 @@ one line naming the problem, before any training starts."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+import pytest
 
 from core.settings import load_config
 from flows.ablation_params import AblationParams
@@ -44,3 +47,32 @@ def test_executor_option_overrides_the_config(tmp_path, capsys, monkeypatch):
     assert "would run with executor ray" in capsys.readouterr().err
     assert main(["ablation", "--config", str(config)]) == 2
     assert "would run with executor local" in capsys.readouterr().err
+
+
+def test_demo_options_reach_the_demo(tmp_path, capsys, monkeypatch):
+    import flows.demo_ablation
+
+    def stub(**options):  # the demo is not run: the options it would get are the answer
+        raise ValueError(f"would run toyworld={options['toyworld']} without={options['without']}")
+
+    monkeypatch.setattr(flows.demo_ablation, "run_ablation_demo", stub)
+    assert main(["ablation", "--demo", "--toyworld", "--without", "spatial", "--without", "charts"]) == 2
+    assert "would run toyworld=True without=['spatial', 'charts']" in capsys.readouterr().err
+    assert main(["ablation", "--demo"]) == 2
+    assert "would run toyworld=False without=[]" in capsys.readouterr().err
+
+
+def test_without_is_for_the_demo_and_names_a_pool_source(tmp_path, capsys):
+    from core.settings import SourceSpec
+    from flows.demo_ablation import _pool_without
+
+    config = tmp_path / "ablation.yaml"
+    config.write_text("model: /m\n")
+    assert main(["ablation", "--config", str(config), "--without", "spatial"]) == 2
+    assert "--without applies to --demo only" in capsys.readouterr().err
+    pool = [SourceSpec(name=n, format="webdataset", uri=f"/pool/{n}") for n in ("photos", "spatial")]
+    assert [s.name for s in _pool_without(pool, ["spatial"])] == ["photos"]
+    for without, message in ((["nope"], "no pool source named nope (the pool has photos, spatial)"),
+                             (["photos", "spatial"], "leaves no pool source")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            _pool_without(pool, without)

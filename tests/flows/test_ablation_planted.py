@@ -4,12 +4,13 @@ The fine-tuning task is built so that mid-training can help: each robot episode'
 reaches, and the episode's actions are that reach's fixed pose (plus controller noise) with the gripper closed or
 open. The mid-training data are the training episodes' own frames, each with its instruction as the question and
 the gripper command ("close" / "open") as the answer: the answer's first token is predicted from the prompt's last
-hidden state, which is exactly what the action head reads. The random arm draws K of the same K rows, so it is
-identical to the curated arm (same samples, same order, same seeds).
+hidden state, which is exactly what the action head reads. The pool holds those rows twice (PNG, selected, and JPEG
+copies, not selected), so the random arm draws other samples with the same knowledge: the null the verdict must not
+call a difference.
 
 Measured at this budget (60 mid-training steps at LR 1e-2, 30 fine-tuning steps at 3e-3, batch 8): seeds 0-5 all put
 the mid-trained arm far ahead of ``none`` (final held-out loss about 0.3 against 0.7-0.95, gripper accuracy 1.0);
-with seeds 0-2 the area difference is -0.47 [-0.56, -0.40]. The identical arms differ by exactly zero. At 40 / 20
+with seeds 0-2 the area difference is -0.47 [-0.56, -0.40]. At 40 / 20
 steps the effect was not reliable (the mid-training had not learnt the answer yet).
 """
 
@@ -58,31 +59,36 @@ def reach_episodes(n: int, frames: int) -> list[Episode]:
     return episodes
 
 
-def _png(frame: np.ndarray) -> bytes:
+def _encoded(frame: np.ndarray, fmt: str) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="PNG")
+    Image.fromarray(frame).save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
     return buf.getvalue()
 
 
 def action_text_manifest(root: str, episodes: list[Episode], robot: RobotDataConfig) -> str:
     """A pool of the training episodes' frames, each asked its instruction and answered with its gripper
-    command, and a manifest selecting every row."""
+    command, twice: as PNG (source ``frames``, every row selected) and re-encoded as JPEG (source ``copies``, none
+    selected). The random arm's draw of as many rows from both holds other samples than the curated arm's, with
+    the same knowledge in them."""
     train = sorted(ep for _, ep in RobotEpisodes(robot).train)
-    images, texts = [], []
-    for e in train:
-        for frame, action in zip(episodes[e].frames, episodes[e].action, strict=True):
-            images.append(_png(frame))
-            texts.append(f"Q: {PROMPT.format(instruction=episodes[e].task)} A: "
-                         f"{'close' if action[-1] > 0.5 else 'open'}")
-    write_parquet(pa.table({"image": pa.array(images, pa.binary()), "text": texts}), f"{root}/pool/00000.parquet")
-    spec = SourceSpec(name="frames", format="parquet", uri=f"{root}/pool/")
-    table = pa.concat_tables(read_source(spec, quarantine=Quarantine()))
+    frames = [(frame, episodes[e].task, action) for e in train
+              for frame, action in zip(episodes[e].frames, episodes[e].action, strict=True)]
+    texts = [f"Q: {PROMPT.format(instruction=task)} A: {'close' if action[-1] > 0.5 else 'open'}"
+             for _, task, action in frames]
+    specs, tables = [], []
+    for name, fmt in (("frames", "PNG"), ("copies", "JPEG")):
+        images = pa.array([_encoded(frame, fmt) for frame, _, _ in frames], pa.binary())
+        write_parquet(pa.table({"image": images, "text": texts}), f"{root}/{name}/00000.parquet")
+        specs.append(SourceSpec(name=name, format="parquet", uri=f"{root}/{name}/"))
+        tables.append(pa.concat_tables(read_source(specs[-1], quarantine=Quarantine())))
+    table = pa.concat_tables(tables)
     n = table.num_rows
+    chosen = np.array([source == "frames" for source in table["source"].to_pylist()])
     rows = pa.table({"sample_id": table["sample_id"], "source": table["source"], "shard_uri": table["shard_uri"],
-                     "key": table["key"], "score": pa.array(np.ones(n), pa.float32()),
-                     "rank": pa.array(range(n), pa.int64()), "selected": pa.array(np.ones(n, bool))})
+                     "key": table["key"], "score": pa.array(chosen.astype(np.float32)),
+                     "rank": pa.array(range(n), pa.int64()), "selected": pa.array(chosen)})
     uri = f"{root}/manifest.parquet"
-    write_manifest(uri, [rows], {"run_id": "planted", "pool": [spec.model_dump(mode="json")]})
+    write_manifest(uri, [rows], {"run_id": "planted", "pool": [spec.model_dump(mode="json") for spec in specs]})
     return uri
 
 
@@ -114,12 +120,17 @@ def test_the_arm_built_to_help_is_reported_ahead(planted):
     assert arms["curated"]["final_gripper_accuracy"] > arms["none"]["final_gripper_accuracy"] + 0.1
 
 
-def test_identical_arms_are_reported_no_different(planted):
+def test_arms_with_other_samples_of_the_same_knowledge_are_reported_no_different(planted):
+    """Not a comparison of an arm with a copy of itself: the random arm mid-trains on other rows (half of them
+    JPEG copies), in another order, with the same answers to learn; the verdict finds no clear difference."""
     params, report, _ = planted
-    random_manifest = f"{report.run_uri}/arms/random/seed0/manifest.parquet"
-    assert read_manifest(random_manifest)["selected"].equals(read_manifest(params.manifest_uri)["selected"])
+    curated = read_manifest(params.manifest_uri)
+    drawn = read_manifest(f"{report.run_uri}/arms/random/seed0/manifest.parquet")
+    picked = drawn.filter(drawn["selected"])
+    assert picked.num_rows == curated["selected"].to_numpy().sum()
+    assert set(picked["source"].to_pylist()) == {"frames", "copies"}  # not the curated rows
     for statistic in ("auc", "final"):
         diff = _pair(report, "curated − random", statistic)
-        assert (diff["mean"], diff["low"], diff["high"], diff["excludes_zero"]) == (0, 0, 0, False), diff
+        assert diff["low"] < 0 < diff["high"] and not diff["excludes_zero"], diff
     assert "no clear difference between curated and random" in report.verdict
     assert report.verdict.startswith("Curated did NOT beat every other arm")

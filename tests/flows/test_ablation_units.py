@@ -1,15 +1,19 @@
 """Where the ablation's units run: auto picks Ray only where a cluster is configured, a unit fits on one node
-(CPUs and GPUs both), and the tracking URI a Ray worker gets resolves to the same store."""
+(CPUs and GPUs both), the tracking URI a Ray worker gets resolves to the same store, and a unit runs under the
+executor's one failure policy."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from core.settings import ConfigError, parse_config
+from flows import ablation_units
 from flows.ablation_params import AblationParams
-from flows.ablation_units import absolute_tracking, pick_executor, room
+from flows.ablation_units import UnitFailed, absolute_tracking, pick_executor, room, run_local
+from tasks.executor import RetryPolicy
 
 BASE = {"model": "/m", "manifest_uri": "/x.parquet", "output_uri": "/out",
         "robot": {"sources": [{"name": "r", "format": "lerobot", "uri": "/y"}]}}
@@ -57,3 +61,23 @@ def test_execution_settings_do_not_change_the_result_params():
     local = parse_config(AblationParams, BASE)
     wide = parse_config(AblationParams, {**BASE, "executor": "ray", "unit_cpus": 4, "unit_gpus": 1})
     assert local.result_params() == wide.result_params()
+
+
+def test_a_transient_fault_in_a_unit_is_retried_under_the_one_policy(monkeypatch):
+    calls: Counter = Counter()
+
+    def unit(plan, arm, seed, budget):
+        calls[arm, seed] += 1
+        if arm == "random" and calls[arm, seed] == 1:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        if arm == "curated":
+            raise ValueError("bad manifest")
+        return f"{arm}-{seed}"
+
+    monkeypatch.setattr(ablation_units, "run_unit_task", unit)
+    monkeypatch.setattr(RetryPolicy, "delay", lambda self, attempt: 0.0)
+    assert run_local(None, [("none", 0), ("random", 0)], None, label="t") == ["none-0", "random-0"]
+    assert calls == {("none", 0): 1, ("random", 0): 2}  # the reset retried once
+    with pytest.raises(UnitFailed, match=r"1 ablation unit\(s\) failed .*: arm curated, seed 0: ValueError: bad"):
+        run_local(None, [("curated", 0), ("none", 1)], None, label="t")
+    assert calls[("curated", 0)] == 1 and ("none", 1) not in calls  # tried once; no unit starts after a failure

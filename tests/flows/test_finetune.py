@@ -9,6 +9,8 @@ import pytest
 from core.settings import ConfigError
 from flows.finetune import finetune
 from flows.training_params import FinetuneParams
+from synth.lerobot import CAMERA
+from synth.toyworld import write_toyworld_dataset
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -52,3 +54,26 @@ def test_a_robot_source_must_be_lerobot(base):
     sources = [{**s, "format": "parquet"} for s in base["robot"]["sources"]]
     with pytest.raises(ValueError, match="lerobot"):
         FinetuneParams.model_validate({**base, "robot": {"sources": sources}})
+
+
+def test_closed_loop_evaluation_is_logged_to_the_mlflow_run(tiny_vlm_dir, tmp_path, mlflow_store):
+    data = str(tmp_path / "toyworld")
+    write_toyworld_dataset(data, range(3), size=32, episodes_per_file=3)
+    params = FinetuneParams.model_validate({
+        "model": tiny_vlm_dir, "output_uri": str(tmp_path / "finetune"),
+        "robot": {"sources": [{"name": "toyworld", "format": "lerobot", "uri": data, "image_key": CAMERA}],
+                  "heldout_fraction": 0.34},
+        "train": {"steps": 2, "batch_size": 4},
+        "closed_loop": {"episodes": 4, "image_size": 32, "max_steps": 4, "gif_episodes": 2}})
+    report = finetune(params)
+    rate = report.metrics["closed_loop/success_rate"]
+    assert 0.0 <= report.metrics["closed_loop/success_low"] <= rate <= report.metrics["closed_loop/success_high"] <= 1
+    client = mlflow.MlflowClient(mlflow_store)
+    run = client.get_run(report.mlflow_run_id)
+    assert run.data.metrics["closed_loop/success_rate"] == rate and run.data.metrics["closed_loop/episodes"] == 4
+    assert "eval/loss" in report.metrics  # beside the held-out action loss
+    logged = {a.path for a in client.list_artifacts(report.mlflow_run_id, "closed_loop")}
+    assert logged == {"closed_loop/result.json", "closed_loop/rollouts.gif"}
+    gif = client.download_artifacts(report.mlflow_run_id, "closed_loop/rollouts.gif", str(tmp_path / "dl"))
+    with open(gif, "rb") as f:
+        assert f.read(6) == b"GIF89a"

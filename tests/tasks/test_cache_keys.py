@@ -12,7 +12,8 @@ from estimator.scorer import ScorerConfig
 from tasks.curation import Plan, gather_errors, preflight
 from tasks.embed import Embed
 from tasks.embed_shards import ShardEmbedder
-from tasks.score import manifest_parts
+from tasks.executor import Job, Threads, run
+from tasks.score import shard_manifest_rows
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +30,15 @@ def embed_all(p: Plan, backbone) -> None:
     """The plan's embedding job, in this process (the Ray job runs the same worker per shard); the worker's preparing
     tasks run on the test run's Ray (``ray_local``)."""
     worker = ShardEmbedder(embed=Embed(backbone=backbone), cache=p.cache, dtype="float32")
-    worker.setup()
-    for job in p.todo:
-        assert worker.run(job)["failed"] is None
+    assert not run(Job(step="embed", units=p.todo, work=worker), Threads(workers=1)).failures
 
 
 def manifest_ids(p: Plan) -> tuple[list[str], list[str]]:
-    n = sum(p.cache.read(s.entry, columns=["key"]).num_rows for s in p.pool)
-    parts = list(manifest_parts(p.cache, p.pool, np.zeros(n, np.float32), np.arange(n), np.zeros(n, bool)))
+    parts = []
+    for shard in p.pool:
+        keys = shard.entry.read_keys()
+        n = keys.num_rows
+        parts.append(shard_manifest_rows(shard, keys, np.zeros(n, np.float32), np.arange(n), np.zeros(n, bool)))
     return [i for t in parts for i in t["sample_id"].to_pylist()], [s for t in parts for s in t["source"].to_pylist()]
 
 

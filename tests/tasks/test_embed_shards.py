@@ -15,34 +15,38 @@ import ray.data
 
 import core.read.webdataset as webdataset
 from core.contracts import LOCATION_NAMES
+from core.location import Location
 from core.read import Quarantine, list_shards, read_shard
 from estimator.backbones.tiny import save_tiny_backbone
 from tasks.base import Resources
 from tasks.cache import EmbeddingCache, vectors
-from tasks.embed import Embed
+from tasks.embed import Embed, prepare_rows
 from tasks.embed_shards import SUMMARY, EmbedSummary, ShardEmbedder, ShardFailed, ShardJob, _work, embed_shards
-from tasks.ray_stage import map_actors
+from tasks.executor import Job, Report, RetryPolicy, Threads, run
+from tasks.executor.on_ray import RayActors
 
 
-class RecordingDataset:
-    def __init__(self) -> None:
-        self.calls: list[tuple] = []
+def test_shards_run_on_an_actor_pool_sized_from_the_stage(monkeypatch, tmp_path, tiny_backbone):
+    """The executor gets one actor per ``actors``, each reserving the stage's resources plus the reading CPUs, and
+    the job's retry policy; the summary comes from its rows."""
+    import tasks.embed_shards as embed_shards_module
 
-    def map_batches(self, fn, **kwargs):
-        self.calls.append((fn, kwargs))
-        return self
+    seen = {}
 
+    def recording_run(job, executor):
+        seen.update(job=job, executor=executor)
+        return Report(job.step, rows=[{"shard_uri": "s", "source": "p", "rows_read": 3, "rows_embedded": 3,
+                                       "quarantined": "{}", "attempts": None, "unit": "s"}])
 
-def test_a_worker_with_a_model_runs_as_an_actor_pool():
-    worker = object()
-    ds = RecordingDataset()
-    map_actors(ds, worker, resources=Resources(cpus=0.5, gpus=1), batch_size=1, actors=3)
-    ((_, kwargs),) = ds.calls
-    assert kwargs["fn_constructor_kwargs"] == {"worker": worker}
-    assert kwargs["batch_size"] == 1 and kwargs["batch_format"] == "pyarrow"
-    assert kwargs["num_cpus"] == 0.5 and kwargs["num_gpus"] == 1
-    assert isinstance(kwargs["compute"], ray.data.ActorPoolStrategy)
-    assert kwargs["max_restarts"] == 0  # a lost actor fails the job (a rerun resumes), and Ray says nothing of it
+    monkeypatch.setattr(embed_shards_module, "_check_fits", lambda embed, **kw: 4.0)
+    monkeypatch.setattr(embed_shards_module, "run", recording_run)
+    embed = Embed(backbone=tiny_backbone, resources=Resources(cpus=0.5, gpus=1))
+    summary = embed_shards([object()], embed=embed, cache=EmbeddingCache(root=Location(str(tmp_path)), fingerprint="f"),
+                           actors=3, read_cpus=0.25, retries=4)
+    pool = seen["executor"]
+    assert isinstance(pool, RayActors) and (pool.actors, pool.cpus, pool.gpus) == (3, 0.75, 1)
+    assert pool.policy.retries == 4 and isinstance(seen["job"].work, ShardEmbedder)
+    assert summary.shards_embedded == 1 and summary.samples_embedded == 3
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +57,7 @@ def tiny_backbone(tmp_path_factory):
 def _cache(tmp_path, backbone) -> EmbeddingCache:
     from estimator.backbones.fingerprint import describe
 
-    return EmbeddingCache(root=str(tmp_path / "cache"), fingerprint=describe(backbone).fingerprint)
+    return EmbeddingCache(root=Location(str(tmp_path / "cache")), fingerprint=describe(backbone).fingerprint)
 
 
 @pytest.mark.usefixtures("ray_local")
@@ -74,7 +78,7 @@ def test_workers_publish_their_shards_and_return_summary_rows(local_corpus, tiny
     assert "seconds_prepare" in summary.stats()
     stats = summary.stats()
     assert stats["rows_embedded"] == summary.samples_embedded and stats["samples_per_s"] > 0
-    entries = [cache.read(j.entry) for j in jobs]
+    entries = [j.entry.read() for j in jobs]
     assert all(vectors(e).shape[1] == 64 for e in entries)
     # the source's name is not cached; where each sample is (a Parquet shard: its row group) is
     assert all(e.column_names == ["key", "embedding", *LOCATION_NAMES] for e in entries)
@@ -84,8 +88,9 @@ def test_workers_publish_their_shards_and_return_summary_rows(local_corpus, tiny
     local = Embed(backbone=tiny_backbone, batch_size=5)
     local.setup()
     samples = pa.concat_tables(read_shard(spec, jobs[0].shard_uri, quarantine=Quarantine()))
-    expected = vectors(local(_work(samples))).astype(np.float16)
-    np.testing.assert_array_equal(vectors(cache.read(jobs[0].entry)).astype(np.float16), expected)
+    batch = _work(samples)
+    expected = vectors(local.finish(batch, prepare_rows(local.model.preprocessor, batch, 5))).astype(np.float16)
+    np.testing.assert_array_equal(vectors(jobs[0].entry.read()).astype(np.float16), expected)
 
 
 @pytest.mark.usefixtures("ray_local")
@@ -165,19 +170,22 @@ def test_connection_reset_mid_shard_is_retried_and_never_cached_partial(
     cache = _cache(tmp_path, tiny_backbone)
     job = ShardJob(spec=spec, shard_uri=shard, entry=cache.entry(spec, shard))
     _cut_after_two_samples(monkeypatch, shard, failures)
-    worker = ShardEmbedder(embed=Embed(backbone=tiny_backbone), cache=cache, retries=2, backoff_s=0.01)
-    worker.setup()
-    row = worker.run(job)
+    worker = ShardEmbedder(embed=Embed(backbone=tiny_backbone), cache=cache)
+    # the executor's policy on threads: what the actor pool applies through Ray's retries
+    report = run(Job(step="embed", units=[job], work=worker, name=lambda j: j.shard_uri),
+                 Threads(workers=1, policy=RetryPolicy(retries=2, backoff_s=0.01)))
     if cached:  # reset once, read again in full: all 10 samples, nothing quarantined
-        assert row["failed"] is None and row["attempts"] == 2 and row["rows_embedded"] == 10
-        assert cache.read(job.entry).num_rows == 10 and json.loads(row["quarantined"]) == {}
-    else:  # reset every time: the shard fails and no entry (not a 2-row one) is written
-        assert row["attempts"] == 3 and row["failed"].startswith("ConnectionResetError")
-        assert not cache.has(job.entry)
+        (row,) = report.rows
+        assert row["attempts"] == 2 and row["rows_embedded"] == 10
+        assert job.entry.read().num_rows == 10 and json.loads(row["quarantined"]) == {}
+    else:  # reset every time: the shard fails, named, and no entry (not a 2-row one) is written
+        (failure,) = report.failures
+        assert failure.attempts == 3 and failure.error.startswith("ConnectionResetError") and failure.name == shard
+        assert not job.entry.exists()
 
 
 def test_a_worker_whose_model_is_not_the_planned_one_fails_loudly(tiny_backbone, tmp_path):
-    cache = EmbeddingCache(root=str(tmp_path), fingerprint="planned-for-another-model")
+    cache = EmbeddingCache(root=Location(str(tmp_path)), fingerprint="planned-for-another-model")
     worker = ShardEmbedder(embed=Embed(backbone=tiny_backbone), cache=cache)
     with pytest.raises(RuntimeError, match="planned-for-another-model"):
         worker.setup()

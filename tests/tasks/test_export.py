@@ -6,6 +6,7 @@ import io
 import json
 import os
 import tarfile
+from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,9 +14,11 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
+import tasks.export as export
 from core.manifest import write_manifest
 from core.read import Quarantine, read_source
 from core.storage import filesystem
+from tasks.executor import JobFailed
 from tasks.export import export_selected, image_ext
 from tasks.export_params import ExportParams
 
@@ -189,3 +192,25 @@ def test_image_extension_comes_from_the_bytes():
         "gif",
         "bmp",
     ]
+
+
+def test_a_transient_fault_is_retried_and_a_content_error_fails_its_shard_named(local_corpus, pool, tmp_path,
+                                                                                monkeypatch):
+    manifest = str(tmp_path / "run" / "manifest.parquet")
+    _write(local_corpus, pool, manifest)
+    real, calls = export._fetch, Counter()
+
+    def faulty(job, rows, quarantine):
+        calls[job.name] += 1
+        if job.name == "00001" and calls[job.name] == 1:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        if job.name == "00002":
+            raise ValueError("bad bytes")
+        return real(job, rows, quarantine)
+
+    monkeypatch.setattr(export, "_fetch", faulty)
+    out = tmp_path / "export"
+    with pytest.raises(JobFailed, match=r"export: 1 unit\(s\) failed; a rerun writes them .*: 00002.tar \(ValueError"):
+        export_selected(ExportParams(manifest_uri=manifest, output_uri=str(out), samples_per_shard=5))
+    assert calls == {"00000": 1, "00001": 2, "00002": 1}  # the reset retried once; the content error tried once
+    assert sorted(p.name for p in out.glob("*.tar")) == ["00000.tar", "00001.tar"]  # the failed shard wrote nothing

@@ -42,10 +42,15 @@ def test_lease_of_a_killed_process_is_taken_over(output_uri, request):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     import socket
 
-    holder = {"token": "x", "host": socket.gethostname(), "pid": int(dead.stdout), "heartbeat": 0}
+    holder = {"token": "x", "host": socket.gethostname(), "pid": int(dead.stdout), "heartbeat": 0,
+              "flow_run_id": "killed-one"}
     publish_bytes(run.path(LEASE), json.dumps(holder).encode(), run.storage)
-    with run.claim():
-        assert json.loads(run.read_bytes(LEASE))["token"] != "x"
+    with run.claim(holder={"flow_run_id": "new-one"}) as stale:
+        lease = json.loads(run.read_bytes(LEASE))
+        assert lease["token"] != "x" and lease["flow_run_id"] == "new-one"
+        assert stale["flow_run_id"] == "killed-one"  # the taker knows whose records to close
+    with run.claim() as stale:  # a free run id: nothing taken over
+        assert stale is None
 
 
 def test_lease_of_another_host_is_taken_over_only_when_stale(output_uri, request):

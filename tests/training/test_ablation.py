@@ -1,12 +1,15 @@
 """The ablation's arms: the random arm's derived manifest is a seeded uniform draw of the pool with as many
-samples as the curation selected, over the same rows, readable by the mid-training data path."""
+samples as the curation selected, over the same rows, readable by the mid-training data path; the sources arm's
+draws as many from the best sources by mean score only."""
 
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from core.manifest import iter_selected, read_manifest, read_sidecar
-from training.ablation import random_manifest, uniform_draw
+from core.manifest import iter_selected, read_manifest, read_sidecar, write_manifest
+from training.ablation import best_sources, random_manifest, sources_manifest, uniform_draw
 
 
 def test_uniform_draw_is_seeded_and_uniform():
@@ -35,3 +38,24 @@ def test_random_manifest_keeps_the_pool_and_k(manifest, tmp_path):
     expected = {sid for sid, s in zip(pool["sample_id"].to_pylist(), drawn["selected"].to_pylist(), strict=True)
                 if s}
     assert selected == expected  # the mid-training reader streams exactly the drawn samples
+
+
+def test_sources_manifest_draws_k_from_the_best_sources_by_mean_score(manifest, tmp_path):
+    pool = read_manifest(manifest)
+    boost = {"tabletop": 0.5, "photos": 0.3, "docs": 0.0, "charts": -0.2}  # per-source shift of every score
+    shift = pa.array([boost[s] for s in pool["source"].to_pylist()], pa.float32())
+    scored = pool.set_column(pool.schema.get_field_index("score"), "score", pc.add(pool["score"], shift))
+    src = str(tmp_path / "scored" / "manifest.parquet")
+    write_manifest(src, [scored], read_sidecar(manifest))
+    assert best_sources(scored, 2) == ["tabletop", "photos"]
+    out = sources_manifest(src, str(tmp_path / "sources" / "manifest.parquet"), top=2, seed=3)
+    drawn = read_manifest(out)
+    picked = [s for s, keep in zip(drawn["source"].to_pylist(), drawn["selected"].to_pylist(), strict=True) if keep]
+    assert len(picked) == 8 and set(picked) <= {"tabletop", "photos"}
+    assert drawn["sample_id"].to_pylist() == read_manifest(src)["sample_id"].to_pylist()  # the same rows
+    sidecar = read_sidecar(out)
+    assert sidecar["sources"] == ["tabletop", "photos"] and sidecar["selection"] == "sources"
+    again = read_manifest(sources_manifest(src, str(tmp_path / "again" / "manifest.parquet"), top=2, seed=3))
+    assert again["selected"].equals(drawn["selected"])  # seeded
+    few = read_manifest(sources_manifest(src, str(tmp_path / "few" / "manifest.parquet"), top=1, seed=0))
+    assert sum(few["selected"].to_pylist()) == 8  # 24 tabletop rows hold K = 8

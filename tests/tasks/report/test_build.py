@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from core.contracts import ERRORS
+from core.location import Location
 from core.manifest import read_manifest, read_sidecar, write_manifest
 from core.read import Quarantine, list_shards, read_shard
 from synth import CorpusInfo
@@ -26,7 +27,7 @@ DIM = 16
 @pytest.fixture(scope="module")
 def fake_run(local_corpus: CorpusInfo, tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("run")
-    cache = EmbeddingCache(root=str(root / "embeddings"), fingerprint="fake-fp")
+    cache = EmbeddingCache(root=Location(str(root / "embeddings")), fingerprint="fake-fp")
     rng = np.random.default_rng(0)
     parts = []
     entries: dict = {"pool": {}, "robot": {}}  # what the run's plan records in the sidecar
@@ -48,9 +49,9 @@ def fake_run(local_corpus: CorpusInfo, tmp_path_factory: pytest.TempPathFactory)
             entry = cache.entry(spec, shard)
             cache.write(entry, shard, emb, ERRORS.empty_table(), "float32")
             if role == "robot":
-                entries["robot"].setdefault(spec.name, []).append(entry)
+                entries["robot"].setdefault(spec.name, []).append(entry.uri)
             else:
-                entries["pool"][shard] = entry
+                entries["pool"][shard] = entry.uri
             if role == "pool":
                 scores = rng.normal(size=len(ids)).astype(np.float32) + offset
                 parts.append((ids, spec.name, shard, keys, scores))
