@@ -73,7 +73,7 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
             batch_size=params.ray.embed_batch_size,
             resources=Resources(cpus=params.ray.actor_cpus, gpus=params.ray.actor_gpus),
         )
-        with ray_session(params.ray.address), progress.watch_embedding(plan.todo):
+        with ray_session(params.ray.address), progress.following_embedding(len(plan.todo)):
             embedded = prefect_tasks.embed_task(
                 plan,
                 embed_stage=stage,

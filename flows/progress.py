@@ -1,25 +1,25 @@
 """A curation run's progress as the Prefect UI shows it: one progress artifact (the bar on the run's page) and a
-log line per step. While Ray embeds, shards done, samples/s and the ETA come from the embedding cache the
-workers commit to, so the Ray job needs no callback into the flow and the driver holds nothing per shard."""
+log line per step. While Ray embeds, the bar follows the executor's own progress feed (``tasks.progress``: shards
+done, samples/s, ETA, as the summary rows of the workers come back), so there is one feed and the driver reads
+nothing from storage to show it."""
 
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
-from tasks.embed_shards import ShardJob
+from tasks.progress import Progress, following
 
 # Share of the bar at the *start* of each step (embedding dominates a run that is not cached).
 STEPS = {"preflight": 0, "embed": 5, "fit": 75, "score": 82, "manifest": 88, "report": 90, "mlflow": 97, "done": 100}
 
 
 class CurationProgress:
-    """Reports the steps of one run; ``watch_embedding`` follows the Ray job shard by shard."""
+    """Reports the steps of one run; ``following_embedding`` moves the bar as the embedding job's units finish."""
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
@@ -42,33 +42,23 @@ class CurationProgress:
         self.logger.info(text)
 
     @contextlib.contextmanager
-    def watch_embedding(self, todo: list[ShardJob], *, every: float = 5.0) -> Iterator[None]:
-        """Poll the cache entries of the shards of ``todo`` every ``every`` seconds while the block runs."""
-        self.step("embed", f"{len(todo)} shards to embed")
-        stop = threading.Event()
-        watcher = threading.Thread(target=self._poll, args=(todo, stop, every), daemon=True)
-        watcher.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            watcher.join(timeout=30)
-
-    def _poll(self, todo: list[ShardJob], stop: threading.Event, every: float) -> None:
-        start, left, done, samples = time.monotonic(), list(todo), 0, 0
+    def following_embedding(self, shards: int, *, every: float = 5.0) -> Iterator[None]:
+        """While the block runs, the embedding job's progress moves the bar between the embed and fit shares, at
+        most every ``every`` seconds (and when it ends)."""
+        self.step("embed", f"{shards} shards to embed")
+        last = [time.monotonic()]
         span = STEPS["fit"] - STEPS["embed"]
-        while not stop.wait(every) and left:
-            finished = [job for job in left if job.entry.exists()]
-            if not finished:
-                continue
-            left = [job for job in left if job not in finished]
-            done += len(finished)
-            samples += sum(job.entry.rows() for job in finished)
-            elapsed = time.monotonic() - start
-            eta = elapsed / done * len(left)
-            text = (
-                f"run {self.run_id}: embedding {done}/{len(todo)} shards, {samples / elapsed:.1f} samples/s, "
-                f"ETA {eta:.0f} s"
-            )
-            update_progress_artifact(self.artifact, STEPS["embed"] + span * done / len(todo), description=text)
+
+        def moved(progress: Progress) -> None:
+            now = time.monotonic()
+            if progress.stage != "embed" or not progress.done or (
+                    now - last[0] < every and progress.done < progress.total):
+                return
+            last[0] = now
+            text = f"run {self.run_id}: {progress.line()}"
+            update_progress_artifact(self.artifact, STEPS["embed"] + span * progress.done / progress.total,
+                                     description=text)
             self.logger.info(text)
+
+        with following(moved):
+            yield

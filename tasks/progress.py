@@ -2,7 +2,9 @@
 ``embed: 12/40 shards, 950 samples/s, ETA 0:31``.
 
 Lines go to a callback, by default ``print``: in a Prefect flow run with ``log_prints=True`` they land in the
-run's logs, elsewhere on stdout; so this module knows nothing of Prefect.
+run's logs, elsewhere on stdout; so this module knows nothing of Prefect. Whatever else shows progress (the
+Prefect run page's bar) follows the same feed: ``following(listener)`` hears every step that starts, moves or ends
+in its context.
 
 with Progress("score", total=len(shards), unit="shards") as progress:
     for shard in shards:
@@ -14,10 +16,25 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 
 from tqdm import tqdm
+
+_listeners: ContextVar[tuple[Callable[[Progress], None], ...]] = ContextVar("progress_listeners", default=())
+
+
+@contextmanager
+def following(listener: Callable[[Progress], None]) -> Iterator[None]:
+    """Call ``listener(progress)`` whenever a step's ``Progress`` made in this context starts, moves or ends (a
+    Prefect task the flow calls shares the context)."""
+    token = _listeners.set((*_listeners.get(), listener))
+    try:
+        yield
+    finally:
+        _listeners.reset(token)
 
 
 class Progress:
@@ -39,7 +56,9 @@ class Progress:
         self._start = self._logged = time.monotonic()
         # disable=None: no bar when stderr is not a terminal (CI, Prefect workers), where the lines suffice.
         self._bar = tqdm(total=total, desc=stage, unit=unit, disable=None, file=sys.stderr, leave=False)
+        self._listeners = _listeners.get()
         self.log(self.line())
+        self._tell()
 
     def update(self, n: int = 1, *, samples: int = 0) -> None:
         """``n`` more units done, holding ``samples`` samples."""
@@ -52,6 +71,7 @@ class Progress:
         if now - self._logged >= self.every_s:
             self._logged = now
             self.log(self.line())
+        self._tell()
 
     def line(self) -> str:
         """``stage: done/total unit[, N samples/s][, ETA h:mm:ss | in h:mm:ss]``."""
@@ -68,9 +88,14 @@ class Progress:
     def _rate(self) -> float:
         return self.samples / max(time.monotonic() - self._start, 1e-9)
 
+    def _tell(self) -> None:
+        for listener in self._listeners:
+            listener(self)
+
     def close(self) -> None:
         self._bar.close()
         self.log(self.line())
+        self._tell()
 
     def __enter__(self) -> Progress:
         return self

@@ -233,6 +233,8 @@ def test_each_step_shows_progress_and_ray_data_stays_quiet(local_corpus, s3_back
         name = re.escape(step)
         assert re.search(rf"{name}: 0/(\d+) {unit}\b.*{name}: \1/\1 {unit}, .*in \d:\d\d:\d\d", out, re.S), step
     assert re.search(r"embed: \d+/\d+ shards, \d+ samples/s", out)
+    # The UI's bar follows the same feed as the lines: the embedding job's end moves it, with the job's own line
+    assert re.search(r"run progress: embed: (\d+)/\1 shards, \d+ samples/s, in \d:\d\d:\d\d", caplog.text)
     # The report's steps move the run's progress bar in the UI, each with a line in the run's log naming it.
     for n, name in enumerate(("reading the sampled sets", "MMD and diversity", "figures and the 2-D map"), 1):
         assert f"run progress: report, {name} ({n}/5)" in caplog.text, name

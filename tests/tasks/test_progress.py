@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import tasks.progress
-from tasks.progress import Progress
+from tasks.progress import Progress, following
 
 
 def test_lines_are_rate_limited_and_state_rate_eta_and_total(monkeypatch):
@@ -29,3 +29,14 @@ def test_a_failed_step_does_not_claim_to_have_finished():
         progress.update()
         raise RuntimeError("figure failed")
     assert lines == ["report: 0/5 steps"]
+
+
+def test_a_follower_hears_every_move_of_the_steps_made_in_its_context():
+    heard: list[tuple[str, int, int]] = []
+    with (following(lambda p: heard.append((p.stage, p.done, p.samples))),
+          Progress("embed", total=2, log=lambda _: None, every_s=1e9) as progress):
+        progress.update(samples=3)
+        progress.update(samples=4)
+    with Progress("score", total=1, log=lambda _: None) as progress:  # made outside the context: not heard
+        progress.update()
+    assert heard == [("embed", 0, 0), ("embed", 1, 3), ("embed", 2, 7), ("embed", 2, 7)]
