@@ -16,8 +16,9 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
+from core.location import Location
 from core.settings import MlflowConfig, StorageConfig
-from core.storage import check_writable, exists
+from core.storage import check_writable
 from tasks.run_folder import RunFolder
 from training.recording import MLFLOW_RUN, MlflowTracker
 from training.tracking import training_run
@@ -53,7 +54,7 @@ class Run(Generic[R]):
         self._start = time.perf_counter()
         for setting, uri in {"output_uri": params.output_uri, **(writable or {})}.items():
             check_writable(uri, params.storage, setting=setting)
-        self.folder = RunFolder.open(params.output_uri, params.run_name, params.storage)
+        self.folder = RunFolder.open(Location(params.output_uri, params.storage), params.run_name)
         self._params = params
         self._report = report
         self._stored = params if stored_params is None else stored_params
@@ -106,8 +107,8 @@ class Run(Generic[R]):
         """The run's MLflow run (named ``name``, the run id by default): its id is kept in the run folder, so an
         interrupted run, rerun under its name, reopens it; ``params`` are logged when it is new (MLflow's params
         cannot change)."""
-        stored = self.path(MLFLOW_RUN)
-        resumed = self.folder.read_json(MLFLOW_RUN)["run_id"] if exists(stored, self.folder.storage) else None
+        known = self.folder.location.join(MLFLOW_RUN).exists()
+        resumed = self.folder.read_json(MLFLOW_RUN)["run_id"] if known else None
         with training_run(config, run_name=name or self.id, kind=kind, tags=tags, run_id=resumed) as tracker:
             if resumed is None:
                 self.folder.write_json(MLFLOW_RUN, {"run_id": tracker.run_id, "tracking_uri": tracker.tracking_uri})

@@ -21,8 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from core.lease import Lease, LeaseHeld
-from core.settings import StorageConfig
-from core.storage import exists, filesystem, join, publish_bytes, read_bytes
+from core.location import Location
 
 SUCCESS = "_SUCCESS"
 LEASE = "_lease.json"
@@ -39,44 +38,47 @@ def new_run_id() -> str:
 
 @dataclass(frozen=True)
 class RunFolder:
-    """Where one run's files live, its lease and its completion marker."""
+    """Where one run's files live (``location``: ``OUTPUT_URI/RUN_ID`` on its storage), its lease and its
+    completion marker."""
 
-    output_uri: str
+    location: Location
     run_id: str
-    storage: StorageConfig | None = None
     stale_after: float = 300.0  # seconds without a heartbeat before another host may take the lease over
 
     @classmethod
-    def open(cls, output_uri: str, run_name: str | None, storage: StorageConfig | None = None) -> RunFolder:
-        return cls(output_uri=output_uri, run_id=run_name or new_run_id(), storage=storage)
+    def open(cls, output: Location, run_name: str | None) -> RunFolder:
+        """The folder of run ``run_name`` (a fresh id if None) under ``output``."""
+        run_id = run_name or new_run_id()
+        return cls(output.join(run_id), run_id)
 
     @property
     def uri(self) -> str:
-        return join(self.output_uri, self.run_id)
+        return self.location.uri
 
     def path(self, *parts: str) -> str:
-        return join(self.uri, *parts)
+        """The URI of ``parts`` in the folder (what a run records and hands to its writers)."""
+        return self.location.join(*parts).uri
 
     def is_complete(self) -> bool:
-        return exists(self.path(SUCCESS), self.storage)
+        return self.location.join(SUCCESS).exists()
 
     def write_json(self, name: str, value: BaseModel | dict[str, Any]) -> str:
         """Publish ``value`` as ``name`` in the run folder; returns its URI."""
         data = value.model_dump_json(indent=1) if isinstance(value, BaseModel) else json.dumps(value, indent=1)
-        uri = self.path(name)
-        publish_bytes(uri, data.encode(), self.storage)
-        return uri
+        target = self.location.join(name)
+        target.publish_bytes(data.encode())
+        return target.uri
 
     def read_json(self, name: str) -> dict[str, Any]:
-        return json.loads(read_bytes(self.path(name), self.storage))
+        return json.loads(self.read_bytes(name))
 
     def read_bytes(self, name: str) -> bytes:
-        return read_bytes(self.path(name), self.storage)
+        return self.location.join(name).read_bytes()
 
     def refuse_other_params(self, given: dict[str, Any], name: str = "params.json") -> None:
         """Raise ``RunRefused`` if the finished run recorded in ``name`` was made with other values of ``given``'s
         keys (a finished run id is only ever answered with its own stored result)."""
-        stored = self.read_json(name) if exists(self.path(name), self.storage) else {}
+        stored = self.read_json(name) if self.location.join(name).exists() else {}
         changed = sorted(k for k, v in given.items() if json.dumps(stored.get(k), sort_keys=True)
                          != json.dumps(v, sort_keys=True))
         if changed:
@@ -87,7 +89,7 @@ class RunFolder:
 
     def clean_temporaries(self) -> list[str]:
         """Delete the half-written ``.tmp-*`` objects a crashed writer left in the run folder; returns them."""
-        fs, root = filesystem(self.uri, self.storage)
+        fs, root = self.location.fs, self.location.path
         if not fs.exists(root):
             return []
         stale = [p for p in fs.find(root) if posixpath.basename(p).startswith(".tmp-")]
@@ -105,7 +107,7 @@ class RunFolder:
         with contextlib.ExitStack() as stack:
             try:
                 stale = stack.enter_context(
-                    Lease(self.path(LEASE), self.storage, self.stale_after).held(heartbeat_every, holder))
+                    Lease(self.path(LEASE), self.location.storage, self.stale_after).held(heartbeat_every, holder))
             except LeaseHeld as err:
                 held = err.holder
                 raise RunRefused(
@@ -119,4 +121,4 @@ class RunFolder:
 
     def mark_complete(self) -> None:
         """Publish the completion marker: written last, after every other output of the run."""
-        publish_bytes(self.path(SUCCESS), b"", self.storage)
+        self.location.join(SUCCESS).publish_bytes(b"")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.location import Location
 from core.settings import SourceSpec
 from core.storage import StorageAccessError
 from estimator.backbones.tiny import save_tiny_backbone
@@ -54,13 +55,13 @@ def test_k_larger_than_a_knowable_pool_is_refused_before_embedding(params, local
 
 
 def test_a_held_run_name_is_refused(params):
-    run = RunFolder.open(params.output_uri, params.run_name)
+    run = RunFolder.open(Location(params.output_uri), params.run_name)
     with run.claim(), pytest.raises(RunRefused, match="run r is in use by another run"):
         curate(params)
 
 
 def test_a_finished_run_asked_with_other_parameters_is_refused(params):
-    run = RunFolder.open(params.output_uri, params.run_name)
+    run = RunFolder.open(Location(params.output_uri), params.run_name)
     report = {"run_id": "r", "run_uri": run.uri, "manifest_uri": run.path("manifest.parquet"), "pool_samples": 1,
               "selected": 1, "per_source": {}, "quarantined": {}, "shards_embedded": 0, "shards_cached": 0,
               "scorer": {}, "seconds": 1.0}

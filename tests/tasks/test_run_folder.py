@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from core.storage import exists, filesystem, publish_bytes
+from core.location import Location
+from core.storage import filesystem
 from tasks.run_folder import LEASE, RunFolder, RunRefused
 
 
@@ -23,7 +24,7 @@ def output_uri(request, tmp_path):
 
 def _folder(output_uri: str, request) -> RunFolder:
     storage = request.getfixturevalue("s3").storage if output_uri.startswith("s3://") else None
-    return RunFolder.open(output_uri, "r1", storage)
+    return RunFolder.open(Location(output_uri, storage), "r1")
 
 
 def test_second_claim_of_a_held_run_id_is_refused(output_uri, request):
@@ -31,8 +32,8 @@ def test_second_claim_of_a_held_run_id_is_refused(output_uri, request):
     with run.claim():
         with pytest.raises(RunRefused, match="in use by another run"), run.claim():
             pass
-        assert exists(run.path(LEASE), run.storage)
-    assert not exists(run.path(LEASE), run.storage)  # given back
+        assert run.location.join(LEASE).exists()
+    assert not run.location.join(LEASE).exists()  # given back
     with run.claim():  # and free again
         pass
 
@@ -44,7 +45,7 @@ def test_lease_of_a_killed_process_is_taken_over(output_uri, request):
 
     holder = {"token": "x", "host": socket.gethostname(), "pid": int(dead.stdout), "heartbeat": 0,
               "flow_run_id": "killed-one"}
-    publish_bytes(run.path(LEASE), json.dumps(holder).encode(), run.storage)
+    run.location.join(LEASE).publish_bytes(json.dumps(holder).encode())
     with run.claim(holder={"flow_run_id": "new-one"}) as stale:
         lease = json.loads(run.read_bytes(LEASE))
         assert lease["token"] != "x" and lease["flow_run_id"] == "new-one"
@@ -58,10 +59,10 @@ def test_lease_of_another_host_is_taken_over_only_when_stale(output_uri, request
 
     run = _folder(output_uri, request)
     holder = {"token": "x", "host": "elsewhere", "pid": 1, "heartbeat": time.time()}
-    publish_bytes(run.path(LEASE), json.dumps(holder).encode(), run.storage)
+    run.location.join(LEASE).publish_bytes(json.dumps(holder).encode())
     with pytest.raises(RunRefused, match="elsewhere"), run.claim():
         pass
-    publish_bytes(run.path(LEASE), json.dumps({**holder, "heartbeat": time.time() - 3600}).encode(), run.storage)
+    run.location.join(LEASE).publish_bytes(json.dumps({**holder, "heartbeat": time.time() - 3600}).encode())
     with run.claim():
         pass
 
@@ -69,7 +70,7 @@ def test_lease_of_another_host_is_taken_over_only_when_stale(output_uri, request
 def test_heartbeat_keeps_the_lease_fresh(tmp_path):
     import time
 
-    run = RunFolder.open(str(tmp_path), "beat")
+    run = RunFolder.open(Location(str(tmp_path)), "beat")
     with run.claim(heartbeat_every=0.05):
         first = json.loads(run.read_bytes(LEASE))["heartbeat"]
         deadline = time.monotonic() + 60  # a beat every 0.05 s; a loaded machine may hold the thread back a while
@@ -80,19 +81,19 @@ def test_heartbeat_keeps_the_lease_fresh(tmp_path):
 
 def test_crash_temporaries_are_cleaned_on_resume_and_completion(output_uri, request):
     run = _folder(output_uri, request)
-    publish_bytes(run.path(".tmp-0123456789ab-manifest.parquet"), b"half", run.storage)
-    publish_bytes(run.path("estimator", ".tmp-0123456789ab-model.pt"), b"half", run.storage)
-    publish_bytes(run.path("errors.parquet"), b"kept", run.storage)
+    run.location.join(".tmp-0123456789ab-manifest.parquet").publish_bytes(b"half")
+    run.location.join("estimator", ".tmp-0123456789ab-model.pt").publish_bytes(b"half")
+    run.location.join("errors.parquet").publish_bytes(b"kept")
     with run.claim():
-        fs, root = filesystem(run.uri, run.storage)
+        fs, root = filesystem(run.uri, run.location.storage)
         names = sorted(p.rsplit("/", 1)[-1] for p in fs.find(root))
         assert names == [LEASE, "errors.parquet"]
-        publish_bytes(run.path(".tmp-ffffffffffff-report.json"), b"half", run.storage)
+        run.location.join(".tmp-ffffffffffff-report.json").publish_bytes(b"half")
     assert not any(".tmp-" in p for p in fs.find(root))
 
 
 def test_finished_run_with_other_parameters_is_refused(tmp_path):
-    run = RunFolder.open(str(tmp_path), "done")
+    run = RunFolder.open(Location(str(tmp_path)), "done")
     run.write_json("params.json", {"k": 20, "pool": ["a"], "ray": {"embed_actors": 1}})
     run.refuse_other_params({"k": 20, "pool": ["a"]})  # same: fine
     with pytest.raises(RunRefused, match=r"run done already finished .* \(k differ\)"):
