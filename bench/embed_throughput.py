@@ -38,10 +38,10 @@ from core.read import Quarantine, list_shards, read_shard
 from estimator.backbones import BackboneSpec, load_backbone
 from estimator.backbones.fingerprint import describe
 from synth import CorpusInfo, SynthConfig, generate_corpus
-from tasks.base import Resources
 from tasks.cache import EmbeddingCache
 from tasks.embed import Embed, decode_image
 from tasks.embed_shards import ShardJob, embed_shards
+from tasks.executor import Resources
 
 OUT = Path("bench/out")
 DATA = Path("data/bench")

@@ -15,16 +15,15 @@ from core.storage import write_parquet
 from estimator.probe import ProximityEstimator, save_estimator
 from flows.artifacts import publish_curation_artifacts
 from flows.params import CurateParams
-from flows.progress import CurationProgress
 from flows.run import Run
+from flows.run_progress import CurationProgress
 from flows.runtime import ray_session
 from tasks import prefect_tasks
-from tasks.base import Resources
 from tasks.curation import counted, gather_errors, usable_rows
 from tasks.curation_record import CurateReport, build_sidecar, cache_entries, mlflow_params, record_curation
 from tasks.distributed_select import DistributedSelection
 from tasks.embed import Embed
-from tasks.executor import StepTimes, recording
+from tasks.executor import Resources, StepTimes, recording
 from tasks.sample_counts import check_error_rate, check_k_fits, count_errors, known_pool_size
 from tasks.select import resolve_k
 

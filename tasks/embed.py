@@ -20,8 +20,8 @@ from PIL import Image
 from core.contracts import LOCATION
 from core.settings import StorageConfig
 from estimator.backbones import load_backbone
-from estimator.backbones.base import Backbone, BackboneSpec, Prepared, Preprocessor
-from tasks.base import Resources
+from estimator.backbones.backbone import Backbone, BackboneSpec, Prepared, Preprocessor
+from tasks.executor import Resources
 
 
 def decode_image(data: bytes, draft_size: int | None = None) -> Image.Image | None:

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
-from estimator.backbones.base import Preprocessor
+from estimator.backbones.backbone import Preprocessor
 from estimator.backbones.kinds import KINDS
 from tasks.embed import PREPARE_COLUMNS, PreparedRows, prepare_rows
 

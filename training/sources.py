@@ -2,7 +2,7 @@
 readers is a change here only."""
 
 from core.manifest import iter_selected, read_manifest, read_sidecar
-from core.read.base import Quarantine
+from core.read.checks import Quarantine
 from core.read.lerobot import LeRobotMeta, data_files, load_meta, read_robot_steps
 
 __all__ = [

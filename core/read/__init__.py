@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from core.read.base import ImageCheck, Quarantine, Reading
+from core.read.checks import ImageCheck, Quarantine, Reading
 from core.read.formats import FORMATS
 from core.settings import SourceSpec, StorageConfig
 from core.storage import is_storage_fault

@@ -12,7 +12,7 @@ from typing import ClassVar
 import pyarrow as pa
 
 from core.read import lerobot, parquet, webdataset
-from core.read.base import Reading
+from core.read.checks import Reading
 from core.settings import SourceSpec, StorageConfig
 from core.storage import expand_shards, shard_root
 

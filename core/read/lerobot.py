@@ -30,7 +30,7 @@ from PIL import Image
 
 from core.contracts import ROBOT_STEP, make_sample_id, table_from_rows
 from core.errors import is_transient
-from core.read.base import ImageCheck, Quarantine, Reading, accept_sample, batched
+from core.read.checks import ImageCheck, Quarantine, Reading, accept_sample, batched
 from core.read.parquet import image_bytes
 from core.settings import StorageConfig
 from core.storage import filesystem, join, read_bytes, relative_name

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from core.contracts import make_sample_id
 from core.errors import is_transient
-from core.read.base import Quarantine, Reading, batched
+from core.read.checks import Quarantine, Reading, batched
 from core.settings import SourceSpec, StorageConfig
 from core.storage import filesystem, relative_name
 

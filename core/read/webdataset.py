@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from core.contracts import make_sample_id
 from core.errors import is_transient
-from core.read.base import Reading, batched
+from core.read.checks import Reading, batched
 from core.settings import SourceSpec
 from core.storage import filesystem, iter_ranges, relative_name
 

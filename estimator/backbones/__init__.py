@@ -14,7 +14,7 @@ from estimator.backbones.kinds import KINDS
 from estimator.backbones.spec import BackboneSpec
 
 if TYPE_CHECKING:  # the loaded model's class imports torch; a spec validates without it
-    from estimator.backbones.base import Backbone
+    from estimator.backbones.backbone import Backbone
 
 __all__ = ["BackboneSpec", "load_backbone", "validate_backbone_spec"]
 

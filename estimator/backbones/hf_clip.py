@@ -14,8 +14,9 @@ from transformers import AutoModel, AutoProcessor
 
 from core.model_files import localize, looks_like_path
 from core.settings import StorageConfig
-from estimator.backbones.base import Backbone, Prepared, Preprocessor
-from estimator.backbones.common import (
+from estimator.backbones.backbone import Backbone, Prepared, Preprocessor
+from estimator.backbones.spec import BackboneSpec
+from estimator.backbones.tensors import (
     as_tensor,
     check_pairs,
     draft_size,
@@ -26,7 +27,6 @@ from estimator.backbones.common import (
     tensor,
     two_tower_vectors,
 )
-from estimator.backbones.spec import BackboneSpec
 
 
 def model_source(spec: BackboneSpec, storage: StorageConfig | None, cache_dir: str | Path | None) -> str:

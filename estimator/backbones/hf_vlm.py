@@ -14,10 +14,18 @@ from PIL import Image
 from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 from core.settings import StorageConfig
-from estimator.backbones.base import Backbone, Prepared, Preprocessor
-from estimator.backbones.common import check_pairs, draft_size, resolved_device, resolved_dtype, rgb, samples_in, tensor
+from estimator.backbones.backbone import Backbone, Prepared, Preprocessor
 from estimator.backbones.hf_clip import model_source
 from estimator.backbones.spec import BackboneSpec
+from estimator.backbones.tensors import (
+    check_pairs,
+    draft_size,
+    resolved_device,
+    resolved_dtype,
+    rgb,
+    samples_in,
+    tensor,
+)
 
 
 def load_vlm(source: str, dtype: torch.dtype) -> torch.nn.Module:

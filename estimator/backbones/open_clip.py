@@ -15,8 +15,10 @@ from torchvision.transforms import Compose, Normalize
 
 from core.model_files import LOCAL_DIR_PREFIX, localize, looks_like_path
 from core.settings import StorageConfig
-from estimator.backbones.base import Backbone, Prepared, Preprocessor
-from estimator.backbones.common import (
+from estimator.backbones.backbone import Backbone, Prepared, Preprocessor
+from estimator.backbones.open_clip_names import OPEN_CLIP_CONFIG, unknown_arch_message
+from estimator.backbones.spec import BackboneSpec
+from estimator.backbones.tensors import (
     check_pairs,
     draft_size,
     resolved_device,
@@ -26,8 +28,6 @@ from estimator.backbones.common import (
     tensor,
     two_tower_vectors,
 )
-from estimator.backbones.open_clip_names import OPEN_CLIP_CONFIG, unknown_arch_message
-from estimator.backbones.spec import BackboneSpec
 
 
 class OpenClipPreprocessor(Preprocessor):

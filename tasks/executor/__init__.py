@@ -13,7 +13,7 @@ and the step timings (``timings``).
 The Ray backends live in ``tasks.executor.on_ray`` so that a job on threads never imports Ray.
 """
 
-from tasks.executor.base import Executor, Failure, Job, JobFailed, Report, map_ordered, run
+from tasks.executor.jobs import Executor, Failure, Job, JobFailed, Report, Resources, map_ordered, run
 from tasks.executor.policy import RetryPolicy, TransientFault
 from tasks.executor.threads import Threads
 from tasks.executor.timings import StepTimes, recording
@@ -24,6 +24,7 @@ __all__ = [
     "Job",
     "JobFailed",
     "Report",
+    "Resources",
     "RetryPolicy",
     "StepTimes",
     "Threads",

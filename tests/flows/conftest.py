@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from core.settings import StorageConfig
-from estimator.backbones.base import BackboneSpec
+from estimator.backbones.backbone import BackboneSpec
 from estimator.backbones.tiny import save_tiny_backbone
 from flows.params import CurateParams
 from flows.training_params import PipelineParams

@@ -15,7 +15,7 @@ from core.contracts import MANIFEST
 from core.manifest import iter_selected, read_manifest, read_sidecar
 from core.settings import ConfigError, parse_config
 from core.storage import filesystem, read_bytes
-from estimator.backbones.base import BackboneSpec
+from estimator.backbones.backbone import BackboneSpec
 from estimator.backbones.tiny import save_tiny_backbone
 from estimator.scorer import ScorerConfig
 from flows.curate import curate

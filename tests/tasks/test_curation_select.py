@@ -104,7 +104,7 @@ def test_dedup_skips_copies_on_the_scorers_columns_and_counts_them(plan, tmp_pat
 
 
 def test_the_record_reaches_the_sidecar_report_and_mlflow(plan, tmp_path):
-    from estimator.backbones.base import BackboneSpec
+    from estimator.backbones.backbone import BackboneSpec
     from tasks.curation_record import CurateReport, build_sidecar, mlflow_metrics, mlflow_params
 
     backbone = BackboneSpec(kind="open_clip", model="ViT-B-32")

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from estimator.backbones.base import BackboneSpec
+from estimator.backbones.backbone import BackboneSpec
 from tasks.embed import Embed, prepare_rows
 
 

@@ -18,11 +18,10 @@ from core.contracts import LOCATION_NAMES
 from core.location import Location
 from core.read import Quarantine, list_shards, read_shard
 from estimator.backbones.tiny import save_tiny_backbone
-from tasks.base import Resources
 from tasks.cache import EmbeddingCache, vectors
 from tasks.embed import Embed, prepare_rows
 from tasks.embed_shards import SUMMARY, EmbedSummary, ShardEmbedder, ShardFailed, ShardJob, _work, embed_shards
-from tasks.executor import Job, Report, RetryPolicy, Threads, run
+from tasks.executor import Job, Report, Resources, RetryPolicy, Threads, run
 from tasks.executor.on_ray import RayActors
 
 

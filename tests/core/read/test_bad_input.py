@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from core.read import Quarantine, read_source
-from core.read.base import MAX_TEXT_CHARS, accept_sample
+from core.read.checks import MAX_TEXT_CHARS, accept_sample
 from core.settings import SourceSpec
 
 

@@ -16,8 +16,8 @@ from PIL import Image
 
 from core.storage import filesystem
 from estimator.backbones import BackboneSpec, load_backbone, validate_backbone_spec
-from estimator.backbones.common import resolved_dtype
 from estimator.backbones.fingerprint import describe
+from estimator.backbones.tensors import resolved_dtype
 from estimator.backbones.tiny import save_tiny_backbone
 from tasks.embed import prepare_rows
 

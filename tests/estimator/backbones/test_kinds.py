@@ -7,7 +7,7 @@ from typing import get_args
 
 import pytest
 
-from estimator.backbones.base import Backbone
+from estimator.backbones.backbone import Backbone
 from estimator.backbones.kinds import KINDS
 from estimator.backbones.spec import BackboneSpec
 

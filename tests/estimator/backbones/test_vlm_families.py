@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from estimator.backbones import load_backbone
-from estimator.backbones.base import BackboneSpec
+from estimator.backbones.backbone import BackboneSpec
 from estimator.backbones.tiny_vlms import FAMILIES, save_tiny_family
 
 

@@ -52,6 +52,14 @@ class Executor(Protocol):
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What one worker of a job reserves (Ray's ``num_cpus`` / ``num_gpus``)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+@dataclass(frozen=True)
 class Job(Generic[U]):
     """One step's work: ``work(unit)`` for every unit. ``work`` is a function or a stage (an object with
     ``setup()``, run once per worker, and ``__call__(unit)``); a unit's result should be a small dict, its
