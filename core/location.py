@@ -18,6 +18,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from core import storage as st
+from core.model_files import localize
 from core.settings import StorageConfig
 
 
@@ -39,6 +40,11 @@ class Location:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+
+    @classmethod
+    def of(cls, where: str | Location) -> Location:
+        """``where`` as a location: a string is a local path or a URI on default storage settings."""
+        return where if isinstance(where, Location) else cls(where)
 
     def join(self, *parts: str) -> Location:
         """The location ``parts`` below this one, on the same storage."""
@@ -78,6 +84,10 @@ class Location:
     def open(self, mode: str = "rb") -> IO[bytes]:
         """The object opened for reading (write through ``publish_bytes``/``write_parquet``, which publish)."""
         return self.fs.open(self.path, mode)
+
+    def local_copy(self) -> str:
+        """A local path holding what is here (``core.model_files.localize``: remote objects copied once)."""
+        return localize(self.uri, self.storage)
 
     def publish_bytes(self, data: bytes) -> None:
         st.publish_bytes(self.uri, data, self.storage)

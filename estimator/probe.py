@@ -23,8 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core.settings import StorageConfig
-from core.storage import join, publish_bytes, read_bytes
+from core.location import Location
 from estimator.config import EstimatorConfig
 
 FORMAT = "embodied-midtrain/proximity-estimator"
@@ -191,12 +190,13 @@ def train_estimator(robot: np.ndarray, pool: np.ndarray, config: EstimatorConfig
     return est, metrics
 
 
-def save_estimator(est: ProximityEstimator, uri: str, storage: StorageConfig | None = None) -> None:
-    """Write ``<uri>/model.safetensors`` then ``<uri>/estimator.json`` (the sidecar last: it marks completion)."""
+def save_estimator(est: ProximityEstimator, where: str | Location) -> None:
+    """Write ``model.safetensors`` then ``estimator.json`` at ``where`` (the sidecar last: it marks completion)."""
+    where = Location.of(where)
     tensors = {k: v.detach().contiguous() for k, v in est.state_dict().items()}
     blob = safetensors.torch.save(tensors, metadata={"format": FORMAT,
                                                      "backbone_fingerprint": est.backbone_fingerprint})
-    publish_bytes(join(uri, MODEL_FILE), blob, storage)
+    where.join(MODEL_FILE).publish_bytes(blob)
     metrics = est.metadata.get("metrics", {})
     sidecar = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "head": est.head_kind, "hidden_dim": est.hidden_dim,
@@ -204,13 +204,15 @@ def save_estimator(est: ProximityEstimator, uri: str, storage: StorageConfig | N
         "config": est.metadata.get("config"), "metrics": metrics,
         "counts": {k: metrics[k] for k in ("n_robot", "n_pool") if k in metrics},
     }
-    publish_bytes(join(uri, META_FILE), json.dumps(sidecar, indent=2, sort_keys=True).encode(), storage)
+    where.join(META_FILE).publish_bytes(json.dumps(sidecar, indent=2, sort_keys=True).encode())
 
 
-def load_estimator(uri: str, storage: StorageConfig | None = None, *, expect_fingerprint: str | None = None,
+def load_estimator(where: str | Location, *, expect_fingerprint: str | None = None,
                    expect_dim: int | None = None) -> ProximityEstimator:
     """Load an estimator saved by ``save_estimator``, refusing one trained on other features."""
-    meta = json.loads(read_bytes(join(uri, META_FILE), storage))
+    where = Location.of(where)
+    uri = where.uri
+    meta = json.loads(where.join(META_FILE).read_bytes())
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{uri}: not a proximity estimator of format version {FORMAT_VERSION} "
                          f"(format={meta.get('format')!r}, version={meta.get('format_version')!r})")
@@ -224,7 +226,7 @@ def load_estimator(uri: str, storage: StorageConfig | None = None, *, expect_fin
     est = ProximityEstimator(embed_dim=dim, head=meta["head"], hidden_dim=int(meta["hidden_dim"]),
                              backbone_fingerprint=fp, columns=columns,  # type: ignore[arg-type]
                              metadata={"config": meta.get("config"), "metrics": meta.get("metrics", {})})
-    tensors = safetensors.torch.load(read_bytes(join(uri, MODEL_FILE), storage))
+    tensors = safetensors.torch.load(where.join(MODEL_FILE).read_bytes())
     try:
         est.load_state_dict(tensors, strict=True)
     except RuntimeError as err:

@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from core.location import Location
 from core.settings import StorageConfig
 from estimator.baselines import KnnScorer, MeanDistanceScorer, RandomScorer
 from estimator.config import ScorerConfig
@@ -46,7 +47,7 @@ def fit_scorer(config: ScorerConfig, robot: np.ndarray, pool_sample: np.ndarray,
     metrics: dict[str, Any] = {"method": config.method, "n_robot": len(robot), "features": reads}
     scorer: Scorer
     if config.method == "estimator" and config.estimator_uri is not None:
-        est = load_estimator(config.estimator_uri, storage, expect_fingerprint=backbone_fingerprint,
+        est = load_estimator(Location(config.estimator_uri, storage), expect_fingerprint=backbone_fingerprint,
                              expect_dim=dim)
         metrics |= {"loaded_from": config.estimator_uri, "trained": est.metadata.get("metrics", {}),
                     "columns": f"{est.columns[0]}:{est.columns[1]}"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from core.location import Location
 from core.storage import write_parquet
 from estimator.probe import ProximityEstimator, save_estimator
 from flows.artifacts import publish_curation_artifacts
@@ -104,7 +105,7 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
     estimator_uri = None
     if isinstance(scorer, ProximityEstimator):
         estimator_uri = run.path("estimator")
-        save_estimator(scorer, estimator_uri, storage)
+        save_estimator(scorer, Location(estimator_uri, storage))
     pool_rows = sum(usable[s.shard_uri] for s in plan.pool)
     sidecar = build_sidecar(
         run_id=run.id,

@@ -69,7 +69,8 @@ def preflight(
     backbone = describe(backbone_spec, storage, gpu=actor_gpus > 0)
     if scorer_config.method == "estimator" and scorer_config.estimator_uri:
         load_estimator(
-            scorer_config.estimator_uri, storage, expect_fingerprint=backbone.fingerprint, expect_dim=backbone.embed_dim
+            Location(scorer_config.estimator_uri, storage), expect_fingerprint=backbone.fingerprint,
+            expect_dim=backbone.embed_dim,
         )
     cache = EmbeddingCache(root=Location(cache_uri, storage), fingerprint=backbone.fingerprint)
     listing = Quarantine(stage="list")

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import stats
 
+from core.location import Location
 from core.settings import StorageConfig
 from core.storage import exists, join, publish_bytes, read_bytes
 from training.config import ClosedLoopConfig
@@ -149,7 +150,7 @@ def closed_loop_eval(model_uri: str, world: WorldFactory, config: ClosedLoopConf
                      storage: StorageConfig | None = None, tracker: Tracker | None = None,
                      step: int = 0) -> ClosedLoopResult:
     """Evaluate the VLA saved at ``model_uri``, store the evaluation beside it and log its metrics at ``step``."""
-    vla = load_vla(model_uri, storage)
+    vla = load_vla(Location(model_uri, storage))
     result, gif = evaluate_closed_loop(vla, world, config)
     save_closed_loop(model_uri, result, gif, storage)
     if tracker is not None:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from core.location import Location
 from training.chat import make_encoder
 from training.config import FinetuneConfig, MidtrainConfig
 from training.loop import TrainResult, run_training
@@ -39,7 +40,7 @@ def midtrain(config: MidtrainConfig, tracker: Tracker | None = None, *,
     check_manifest(config.manifest_uri, storage)
     mix = config.data.mix
     general = general_rows(config.manifest_uri, mix, storage, seed=config.train.seed) if mix else None
-    model, processor = load_vlm(config.model, storage, chat_template=config.data.chat_template)
+    model, processor = load_vlm(Location(config.model, storage), chat_template=config.data.chat_template)
     encoder = make_encoder(processor, max_length=config.data.max_length)
     rank, world = _rank_world()
     train = config.train
@@ -55,7 +56,7 @@ def midtrain(config: MidtrainConfig, tracker: Tracker | None = None, *,
                           identity={"model": architecture_hash(model)}, tracker=tracker,
                           params=_params(config, model), storage=storage, device=device)
     if rank == 0:
-        save_vlm(merged(model), processor, config.output_uri, storage)
+        save_vlm(merged(model), processor, Location(config.output_uri, storage))
     return result
 
 
@@ -67,7 +68,7 @@ def _params(config: MidtrainConfig | FinetuneConfig, model: torch.nn.Module) -> 
 def build_vla(config: FinetuneConfig) -> tuple[VLA, RobotEpisodes]:
     """The VLA (VLM + a head seeded by ``train.seed``) and the robot episodes it is trained on; every bad input
     (action size, gripper index, chunk size, split) is rejected here, before training starts."""
-    vlm, processor = load_vlm(config.model, config.storage, chat_template=config.robot.chat_template)
+    vlm, processor = load_vlm(Location(config.model, config.storage), chat_template=config.robot.chat_template)
     episodes = RobotEpisodes(config.robot, config.storage, gripper_index=config.head.gripper_index,
                              action_dim=config.head.action_dim)
     head = config.head
@@ -142,5 +143,5 @@ def finetune(config: FinetuneConfig, tracker: Tracker | None = None, *,
                           eval_hook=evaluate if episodes.heldout else None, storage=config.storage, device=device)
     if rank == 0:
         vla.vlm = merged(vla.vlm)
-        save_vla(vla, config.output_uri, config.storage)
+        save_vla(vla, Location(config.output_uri, config.storage))
     return result

@@ -25,9 +25,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from core.model_files import localize
-from core.settings import StorageConfig
-from core.storage import exists, filesystem, join, protocol_of
+from core.location import Location
 from estimator.backbones.hf_vlm import pool
 from training.actions import ActionStats
 from training.chat import make_encoder
@@ -115,8 +113,8 @@ class VLA(nn.Module):
             self.train(was_training)
 
 
-def save_vla(vla: VLA, uri: str, storage: StorageConfig | None = None) -> None:
-    """Write ``vla`` under ``uri`` (directory or s3:// prefix); vla.json goes last: its presence means complete."""
+def save_vla(vla: VLA, where: str | Location) -> None:
+    """Write ``vla`` at ``where`` (directory or s3:// prefix); vla.json goes last: its presence means complete."""
     def write(path: str) -> None:
         save_vlm(vla.vlm, vla.processor, os.path.join(path, "vlm"))
         save_file({k: v.detach().cpu().contiguous() for k, v in vla.head.state_dict().items()},
@@ -126,21 +124,23 @@ def save_vla(vla: VLA, uri: str, storage: StorageConfig | None = None) -> None:
         with open(os.path.join(path, "vla.json"), "w") as f:
             json.dump({"format_version": FORMAT_VERSION, **asdict(vla.spec)}, f, indent=1)
 
-    if protocol_of(uri) == "file":
-        path = filesystem(uri)[1]
-        os.makedirs(path, exist_ok=True)
-        write(path)
+    where = Location.of(where)
+    if where.protocol == "file":
+        os.makedirs(where.path, exist_ok=True)
+        write(where.path)
         return
     with tempfile.TemporaryDirectory() as tmp:
         write(tmp)
-        upload_dir(tmp, uri, storage, last="vla.json")
+        upload_dir(tmp, where, last="vla.json")
 
 
-def load_vla(uri: str, storage: StorageConfig | None = None) -> VLA:
+def load_vla(where: str | Location) -> VLA:
     """A VLA saved by ``save_vla``, from its directory (or prefix) alone."""
-    if not exists(join(uri, "vla.json"), storage):
+    where = Location.of(where)
+    uri = where.uri
+    if not where.join("vla.json").exists():
         raise ValueError(f"vla {uri!r}: no saved VLA there (no vla.json)")
-    local = localize(uri, storage)
+    local = where.local_copy()
     with open(os.path.join(local, "vla.json")) as f:
         spec = json.load(f)
     if spec.pop("format_version") != FORMAT_VERSION:

@@ -13,43 +13,46 @@ import torch
 from torch import nn
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from core.model_files import localize, looks_like_path
+from core.location import Location
+from core.model_files import looks_like_path
 from core.settings import StorageConfig
-from core.storage import exists, filesystem, join, protocol_of
 from estimator.backbones.tiny import save_tiny_backbone
 
 
-def load_vlm(uri: str, storage: StorageConfig | None = None, *, dtype: torch.dtype = torch.float32,
-             field: str = "model", chat_template: str | None = None) -> tuple[nn.Module, Any]:
-    """(model, processor) from ``uri``; a ValueError naming ``field`` when a path or prefix holds no model.
-    ``chat_template`` replaces the processor's (it is saved with the model, so the result reloads with it)."""
-    if looks_like_path(uri):
-        if not exists(join(uri, "config.json"), storage):
-            raise ValueError(f"{field} {uri!r}: no model there (no config.json)")
-        uri = localize(uri, storage)
-    processor = AutoProcessor.from_pretrained(uri)
+def load_vlm(where: str | Location, *, dtype: torch.dtype = torch.float32, field: str = "model",
+             chat_template: str | None = None) -> tuple[nn.Module, Any]:
+    """(model, processor) from ``where`` (a location, or a model name on the Hugging Face hub); a ValueError
+    naming ``field`` when a path or prefix holds no model. ``chat_template`` replaces the processor's (it is saved
+    with the model, so the result reloads with it)."""
+    where = Location.of(where)
+    source = where.uri
+    if looks_like_path(source):
+        if not where.join("config.json").exists():
+            raise ValueError(f"{field} {source!r}: no model there (no config.json)")
+        source = where.local_copy()
+    processor = AutoProcessor.from_pretrained(source)
     if chat_template:
         processor.chat_template = chat_template
-    return AutoModelForImageTextToText.from_pretrained(uri, dtype=dtype), processor
+    return AutoModelForImageTextToText.from_pretrained(source, dtype=dtype), processor
 
 
-def save_vlm(model: nn.Module, processor: Any, uri: str, storage: StorageConfig | None = None) -> None:
-    """``save_pretrained`` (safetensors) of model and processor under ``uri``; on object storage config.json is
+def save_vlm(model: nn.Module, processor: Any, where: str | Location) -> None:
+    """``save_pretrained`` (safetensors) of model and processor at ``where``; on object storage config.json is
     uploaded last, so a half-uploaded model never loads."""
-    if protocol_of(uri) == "file":
-        path = filesystem(uri)[1]
-        model.save_pretrained(path)
-        processor.save_pretrained(path)
+    where = Location.of(where)
+    if where.protocol == "file":
+        model.save_pretrained(where.path)
+        processor.save_pretrained(where.path)
         return
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        upload_dir(tmp, uri, storage, last="config.json")
+        upload_dir(tmp, where, last="config.json")
 
 
-def upload_dir(local: str, uri: str, storage: StorageConfig | None, *, last: str | None = None) -> None:
-    """Copy a local directory tree to ``uri`` (``last`` uploaded after every other file)."""
-    fs, root = filesystem(uri, storage)
+def upload_dir(local: str, where: Location, *, last: str | None = None) -> None:
+    """Copy a local directory tree to ``where`` (``last`` uploaded after every other file)."""
+    fs, root = where.fs, where.path
     files = [os.path.relpath(os.path.join(d, f), local) for d, _, names in os.walk(local) for f in names]
     for rel in sorted(files, key=lambda r: (r == last, r)):
         fs.put_file(os.path.join(local, rel), f"{root.rstrip('/')}/{rel}")

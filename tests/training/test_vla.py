@@ -12,6 +12,7 @@ import torch
 from conftest import write_robot_dataset
 from PIL import Image
 
+from core.location import Location
 from core.storage import read_bytes
 from infra.s3 import EmbeddedS3
 from synth import CorpusInfo
@@ -44,10 +45,10 @@ def test_a_saved_vla_reloads_from_its_directory_alone(vla, s3: EmbeddedS3, tmp_p
     assert {"vla.json", "action_stats.json", "head.safetensors", "vlm/model.safetensors"} <= files
     assert not [f for f in files if f.endswith((".pt", ".pkl", ".bin"))]  # never pickle
     remote = f"{s3.make_bucket('vla')}/models/vla"
-    save_vla(vla, remote, s3.storage)
+    save_vla(vla, Location(remote, s3.storage))
     assert json.loads(read_bytes(f"{remote}/vla.json", s3.storage))["chunk_size"] == 4
     for uri, storage in ((local, None), (remote, s3.storage)):
-        again = load_vla(uri, storage)
+        again = load_vla(Location(uri, storage))
         np.testing.assert_array_equal(again.predict_action(image, "pick up the red cube and place it in the bowl"),
                                       expected)
         assert again.stats == vla.stats and again.spec == vla.spec
@@ -87,7 +88,7 @@ def test_evaluation_and_resumption_on_s3(tiny_vlm: str, local_corpus: CorpusInfo
     resumed = run("resumed")
     assert resumed.resumed_from == 2
     assert resumed.losses == pytest.approx(straight.losses, rel=1e-6)
-    a, b = load_vla(f"{bucket}/straight/vla", s3.storage), load_vla(f"{bucket}/resumed/vla", s3.storage)
+    a, b = (load_vla(Location(f"{bucket}/{run}/vla", s3.storage)) for run in ("straight", "resumed"))
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7, msg=name)
     assert resumed.eval == pytest.approx(straight.eval, rel=1e-5)
