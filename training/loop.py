@@ -26,17 +26,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from core.location import Location
 from core.settings import StorageConfig
-from training.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    logged_step,
-    mark_logged,
-    read_state,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from training.checkpoint import Checkpoints, load_checkpoint, read_state, rng_state, set_rng_state
 from training.config import TrainConfig
 from training.metrics import Tracker, peak_flops
 from training.stream import Position, close
@@ -115,7 +107,7 @@ def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractC
     return contextlib.nullcontext()
 
 
-def _check_identity(path: str, saved: dict[str, Any], identity: dict[str, Any]) -> None:
+def _check_identity(path: Location, saved: dict[str, Any], identity: dict[str, Any]) -> None:
     """A checkpoint of another model, or for another action size, is refused before loading anything."""
     for key, value in identity.items():
         if saved.get(key) != value:
@@ -150,9 +142,10 @@ def run_training(
     result, position, step, logged = TrainResult(), (0, 0), 0, 0
     skipped: Counter = Counter()  # this rank's; rank zero also holds what a resumed checkpoint counted
 
-    if config.checkpoint_uri and config.resume and (path := latest_checkpoint(config.checkpoint_uri, storage)):
-        _check_identity(path, read_state(path, storage)["identity"], identity)
-        state, rngs = load_checkpoint(path, model, optimizer, storage)
+    checkpoints = Checkpoints(Location(config.checkpoint_uri, storage)) if config.checkpoint_uri else None
+    if checkpoints and config.resume and (path := checkpoints.latest()):
+        _check_identity(path, read_state(path)["identity"], identity)
+        state, rngs = load_checkpoint(path, model, optimizer)
         if "position" not in state:
             raise ValueError(f"train.checkpoint_uri {path}: a checkpoint with per-worker data positions (written "
                              "before the data order became global) cannot be resumed; start a new run or set "
@@ -163,8 +156,8 @@ def run_training(
             skipped.update(state["skipped"])
         # other ranks had other RNG streams; a resume on more ranks than were saved reuses them in turn
         set_rng_state(rngs[rank % len(rngs)])
-        result.checkpoint = path
-        logged = logged_step(config.checkpoint_uri, storage)
+        result.checkpoint = path.uri
+        logged = checkpoints.logged_step()
         if rank == 0:
             print(f"resuming from step {step} (checkpoint {path})", flush=True)
 
@@ -256,17 +249,16 @@ def run_training(
                 if tracker is not None and fresh:
                     tracker.log_metrics({f"eval/{k}": v for k, v in result.eval.items()}, step)
                     sent = True
-            if sent and config.checkpoint_uri:  # so that a resume does not send this step again
-                mark_logged(config.checkpoint_uri, step, storage)
-            if config.checkpoint_uri and ((config.checkpoint_every and step % config.checkpoint_every == 0) or last):
+            if sent and checkpoints:  # so that a resume does not send this step again
+                checkpoints.mark_logged(step)
+            if checkpoints and ((config.checkpoint_every and step % config.checkpoint_every == 0) or last):
                 totals_skipped = _total(skipped, world)
                 rngs = _gather(rng_state(), world)
                 if rank == 0:
                     state = {"identity": identity, "losses": result.losses, "world_size": world,
                              "num_workers": config.num_workers, "skipped": totals_skipped,
                              "position": list(position)}
-                    result.checkpoint = save_checkpoint(config.checkpoint_uri, step, model, optimizer, state, rngs,
-                                                        storage)
+                    result.checkpoint = checkpoints.save(step, model, optimizer, state, rngs).uri
                 if world > 1:
                     dist.barrier()
     finally:
