@@ -71,7 +71,7 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
             backbone=params.backbone,
             storage=storage,
             batch_size=params.ray.embed_batch_size,
-            resources=Resources(cpus=params.ray.actor_cpus, gpus=params.ray.actor_gpus),
+            resources=Resources(cpus=params.ray.actor_cpus or 1.0, gpus=params.ray.actor_gpus),  # CPUs: see embed_task
         )
         with ray_session(params.ray.address), progress.watch_embedding(plan.todo):
             embedded = prefect_tasks.embed_task(
@@ -79,6 +79,7 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
                 embed_stage=stage,
                 storage=storage,
                 actors=params.ray.embed_actors,
+                actor_cpus=params.ray.actor_cpus,
                 read_cpus=params.ray.read_cpus,
                 prepare_cpus=params.ray.prepare_cpus,
                 read_batch=params.ray.read_batch_size,

@@ -23,9 +23,10 @@ from estimator.features import feature_parts
 from estimator.probe import load_estimator
 from estimator.scorer import Scorer, ScorerConfig, fit_scorer
 from tasks import distributed_select
+from tasks.base import Resources
 from tasks.cache import EmbeddingCache, EntryCounts
 from tasks.embed import Embed
-from tasks.embed_shards import EmbedSummary, ShardJob, embed_shards
+from tasks.embed_shards import EmbedSummary, ShardJob, cluster_embed_cpus, embed_shards
 from tasks.progress import Progress
 from tasks.score import CachedShard, load_features
 from tasks.select import SelectionConfig
@@ -152,20 +153,24 @@ def embed(
     embed_stage: Embed,
     storage: StorageConfig | None,
     actors: int,
-    read_cpus: float,
-    prepare_cpus: float,
+    actor_cpus: float | None,
+    read_cpus: float | None,
+    prepare_cpus: float | None,
     read_batch: int,
     dtype: str,
 ) -> EmbedSummary:
-    """Embed every shard the plan has no cache entry for, on the current Ray cluster."""
+    """Embed every shard the plan has no cache entry for, on the current Ray cluster. CPUs left None take the
+    cluster's defaults (``tasks.embed_shards.embed_cpus``: on CPUs only, most of them for the model)."""
+    cpus = cluster_embed_cpus(actors=actors, gpus=embed_stage.resources.gpus, actor=actor_cpus, read=read_cpus,
+                              prepare=prepare_cpus)
     return embed_shards(
         plan.todo,
-        embed=embed_stage,
+        embed=replace(embed_stage, resources=Resources(cpus=cpus.actor, gpus=embed_stage.resources.gpus)),
         cache=plan.cache,
         storage=storage,
         actors=actors,
-        read_cpus=read_cpus,
-        prepare_cpus=prepare_cpus,
+        read_cpus=cpus.read,
+        prepare_cpus=cpus.prepare,
         read_batch=read_batch,
         dtype=dtype,
     )

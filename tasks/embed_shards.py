@@ -32,6 +32,7 @@ from core.contracts import ERRORS
 from core.lease import LeaseHeld
 from core.read import Quarantine, read_shard
 from core.settings import SourceSpec, StorageConfig
+from estimator.threads import set_torch_threads, threads_for
 from tasks.cache import CacheEntry, EmbeddingCache, EntryCounts, local_ids
 from tasks.embed import Embed
 from tasks.executor import Job, RetryPolicy, run
@@ -157,6 +158,9 @@ class ShardEmbedder:
     wait_every: float = 2.0  # seconds between looks at a shard another run's worker is embedding
 
     def setup(self) -> None:
+        # torch sizes its pool to the machine, Ray's OMP_NUM_THREADS rounds the actor's CPUs down: the model
+        # computes on exactly the CPUs the actor was given (measured: 0.55 of a bare loop on one thread of two)
+        set_torch_threads(threads_for(self.embed.resources.cpus))
         start_workers(self.embed.backbone.kind, cpus=self.prepare_cpus, n=self.prepare_depth)  # while it loads
         self.embed.setup()
         self.prepare = RemotePrepare(self.embed.model.preprocessor, cpus=self.prepare_cpus,
@@ -240,6 +244,45 @@ def _check_fits(embed: Embed, *, actors: int, read_cpus: float, prepare_cpus: fl
             "lower ray.embed_actors, ray.actor_cpus or ray.prepare_cpus"
         )
     return have.get("CPU", 0) - cpus
+
+
+@dataclass(frozen=True)
+class EmbedCpus:
+    """CPUs of the embedding job: per actor for the model (``actor``, also its torch threads) and its shard reader
+    (``read``), per decode + preprocess task (``prepare``)."""
+
+    actor: float
+    read: float
+    prepare: float
+
+
+def embed_cpus(cluster_cpus: float, *, actors: int, gpus: float, node_cpus: float | None = None,
+               actor: float | None = None, read: float | None = None, prepare: float | None = None) -> EmbedCpus:
+    """The job's CPUs, each None taking its default for the cluster. With GPUs the model needs a core, and the rest
+    decode and preprocess (actor 1, read 0.5, prepare 0.5). On CPUs only the forward pass is most of the work
+    (ViT-B-32 at 224 px: ~50x a JPEG's decode and resize), so the actors share every CPU but the reader's quarter
+    and the preparing tasks' (a quarter on up to 4 CPUs, one CPU beyond): on 2 CPUs the actor gets 1.5, so two
+    torch threads, on 16 it gets 14.75, so 15. An actor never asks for more than its largest node has
+    (``node_cpus``)."""
+    if gpus > 0:
+        read = 0.5 if read is None else read
+        prepare = 0.5 if prepare is None else prepare
+        return EmbedCpus(1.0 if actor is None else actor, read, prepare)
+    read = 0.25 if read is None else read
+    prepare = (0.25 if cluster_cpus <= 4 else 1.0) if prepare is None else prepare
+    if actor is None:
+        actor = max(0.25, (cluster_cpus - prepare) / actors - read)
+        if node_cpus is not None:
+            actor = max(0.25, min(actor, node_cpus - read))
+    return EmbedCpus(actor, read, prepare)
+
+
+def cluster_embed_cpus(*, actors: int, gpus: float, actor: float | None, read: float | None,
+                       prepare: float | None) -> EmbedCpus:
+    """``embed_cpus`` for the current Ray cluster."""
+    nodes = [n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    return embed_cpus(ray.cluster_resources().get("CPU", 0.0), actors=actors, gpus=gpus,
+                      node_cpus=max(nodes) if nodes else None, actor=actor, read=read, prepare=prepare)
 
 
 def prepare_depth(free_cpus: float, *, prepare_cpus: float, actors: int) -> int:
