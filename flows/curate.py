@@ -13,6 +13,7 @@ from prefect import flow
 
 from core.storage import write_parquet
 from estimator.probe import ProximityEstimator, save_estimator
+from estimator.threads import cpu_threads
 from flows.artifacts import publish_curation_artifacts
 from flows.params import CurateParams
 from flows.progress import CurationProgress
@@ -101,7 +102,7 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
     check_error_rate(count_errors(errors, usable, source_of, storage), params.max_error_rate, errors_uri)
     check_k_fits(sum(usable[s.shard_uri] for s in plan.pool), k=params.k, fraction=params.fraction)
     progress.step("fit")
-    with times.step("fit"):
+    with times.step("fit"), cpu_threads(params.step_cpus):
         scorer, metrics = prefect_tasks.fit_task(plan, params.scorer, train_pool_samples=params.train_pool_samples)
     estimator_uri = None
     if isinstance(scorer, ProximityEstimator):
@@ -135,7 +136,7 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
             per_source_cap=params.per_source_cap, options=options,
         )
     progress.step("report")
-    with times.step("report"):
+    with times.step("report"), cpu_threads(params.step_cpus):
         analysis = (
             prefect_tasks.report_task(manifest_uri, storage, per_set=params.report_per_set,
                                       on_step=progress.report_step)

@@ -120,6 +120,11 @@ class CurateParams(Settings):
     report_per_set: int = Field(
         500, ge=0, description="Embeddings sampled per set for the run's report (MMD, diversity, map); 0 = no report."
     )
+    step_cpus: int = Field(
+        1, ge=1, description="CPU threads the estimator's fit and the run report compute on in the flow's process "
+        "(torch, BLAS and OpenMP pools; restored after each). Unpinned pools take every core of the machine and "
+        "collapse when it is busy (measured 15-40x slower); give the flow's process this many CPUs."
+    )
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig, description="MLflow tracking of curation runs.")
 
     @field_validator("output_uri", "cache_uri")
