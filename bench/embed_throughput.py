@@ -22,7 +22,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -40,6 +39,7 @@ from core.read import Quarantine, list_shards, read_shard
 from estimator.backbones import BackboneSpec, load_backbone
 from estimator.backbones.fingerprint import describe
 from estimator.threads import cpu_threads
+from flows.runtime import ray_temp_dir
 from synth import CorpusInfo, SynthConfig, generate_corpus
 from tasks.base import Resources
 from tasks.cache import EmbeddingCache
@@ -48,7 +48,7 @@ from tasks.embed_shards import EmbedCpus, ShardJob, cluster_embed_cpus, embed_sh
 
 OUT = Path("bench/out")
 DATA = Path("data/bench")
-RAY_TMP = os.environ.get("EMT_RAY_TMPDIR", tempfile.gettempdir() + "/emt-ray")
+RAY_TMP = ray_temp_dir()
 
 
 def _corpus(samples: int, shard_size: int) -> CorpusInfo:
