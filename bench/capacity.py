@@ -3,7 +3,7 @@ samples with backbone B on G GPUs and C CPU cores. Every input is an argument wh
 **measured** here (bench/README.md names the bench and run) or a **labelled assumption** where nothing could be
 measured here (GPU throughput: no GPU was lent to this work; S3 latency: no real S3 here). ``--help`` says which.
 
-    preflight hours = S * r_pre * latency / driver_threads               (the driver's per-shard requests, serial)
+    preflight hours = S * r_pre * latency / driver_threads   (the driver's per-shard requests, driver_threads at once)
     embed hours     = N / min(G * gpu_rate[B], C_decode * decode_rate)   (the slower of the two limits)
     select hours    = N * select_cpu_us / C_select                        (three distributed passes, CPU)
     fit + report    = fixed seconds (flat in N: bench flat)
@@ -77,12 +77,13 @@ def main(argv: list[str]) -> int:
                     help="MEASURED: CPU-µs per sample, score + rank + manifest (bench dselect, 10M)")
     ap.add_argument("--select-cores", type=int, default=512)
     ap.add_argument("--preflight-requests", type=float, default=5.0,
-                    help="MEASURED: driver storage requests per shard before embedding, serial: 5 not yet "
+                    help="MEASURED: driver storage requests per shard before embedding: 5 not yet "
                          "embedded, 3 cached "
                          "(tests/tasks/test_driver_requests.py)")
     ap.add_argument("--request-ms", type=float, default=20.0,
                     help="ASSUMED: one S3 request's latency from the driver (no real S3 here)")
-    ap.add_argument("--driver-threads", type=int, default=1, help="the preflight's requests in flight (1: serial)")
+    ap.add_argument("--driver-threads", type=int, default=16,
+                    help="the preflight's lookups in flight (tasks.cache.READ_THREADS; 1 before issue 20)")
     ap.add_argument("--fit-report-s", type=float, default=16.5,
                     help="MEASURED: fit + report seconds at 10M, flat in N (bench flat: 6.2 + 10.2)")
     ap.add_argument("--shard-rows", type=int, default=10_000, help="ASSUMED: samples per source shard")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import pyarrow as pa
@@ -24,7 +25,7 @@ from estimator.probe import load_estimator
 from estimator.scorer import Scorer, ScorerConfig, fit_scorer
 from tasks import distributed_select
 from tasks.base import Resources
-from tasks.cache import EmbeddingCache, EntryCounts
+from tasks.cache import CacheEntry, EmbeddingCache, EntryCounts, threaded
 from tasks.embed import Embed
 from tasks.embed_shards import EmbedSummary, ShardJob, cluster_embed_cpus, embed_shards
 from tasks.progress import Progress
@@ -43,6 +44,15 @@ class Plan:
     robot: list[CachedShard]
     todo: list[ShardJob]
     listing_errors: pa.Table
+
+
+def _look_up(cache: EmbeddingCache, spec: SourceSpec, shard_uri: str) -> tuple[CacheEntry | None, EntryCounts | None]:
+    """A shard's cache entry and its counts (None: not embedded yet); no entry for a shard that is gone."""
+    try:
+        entry = cache.entry(spec, shard_uri)
+    except FileNotFoundError:
+        return None, None
+    return entry, entry.counts()
 
 
 def preflight(
@@ -85,14 +95,14 @@ def preflight(
                 listed[f"{role}.{index}.uri"] = list_shards_or_quarantine(spec, storage, listing)
             except (OSError, BotoCoreError) as err:  # the storage's fault (the source's own is quarantined)
                 raise storage_error(err, setting=f"{role}.{index}.uri", uri=spec.uri) from None
-            for shard_uri in listed[f"{role}.{index}.uri"]:
-                try:
-                    entry = cache.entry(spec, shard_uri)
-                except FileNotFoundError:
+            uris = listed[f"{role}.{index}.uri"]
+            # 3-5 storage requests a shard (tests/tasks/test_driver_requests.py), each a round trip on S3: in
+            # flight together, or the driver spends S x 5 x latency here (hours at 2B samples: bench capacity)
+            for shard_uri, (entry, counts) in zip(uris, threaded(partial(_look_up, cache, spec), uris), strict=True):
+                if entry is None:
                     listing.add(shard_uri=shard_uri, reason="unreadable_shard", detail="shard not found")
                     continue
                 shard = relative_name(source_root(spec), shard_uri)
-                counts = entry.counts()
                 shards[role].append(CachedShard(source=spec.name, shard_uri=shard_uri, shard=shard, entry=entry,
                                                 counts=counts))
                 if counts is None:

@@ -12,7 +12,7 @@ from core.contracts import ERRORS
 from core.location import Location
 from core.storage import filesystem, publish_bytes
 from tasks.cache import CacheEntry, EmbeddingCache, EntryCounts
-from tasks.curation import Plan, counted, gather_errors, usable_rows
+from tasks.curation import Plan, _look_up, counted, gather_errors, usable_rows
 from tasks.embed_shards import SUMMARY, EmbedSummary
 from tasks.sample_counts import known_pool_size
 from tasks.score import CachedShard, load_features
@@ -102,7 +102,7 @@ def test_the_preflight_makes_a_fixed_number_of_requests_per_shard(s3):
     def per_shard(uris: list[str]) -> float:
         mark = s3.log.mark()
         for uri in uris:
-            cache.entry(spec, uri).counts()  # the preflight's loop body (tasks.curation.preflight)
+            _look_up(cache, spec, uri)  # the preflight's lookup of one shard
         return len(s3.log.since(mark)) / len(uris)
 
     uncached = per_shard(uris)
