@@ -87,15 +87,17 @@ def bare_loop(spec: BackboneSpec, images: list[bytes], texts: list[str], batch: 
         return time.perf_counter() - t0, forward
 
 
-Config = tuple[float, float, float] | None  # ACTOR/READ/PREPARE CPUs; None = the flow's defaults for the cluster
+# (ACTOR/READ/PREPARE CPUs or None for the flow's defaults on the cluster, shards each actor holds at once)
+Config = tuple[tuple[float, float, float] | None, int]
 
 
 def product(spec: BackboneSpec, shards: list[tuple], args: argparse.Namespace, config: Config
             ) -> tuple[int, float, float, dict]:
     """Samples embedded, wall seconds, the driver's peak RSS growth (MB) and the job's stage seconds of one
     ``embed_shards`` call (actor start and model load included)."""
-    cpus = cluster_embed_cpus(actors=args.actors, gpus=0, actor=None, read=None, prepare=None) if config is None \
-        else EmbedCpus(*config)
+    given, calls = config
+    cpus = cluster_embed_cpus(actors=args.actors, gpus=0, actor=None, read=None, prepare=None) if given is None \
+        else EmbedCpus(*given)
     root = str(DATA / f"embed-cache-{uuid.uuid4().hex[:8]}")
     cache = EmbeddingCache(root=Location(root), fingerprint=describe(spec).fingerprint)
     jobs = [ShardJob(spec=s, shard_uri=u, entry=cache.entry(s, u)) for s, u in shards]
@@ -104,7 +106,7 @@ def product(spec: BackboneSpec, shards: list[tuple], args: argparse.Namespace, c
         base = _reset_peak()
         t0 = time.perf_counter()
         summary = embed_shards(jobs, embed=stage, cache=cache, actors=args.actors, read_cpus=cpus.read,
-                               prepare_cpus=cpus.prepare)
+                               prepare_cpus=cpus.prepare, calls=calls)
         wall = time.perf_counter() - t0
         return summary.samples_embedded, wall, _status_mb("VmHWM") - base, summary.stats()
     finally:
@@ -163,16 +165,19 @@ def driver_memory(args: argparse.Namespace) -> list[dict]:
 
 
 def _config(text: str) -> Config:
-    if text == "auto":
-        return None
-    parts = tuple(float(x) for x in text.split("/"))
+    cpus, _, calls = text.partition("@")
+    if cpus == "auto":
+        return None, int(calls or 2)
+    parts = tuple(float(x) for x in cpus.split("/"))
     if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected auto or ACTOR/READ/PREPARE CPUs, e.g. 1/0.5/0.5")
-    return parts  # type: ignore[return-value]
+        raise argparse.ArgumentTypeError(f"{text!r}: expected auto or ACTOR/READ/PREPARE CPUs, e.g. 1/0.5/0.5, "
+                                         "optionally @CALLS (shards per actor at once, default 2)")
+    return parts, int(calls or 2)  # type: ignore[return-value]
 
 
 def _label(config: Config) -> str:
-    return "product " + ("auto" if config is None else "/".join(f"{c:g}" for c in config))
+    cpus, calls = config
+    return "product " + ("auto" if cpus is None else "/".join(f"{c:g}" for c in cpus)) + f"@{calls}"
 
 
 def _round(spec: BackboneSpec, shards: list[tuple], images: list[bytes], texts: list[str], order: list,
@@ -182,7 +187,8 @@ def _round(spec: BackboneSpec, shards: list[tuple], images: list[bytes], texts: 
     for arm in order:
         if arm == "bare":
             total, forward = bare_loop(spec, images, texts, args.batch_size, args.ray_cpus)
-            res |= {"bare": len(images) / total, "bare forward": len(images) / forward}
+            res |= {"bare": len(images) / total, "bare forward": len(images) / forward,
+                    "bare decode+preprocess": len(images) / (total - forward)}  # per core: PIL on one thread
         elif arm == "plain":
             half, full = plain(spec, shards[::2], args), plain(spec, shards, args)
             res |= {"plain": full[0] / full[1], "plain marginal": _marginal(half, full)}
@@ -223,7 +229,7 @@ def compare(name: str, spec: BackboneSpec, shards: list[tuple], args: argparse.N
         rounds.append({k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()})
         print(json.dumps({"model": name, "round": r, **rounds[-1]}))
     keys = [k for k in rounds[0] if k != "load_1min"]
-    summary = {k: {"median": round(float(np.median([r[k] for r in rounds])), 3),
+    summary = {k: {"median": round(float(np.nanmedian([r[k] for r in rounds])), 3),
                    "min": min(r[k] for r in rounds), "max": max(r[k] for r in rounds)} for k in keys}
     loads = [r["load_1min"] for r in rounds]
     return {"model": name, "samples": len(images), "shards": len(shards), "load_1min": [min(loads), max(loads)],
@@ -238,8 +244,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--tiny-shard-size", type=int, default=256)
     ap.add_argument("--model", default="ViT-B-32", help="open_clip arch (seeded random weights); none: skip")
     ap.add_argument("--actors", type=int, default=1)
-    ap.add_argument("--configs", type=_config, nargs="+", default=[None, (1, 0.5, 0.5)],
-                    help="product settings: auto (the flow's defaults) or ACTOR_CPUS/READ_CPUS/PREPARE_CPUS")
+    ap.add_argument("--configs", type=_config, nargs="+", default=[(None, 2), ((1, 0.5, 0.5), 1)],
+                    help="product settings: auto (the flow's defaults) or ACTOR/READ/PREPARE CPUs, then @CALLS "
+                         "(shards each actor holds at once; default 2, the product's); the default pair is the "
+                         "product now and as it was before issue 20 (1/0.5/0.5@1)")
     ap.add_argument("--plain-actor-cpus", type=float, default=1.0)
     ap.add_argument("--no-plain", dest="plain", action="store_false", help="skip the plain Ray Data pipeline")
     ap.add_argument("--rounds", type=int, default=3)
