@@ -1,14 +1,20 @@
-"""Capacity model: hours, S3 requests and bytes, and driver memory to curate N samples with backbone B on G GPUs and
-C CPU cores, from per-sample costs measured on this machine (bench/README.md) and *labelled assumptions* where
-nothing could be measured here (GPU throughput: no GPU on this machine).
+"""Capacity model: hours per stage, the stage that limits, S3 requests and bytes, and driver memory to curate N
+samples with backbone B on G GPUs and C CPU cores. Every input is an argument whose default is either a figure
+**measured** here (bench/README.md names the bench and run) or a **labelled assumption** where nothing could be
+measured here (GPU throughput: no GPU was lent to this work; S3 latency: no real S3 here). ``--help`` says which.
 
-    embed hours  = N / min(G * gpu_rate[B], C_decode * decode_rate)       (the slower of the two limits)
-    select hours = N * select_cpu_s / C_select                             (three distributed passes, CPU)
-    S3 GETs      = shards * (ceil(shard_MB / 5) + ceil(cache_MB / 5) + 2) + 4 * F * R
-                   (fsspec reads 5 MB blocks: the source once, the cache entry in pass 1, its footer in the fit (whose
-                   sample then reads a bounded number of row groups), its keys in pass 3; every rank task reads every
-                   run's index and its slice of it, every write task every range's offsets and its slice: F manifest
-                   files x R ranges, the term that grows as the square of the files)
+    preflight hours = S * r_pre * latency / driver_threads   (the driver's per-shard requests, driver_threads at once)
+    embed hours     = N / min(G * gpu_rate[B], C_decode * decode_rate)   (the slower of the two limits)
+    select hours    = N * select_cpu_us / C_select                        (three distributed passes, CPU)
+    fit + report    = fixed seconds (flat in N: bench flat)
+    total           = preflight + embed + select + fit/report (they run one after the other)
+
+    S3 GETs = S * (r_pre + ceil(shard_MB / 5) + ceil(cache_MB / 5) + 2) + 4 * F * R
+              (fsspec reads 5 MB blocks: the source once, the cache entry in pass 1, its footer in the fit (whose
+              sample then reads a bounded number of row groups), its keys in pass 3; every rank task reads every
+              run's index and its slice of it, every write task every range's offsets and its slice: F manifest
+              files x R ranges, the term that grows as the square of the files. After embedding the driver makes
+              no request per shard: tests/tasks/test_driver_requests.py)
 
 Every constant is an argument, so a measured GPU figure replaces an assumed one without touching the code.
 """
@@ -24,32 +30,39 @@ import pandas as pd
 
 OUT = Path("bench/out")
 
-# Assumptions (not measured here: no GPU). The issue's aims on one H200, bf16, random weights; per GPU.
+# ASSUMED (no GPU here): the issue's aims on one H200, bf16; per GPU.
 GPU_RATE = {"ViT-B/16": 5_000.0, "ViT-L/14": 1_500.0}
-DIM = {"ViT-B/16": 512, "ViT-L/14": 768}
+DIM = {"ViT-B/16": 512, "ViT-L/14": 768}  # the architectures' embedding widths (float16 in the cache)
 
 
 def model(n: float, backbone: str, args: argparse.Namespace) -> dict:
+    """One row of the table: hours per stage, the limit, requests, bytes and driver memory for ``n`` samples."""
     shards = math.ceil(n / args.shard_rows)
     gpu = args.gpus * GPU_RATE[backbone]
     cpu = args.decode_cores * args.decode_rate
-    embed_h = n / min(gpu, cpu) / 3600
-    select_h = n * args.select_cpu_us * 1e-6 / args.select_cores / 3600
+    hours = {
+        "preflight": shards * args.preflight_requests * args.request_ms / 1e3 / args.driver_threads / 3600,
+        "embed": n / min(gpu, cpu) / 3600,
+        "select": n * args.select_cpu_us * 1e-6 / args.select_cores / 3600,
+        "fit+report": args.fit_report_s / 3600,
+    }
     shard_mb = args.shard_rows * args.sample_kb / 1e3
     cache_mb = args.shard_rows * DIM[backbone] * 2 / 1e6  # float16 vectors
     files = math.ceil(shards / args.shards_per_file)  # ranges = files (the default)
-    gets = shards * (math.ceil(shard_mb / 5) + math.ceil(cache_mb / 5) + 2) + 4 * files * files
+    gets = shards * (args.preflight_requests + math.ceil(shard_mb / 5) + math.ceil(cache_mb / 5) + 2) \
+        + 4 * files * files
     # cache entry, errors, counts and lease per shard; rows, run, index, ranks, offsets, manifest part per file
     puts = shards * 4 + 6 * files
+    limit = max(hours, key=hours.get)
     return {
-        "backbone": backbone, "pool": f"{n:,.0f}", "manifest files": files, "GPUs": args.gpus,
-        "decode cores": args.decode_cores,
-        "embed h": round(embed_h, 1), "embed limited by": "GPU" if gpu <= cpu else "CPU decode",
-        "score+select+manifest h": round(select_h, 2), "S3 GETs (M)": round(gets / 1e6, 2),
-        "S3 PUTs (k)": round(puts / 1e3, 1), "read TB": round(n * args.sample_kb / 1e9, 1),
-        "cache TB": round(n * DIM[backbone] * 2 / 1e12, 2),
-        "driver MB": round(shards * args.driver_bytes_per_shard / 1e6 + args.driver_fixed_mb),
-        "GPU cost $": round(embed_h * args.gpus * args.gpu_price),
+        "backbone": backbone, "pool": f"{n:,.0f}", "shards": shards, "GPUs": args.gpus,
+        "decode cores": args.decode_cores, **{f"{k} h": round(v, 2) for k, v in hours.items()},
+        "total h": round(sum(hours.values()), 1),
+        "limit": limit if limit != "embed" else ("embed: GPU" if gpu <= cpu else "embed: CPU decode"),
+        "S3 GETs (M)": round(gets / 1e6, 2), "S3 PUTs (k)": round(puts / 1e3, 1),
+        "read TB": round(n * args.sample_kb / 1e9, 1), "cache TB": round(n * DIM[backbone] * 2 / 1e12, 2),
+        "driver MB": round(shards * args.driver_kb_per_shard / 1e3 + args.driver_fixed_mb),
+        "GPU cost $": round(hours["embed"] * args.gpus * args.gpu_price),
     }
 
 
@@ -58,15 +71,29 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--pools", default="1e8,2e9")
     ap.add_argument("--gpus", type=int, default=32)
     ap.add_argument("--decode-cores", type=int, default=512, help="CPU cores decoding + preprocessing")
-    ap.add_argument("--decode-rate", type=float, default=250.0, help="img/s per core, 224 px (measured, issue 10)")
-    ap.add_argument("--select-cpu-us", type=float, required=True, help="CPU-µs per sample, bench dselect")
+    ap.add_argument("--decode-rate", type=float, required=True,
+                    help="MEASURED: 224-px JPEG decode + preprocess img/s per core (bench embed, bare loop)")
+    ap.add_argument("--select-cpu-us", type=float, default=13.0,
+                    help="MEASURED: CPU-µs per sample, score + rank + manifest (bench dselect, 10M)")
     ap.add_argument("--select-cores", type=int, default=512)
-    ap.add_argument("--shard-rows", type=int, default=10_000)
-    ap.add_argument("--shards-per-file", type=int, default=64)
-    ap.add_argument("--sample-kb", type=float, default=40.0, help="encoded image + text, LAION-like (assumed)")
-    ap.add_argument("--driver-bytes-per-shard", type=float, default=400.0, help="shard record + digest")
-    ap.add_argument("--driver-fixed-mb", type=float, default=100.0)
-    ap.add_argument("--gpu-price", type=float, default=3.0, help="$ per GPU-hour (assumed)")
+    ap.add_argument("--preflight-requests", type=float, default=5.0,
+                    help="MEASURED: driver storage requests per shard before embedding: 5 not yet "
+                         "embedded, 3 cached "
+                         "(tests/tasks/test_driver_requests.py)")
+    ap.add_argument("--request-ms", type=float, default=20.0,
+                    help="ASSUMED: one S3 request's latency from the driver (no real S3 here)")
+    ap.add_argument("--driver-threads", type=int, default=16,
+                    help="the preflight's lookups in flight (tasks.cache.READ_THREADS; 1 before issue 20)")
+    ap.add_argument("--fit-report-s", type=float, default=16.5,
+                    help="MEASURED: fit + report seconds at 10M, flat in N (bench flat: 6.2 + 10.2)")
+    ap.add_argument("--shard-rows", type=int, default=10_000, help="ASSUMED: samples per source shard")
+    ap.add_argument("--shards-per-file", type=int, default=64, help="the product's default")
+    ap.add_argument("--sample-kb", type=float, default=40.0,
+                    help="ASSUMED: encoded image + text, LAION-like (this bench's 224-px JPEGs are ~21 KB)")
+    ap.add_argument("--driver-kb-per-shard", type=float, default=0.4,
+                    help="ASSUMED: the plan's shard record + digest in the driver")
+    ap.add_argument("--driver-fixed-mb", type=float, default=100.0, help="ASSUMED")
+    ap.add_argument("--gpu-price", type=float, default=3.0, help="ASSUMED: $ per GPU-hour")
     args = ap.parse_args(argv)
     rows = [model(float(n), b, args) for n in args.pools.split(",") for b in GPU_RATE]
     print(pd.DataFrame(rows).to_string(index=False))

@@ -24,7 +24,7 @@ import torch
 
 from bench.selection import synthetic_cache
 from estimator.probe import ProximityEstimator
-from flows.runtime import local_ray
+from flows.runtime import local_ray, ray_temp_dir
 from tasks.cache import CacheEntry
 from tasks.distributed_select import DistributedSelection, run_pass, score_select_write
 
@@ -100,7 +100,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--cpus", type=float, default=1.0, help="CPUs per task")
     ap.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
     args = ap.parse_args(argv)
-    with local_ray(temp_dir="/tmp/emt-bench-ray", num_cpus=args.num_cpus):
+    with local_ray(temp_dir=ray_temp_dir(), num_cpus=args.num_cpus):
         rows = [bench_pool(int(p), args) for p in args.pools.split(",")]
     print("\n" + pd.DataFrame(rows).to_string(index=False))
     OUT.mkdir(parents=True, exist_ok=True)

@@ -1,16 +1,18 @@
-"""Embedding throughput on the same WebDataset shards, three ways:
+"""Embedding throughput on the same WebDataset shards of 224-px JPEGs (``bench.jpeg_corpus``), three ways:
 
 * **product**: ``tasks.embed_shards`` (the curate flow's embed step) on a local Ray: each actor holds the model and
   reads its shard; CPU tasks decode and preprocess (``tasks.prepare``), the actor runs only forward passes and
-  writes the cache. Run with each ``--configs`` entry (actor CPUs / read CPUs / prepare CPUs).
+  writes the cache. Run with each ``--configs`` entry: ``auto`` (the flow's defaults for the cluster,
+  ``tasks.embed_shards.embed_cpus``) or ACTOR/READ/PREPARE CPUs.
 * **plain Ray Data**: what a user would write: ``read_webdataset`` (its read tasks decode the images) →
   ``map_batches`` over an actor holding the same model → ``write_parquet``.
-* **bare loop**: decode + ``Backbone.embed`` in batches in this process, torch on 1 thread and on every core: what
-  the machine can do with no pipeline at all.
+* **bare loop**: decode + preprocess + forward in batches in this process, torch on every core: what the machine
+  does with no pipeline at all. Its forward passes are timed apart, to set against the actor's forward alone.
 
-The bare loops run before Ray starts: with Ray's daemons up, multi-threaded torch slows down badly on a 2-core
-machine. Each Ray pipeline runs on every other shard, then on all of them: the marginal rate (extra samples /
-extra seconds) leaves out the fixed start-up (plan, actor start, model load).
+The machine these run on is shared and noisy, so the arms run in alternated rounds (the order rotates each
+round) and every figure reported is a ratio within one round: median and spread over the rounds, with the load
+average at each round's start. Each Ray pipeline runs on every other shard, then on all of them: the marginal
+rate (extra samples / extra seconds) leaves out the fixed start-up (plan, actor start, model load).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -28,24 +29,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import ray
-import torch
 from PIL import Image
 
+from bench.jpeg_corpus import jpeg_shards
 from bench.models import bench_backbone
 from bench.read_throughput import _reset_peak, _status_mb
 from core.location import Location
 from core.read import Quarantine, list_shards, read_shard
 from estimator.backbones import BackboneSpec, load_backbone
 from estimator.backbones.fingerprint import describe
+from estimator.threads import cpu_threads
+from flows.runtime import ray_temp_dir
 from synth import CorpusInfo, SynthConfig, generate_corpus
 from tasks.cache import EmbeddingCache
 from tasks.embed import Embed, decode_image
-from tasks.embed_shards import ShardJob, embed_shards
+from tasks.embed_shards import EmbedCpus, ShardJob, cluster_embed_cpus, embed_shards
 from tasks.executor import Resources
 
 OUT = Path("bench/out")
 DATA = Path("data/bench")
-RAY_TMP = os.environ.get("EMT_RAY_TMPDIR", tempfile.gettempdir() + "/emt-ray")
+RAY_TMP = ray_temp_dir()
 
 
 def _corpus(samples: int, shard_size: int) -> CorpusInfo:
@@ -67,35 +70,43 @@ def _load_samples(shards: list[tuple]) -> tuple[list[bytes], list[str]]:
     return images, texts
 
 
-def bare_loop(spec: BackboneSpec, images: list[bytes], texts: list[str], batch: int, threads: int) -> float:
-    """Seconds for decode + embed of every sample in one process, torch on ``threads`` threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+def bare_loop(spec: BackboneSpec, images: list[bytes], texts: list[str], batch: int, threads: int
+              ) -> tuple[float, float]:
+    """Seconds for decode + preprocess + forward of every sample in one process, torch on ``threads`` threads,
+    and the forward passes' share of them (model load and a warm-up pass not counted)."""
+    with cpu_threads(threads):
         model = load_backbone(spec)
         model.embed([decode_image(images[0])], texts[:1])  # warm-up
+        forward = 0.0
         t0 = time.perf_counter()
         for s in range(0, len(images), batch):
-            model.embed([decode_image(b) for b in images[s : s + batch]], texts[s : s + batch])
-        return time.perf_counter() - t0
-    finally:
-        torch.set_num_threads(before)
+            prepared = model.preprocessor([decode_image(b) for b in images[s : s + batch]], texts[s : s + batch])
+            f0 = time.perf_counter()
+            model.forward(prepared)
+            forward += time.perf_counter() - f0
+        return time.perf_counter() - t0, forward
 
 
-def product(spec: BackboneSpec, shards: list[tuple], args: argparse.Namespace, config: tuple[float, ...]
+# (ACTOR/READ/PREPARE CPUs or None for the flow's defaults on the cluster, shards each actor holds at once)
+Config = tuple[tuple[float, float, float] | None, int]
+
+
+def product(spec: BackboneSpec, shards: list[tuple], args: argparse.Namespace, config: Config
             ) -> tuple[int, float, float, dict]:
     """Samples embedded, wall seconds, the driver's peak RSS growth (MB) and the job's stage seconds of one
     ``embed_shards`` call (actor start and model load included)."""
-    actor_cpus, read_cpus, prepare_cpus = config
+    given, calls = config
+    cpus = cluster_embed_cpus(actors=args.actors, gpus=0, actor=None, read=None, prepare=None) if given is None \
+        else EmbedCpus(*given)
     root = str(DATA / f"embed-cache-{uuid.uuid4().hex[:8]}")
     cache = EmbeddingCache(root=Location(root), fingerprint=describe(spec).fingerprint)
     jobs = [ShardJob(spec=s, shard_uri=u, entry=cache.entry(s, u)) for s, u in shards]
-    stage = Embed(backbone=spec, batch_size=args.batch_size, resources=Resources(cpus=actor_cpus))
+    stage = Embed(backbone=spec, batch_size=args.batch_size, resources=Resources(cpus=cpus.actor))
     try:
         base = _reset_peak()
         t0 = time.perf_counter()
-        summary = embed_shards(jobs, embed=stage, cache=cache, actors=args.actors, read_cpus=read_cpus,
-                               prepare_cpus=prepare_cpus)
+        summary = embed_shards(jobs, embed=stage, cache=cache, actors=args.actors, read_cpus=cpus.read,
+                               prepare_cpus=cpus.prepare, calls=calls)
         wall = time.perf_counter() - t0
         return summary.samples_embedded, wall, _status_mb("VmHWM") - base, summary.stats()
     finally:
@@ -153,55 +164,95 @@ def driver_memory(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def _config(text: str) -> tuple[float, float, float]:
-    parts = tuple(float(x) for x in text.split("/"))
+def _config(text: str) -> Config:
+    cpus, _, calls = text.partition("@")
+    if cpus == "auto":
+        return None, int(calls or 2)
+    parts = tuple(float(x) for x in cpus.split("/"))
     if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected ACTOR_CPUS/READ_CPUS/PREPARE_CPUS, e.g. 1/0.5/0.5")
-    return parts  # type: ignore[return-value]
+        raise argparse.ArgumentTypeError(f"{text!r}: expected auto or ACTOR/READ/PREPARE CPUs, e.g. 1/0.5/0.5, "
+                                         "optionally @CALLS (shards per actor at once, default 2)")
+    return parts, int(calls or 2)  # type: ignore[return-value]
 
 
-def compare(name: str, spec: BackboneSpec, shards: list[tuple], bare: dict[int, float], n_samples: int,
-            args: argparse.Namespace) -> dict:
-    """One row: the bare loops' rates (measured before Ray started), then each pipeline, half then all shards."""
-    row: dict = {"model": name, "samples": n_samples, "shards": len(shards),
-                 **{f"bare_{th}thr_per_s": round(r, 1) for th, r in bare.items()}}
-    best_bare = max(bare.values())
+def _label(config: Config) -> str:
+    cpus, calls = config
+    return "product " + ("auto" if cpus is None else "/".join(f"{c:g}" for c in cpus)) + f"@{calls}"
+
+
+def _round(spec: BackboneSpec, shards: list[tuple], images: list[bytes], texts: list[str], order: list,
+           args: argparse.Namespace) -> dict:
+    """One round: every arm once, in ``order``; rates in samples/s."""
+    res: dict = {"load_1min": round(os.getloadavg()[0], 2)}
+    for arm in order:
+        if arm == "bare":
+            total, forward = bare_loop(spec, images, texts, args.batch_size, args.ray_cpus)
+            res |= {"bare": len(images) / total, "bare forward": len(images) / forward,
+                    "bare decode+preprocess": len(images) / (total - forward)}  # per core: PIL on one thread
+        elif arm == "plain":
+            half, full = plain(spec, shards[::2], args), plain(spec, shards, args)
+            res |= {"plain": full[0] / full[1], "plain marginal": _marginal(half, full)}
+        else:
+            label = _label(arm)
+            half, full = product(spec, shards[::2], args, arm), product(spec, shards, args, arm)
+            stats = full[3]
+            busy = sum(stats[f"seconds_{k}"] for k in ("read", "prepare", "embed", "write")) or 1.0
+            res |= {label: full[0] / full[1], f"{label} marginal": _marginal(half[:2], full[:2]),
+                    f"{label} forward": full[0] / stats["seconds_embed"],
+                    f"{label} model waits": (stats["seconds_read"] + stats["seconds_prepare"]) / busy}
+    return res
+
+
+def _ratios(res: dict, args: argparse.Namespace) -> dict:
+    out = {}
     for config in args.configs:
-        label = "product " + "/".join(f"{c:g}" for c in config)
-        half = product(spec, shards[::2], args, config)
-        full = product(spec, shards, args, config)
-        marginal = _marginal(half[:2], full[:2])
-        stats = full[3]
-        busy = sum(stats[f"seconds_{k}"] for k in ("read", "prepare", "embed", "write")) or 1.0
-        row |= {f"{label} per_s": round(full[0] / full[1], 1), f"{label} marginal_per_s": round(marginal, 1),
-                f"{label} model_waits_share": round((stats["seconds_read"] + stats["seconds_prepare"]) / busy, 2),
-                f"{label} / bare_all (marginal)": round(marginal / best_bare, 2)}
-    if args.plain:
-        half, full = plain(spec, shards[::2], args), plain(spec, shards, args)
-        marginal = _marginal(half, full)
-        row |= {"plain per_s": round(full[0] / full[1], 1), "plain marginal_per_s": round(marginal, 1)}
-        for config in args.configs:
-            label = "product " + "/".join(f"{c:g}" for c in config)
-            row[f"{label} / plain (marginal)"] = round(row[f"{label} marginal_per_s"] / marginal, 2)
-            row[f"{label} / plain (wall)"] = round(row[f"{label} per_s"] / row["plain per_s"], 2)
-    print(json.dumps(row))
-    return row
+        label = _label(config)
+        out[f"{label} / bare, wall"] = res[label] / res["bare"]
+        out[f"{label} / bare, marginal"] = res[f"{label} marginal"] / res["bare"]
+        out[f"{label} forward / bare forward"] = res[f"{label} forward"] / res["bare forward"]
+        if args.plain:
+            out[f"{label} / plain, wall"] = res[label] / res["plain"]
+            out[f"{label} / plain, marginal"] = res[f"{label} marginal"] / res["plain marginal"]
+    return out
+
+
+def compare(name: str, spec: BackboneSpec, shards: list[tuple], args: argparse.Namespace) -> dict:
+    """``--rounds`` alternated rounds of every arm (the order rotated each round); each ratio's median and spread."""
+    images, texts = _load_samples(shards)
+    print(f"[{name}] {len(images)} samples in {len(shards)} WebDataset shards")
+    arms: list = ["bare", *args.configs] + (["plain"] if args.plain else [])
+    rounds = []
+    for r in range(args.rounds):
+        order = arms[r % len(arms):] + arms[: r % len(arms)]
+        res = _round(spec, shards, images, texts, order, args)
+        res |= _ratios(res, args)
+        rounds.append({k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()})
+        print(json.dumps({"model": name, "round": r, **rounds[-1]}))
+    keys = [k for k in rounds[0] if k != "load_1min"]
+    summary = {k: {"median": round(float(np.nanmedian([r[k] for r in rounds])), 3),
+                   "min": min(r[k] for r in rounds), "max": max(r[k] for r in rounds)} for k in keys}
+    loads = [r["load_1min"] for r in rounds]
+    return {"model": name, "samples": len(images), "shards": len(shards), "load_1min": [min(loads), max(loads)],
+            "summary": summary, "rounds": rounds}
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench embed")
-    ap.add_argument("--samples", type=int, default=800, help="pool samples generated for --model (WebDataset half)")
-    ap.add_argument("--tiny-samples", type=int, default=40000, help="pool samples for the tiny model (0: skip)")
-    ap.add_argument("--tiny-shard-size", type=int, default=1000)
+    ap.add_argument("--samples", type=int, default=128, help="224-px JPEGs for --model")
+    ap.add_argument("--shard-size", type=int, default=32, help="with --model; no multiple of --batch-size")
+    ap.add_argument("--tiny-samples", type=int, default=2048, help="224-px JPEGs for the tiny model (0: skip)")
+    ap.add_argument("--tiny-shard-size", type=int, default=256)
     ap.add_argument("--model", default="ViT-B-32", help="open_clip arch (seeded random weights); none: skip")
     ap.add_argument("--actors", type=int, default=1)
-    ap.add_argument("--configs", type=_config, nargs="+", default=[(1, 0.5, 0.5), (1, 0.25, 0.25)],
-                    help="product settings ACTOR_CPUS/READ_CPUS/PREPARE_CPUS, one run each")
+    ap.add_argument("--configs", type=_config, nargs="+", default=[(None, 2), ((1, 0.5, 0.5), 1)],
+                    help="product settings: auto (the flow's defaults) or ACTOR/READ/PREPARE CPUs, then @CALLS "
+                         "(shards each actor holds at once; default 2, the product's); the default pair is the "
+                         "product now and as it was before issue 20 (1/0.5/0.5@1)")
     ap.add_argument("--plain-actor-cpus", type=float, default=1.0)
     ap.add_argument("--no-plain", dest="plain", action="store_false", help="skip the plain Ray Data pipeline")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--shard-size", type=int, default=100, help="with --model; no multiple of --batch-size")
-    ap.add_argument("--ray-cpus", type=int, default=2)
+    ap.add_argument("--ray-cpus", type=int, default=2, help="the local Ray's CPUs, and the bare loop's threads")
     ap.add_argument("--memory-samples", type=int, default=0,
                     help="instead: driver peak memory for this many tiny-model samples and 10x as many")
     args = ap.parse_args(argv)
@@ -215,19 +266,15 @@ def main(argv: list[str]) -> int:
     models = [] if args.model == "none" else [(args.model, bench_backbone(args.model), args.samples, args.shard_size)]
     if args.tiny_samples:
         models.append(("tiny-open_clip", bench_backbone("tiny"), args.tiny_samples, args.tiny_shard_size))
-    work = []
-    for name, spec, n, shard_size in models:  # bare loops first: with Ray up, multi-threaded torch collapses
-        shards = _shards(_corpus(n, shard_size), ("webdataset",))  # what read_webdataset reads too
-        images, texts = _load_samples(shards)
-        print(f"[{name}] {len(images)} samples in {len(shards)} WebDataset shards")
-        bare = {th: len(images) / bare_loop(spec, images, texts, args.batch_size, th)
-                for th in sorted({1, args.ray_cpus})}
-        work.append((name, spec, shards, bare, len(images)))
     ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False, _temp_dir=RAY_TMP)
     try:
-        rows = [compare(*w, args) for w in work]
+        rows = [compare(name, spec, jpeg_shards(DATA, samples=n, shard_size=size), args)
+                for name, spec, n, size in models]
     finally:
         ray.shutdown()
-    print("\n" + pd.DataFrame(rows).set_index("model").T.to_string())
+    table = {(r["model"], k): {"median": v["median"], "spread": f"{v['min']:g}-{v['max']:g}"}
+             for r in rows for k, v in r["summary"].items()}
+    print("\n" + pd.DataFrame(table).T.to_string())
+    print("load average (1 min) per round:", {r["model"]: [x["load_1min"] for x in r["rounds"]] for r in rows})
     (OUT / "embed_throughput.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1, default=str))
     return 0

@@ -26,7 +26,7 @@ from core.contracts import ERRORS
 from core.location import Location
 from core.storage import exists, publish_bytes
 from estimator.probe import ProximityEstimator
-from flows.runtime import local_ray
+from flows.runtime import local_ray, ray_temp_dir
 from tasks.cache import EmbeddingCache
 from tasks.distributed_select import DistributedSelection, score_select_write
 from tasks.score import CachedShard
@@ -102,7 +102,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--cpus", type=float, default=1.0, help="CPUs per task")
     ap.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
     args = ap.parse_args(argv)
-    with local_ray(temp_dir="/tmp/emt-bench-ray", num_cpus=args.num_cpus):
+    with local_ray(temp_dir=ray_temp_dir(), num_cpus=args.num_cpus):
         rows = [r for p in args.pools.split(",") for r in bench_pool(int(p), args)]
     print("\n" + pd.DataFrame(rows).to_string(index=False))
     OUT.mkdir(parents=True, exist_ok=True)

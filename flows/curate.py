@@ -14,6 +14,7 @@ from prefect import flow
 from core.location import Location
 from core.storage import write_parquet
 from estimator.probe import ProximityEstimator, save_estimator
+from estimator.threads import cpu_threads
 from flows.artifacts import publish_curation_artifacts
 from flows.params import CurateParams
 from flows.run import Run
@@ -71,7 +72,7 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
             backbone=params.backbone,
             storage=storage,
             batch_size=params.ray.embed_batch_size,
-            resources=Resources(cpus=params.ray.actor_cpus, gpus=params.ray.actor_gpus),
+            resources=Resources(cpus=params.ray.actor_cpus or 1.0, gpus=params.ray.actor_gpus),  # CPUs: see embed_task
         )
         with ray_session(params.ray.address), progress.following_embedding(len(plan.todo)):
             embedded = prefect_tasks.embed_task(
@@ -79,6 +80,7 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
                 embed_stage=stage,
                 storage=storage,
                 actors=params.ray.embed_actors,
+                actor_cpus=params.ray.actor_cpus,
                 read_cpus=params.ray.read_cpus,
                 prepare_cpus=params.ray.prepare_cpus,
                 read_batch=params.ray.read_batch_size,
@@ -100,7 +102,7 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
     check_error_rate(count_errors(errors, usable, source_of, storage), params.max_error_rate, errors_uri)
     check_k_fits(sum(usable[s.shard_uri] for s in plan.pool), k=params.k, fraction=params.fraction)
     progress.step("fit")
-    with times.step("fit"):
+    with times.step("fit"), cpu_threads(params.step_cpus):
         scorer, metrics = prefect_tasks.fit_task(plan, params.scorer, train_pool_samples=params.train_pool_samples)
     estimator_uri = None
     if isinstance(scorer, ProximityEstimator):
@@ -134,7 +136,7 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
             per_source_cap=params.per_source_cap, options=options,
         )
     progress.step("report")
-    with times.step("report"):
+    with times.step("report"), cpu_threads(params.step_cpus):
         analysis = (
             prefect_tasks.report_task(manifest_uri, storage, per_set=params.report_per_set,
                                       on_step=progress.report_step)

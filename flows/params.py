@@ -29,13 +29,17 @@ class RayConfig(Settings):
 
     address: str | None = Field(None, description="Ray cluster address; None = RAY_ADDRESS, else a local Ray.")
     embed_actors: int = Field(1, ge=1, description="Embedding actors (each holds one copy of the backbone).")
-    actor_cpus: float = Field(1.0, gt=0, description="CPUs reserved per embedding actor.")
+    actor_cpus: float | None = Field(
+        None, gt=0, description="CPUs reserved per embedding actor, and its torch threads (rounded up). None: 1 with "
+        "GPUs; on CPUs only, every CPU the readers and preparing tasks leave (tasks.embed_shards.embed_cpus).")
     actor_gpus: float = Field(0.0, ge=0, description="GPUs per embedding actor (1 on a GPU cluster).")
-    read_cpus: float = Field(0.5, gt=0, description="CPUs each embedding actor reserves beside actor_cpus for "
-                             "reading its shard (on a thread of the actor).")
-    prepare_cpus: float = Field(0.5, gt=0, description="CPUs per decode + preprocess task. These tasks run on the "
-                                "CPUs the actors leave free, anywhere in the cluster, so the model only runs forward "
-                                "passes: on a GPU node leave most cores free (1 per task is typical).")
+    read_cpus: float | None = Field(None, gt=0, description="CPUs each embedding actor reserves beside actor_cpus "
+                                    "for reading its shard (on a thread of the actor). None: 0.5 with GPUs, 0.25 on "
+                                    "CPUs only.")
+    prepare_cpus: float | None = Field(None, gt=0, description="CPUs per decode + preprocess task. These tasks run "
+                                       "on the CPUs the actors leave free, anywhere in the cluster, so the model only "
+                                       "runs forward passes: on a GPU node leave most cores free (1 per task is "
+                                       "typical). None: 0.5 with GPUs; on CPUs only 0.25 up to 4 CPUs, else 1.")
     embed_batch_size: int = Field(64, ge=1, description="Samples per backbone forward pass.")
     read_batch_size: int = Field(256, ge=1, description="Samples per batch read from a shard.")
     shards_per_manifest_file: int = Field(
@@ -115,6 +119,11 @@ class CurateParams(Settings):
     embedding_dtype: Literal["float16", "float32"] = Field("float16", description="Dtype of cached vectors.")
     report_per_set: int = Field(
         500, ge=0, description="Embeddings sampled per set for the run's report (MMD, diversity, map); 0 = no report."
+    )
+    step_cpus: int = Field(
+        1, ge=1, description="CPU threads the estimator's fit and the run report compute on in the flow's process "
+        "(torch, BLAS and OpenMP pools; restored after each). Unpinned pools take every core of the machine and "
+        "collapse when it is busy (measured 15-40x slower); give the flow's process this many CPUs."
     )
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig, description="MLflow tracking of curation runs.")
 

@@ -63,6 +63,12 @@ def local_ray(*, temp_dir: str, num_cpus: int | None = None) -> Iterator[None]:
             ray.shutdown()
 
 
+def ray_temp_dir() -> str:
+    """Where a local Ray started here keeps its sessions: ``EMT_RAY_TMPDIR``, else ``TMPDIR/emt-ray`` (one per
+    checkout or job avoids Ray's shared default, which failed under load when several ran on one machine)."""
+    return os.environ.get("EMT_RAY_TMPDIR", tempfile.gettempdir() + "/emt-ray")
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None) -> Iterator[None]:
     """Use the Ray cluster already initialised in this process, else connect to ``address`` (or ``RAY_ADDRESS``),
@@ -72,7 +78,7 @@ def ray_session(address: str | None) -> Iterator[None]:
         return
     target = address or os.environ.get("RAY_ADDRESS")
     if not target:
-        with local_ray(temp_dir=os.environ.get("EMT_RAY_TMPDIR", tempfile.gettempdir() + "/emt-ray")):
+        with local_ray(temp_dir=ray_temp_dir()):
             yield
         return
     ray.init(address=target, log_to_driver=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import pyarrow as pa
@@ -23,9 +24,10 @@ from estimator.features import feature_parts
 from estimator.probe import load_estimator
 from estimator.scorer import Scorer, ScorerConfig, fit_scorer
 from tasks import distributed_select
-from tasks.cache import EmbeddingCache, EntryCounts
+from tasks.cache import CacheEntry, EmbeddingCache, EntryCounts, threaded
 from tasks.embed import Embed
-from tasks.embed_shards import EmbedSummary, ShardJob, embed_shards
+from tasks.embed_shards import EmbedSummary, ShardJob, cluster_embed_cpus, embed_shards
+from tasks.executor import Resources
 from tasks.progress import Progress
 from tasks.score import CachedShard, load_features
 from tasks.select import SelectionConfig
@@ -42,6 +44,15 @@ class Plan:
     robot: list[CachedShard]
     todo: list[ShardJob]
     listing_errors: pa.Table
+
+
+def _look_up(cache: EmbeddingCache, spec: SourceSpec, shard_uri: str) -> tuple[CacheEntry | None, EntryCounts | None]:
+    """A shard's cache entry and its counts (None: not embedded yet); no entry for a shard that is gone."""
+    try:
+        entry = cache.entry(spec, shard_uri)
+    except FileNotFoundError:
+        return None, None
+    return entry, entry.counts()
 
 
 def preflight(
@@ -85,14 +96,14 @@ def preflight(
                 listed[f"{role}.{index}.uri"] = list_shards_or_quarantine(spec, storage, listing)
             except (OSError, BotoCoreError) as err:  # the storage's fault (the source's own is quarantined)
                 raise storage_error(err, setting=f"{role}.{index}.uri", uri=spec.uri) from None
-            for shard_uri in listed[f"{role}.{index}.uri"]:
-                try:
-                    entry = cache.entry(spec, shard_uri)
-                except FileNotFoundError:
+            uris = listed[f"{role}.{index}.uri"]
+            # 3-5 storage requests a shard (tests/tasks/test_driver_requests.py), each a round trip on S3: in
+            # flight together, or the driver spends S x 5 x latency here (hours at 2B samples: bench capacity)
+            for shard_uri, (entry, counts) in zip(uris, threaded(partial(_look_up, cache, spec), uris), strict=True):
+                if entry is None:
                     listing.add(shard_uri=shard_uri, reason="unreadable_shard", detail="shard not found")
                     continue
                 shard = relative_name(source_root(spec), shard_uri)
-                counts = entry.counts()
                 shards[role].append(CachedShard(source=spec.name, shard_uri=shard_uri, shard=shard, entry=entry,
                                                 counts=counts))
                 if counts is None:
@@ -153,20 +164,24 @@ def embed(
     embed_stage: Embed,
     storage: StorageConfig | None,
     actors: int,
-    read_cpus: float,
-    prepare_cpus: float,
+    actor_cpus: float | None,
+    read_cpus: float | None,
+    prepare_cpus: float | None,
     read_batch: int,
     dtype: str,
 ) -> EmbedSummary:
-    """Embed every shard the plan has no cache entry for, on the current Ray cluster."""
+    """Embed every shard the plan has no cache entry for, on the current Ray cluster. CPUs left None take the
+    cluster's defaults (``tasks.embed_shards.embed_cpus``: on CPUs only, most of them for the model)."""
+    cpus = cluster_embed_cpus(actors=actors, gpus=embed_stage.resources.gpus, actor=actor_cpus, read=read_cpus,
+                              prepare=prepare_cpus)
     return embed_shards(
         plan.todo,
-        embed=embed_stage,
+        embed=replace(embed_stage, resources=Resources(cpus=cpus.actor, gpus=embed_stage.resources.gpus)),
         cache=plan.cache,
         storage=storage,
         actors=actors,
-        read_cpus=read_cpus,
-        prepare_cpus=prepare_cpus,
+        read_cpus=cpus.read,
+        prepare_cpus=cpus.prepare,
         read_batch=read_batch,
         dtype=dtype,
     )

@@ -24,21 +24,19 @@ same data path.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from core.manifest import read_manifest, read_sidecar, write_manifest
 from core.settings import MlflowConfig, StorageConfig
 from core.storage import exists, join, publish_bytes, read_bytes
+from estimator.threads import cpu_threads
 from training.closed_loop import GIF, WorldFactory, closed_loop_eval, log_closed_loop_artifacts
 from training.config import (
     ChatDataConfig,
@@ -182,18 +180,6 @@ class _Recorder:
         self.memory.log_metrics(metrics, step)
 
 
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Train with ``n`` intra-op CPU threads for the block (None: leave the setting alone), then restore it."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _child(plan: Plan, *, arm: str, seed: int, kind: str, budget: Budget, extra: dict[str, str]
            ) -> AbstractContextManager[MlflowTracker]:
     tags = {MLFLOW_PARENT: plan.parent_run_id, "ablation.arm": arm, "ablation.seed": str(seed),
@@ -208,7 +194,7 @@ def run_unit(plan: Plan, arm: Arm, seed: int, budget: Budget) -> UnitResult:
     done = join(unit_uri(plan, arm, seed), "result.json")
     if exists(done, plan.storage):
         return UnitResult(**json.loads(read_bytes(done, plan.storage)))
-    with torch_threads(plan.threads):
+    with cpu_threads(plan.threads):
         result = _train_unit(plan, arm, seed, budget)
     publish_bytes(done, json.dumps(asdict(result)).encode(), plan.storage)
     return result

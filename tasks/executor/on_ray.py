@@ -137,23 +137,27 @@ class _ActorSession:
 
 @dataclass(frozen=True)
 class RayActors:
-    """``actors`` actors, each reserving ``cpus``/``gpus`` and holding the work set up once; one unit per actor
-    at a time, so ``actors`` is the in-flight bound."""
+    """``actors`` actors, each reserving ``cpus``/``gpus`` and holding the work set up once; ``calls`` units per
+    actor at a time, so ``actors x calls`` is the in-flight bound. With ``calls`` > 1 the actor runs its units on
+    threads (Ray's ``max_concurrency``): the next unit's I/O and CPU tasks start while the current one computes,
+    so waiting does not stop at a unit's boundary; the work must serialise what cannot share (the model)."""
 
     actors: int = 1
     cpus: float = 1.0
     gpus: float = 0.0
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    calls: int = 1
 
     @contextmanager
     def open(self, work: Callable[[Any], Any], units: int) -> Iterator[_ActorSession]:
         retries = self.policy.retries
         cls = ray.remote(_Holder).options(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=retries,
-                                          max_task_retries=retries)
+                                          max_task_retries=retries, max_concurrency=max(1, self.calls))
         actors = [cls.remote(work) for _ in range(max(1, min(self.actors, units)))]
         try:
             _get([a.ready.remote() for a in actors])
-            yield _ActorSession(list(actors), self.policy, len(actors))
+            slots = [a for _ in range(max(1, self.calls)) for a in actors]  # an actor once per call it may hold
+            yield _ActorSession(slots, self.policy, len(slots))
         finally:
             for actor in actors:
                 ray.kill(actor)

@@ -241,3 +241,27 @@ def test_each_step_shows_progress_and_ray_data_stays_quiet(local_corpus, s3_back
     # Ray Data's block counters and banners, and Ray's actor-restart alarm, say nothing a user can act on
     for noise in ("Total Progress", "Queued blocks", "Starting execution of Dataset", "max_restarts"):
         assert noise not in out
+
+
+def test_fit_and_report_compute_on_the_step_cpus(first_run, s3_params, monkeypatch):
+    """By default the fit and the report run on 1 thread in every pool (torch, BLAS, OpenMP), whatever the process
+    had, and the process gets its setting back (issue 20: unpinned, they collapsed on a busy host)."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from tasks import prefect_tasks
+
+    seen = {}
+
+    def recording(task, name):
+        def call(*args, **kwargs):
+            seen[name] = torch.get_num_threads(), {p["num_threads"] for p in threadpool_info()}
+            return task.fn(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(prefect_tasks, "fit_task", recording(prefect_tasks.fit_task, "fit"))
+    monkeypatch.setattr(prefect_tasks, "report_task", recording(prefect_tasks.report_task, "report"))
+    torch.set_num_threads(2)
+    curate(s3_params.model_copy(update={"run_name": "pinned"}))  # embeds nothing: the first run's cache
+    assert seen == {"fit": (1, {1}), "report": (1, {1})}
+    assert torch.get_num_threads() == 2

@@ -10,9 +10,9 @@ import pyarrow as pa
 
 from core.contracts import ERRORS
 from core.location import Location
-from core.storage import filesystem
+from core.storage import filesystem, publish_bytes
 from tasks.cache import CacheEntry, EmbeddingCache, EntryCounts
-from tasks.curation import Plan, counted, gather_errors, usable_rows
+from tasks.curation import Plan, _look_up, counted, gather_errors, usable_rows
 from tasks.embed_shards import SUMMARY, EmbedSummary
 from tasks.sample_counts import known_pool_size
 from tasks.score import CachedShard, load_features
@@ -83,3 +83,31 @@ def test_counts_come_from_one_object_or_the_footers_of_an_older_entry(s3):
     fs.rm(path)  # as an entry written before counts were kept
     assert entry.counts() == EntryCounts(rows=ROWS, quarantined={"undecodable": 1})
     assert CacheEntry(plan.cache.root.join("fp", "never")).counts() is None
+
+
+def test_the_preflight_makes_a_fixed_number_of_requests_per_shard(s3):
+    """Before embedding, the driver's plan asks storage about every shard: its identity (size, ETag) for the cache
+    key, then the entry's counts. Measured here for the capacity model (bench/capacity.py ``--preflight-requests``):
+    3 per cached shard (HEAD shard, HEAD + GET counts), 5 per shard not yet embedded (the missing counts and
+    vectors each cost a HEAD and a bucket listing); one after the other, so S x 3-5 x latency."""
+    from core.settings import SourceSpec
+
+    bucket = s3.make_bucket("preflight-requests")
+    uris = [f"{bucket}/pool/{i:03d}.tar" for i in range(12)]
+    for uri in uris:
+        publish_bytes(uri, b"x" * 10, s3.storage)
+    spec = SourceSpec(name="web", format="webdataset", uri=f"{bucket}/pool/")
+    cache = EmbeddingCache(root=Location(f"{bucket}/cache", s3.storage), fingerprint="fp")
+
+    def per_shard(uris: list[str]) -> float:
+        mark = s3.log.mark()
+        for uri in uris:
+            _look_up(cache, spec, uri)  # the preflight's lookup of one shard
+        return len(s3.log.since(mark)) / len(uris)
+
+    uncached = per_shard(uris)
+    for uri in uris:
+        cache.write(cache.entry(spec, uri), uri, embeddings(ROWS), ERRORS.empty_table(), "float32")
+    cached = per_shard(uris)
+    print(f"preflight requests per shard: uncached {uncached:g}, cached {cached:g}")
+    assert cached == 3 and uncached <= 5, (cached, uncached)

@@ -197,6 +197,18 @@ def test_ray_actors_set_up_once_retry_under_the_same_policy_and_keep_their_bound
         run(Job(step="test", units=["a"], work=Stage(Flaky(str(bound)))), RayTasks())
 
 
+
+@pytest.mark.usefixtures("on_ray")
+def test_an_actor_holding_two_calls_runs_its_units_two_at_a_time(tmp_path):
+    """``calls=2``: one actor, set up once, runs two units at once (threads), so a stage can read its next unit
+    while the current one computes; never more than ``actors x calls``."""
+    from tasks.executor.on_ray import RayActors
+
+    report = run(Job(step="test", units=[f"u{i}" for i in range(6)], work=Stage(Flaky(str(tmp_path)))),
+                 RayActors(actors=1, cpus=0.25, policy=FAST, calls=2))
+    assert len(report.rows) == 6 and most_at_once(tmp_path) == 2
+    assert len((tmp_path / "setups.log").read_text().split()) == 1
+
 def test_transient_fault_carries_the_original_error_by_name(tmp_path):
     with pytest.raises(TransientFault, match="ConnectionResetError: .*Connection reset by peer"):
         RetryPolicy(retries=0).call(Flaky(str(tmp_path), transient=1), "x")
