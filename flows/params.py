@@ -10,6 +10,9 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from core.settings import MlflowConfig, Settings, SourceSpec, StorageConfig, absolute_uri
 from estimator.backbones.spec import BackboneSpec
 from estimator.config import ScorerConfig
+from tasks.filters.blocklist import BlocklistSpec
+from tasks.filters.dedup import DedupConfig
+from tasks.filters.quality import QualityConfig
 from tasks.select import SelectionConfig
 
 
@@ -20,6 +23,25 @@ def _retired_in_schema(schema: dict[str, Any]) -> None:
         "type": "boolean", "deprecated": True, "title": "Distributed selection (retired)",
         "description": "Retired and ignored: every run selects with the one selection engine.",
     }
+
+
+class FiltersConfig(Settings):
+    """What leaves the pool before selection; every filter is off by default, so a run without this section
+    curates exactly as before."""
+
+    blocklists: list[BlocklistSpec] = Field(
+        default_factory=list, description="Lists of hashes, URLs or domains; a sample on one is never embedded and "
+        "is quarantined as blocklist:NAME.")
+    quality: QualityConfig = Field(default_factory=QualityConfig, description="Image and caption thresholds.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Pool-wide exact and semantic dedup.")
+
+    @field_validator("blocklists")
+    @classmethod
+    def _names_differ(cls, v: list[BlocklistSpec]) -> list[BlocklistSpec]:
+        names = [spec.name for spec in v]
+        if dup := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"blocklist names must be unique (each is a quarantine reason), repeated: {dup}")
+        return v
 
 
 class RayConfig(Settings):
@@ -117,6 +139,8 @@ class CurateParams(Settings):
         500, ge=0, description="Embeddings sampled per set for the run's report (MMD, diversity, map); 0 = no report."
     )
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig, description="MLflow tracking of curation runs.")
+    filters: FiltersConfig = Field(
+        default_factory=FiltersConfig, description="Blocklists, quality thresholds and dedup applied to the pool.")
 
     @field_validator("output_uri", "cache_uri")
     @classmethod
