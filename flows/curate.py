@@ -25,6 +25,7 @@ from tasks.curation_record import CurateReport, build_sidecar, cache_entries, ml
 from tasks.distributed_select import DistributedSelection
 from tasks.embed import Embed
 from tasks.executor import StepTimes, recording
+from tasks.filters.screen import ScreenPlan
 from tasks.sample_counts import check_error_rate, check_k_fits, count_errors, known_pool_size
 from tasks.select import resolve_k
 
@@ -47,6 +48,7 @@ def curate(params: CurateParams) -> CurateReport:
 def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> CurateReport:
     storage = params.storage
     progress = CurationProgress(run.id)  # the bar and the step log lines on the run's page in the UI
+    screen = ScreenPlan.load(params.filters.blocklists, params.filters.quality, storage)  # lists read once, here
     plan = prefect_tasks.preflight_task(
         pool=params.pool,
         robot=params.robot,
@@ -56,6 +58,7 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
         storage=storage,
         allow_empty_sources=params.allow_empty_sources,
         actor_gpus=params.ray.actor_gpus,  # the workers' placement names the dtype, not this machine's GPU
+        screen=screen,
     )
     print(
         f"run {run.id}: {len(plan.pool)} pool + {len(plan.robot)} robot shards, {len(plan.todo)} to embed "

@@ -26,6 +26,7 @@ from tasks import distributed_select
 from tasks.cache import EmbeddingCache, EntryCounts
 from tasks.embed import Embed
 from tasks.embed_shards import EmbedSummary, ShardJob, embed_shards
+from tasks.filters.screen import ScreenPlan
 from tasks.progress import Progress
 from tasks.score import CachedShard, load_features
 from tasks.select import SelectionConfig
@@ -42,6 +43,7 @@ class Plan:
     robot: list[CachedShard]
     todo: list[ShardJob]
     listing_errors: pa.Table
+    screen: ScreenPlan | None = None  # blocklists and batch thresholds the pool's shards pass before the model
 
 
 def preflight(
@@ -54,6 +56,7 @@ def preflight(
     storage: StorageConfig | None,
     allow_empty_sources: bool = False,
     actor_gpus: float = 0.0,
+    screen: ScreenPlan | None = None,
 ) -> Plan:
     """Check everything that can be checked before work starts and plan the embedding job.
 
@@ -62,7 +65,8 @@ def preflight(
     backbone or dimension; a LeRobot dataset in the pool, or two sources over the same shards (naming the field).
     A source whose storage fails (denied, unreachable, missing bucket) is a ``StorageAccessError`` naming its field.
     Loads no model: the fingerprint that keys the cache comes from the backbone's files, for the dtype workers
-    with ``actor_gpus`` will run in.
+    with ``actor_gpus`` will run in. ``screen``: the filters the pool's shards are read through (their entries are
+    keyed by it; the robot sets' never are).
     """
     validate_backbone_spec(backbone_spec, storage)
     refuse_robot_data_in_pool(pool)
@@ -85,8 +89,9 @@ def preflight(
             except (OSError, BotoCoreError) as err:  # the storage's fault (the source's own is quarantined)
                 raise storage_error(err, setting=f"{role}.{index}.uri", uri=spec.uri) from None
             for shard_uri in listed[f"{role}.{index}.uri"]:
+                screened = screen is not None and role == "pool"
                 try:
-                    entry = cache.entry(spec, shard_uri)
+                    entry = cache.entry(spec, shard_uri, screen.key() if screened else None)
                 except FileNotFoundError:
                     listing.add(shard_uri=shard_uri, reason="unreadable_shard", detail="shard not found")
                     continue
@@ -95,7 +100,7 @@ def preflight(
                 shards[role].append(CachedShard(source=spec.name, shard_uri=shard_uri, shard=shard, entry=entry,
                                                 counts=counts))
                 if counts is None:
-                    todo.append(ShardJob(spec=spec, shard_uri=shard_uri, entry=entry))
+                    todo.append(ShardJob(spec=spec, shard_uri=shard_uri, entry=entry, screened=screened))
             if len(shards[role]) == found:
                 empty.append(f"{role}.{index}.uri: no readable shard at {spec.uri}")
     refuse_shared_shards(listed)
@@ -114,6 +119,7 @@ def preflight(
         robot=shards["robot"],
         todo=todo,
         listing_errors=listing.table(),
+        screen=screen,
     )
 
 
@@ -168,6 +174,7 @@ def embed(
         prepare_cpus=prepare_cpus,
         read_batch=read_batch,
         dtype=dtype,
+        screen=plan.screen,
     )
 
 
