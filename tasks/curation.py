@@ -26,6 +26,9 @@ from tasks import distributed_select
 from tasks.cache import EmbeddingCache, EntryCounts
 from tasks.embed import Embed
 from tasks.embed_shards import EmbedSummary, ShardJob, embed_shards
+from tasks.filter_passes import VectorFilters, vector_filters
+from tasks.filters.dedup import DedupConfig
+from tasks.filters.quality import QualityConfig
 from tasks.filters.screen import ScreenPlan
 from tasks.progress import Progress
 from tasks.score import CachedShard, load_features
@@ -44,6 +47,7 @@ class Plan:
     todo: list[ShardJob]
     listing_errors: pa.Table
     screen: ScreenPlan | None = None  # blocklists and batch thresholds the pool's shards pass before the model
+    vector_filters: VectorFilters | None = None  # CLIP score, probes and dedup: passes of the selection engine
 
 
 def preflight(
@@ -57,6 +61,8 @@ def preflight(
     allow_empty_sources: bool = False,
     actor_gpus: float = 0.0,
     screen: ScreenPlan | None = None,
+    quality: QualityConfig | None = None,
+    dedup: DedupConfig | None = None,
 ) -> Plan:
     """Check everything that can be checked before work starts and plan the embedding job.
 
@@ -66,7 +72,8 @@ def preflight(
     A source whose storage fails (denied, unreachable, missing bucket) is a ``StorageAccessError`` naming its field.
     Loads no model: the fingerprint that keys the cache comes from the backbone's files, for the dtype workers
     with ``actor_gpus`` will run in. ``screen``: the filters the pool's shards are read through (their entries are
-    keyed by it; the robot sets' never are).
+    keyed by it; the robot sets' never are). ``quality``/``dedup``: the thresholds on cached vectors (a CLIP
+    score on a backbone without both towers, or a probe of another width, is refused here).
     """
     validate_backbone_spec(backbone_spec, storage)
     refuse_robot_data_in_pool(pool)
@@ -76,6 +83,8 @@ def preflight(
             scorer_config.estimator_uri, storage, expect_fingerprint=backbone.fingerprint, expect_dim=backbone.embed_dim
         )
     cache = EmbeddingCache(root=Location(cache_uri, storage), fingerprint=backbone.fingerprint)
+    parts = feature_parts(backbone.parts["kind"], backbone.parts["modality"], backbone.embed_dim)
+    filters = vector_filters(quality or QualityConfig(), dedup or DedupConfig(), parts, backbone.embed_dim, storage)
     listing = Quarantine(stage="list")
     shards: dict[str, list[CachedShard]] = {"pool": [], "robot": []}
     todo: list[ShardJob] = []
@@ -120,6 +129,7 @@ def preflight(
         todo=todo,
         listing_errors=listing.table(),
         screen=screen,
+        vector_filters=filters if filters.active else None,
     )
 
 
@@ -212,5 +222,5 @@ def score_select_write(
     one worker on a laptop, many on a cluster, the same bytes). Returns the sidecar."""
     return distributed_select.score_select_write(
         cache=plan.cache, pool=plan.pool, scorer=scorer, manifest_uri=uri, sidecar=sidecar, k=k, fraction=fraction,
-        selection=selection, per_source_cap=per_source_cap, options=options,
+        selection=selection, per_source_cap=per_source_cap, options=options, filters=plan.vector_filters,
     )
