@@ -26,6 +26,7 @@ from tasks.distributed_select import DistributedSelection
 from tasks.embed import Embed
 from tasks.executor import StepTimes, recording
 from tasks.filters.screen import ScreenPlan
+from tasks.funnel import screened_counts
 from tasks.sample_counts import check_error_rate, check_k_fits, count_errors, known_pool_size
 from tasks.select import resolve_k
 
@@ -59,6 +60,8 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
         allow_empty_sources=params.allow_empty_sources,
         actor_gpus=params.ray.actor_gpus,  # the workers' placement names the dtype, not this machine's GPU
         screen=screen,
+        quality=params.filters.quality,
+        dedup=params.filters.dedup,
     )
     print(
         f"run {run.id}: {len(plan.pool)} pool + {len(plan.robot)} robot shards, {len(plan.todo)} to embed "
@@ -126,6 +129,8 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
         errors_uri=errors_uri,
         reasons=reasons,
         embedding=embedding,
+        filters=params.filters.record(screen),
+        screened=screened_counts(errors, [s.name for s in params.pool]),
     )
     manifest_uri = run.path("manifest.parquet")
     progress.step("score")  # score, rank, select and write the manifest: one job of Ray tasks
@@ -163,6 +168,8 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
         mmd2=analysis.metrics["mmd2"] if analysis else {},
         embedding=embedding,
         timings=times.record(),
+        funnel=sidecar["funnel"],
+        filtered=sidecar["filtered"],
     )
     if params.mlflow.enabled:
         progress.step("mlflow")

@@ -13,6 +13,7 @@ from estimator.config import ScorerConfig
 from tasks.filters.blocklist import BlocklistSpec
 from tasks.filters.dedup import DedupConfig
 from tasks.filters.quality import QualityConfig
+from tasks.filters.screen import ScreenPlan
 from tasks.select import SelectionConfig
 
 
@@ -34,6 +35,14 @@ class FiltersConfig(Settings):
         "is quarantined as blocklist:NAME.")
     quality: QualityConfig = Field(default_factory=QualityConfig, description="Image and caption thresholds.")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Pool-wide exact and semantic dedup.")
+
+    def record(self, screen: ScreenPlan | None) -> dict[str, Any]:
+        """What the sidecar keeps of the filters: each list by name, kind, URI and entry count (never an entry),
+        the thresholds, dedup, and the screen key that the pool's cache entries carry."""
+        lists = [{"name": spec.name, "kind": spec.kind, "uri": spec.uri, "entries": len(entries)}
+                 for spec, entries in (screen.lists if screen else ())]
+        return {"blocklists": lists, "quality": self.quality.model_dump(mode="json"),
+                "dedup": self.dedup.model_dump(mode="json"), "screen_key": screen.key() if screen else None}
 
     @field_validator("blocklists")
     @classmethod
