@@ -132,9 +132,8 @@ def score_select_write(
 ) -> dict[str, Any]:
     """Score, rank and select the pool on the current Ray cluster and publish a partitioned manifest and its
     sidecar (returned; its ``k`` is the resolved K, its ``selection`` how the K were chosen). Raises ``ValueError``
-    for a K the pool cannot meet, or that caps, near-duplicate removal and ``filters`` leave it short of. A sample
-    the filters remove keeps its score and rank but is never selected; its removal is written with its stage and
-    reason under ``{manifest_uri}.removed`` and counted by source in the sidecar (``filtered``)."""
+    for a K the pool cannot meet, or that caps, near-duplicate removal and ``filters`` leave it short of. What the
+    filters remove keeps its score and rank, is never selected, and is recorded (``removed_uri``, ``filtered``)."""
     job = _Job(cache=cache, pool=pool, scratch=manifest_uri.rstrip("/") + ".scratch", manifest_uri=manifest_uri,
                selection=selection or SelectionConfig(), caps=dict(per_source_cap or {}),
                columns=scorer_columns(scorer), filters=filters)
@@ -160,12 +159,10 @@ def _run(job: _Job, scorer: Scorer, sidecar: dict[str, Any], *, k: int | None,
     files = [{"part": q, "first": first, "stop": min(first + spf, len(job.pool))}
              for q, first in enumerate(range(0, len(job.pool), spf))]
 
-    filtered = fp.Filtered({}, 0)
-    if job.filtering:
-        filtered = fp.run_filter_passes(run_pass, pool=job.pool, filters=job.filters, scratch=job.scratch,
-                                        storage=job.cache.root.storage, files=files, shards_per_file=spf,
-                                        options=options, removed_uri=job.removed_uri)
-        job = replace(job, groups=filtered.groups)
+    filtered = fp.run_filter_passes(run_pass, pool=job.pool, filters=job.filters, scratch=job.scratch,
+                                    storage=job.cache.root.storage, files=files, shards_per_file=spf, options=options,
+                                    removed_uri=job.removed_uri) if job.filtering else fp.Filtered({}, 0)
+    job = replace(job, groups=filtered.groups)
     hists = {order: np.zeros(sr.BINS, np.int64) for order in job.orders}
     for row in run_pass("score", partial(_score_file, job=job, scorer=scorer), files, options, name=_file_name):
         for order, (bins, counts) in row["hists"].items():
@@ -328,7 +325,7 @@ def _pick(row: dict, *, job: _Job, k: int, files: int, shards_per_file: int) -> 
     near-duplicate of a kept one, until ``k`` are kept; write the kept positions in pool order."""
     picker = Picker(k, caps=job.caps, dedup_threshold=job.selection.dedup_threshold)
     kept = [np.zeros(0, np.int64)]
-    removed = np.concatenate([_removed(job, q)["pos"] for q in range(files)]) if job.filtering else None
+    removed = fp.removed_positions(files, job.scratch, job.cache.root.storage, job.groups) if job.filtering else None
     for r in range(row["ranges"]):
         places = rec.read(_scratch(job, "ranks", job.chosen_by, f"range-{r:05d}.ranks"), rec.RANKS,
                           job.cache.root.storage)
@@ -353,10 +350,6 @@ def _pick(row: dict, *, job: _Job, k: int, files: int, shards_per_file: int) -> 
 def _vectors(job: _Job, positions: np.ndarray) -> np.ndarray:
     """The compared vectors of pool ``positions`` (in their order), reading only the row groups that hold them."""
     return fp.read_rows(job.pool, positions, job.columns)
-
-
-def _removed(job: _Job, part: int) -> np.ndarray:
-    return fp.file_removed(part, scratch=job.scratch, storage=job.cache.root.storage, groups=job.groups)
 
 
 def _file_places(job: _Job, order: str, part: int, ranges: int) -> np.ndarray:

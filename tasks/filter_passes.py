@@ -192,6 +192,12 @@ def file_removed(part: int, *, scratch: str, storage: StorageConfig | None, grou
     return out[np.argsort(out["pos"], kind="stable")]
 
 
+def removed_positions(files: int, scratch: str, storage: StorageConfig | None, groups: int) -> np.ndarray:
+    """Every removed pool position (what the pick pass skips: 8 bytes per removal, the pass's only pool-wide set)."""
+    return np.concatenate([file_removed(q, scratch=scratch, storage=storage, groups=groups)["pos"]
+                           for q in range(files)])
+
+
 def merge_counts(rows: list[dict]) -> dict[str, dict[str, int]]:
     """The passes' removal counts added up, by source and reason."""
     total: dict[str, Counter] = {}
