@@ -40,10 +40,21 @@ def publish_curation_artifacts(report: CurateReport, tracking_uri: str | None = 
                 "| source | pool | selected |",
                 "|---|---|---|",
                 *[f"| {r['source']} | {r['pool']} | {r['selected']} |" for r in rows],
+                *_funnel_markdown(report),
                 *_analysis_markdown(report, tracking_uri),
             ]
         ),
     )
+
+
+def _funnel_markdown(report: CurateReport) -> list[str]:
+    """Samples per source after each filter (blocklist, quality, dedup) and the selection."""
+    if not report.funnel:
+        return []
+    stages = ("pool", "after_blocklist", "after_quality", "after_dedup", "selected")
+    return ["", "Filters: samples after each stage", "", "| source | " + " | ".join(stages) + " |",
+            "|---" * (len(stages) + 1) + "|",
+            *[f"| {s} | " + " | ".join(str(c[k]) for k in stages) + " |" for s, c in sorted(report.funnel.items())]]
 
 
 def _shortcut_markdown(report: CurateReport) -> list[str]:

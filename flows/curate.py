@@ -26,6 +26,8 @@ from tasks.curation_record import CurateReport, build_sidecar, cache_entries, ml
 from tasks.distributed_select import DistributedSelection
 from tasks.embed import Embed
 from tasks.executor import Resources, StepTimes, recording
+from tasks.filters.screen import ScreenPlan
+from tasks.funnel import screened_counts
 from tasks.sample_counts import check_error_rate, check_k_fits, count_errors, known_pool_size
 from tasks.select import resolve_k
 
@@ -48,6 +50,7 @@ def curate(params: CurateParams) -> CurateReport:
 def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> CurateReport:
     storage = params.storage
     progress = CurationProgress(run.id)  # the bar and the step log lines on the run's page in the UI
+    screen = ScreenPlan.load(params.filters.blocklists, params.filters.quality, storage)  # lists read once, here
     plan = prefect_tasks.preflight_task(
         pool=params.pool,
         robot=params.robot,
@@ -57,6 +60,9 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
         storage=storage,
         allow_empty_sources=params.allow_empty_sources,
         actor_gpus=params.ray.actor_gpus,  # the workers' placement names the dtype, not this machine's GPU
+        screen=screen,
+        quality=params.filters.quality,
+        dedup=params.filters.dedup,
     )
     print(
         f"run {run.id}: {len(plan.pool)} pool + {len(plan.robot)} robot shards, {len(plan.todo)} to embed "
@@ -125,6 +131,8 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
         errors_uri=errors_uri,
         reasons=reasons,
         embedding=embedding,
+        filters=params.filters.record(screen),
+        screened=screened_counts(errors, [s.name for s in params.pool]),
     )
     manifest_uri = run.path("manifest.parquet")
     progress.step("score")  # score, rank, select and write the manifest: one job of Ray tasks
@@ -162,6 +170,8 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
         mmd2=analysis.metrics["mmd2"] if analysis else {},
         embedding=embedding,
         timings=times.record(),
+        funnel=sidecar["funnel"],
+        filtered=sidecar["filtered"],
     )
     if params.mlflow.enabled:
         progress.step("mlflow")

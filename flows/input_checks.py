@@ -1,19 +1,22 @@
 """The data-dependent checks a command runs on its inputs before Prefect, Ray or MLflow start: a source with no
-shard, a model path with no saved model, a manifest that cannot be read (a truncated file's footer), a robot set
-whose episodes leave nothing to train on. Each failure is the error the flow itself would raise later (the same
-functions, the same words, naming the field), raised within seconds, so the command prints one line and no
-traceback instead of failing after the imports and Prefect's start-up.
+shard, a blocklist that is missing or malformed, a model path with no saved model, a manifest that cannot be read
+(a truncated file's footer), a robot set whose episodes leave nothing to train on. Each failure is the error the
+flow itself would raise later (the same functions, the same words, naming the field), raised within seconds, so
+the command prints one line and no traceback instead of failing after the imports and Prefect's start-up.
 
 The flows keep their own checks: a deployment run from the UI never passes through here."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.read.lerobot import load_meta
 from core.settings import ConfigError, SourceSpec, StorageConfig
 from training.config import RobotDataConfig
+
+if TYPE_CHECKING:
+    from tasks.filters.blocklist import BlocklistSpec
 
 
 def check_curate(params: Any) -> None:
@@ -30,6 +33,18 @@ def check_curate(params: Any) -> None:
         allow_empty_sources=params.allow_empty_sources,
         actor_gpus=params.ray.actor_gpus,
     )
+    check_blocklists(params.filters.blocklists, params.storage)
+
+
+def check_blocklists(specs: list[BlocklistSpec], storage: StorageConfig | None) -> None:
+    """Every list reads and parses, so a missing file or a bad line fails now, not in the embedding job."""
+    from tasks.filters.blocklist import Blocklists
+
+    for index, spec in enumerate(specs):
+        try:
+            Blocklists.load([spec], storage)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"filters.blocklists.{index}.uri: {err}") from None
 
 
 def check_midtrain(params: Any) -> None:

@@ -10,6 +10,10 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from core.settings import MlflowConfig, Settings, SourceSpec, StorageConfig, absolute_uri
 from estimator.backbones.spec import BackboneSpec
 from estimator.config import ScorerConfig
+from tasks.filters.blocklist import BlocklistSpec
+from tasks.filters.dedup import DedupConfig
+from tasks.filters.quality import QualityConfig
+from tasks.filters.screen import ScreenPlan
 from tasks.select import SelectionConfig
 
 
@@ -20,6 +24,33 @@ def _retired_in_schema(schema: dict[str, Any]) -> None:
         "type": "boolean", "deprecated": True, "title": "Distributed selection (retired)",
         "description": "Retired and ignored: every run selects with the one selection engine.",
     }
+
+
+class FiltersConfig(Settings):
+    """What leaves the pool before selection; every filter is off by default, so a run without this section
+    curates exactly as before."""
+
+    blocklists: list[BlocklistSpec] = Field(
+        default_factory=list, description="Lists of hashes, URLs or domains; a sample on one is never embedded and "
+        "is quarantined as blocklist:NAME.")
+    quality: QualityConfig = Field(default_factory=QualityConfig, description="Image and caption thresholds.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Pool-wide exact and semantic dedup.")
+
+    def record(self, screen: ScreenPlan | None) -> dict[str, Any]:
+        """What the sidecar keeps of the filters: each list by name, kind, URI and entry count (never an entry),
+        the thresholds, dedup, and the screen key that the pool's cache entries carry."""
+        lists = [{"name": spec.name, "kind": spec.kind, "uri": spec.uri, "entries": len(entries)}
+                 for spec, entries in (screen.lists if screen else ())]
+        return {"blocklists": lists, "quality": self.quality.model_dump(mode="json"),
+                "dedup": self.dedup.model_dump(mode="json"), "screen_key": screen.key() if screen else None}
+
+    @field_validator("blocklists")
+    @classmethod
+    def _names_differ(cls, v: list[BlocklistSpec]) -> list[BlocklistSpec]:
+        names = [spec.name for spec in v]
+        if dup := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"blocklist names must be unique (each is a quarantine reason), repeated: {dup}")
+        return v
 
 
 class RayConfig(Settings):
@@ -126,6 +157,8 @@ class CurateParams(Settings):
         "collapse when it is busy (measured 15-40x slower); give the flow's process this many CPUs."
     )
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig, description="MLflow tracking of curation runs.")
+    filters: FiltersConfig = Field(
+        default_factory=FiltersConfig, description="Blocklists, quality thresholds and dedup applied to the pool.")
 
     @field_validator("output_uri", "cache_uri")
     @classmethod

@@ -168,9 +168,12 @@ class EmbeddingCache:
     root: Location
     fingerprint: str
 
-    def entry(self, spec: SourceSpec, shard_uri: str) -> CacheEntry:
-        """The entry for ``shard_uri`` read with ``spec``'s settings (raises FileNotFoundError for no shard)."""
-        raw = json.dumps([shard_identity(shard_uri, self.root.storage), read_settings(spec)], sort_keys=True)
+    def entry(self, spec: SourceSpec, shard_uri: str, screen: str | None = None) -> CacheEntry:
+        """The entry for ``shard_uri`` read with ``spec``'s settings and, when set, screened by the filters whose
+        key is ``screen`` (``tasks.filters.screen.ScreenPlan.key``: the lists' content and the thresholds). Raises
+        FileNotFoundError for no shard. Without a screen the key is what it always was, so old entries stay valid."""
+        key = [shard_identity(shard_uri, self.root.storage), read_settings(spec)] + ([screen] if screen else [])
+        raw = json.dumps(key, sort_keys=True)
         return CacheEntry(self.root.join(self.fingerprint, hashlib.sha256(raw.encode()).hexdigest()[:24]))
 
     def at(self, uri: str) -> CacheEntry:

@@ -28,6 +28,10 @@ from tasks.cache import CacheEntry, EmbeddingCache, EntryCounts, threaded
 from tasks.embed import Embed
 from tasks.embed_shards import EmbedSummary, ShardJob, cluster_embed_cpus, embed_shards
 from tasks.executor import Resources
+from tasks.filter_passes import VectorFilters, vector_filters
+from tasks.filters.dedup import DedupConfig
+from tasks.filters.quality import QualityConfig
+from tasks.filters.screen import ScreenPlan
 from tasks.progress import Progress
 from tasks.score import CachedShard, load_features
 from tasks.select import SelectionConfig
@@ -44,12 +48,16 @@ class Plan:
     robot: list[CachedShard]
     todo: list[ShardJob]
     listing_errors: pa.Table
+    screen: ScreenPlan | None = None  # blocklists and batch thresholds the pool's shards pass before the model
+    vector_filters: VectorFilters | None = None  # CLIP score, probes and dedup: passes of the selection engine
 
 
-def _look_up(cache: EmbeddingCache, spec: SourceSpec, shard_uri: str) -> tuple[CacheEntry | None, EntryCounts | None]:
-    """A shard's cache entry and its counts (None: not embedded yet); no entry for a shard that is gone."""
+def _look_up(cache: EmbeddingCache, spec: SourceSpec, screen_key: str | None,
+             shard_uri: str) -> tuple[CacheEntry | None, EntryCounts | None]:
+    """A shard's cache entry (screened by ``screen_key``'s filters) and its counts (None: not embedded yet); no
+    entry for a shard that is gone."""
     try:
-        entry = cache.entry(spec, shard_uri)
+        entry = cache.entry(spec, shard_uri, screen_key)
     except FileNotFoundError:
         return None, None
     return entry, entry.counts()
@@ -65,6 +73,9 @@ def preflight(
     storage: StorageConfig | None,
     allow_empty_sources: bool = False,
     actor_gpus: float = 0.0,
+    screen: ScreenPlan | None = None,
+    quality: QualityConfig | None = None,
+    dedup: DedupConfig | None = None,
 ) -> Plan:
     """Check everything that can be checked before work starts and plan the embedding job.
 
@@ -73,7 +84,9 @@ def preflight(
     backbone or dimension; a LeRobot dataset in the pool, or two sources over the same shards (naming the field).
     A source whose storage fails (denied, unreachable, missing bucket) is a ``StorageAccessError`` naming its field.
     Loads no model: the fingerprint that keys the cache comes from the backbone's files, for the dtype workers
-    with ``actor_gpus`` will run in.
+    with ``actor_gpus`` will run in. ``screen``: the filters the pool's shards are read through (their entries are
+    keyed by it; the robot sets' never are). ``quality``/``dedup``: the thresholds on cached vectors (a CLIP
+    score on a backbone without both towers, or a probe of another width, is refused here).
     """
     validate_backbone_spec(backbone_spec, storage)
     refuse_robot_data_in_pool(pool)
@@ -84,6 +97,8 @@ def preflight(
             expect_dim=backbone.embed_dim,
         )
     cache = EmbeddingCache(root=Location(cache_uri, storage), fingerprint=backbone.fingerprint)
+    parts = feature_parts(backbone.parts["kind"], backbone.parts["modality"], backbone.embed_dim)
+    filters = vector_filters(quality or QualityConfig(), dedup or DedupConfig(), parts, backbone.embed_dim, storage)
     listing = Quarantine(stage="list")
     shards: dict[str, list[CachedShard]] = {"pool": [], "robot": []}
     todo: list[ShardJob] = []
@@ -97,9 +112,11 @@ def preflight(
             except (OSError, BotoCoreError) as err:  # the storage's fault (the source's own is quarantined)
                 raise storage_error(err, setting=f"{role}.{index}.uri", uri=spec.uri) from None
             uris = listed[f"{role}.{index}.uri"]
+            screened = screen is not None and role == "pool"
+            look_up = partial(_look_up, cache, spec, screen.key() if screened else None)
             # 3-5 storage requests a shard (tests/tasks/test_driver_requests.py), each a round trip on S3: in
             # flight together, or the driver spends S x 5 x latency here (hours at 2B samples: bench capacity)
-            for shard_uri, (entry, counts) in zip(uris, threaded(partial(_look_up, cache, spec), uris), strict=True):
+            for shard_uri, (entry, counts) in zip(uris, threaded(look_up, uris), strict=True):
                 if entry is None:
                     listing.add(shard_uri=shard_uri, reason="unreadable_shard", detail="shard not found")
                     continue
@@ -107,7 +124,7 @@ def preflight(
                 shards[role].append(CachedShard(source=spec.name, shard_uri=shard_uri, shard=shard, entry=entry,
                                                 counts=counts))
                 if counts is None:
-                    todo.append(ShardJob(spec=spec, shard_uri=shard_uri, entry=entry))
+                    todo.append(ShardJob(spec=spec, shard_uri=shard_uri, entry=entry, screened=screened))
             if len(shards[role]) == found:
                 empty.append(f"{role}.{index}.uri: no readable shard at {spec.uri}")
     refuse_shared_shards(listed)
@@ -126,6 +143,8 @@ def preflight(
         robot=shards["robot"],
         todo=todo,
         listing_errors=listing.table(),
+        screen=screen,
+        vector_filters=filters if filters.active else None,
     )
 
 
@@ -184,6 +203,7 @@ def embed(
         prepare_cpus=cpus.prepare,
         read_batch=read_batch,
         dtype=dtype,
+        screen=plan.screen,
     )
 
 
@@ -221,5 +241,5 @@ def score_select_write(
     one worker on a laptop, many on a cluster, the same bytes). Returns the sidecar."""
     return distributed_select.score_select_write(
         cache=plan.cache, pool=plan.pool, scorer=scorer, manifest_uri=uri, sidecar=sidecar, k=k, fraction=fraction,
-        selection=selection, per_source_cap=per_source_cap, options=options,
+        selection=selection, per_source_cap=per_source_cap, options=options, filters=plan.vector_filters,
     )

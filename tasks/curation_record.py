@@ -40,6 +40,8 @@ class CurateReport(BaseModel):
     mmd2: dict[str, dict[str, float]] = {}
     embedding: dict[str, float] = {}  # this run's embedding job: samples/s, seconds per stage (empty: all cached)
     timings: dict[str, float] = {}  # wall seconds per step: embed_s, fit_s, score_s, select_s, manifest_s, report_s
+    funnel: dict[str, dict[str, int]] = {}  # per source: pool, after_blocklist, after_quality, after_dedup, selected
+    filtered: dict[str, dict[str, int]] = {}  # per source: removals by the vector filters (CLIP score, probes, dedup)
 
 
 def cache_entries(pool: list[CachedShard], robot: list[CachedShard]) -> dict[str, Any]:
@@ -69,8 +71,11 @@ def build_sidecar(
     errors_uri: str,
     reasons: list[str],
     embedding: dict[str, float] | None = None,
+    filters: dict[str, Any] | None = None,
+    screened: dict[str, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
-    """The manifest's sidecar before the writer adds counts and the content hash."""
+    """The manifest's sidecar before the writer adds counts and the content hash (``filters``: what the run
+    filtered with; ``screened``: samples per pool source the read-time filters removed, by reason)."""
     return {
         "run_id": run_id,
         "backbone": backbone.model_dump(mode="json"),
@@ -87,6 +92,8 @@ def build_sidecar(
         "errors_uri": errors_uri,
         "quarantined": dict(Counter(reasons)),
         "embedding": embedding or {},
+        "filters": filters or {},
+        "screened": screened or {},
     }
 
 
@@ -105,6 +112,7 @@ def mlflow_metrics(report: CurateReport) -> dict[str, float]:
     }
     metrics |= {f"embed_{name}": float(value) for name, value in report.embedding.items()}
     metrics |= {f"timing_{step}": seconds for step, seconds in report.timings.items()}
+    metrics |= {f"funnel_{source}_{stage}": n for source, c in report.funnel.items() for stage, n in c.items()}
     return metrics | {f"diversity_{name}": value for name, value in report.diversity.items()}
 
 

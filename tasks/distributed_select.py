@@ -21,6 +21,9 @@ arithmetic, ``tasks.select`` the selection rules):
    selection from its slice of every range (or of the kept positions); publish ``part-NNNNN.parquet`` and return
    counts and one digest per shard.
 
+With ``filters`` (``tasks.filter_passes``: CLIP score, probes, pool-wide dedup), their passes run first and publish
+the removals with their stage and reason; the pick pass skips what they removed.
+
 Scratch files are fixed-width records (``tasks.scratch_records``), so each (file, range) pair of the exchange is
 one exact ranged read.
 
@@ -38,7 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -50,11 +53,13 @@ from core.contracts import MANIFEST
 from core.manifest import hash_part, sidecar_uri
 from core.storage import filesystem, join, publish, publish_bytes
 from estimator.scorer import Scorer
+from tasks import filter_passes as fp
 from tasks import score_ranges as sr
 from tasks import scratch_records as rec
 from tasks.cache import EmbeddingCache, sample_ids, vectors
 from tasks.executor import Job, run
 from tasks.executor.on_ray import RayTasks
+from tasks.funnel import funnel
 from tasks.score import CachedShard, shard_manifest_rows
 from tasks.select import Picker, SelectionConfig, draw_keys, resolve_k
 
@@ -86,6 +91,8 @@ class _Job:
     selection: SelectionConfig
     caps: dict[str, int]
     columns: slice
+    filters: fp.VectorFilters | None = None  # CLIP score, probes, pool-wide dedup: passes before the score pass
+    groups: int = 0  # dedup tasks run (set once they have)
 
     @property
     def orders(self) -> tuple[str, ...]:
@@ -98,7 +105,15 @@ class _Job:
 
     @property
     def walks(self) -> bool:
-        return bool(self.caps) or self.selection.dedup_threshold is not None
+        return bool(self.caps) or self.selection.dedup_threshold is not None or self.filtering
+
+    @property
+    def filtering(self) -> bool:
+        return self.filters is not None and self.filters.active
+
+    @property
+    def removed_uri(self) -> str:  # the filters' removals: errors-contract rows, one file per manifest file
+        return self.manifest_uri.rstrip("/") + ".removed"
 
 
 def score_select_write(
@@ -113,13 +128,15 @@ def score_select_write(
     selection: SelectionConfig | None = None,
     per_source_cap: dict[str, int] | None = None,
     options: DistributedSelection = DistributedSelection(),
+    filters: fp.VectorFilters | None = None,
 ) -> dict[str, Any]:
     """Score, rank and select the pool on the current Ray cluster and publish a partitioned manifest and its
     sidecar (returned; its ``k`` is the resolved K, its ``selection`` how the K were chosen). Raises ``ValueError``
-    for a K the pool cannot meet, or that caps and near-duplicate removal leave it short of."""
+    for a K the pool cannot meet, or that caps, near-duplicate removal and ``filters`` leave it short of. What the
+    filters remove keeps its score and rank, is never selected, and is recorded (``removed_uri``, ``filtered``)."""
     job = _Job(cache=cache, pool=pool, scratch=manifest_uri.rstrip("/") + ".scratch", manifest_uri=manifest_uri,
                selection=selection or SelectionConfig(), caps=dict(per_source_cap or {}),
-               columns=scorer_columns(scorer))
+               columns=scorer_columns(scorer), filters=filters)
     _clear(job)
     try:
         return _run(job, scorer, sidecar, k=k, fraction=fraction, options=options)
@@ -142,12 +159,16 @@ def _run(job: _Job, scorer: Scorer, sidecar: dict[str, Any], *, k: int | None,
     files = [{"part": q, "first": first, "stop": min(first + spf, len(job.pool))}
              for q, first in enumerate(range(0, len(job.pool), spf))]
 
+    filtered = fp.run_filter_passes(run_pass, pool=job.pool, filters=job.filters, scratch=job.scratch,
+                                    storage=job.cache.root.storage, files=files, shards_per_file=spf, options=options,
+                                    removed_uri=job.removed_uri) if job.filtering else fp.Filtered({}, 0)
+    job = replace(job, groups=filtered.groups)
     hists = {order: np.zeros(sr.BINS, np.int64) for order in job.orders}
     for row in run_pass("score", partial(_score_file, job=job, scorer=scorer), files, options, name=_file_name):
         for order, (bins, counts) in row["hists"].items():
             np.add.at(hists[order], np.frombuffer(bins, np.int32), np.frombuffer(counts, np.int64))
     total = int(hists["score"].sum())
-    n = resolve_k(total, k=k, fraction=fraction)
+    n = resolve_k(total - filtered.total, k=k, fraction=fraction)  # of what the filters left
 
     ranges: dict[str, int] = {}
     for order in job.orders:
@@ -191,6 +212,9 @@ def _run(job: _Job, scorer: Scorer, sidecar: dict[str, Any], *, k: int | None,
         "content_hash": HASH_SCHEME,
         "files": [_part_name(q) for q in range(len(files))],
         "manifest_uri": job.manifest_uri,
+        "filtered": filtered.counts,
+        "funnel": funnel(per_source, sidecar.get("screened", {}), filtered.counts),
+        "removed_uri": job.removed_uri if job.filtering else None,
     }
     publish_bytes(sidecar_uri(job.manifest_uri), json.dumps(sidecar, indent=1, sort_keys=True).encode(),
                   job.cache.root.storage)
@@ -204,9 +228,10 @@ def _clear(job: _Job, *, manifest: bool = True) -> None:
     if fs.exists(scratch):
         fs.rm(scratch, recursive=True)
     if manifest:
-        _, root = filesystem(job.manifest_uri, job.cache.root.storage)
-        for stale in fs.glob(root.rstrip("/") + "/part-*.parquet"):
-            fs.rm(stale)
+        for uri in (job.manifest_uri, job.removed_uri):
+            _, root = filesystem(uri, job.cache.root.storage)
+            for stale in fs.glob(root.rstrip("/") + "/part-*.parquet"):
+                fs.rm(stale)
 
 
 def run_pass(step: str, work: Callable[[dict], dict], units: Sequence[dict], options: DistributedSelection, *,
@@ -290,15 +315,9 @@ def _rank_range(row: dict, *, job: _Job, files: int, shards_per_file: int) -> di
     ranks["pos"], ranks["rank"] = pos[by_pos], place[by_pos]
     name = f"range-{row['range']:05d}"
     rec.write(_scratch(job, "ranks", order, name + ".ranks"), ranks, storage)
-    rec.write(_scratch(job, "ranks", order, name + ".offsets"), _file_offsets(ranks["pos"], files, shards_per_file),
+    rec.write(_scratch(job, "ranks", order, name + ".offsets"), rec.file_offsets(ranks["pos"], files, shards_per_file),
               storage)
     return {"range": row["range"], "rows": len(key)}
-
-
-def _file_offsets(pos: np.ndarray, files: int, shards_per_file: int) -> np.ndarray:
-    """Where each manifest file's rows start in ``pos`` (sorted pool positions), and the end."""
-    firsts = np.arange(files + 1, dtype=np.int64) * shards_per_file << np.int64(32)
-    return np.searchsorted(pos, firsts).astype(rec.OFFSETS)
 
 
 def _pick(row: dict, *, job: _Job, k: int, files: int, shards_per_file: int) -> dict:
@@ -306,12 +325,15 @@ def _pick(row: dict, *, job: _Job, k: int, files: int, shards_per_file: int) -> 
     near-duplicate of a kept one, until ``k`` are kept; write the kept positions in pool order."""
     picker = Picker(k, caps=job.caps, dedup_threshold=job.selection.dedup_threshold)
     kept = [np.zeros(0, np.int64)]
+    removed = fp.removed_positions(files, job.scratch, job.cache.root.storage, job.groups) if job.filtering else None
     for r in range(row["ranges"]):
         places = rec.read(_scratch(job, "ranks", job.chosen_by, f"range-{r:05d}.ranks"), rec.RANKS,
                           job.cache.root.storage)
         candidates = places["pos"][np.argsort(places["rank"])]
         for start in range(0, len(candidates), CHUNK):
             chunk = candidates[start : start + CHUNK]
+            if removed is not None and not len(chunk := chunk[~np.isin(chunk, removed)]):
+                continue  # all removed by a filter: ranked, never chosen
             sources = [job.pool[i].source for i in (chunk >> np.int64(32)).tolist()]
             x = _vectors(job, chunk) if job.selection.dedup_threshold is not None else None
             kept.append(chunk[picker.offer(sources, x)])
@@ -321,21 +343,13 @@ def _pick(row: dict, *, job: _Job, k: int, files: int, shards_per_file: int) -> 
             break
     pos, storage = np.sort(np.concatenate(kept)), job.cache.root.storage
     rec.write(_scratch(job, "picked", "kept.pos"), pos.astype(rec.OFFSETS), storage)
-    rec.write(_scratch(job, "picked", "kept.offsets"), _file_offsets(pos, files, shards_per_file), storage)
+    rec.write(_scratch(job, "picked", "kept.offsets"), rec.file_offsets(pos, files, shards_per_file), storage)
     return {"duplicates": picker.duplicates, "error": None if picker.done else str(picker.shortfall())}
 
 
 def _vectors(job: _Job, positions: np.ndarray) -> np.ndarray:
     """The compared vectors of pool ``positions`` (in their order), reading only the row groups that hold them."""
-    shard_of, row_of = positions >> np.int64(32), positions & np.int64(0xFFFFFFFF)
-    out: np.ndarray | None = None
-    for s in np.unique(shard_of):
-        at = np.flatnonzero(shard_of == s)
-        rows, back = np.unique(row_of[at], return_inverse=True)
-        x = job.pool[int(s)].entry.read_vectors(rows)[:, job.columns]
-        out = np.empty((len(positions), x.shape[1]), np.float32) if out is None else out
-        out[at] = x[back]
-    return out if out is not None else np.zeros((0, 0), np.float32)
+    return fp.read_rows(job.pool, positions, job.columns)
 
 
 def _file_places(job: _Job, order: str, part: int, ranges: int) -> np.ndarray:
@@ -387,3 +401,4 @@ def _write_file(row: dict, *, job: _Job, k: int, ranges: dict[str, int]) -> dict
                 hash_part(digest, part)
                 digests.append(digest.digest())
     return {"part": row["part"], "digests": b"".join(digests), "per_source": json.dumps(per_source)}
+

@@ -37,6 +37,7 @@ from tasks.cache import CacheEntry, EmbeddingCache, EntryCounts, local_ids
 from tasks.embed import Embed
 from tasks.executor import Job, RetryPolicy, run
 from tasks.executor.on_ray import RayActors
+from tasks.filters.screen import ScreenPlan
 from tasks.prepare import RemotePrepare, in_order, start_workers
 
 SUMMARY = pa.schema(
@@ -63,6 +64,7 @@ class ShardJob:
     spec: SourceSpec
     shard_uri: str
     entry: CacheEntry  # where the shard's embeddings go
+    screened: bool = False  # a pool shard of a run with filters: blocklists and thresholds before the model
 
 
 @dataclass
@@ -156,6 +158,7 @@ class ShardEmbedder:
     prepare_cpus: float = 0.5
     prepare_depth: int = 2  # read batches being prepared ahead of the model
     wait_every: float = 2.0  # seconds between looks at a shard another run's worker is embedding
+    screen: ScreenPlan | None = None  # the filters screened jobs pass through (the cache key covers them)
 
     def setup(self) -> None:
         # two shards at once on the actor (``embed_shards``'s ``RayActors(calls=2)``): the next one reads and
@@ -164,6 +167,7 @@ class ShardEmbedder:
         # torch sizes its pool to the machine, Ray's OMP_NUM_THREADS rounds the actor's CPUs down: the model
         # computes on exactly the CPUs the actor was given (measured: 0.55 of a bare loop on one thread of two)
         set_torch_threads(threads_for(self.embed.resources.cpus))
+        self._screen = self.screen.build() if self.screen else None
         start_workers(self.embed.backbone.kind, cpus=self.prepare_cpus, n=self.prepare_depth)  # while it loads
         self.embed.setup()
         self.prepare = RemotePrepare(self.embed.model.preprocessor, cpus=self.prepare_cpus,
@@ -190,8 +194,15 @@ class ShardEmbedder:
         seconds: Counter = Counter()
         parts: list[pa.Table] = []
         image_bytes = 0
-        tables = _prefetched(read_shard(job.spec, job.shard_uri, quarantine=quarantine, storage=self.storage,
-                                        batch_size=self.read_batch), depth=2)
+        tables = read_shard(job.spec, job.shard_uri, quarantine=quarantine, storage=self.storage,
+                            batch_size=self.read_batch)
+        if job.screened:
+            if getattr(self, "_screen", None) is None:
+                raise RuntimeError(f"{job.shard_uri}: planned with filters, but this worker has no screen")
+            screen = self._screen
+            # on the reading thread, before any CPU task or the model sees a row: a removed sample goes no further
+            tables = (t for t in (screen.apply(t, quarantine) for t in tables) if t.num_rows)
+        tables = _prefetched(tables, depth=2)
         # one CPU task per read batch (read_batch samples), cut into forward passes of embed.batch_size inside it
         batches = in_order(map(_work, tables), self.prepare.submit, self.prepare.fetch, depth=self.prepare_depth,
                            seconds=seconds)
@@ -311,6 +322,7 @@ def embed_shards(
     dtype: str = "float16",
     retries: int = 2,
     calls: int = 2,
+    screen: ScreenPlan | None = None,
 ) -> EmbedSummary:
     """Embed every shard of ``jobs`` on the current Ray cluster; each worker writes its shards' cache entries.
 
@@ -325,7 +337,7 @@ def embed_shards(
         return EmbedSummary()
     free = _check_fits(embed, actors=actors, read_cpus=read_cpus, prepare_cpus=prepare_cpus)
     embedder = ShardEmbedder(embed=embed, cache=cache, storage=storage, read_batch=read_batch, dtype=dtype,
-                             prepare_cpus=prepare_cpus,
+                             prepare_cpus=prepare_cpus, screen=screen,
                              prepare_depth=prepare_depth(free, prepare_cpus=prepare_cpus, actors=actors * calls))
     pool = RayActors(actors=actors, cpus=embed.resources.cpus + read_cpus, gpus=embed.resources.gpus,
                      policy=RetryPolicy(retries=retries), calls=calls)

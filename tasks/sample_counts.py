@@ -21,6 +21,7 @@ from tasks.embed_shards import ShardJob
 from tasks.score import CachedShard
 
 SOURCE_REASONS = ("unreadable_source", "no_shards")  # rows about a whole source, set at listing
+FILTER_STAGES = ("blocklist", "quality", "dedup")  # removed by the run's filters on purpose: not bad input
 
 
 class ErrorRateExceeded(ValueError):
@@ -78,9 +79,11 @@ def count_errors(
     errors: pa.Table, usable: dict[str, int], source_of: dict[str, str], storage: StorageConfig | None
 ) -> ErrorCount:
     """Count ``errors`` in samples. ``usable`` maps every planned shard to its cached rows, ``source_of`` to its
-    source. A row with a ``sample_id`` is one sample; a row without is a shard (or source) lost whole."""
+    source. A row with a ``sample_id`` is one sample; a row without is a shard (or source) lost whole; a row of a
+    filter's stage (``FILTER_STAGES``) is not counted."""
     per_sample = errors.filter(pc.invert(pc.is_null(errors["sample_id"])))
     seen = Counter(usable) + Counter(per_sample["shard_uri"].to_pylist())
+    filtered = pc.is_in(per_sample["stage"], pa.array(FILTER_STAGES)).to_numpy(zero_copy_only=False)
     shard_rows = errors.filter(pc.is_null(errors["sample_id"]))
     # A source that listed nothing (allowed empty) held no sample of this run; only lost shards count.
     shard_rows = shard_rows.filter(pc.invert(pc.is_in(shard_rows["reason"], pa.array(SOURCE_REASONS))))
@@ -98,7 +101,9 @@ def count_errors(
             size = round(sum(sizes) / len(sizes)) if sizes else round(overall)
             estimated += max(size - seen[shard], 1)
         lost += max(size - seen[shard], 1)  # a shard lost whole counts at least one sample
-    return ErrorCount(usable=sum(usable.values()), quarantined=per_sample.num_rows, lost=lost, estimated=estimated)
+    # a filtered sample was read fine and removed on purpose: it is neither usable nor lost to the error rate
+    return ErrorCount(usable=sum(usable.values()), quarantined=per_sample.num_rows - int(filtered.sum()), lost=lost,
+                      estimated=estimated)
 
 
 def _distinct(rate: float, limit: float) -> tuple[str, str]:

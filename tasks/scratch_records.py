@@ -52,3 +52,9 @@ def run_slice(index: np.ndarray, low: int, high: int) -> tuple[int, int]:
     start = int(index["end"][above[-1]]) if len(above) else 0
     stop = int(index["end"][inside[-1]]) if len(inside) else 0
     return start, stop
+
+
+def file_offsets(pos: np.ndarray, files: int, shards_per_file: int) -> np.ndarray:
+    """Where each manifest file's rows start in ``pos`` (sorted pool positions), and the end."""
+    firsts = np.arange(files + 1, dtype=np.int64) * shards_per_file << np.int64(32)
+    return np.searchsorted(pos, firsts).astype(OFFSETS)

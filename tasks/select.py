@@ -118,7 +118,7 @@ class Picker:
         rules = " and ".join(r for r, on in (("per-source caps", self.caps),
                                               (f"near-duplicate removal (threshold {self.threshold})",
                                                self.threshold is not None)) if on)
-        return ValueError(f"{rules} leave only {self.kept} samples, fewer than k={self.n}")
+        return ValueError(f"{rules or 'the filters'} leave only {self.kept} samples, fewer than k={self.n}")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

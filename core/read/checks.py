@@ -38,12 +38,13 @@ class Quarantine:
     rows: list[dict] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
 
-    def add(self, *, shard_uri: str, reason: str, detail: str = "", sample_id: str | None = None) -> None:
+    def add(self, *, shard_uri: str, reason: str, detail: str = "", sample_id: str | None = None,
+            stage: str | None = None) -> None:
         self.rows.append(
             {
                 "sample_id": sample_id,
                 "shard_uri": shard_uri,
-                "stage": self.stage,
+                "stage": stage or self.stage,
                 "reason": reason,
                 "detail": detail[:500],
             }

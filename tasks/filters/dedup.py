@@ -43,12 +43,12 @@ def exact_copies(hashes: np.ndarray) -> np.ndarray:
     return first[inverse]
 
 
-def _unit(vectors: np.ndarray) -> np.ndarray:
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _cluster_duplicates(x: np.ndarray, threshold: float) -> np.ndarray:
+def cluster_duplicates(x: np.ndarray, threshold: float) -> np.ndarray:
     """Within one cluster ordered nearest-centre first: for each row, the earliest earlier row above
     ``threshold``, else -1."""
     n = len(x)
@@ -75,7 +75,7 @@ def find_duplicates(vectors: np.ndarray, config: DedupConfig, hashes: np.ndarray
         duplicate_of[copy], reason[copy] = first[copy], "dedup:exact"
     rest = np.flatnonzero(duplicate_of < 0)
     if len(rest) > 1:
-        x = _unit(vectors[rest])
+        x = unit_rows(vectors[rest])
         k = min(config.clusters or max(1, round((len(rest) / 4) ** 0.5)), len(rest))
         kmeans = faiss.Kmeans(x.shape[1], k, niter=20, seed=config.seed, spherical=True, verbose=False)
         kmeans.train(x)
@@ -83,7 +83,7 @@ def find_duplicates(vectors: np.ndarray, config: DedupConfig, hashes: np.ndarray
         for c in range(k):
             members = np.flatnonzero(label[:, 0] == c)
             members = members[np.lexsort((rest[members], distance[members, 0]))]  # nearest centre first, ties by row
-            of = _cluster_duplicates(x[members], config.threshold)
+            of = cluster_duplicates(x[members], config.threshold)
             dup = of >= 0
             rows = rest[members]
             duplicate_of[rows[dup]], reason[rows[dup]] = rows[of[dup]], "dedup:semantic"

@@ -5,15 +5,24 @@ A row records the list's name or the threshold only, never the content."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+from dataclasses import dataclass
 
 import pyarrow as pa
 from PIL import Image
 
 from core.read import Quarantine
-from tasks.filters.blocklist import Blocklists
+from core.settings import StorageConfig
+from core.storage import read_bytes
+from tasks.filters.blocklist import Blocklists, BlocklistSpec, parse_entries
 from tasks.filters.quality import QualityConfig, caption_reason, image_reason, image_stats
+
+# The thresholds judged on a read batch; the others (CLIP score, probes) read cached vectors, so changing them
+# never embeds again.
+BATCH_THRESHOLDS = ("min_side", "max_aspect", "min_sharpness", "min_caption_chars", "max_caption_chars",
+                    "min_letter_share")
 
 
 def _url(meta: str | None) -> str | None:
@@ -56,6 +65,45 @@ class Screen:
         ):
             reason = self.reason(image, text, meta)
             if reason is not None:
-                quarantine.add(shard_uri=shard_uri, reason=reason, sample_id=sample_id)
+                quarantine.add(shard_uri=shard_uri, reason=reason, sample_id=sample_id, stage=reason.split(":")[0])
             keep.append(reason is None)
         return table.filter(pa.array(keep, pa.bool_())) if not all(keep) else table
+
+
+@dataclass(frozen=True)
+class ScreenPlan:
+    """The screen a run applies, read once on the driver and shipped to the embedding workers as parsed entries, so
+    every worker screens with exactly the lists the cache key was made from."""
+
+    lists: tuple[tuple[BlocklistSpec, tuple[str, ...]], ...]
+    quality: QualityConfig
+
+    @classmethod
+    def load(cls, specs: list[BlocklistSpec], quality: QualityConfig,
+             storage: StorageConfig | None = None) -> ScreenPlan | None:
+        """Every list read and checked (``ValueError`` naming a missing or malformed one); None when no list and
+        no batch threshold is set, so a run without filters keys and embeds exactly as before."""
+        lists = []
+        for spec in specs:
+            try:
+                text = read_bytes(spec.uri, storage).decode()
+            except FileNotFoundError:
+                raise ValueError(f"blocklist {spec.name!r}: no file at {spec.uri}") from None
+            lists.append((spec, tuple(parse_entries(text, spec.kind, spec.name))))
+        plan = cls(tuple(lists), quality)
+        return plan if lists or any(plan.thresholds().values()) else None
+
+    def thresholds(self) -> dict:
+        return {name: getattr(self.quality, name) for name in BATCH_THRESHOLDS}
+
+    def key(self) -> str:
+        """What the screen changes in a cache entry: each list's name, kind, distance and a hash of its entries,
+        and the batch thresholds."""
+        lists = [[spec.name, spec.kind, spec.max_distance if spec.kind == "phash" else None,
+                  hashlib.sha256("\n".join(entries).encode()).hexdigest()] for spec, entries in self.lists]
+        raw = json.dumps({"blocklists": lists, "quality": self.thresholds()}, sort_keys=True)
+        return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+    def build(self) -> Screen:
+        """The screen itself (perceptual-hash indexes built here: once per worker)."""
+        return Screen(Blocklists([(spec, list(entries)) for spec, entries in self.lists]), self.quality)

@@ -21,6 +21,7 @@ from core.settings import SourceSpec, StorageConfig
 from core.storage import join, publish_bytes
 from tasks.progress import Progress
 from tasks.report import figures
+from tasks.report.funnel import filters_section
 from tasks.report.html import image, key_values, note, render_html, table
 from tasks.report.metrics import diversity, mmd_matrix
 from tasks.report.sample import load_sets
@@ -130,6 +131,16 @@ def build_report(
 
 
 
+def _filters_html(funnel: pd.DataFrame, pngs: dict[str, bytes]) -> str:
+    if funnel.empty:
+        return note("No filters were set: every sample read reached the selection.")
+    shown = image(pngs["filtered_examples"], "filtered examples") if "filtered_examples" in pngs else ""
+    return table(funnel) + note(
+        "Samples per source after each filter: blocklists, then the quality thresholds (image size, sharpness, "
+        "captions, CLIP score, probes), then pool-wide dedup, then the selection. Below, a few samples the quality "
+        "and dedup filters removed, with their reason; a blocklisted sample is never shown.") + shown
+
+
 def _build_report(
     manifest_uri: str,
     storage: StorageConfig | None,
@@ -200,6 +211,10 @@ def _build_report(
             samples = _examples(rows, pool_specs, storage)
             if samples:
                 pngs[name] = figures.thumbnails(samples, title)
+    funnel, filter_pngs = filters_section(sidecar, storage, pool_specs, examples=_examples,
+                                          thumbnails=figures.thumbnails, show=examples > 0)
+    pngs |= filter_pngs
+    metrics["funnel"] = sidecar.get("funnel") or {}
     progress.update()
     step(4)
 
@@ -249,6 +264,7 @@ def _build_report(
                 "the selected set, and the share of its own samples selected."
             ),
         ),
+        ("Filters", _filters_html(funnel, pngs)),
         (
             "Embedding",
             note("This run's embedding job, summed over the shards it embedded (seconds are worker time; "

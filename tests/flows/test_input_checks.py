@@ -80,6 +80,20 @@ def test_a_missing_backbone(inputs, tmp_path):
     one_line(*emt(tmp_path, "curate", config), "emt curate:", "no-model", "no such directory")
 
 
+def test_a_missing_blocklist(inputs, tmp_path):
+    config = curate_config(inputs, tmp_path)
+    config["filters"] = {"blocklists": [{"name": "csam", "uri": str(tmp_path / "nope.txt"), "kind": "sha256"}]}
+    one_line(*emt(tmp_path, "curate", config), "emt curate: filters.blocklists.0.uri: blocklist 'csam': no file at")
+
+
+def test_a_malformed_blocklist(inputs, tmp_path):
+    (tmp_path / "bad.txt").write_text("# digests\n" + "ab" * 32 + "\nnot-a-hash\n")
+    config = curate_config(inputs, tmp_path)
+    config["filters"] = {"blocklists": [{"name": "ok", "uri": str(tmp_path / "bad.txt"), "kind": "url"},
+                                        {"name": "bad", "uri": str(tmp_path / "bad.txt"), "kind": "sha256"}]}
+    one_line(*emt(tmp_path, "curate", config), "emt curate: filters.blocklists.1.uri: blocklist 'bad' line 3")
+
+
 def test_a_truncated_manifest(inputs, tmp_path):
     curated = Path(inputs["manifest"]).parent
     for path in curated.iterdir():  # the sidecar as it was; the manifest cut in half

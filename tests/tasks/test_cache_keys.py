@@ -13,6 +13,9 @@ from tasks.curation import Plan, gather_errors, preflight
 from tasks.embed import Embed
 from tasks.embed_shards import ShardEmbedder
 from tasks.executor import Job, Threads, run
+from tasks.filters.blocklist import BlocklistSpec
+from tasks.filters.quality import QualityConfig
+from tasks.filters.screen import ScreenPlan
 from tasks.score import shard_manifest_rows
 
 
@@ -100,3 +103,28 @@ def test_two_sources_over_the_same_shards_are_refused(local_corpus, backbone, tm
     twin = local_corpus.pool[0].model_copy(update={"name": "twin"})
     with pytest.raises(ValueError, match=r"pool\.1\.uri: resolves to shards that pool\.0\.uri already reads"):
         plan(local_corpus, backbone, str(tmp_path), pool=[local_corpus.pool[0], twin])
+
+
+def _screen(tmp_path, digest: str, **quality) -> ScreenPlan:
+    (tmp_path / f"{digest[:4]}.txt").write_text(digest + "\n")
+    return ScreenPlan.load([BlocklistSpec(name="known", uri=str(tmp_path / f"{digest[:4]}.txt"), kind="sha256")],
+                           QualityConfig(**quality))
+
+
+def test_filters_key_the_pool_entries_and_leave_the_robot_ones_and_a_run_without_them_as_before(
+        local_corpus, backbone, tmp_path):
+    cache = str(tmp_path / "cache")
+    bare = plan(local_corpus, backbone, cache)
+    spec, shard = local_corpus.pool[0], bare.pool[0].shard_uri
+    assert bare.pool[0].entry == bare.cache.entry(spec, shard)  # no filters: the key it always had
+    assert ScreenPlan.load([], QualityConfig(min_clip_score=0.2)) is None  # vector thresholds need no new key
+    screen = _screen(tmp_path, "ab" * 32, min_side=8)
+    filtered = preflight(pool=local_corpus.pool[:1], robot=local_corpus.robot[:1], backbone_spec=backbone,
+                         scorer_config=ScorerConfig(), cache_uri=cache, storage=None, screen=screen)
+    assert {s.entry for s in filtered.pool}.isdisjoint({s.entry for s in bare.pool})
+    assert [s.entry for s in filtered.robot] == [s.entry for s in bare.robot]
+    assert all(j.screened == (j.spec.name == spec.name) for j in filtered.todo)
+    keys = {screen.key(), _screen(tmp_path, "cd" * 32, min_side=8).key(), _screen(tmp_path, "ab" * 32).key(),
+            _screen(tmp_path, "ab" * 32, min_side=16).key()}
+    assert len(keys) == 4  # the list's content and every batch threshold change it
+    assert _screen(tmp_path, "ab" * 32, min_side=8, min_clip_score=0.3).key() == screen.key()

@@ -48,3 +48,12 @@ def test_k_larger_than_a_known_pool_is_refused():
         check_k_fits(30, k=31, fraction=None)
     check_k_fits(None, k=10**9, fraction=None)  # unknown size: checked after the read
     check_k_fits(30, k=30, fraction=None)
+
+
+def test_samples_the_filters_removed_are_no_errors():
+    rows = [{"shard_uri": "a", "sample_id": f"a/{i}", "stage": stage, "reason": f"{stage}:x"}
+            for i, stage in enumerate(["blocklist", "quality", "quality", "dedup"])]
+    errors = _errors(rows + [{"shard_uri": "a", "sample_id": "a/9", "reason": "undecodable_image"}])
+    count = count_errors(errors, {"a": 5}, {"a": "a"}, None)
+    assert (count.usable, count.quarantined, count.lost) == (5, 1, 0)
+    check_error_rate(count, 0.2, "out/errors.parquet")  # 1 of 6: the four removed on purpose do not count
