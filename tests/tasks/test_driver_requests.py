@@ -102,7 +102,7 @@ def test_the_preflight_makes_a_fixed_number_of_requests_per_shard(s3):
     def per_shard(uris: list[str]) -> float:
         mark = s3.log.mark()
         for uri in uris:
-            _look_up(cache, spec, uri)  # the preflight's lookup of one shard
+            _look_up(cache, spec, None, uri)  # the preflight's lookup of one shard
         return len(s3.log.since(mark)) / len(uris)
 
     uncached = per_shard(uris)
