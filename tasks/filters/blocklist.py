@@ -86,6 +86,15 @@ class Match:
         return f"blocklist:{self.name}"
 
 
+def read_list(spec: BlocklistSpec, storage: StorageConfig | None = None) -> list[str]:
+    """The entries of the list ``spec`` names (``ValueError`` naming a missing or malformed list)."""
+    try:
+        text = read_bytes(spec.uri, storage).decode()
+    except FileNotFoundError:
+        raise ValueError(f"blocklist {spec.name!r}: no file at {spec.uri}") from None
+    return parse_entries(text, spec.kind, spec.name)
+
+
 class Blocklists:
     """Every configured list, loaded once (per worker) and matched per sample."""
 
@@ -108,14 +117,7 @@ class Blocklists:
         names = [spec.name for spec in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"blocklist names must differ: {names}")
-        lists = []
-        for spec in specs:
-            try:
-                text = read_bytes(spec.uri, storage).decode()
-            except FileNotFoundError:
-                raise ValueError(f"blocklist {spec.name!r}: no file at {spec.uri}") from None
-            lists.append((spec, parse_entries(text, spec.kind, spec.name)))
-        return cls(lists)
+        return cls([(spec, read_list(spec, storage)) for spec in specs])
 
     @property
     def needs_pixels(self) -> bool:

@@ -15,8 +15,7 @@ from PIL import Image
 
 from core.read import Quarantine
 from core.settings import StorageConfig
-from core.storage import read_bytes
-from tasks.filters.blocklist import Blocklists, BlocklistSpec, parse_entries
+from tasks.filters.blocklist import Blocklists, BlocklistSpec, read_list
 from tasks.filters.quality import QualityConfig, caption_reason, image_reason, image_stats
 
 # The thresholds judged on a read batch; the others (CLIP score, probes) read cached vectors, so changing them
@@ -83,13 +82,7 @@ class ScreenPlan:
              storage: StorageConfig | None = None) -> ScreenPlan | None:
         """Every list read and checked (``ValueError`` naming a missing or malformed one); None when no list and
         no batch threshold is set, so a run without filters keys and embeds exactly as before."""
-        lists = []
-        for spec in specs:
-            try:
-                text = read_bytes(spec.uri, storage).decode()
-            except FileNotFoundError:
-                raise ValueError(f"blocklist {spec.name!r}: no file at {spec.uri}") from None
-            lists.append((spec, tuple(parse_entries(text, spec.kind, spec.name))))
+        lists = [(spec, tuple(read_list(spec, storage))) for spec in specs]
         plan = cls(tuple(lists), quality)
         return plan if lists or any(plan.thresholds().values()) else None
 
