@@ -20,6 +20,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
+def repeated(names: list[str]) -> list[str]:
+    """The names that occur more than once in ``names``, sorted (what a uniqueness check reports)."""
+    return sorted({n for n in names if names.count(n) > 1})
+
+
 def absolute_uri(uri: str) -> str:
     """A local path made absolute (a trailing ``/`` kept), so every URI a run records resolves from any working
     directory and in later training runs; a URI with a scheme (``s3://``, ``file://``) is kept as it is."""
@@ -163,8 +168,7 @@ class CorpusConfig(Settings):
     @field_validator("pool", "robot")
     @classmethod
     def _unique_names(cls, v: list[SourceSpec]) -> list[SourceSpec]:
-        names = [s.name for s in v]
-        if dup := sorted({n for n in names if names.count(n) > 1}):
+        if dup := repeated([s.name for s in v]):
             raise ValueError(f"source names must be unique, repeated: {dup}")
         return v
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from core.settings import MlflowConfig, Settings, SourceSpec, StorageConfig, absolute_uri
+from core.settings import MlflowConfig, Settings, SourceSpec, StorageConfig, absolute_uri, repeated
 from estimator.backbones.spec import BackboneSpec
 from estimator.config import ScorerConfig
 from tasks.filters.blocklist import BlocklistSpec
@@ -47,8 +47,7 @@ class FiltersConfig(Settings):
     @field_validator("blocklists")
     @classmethod
     def _names_differ(cls, v: list[BlocklistSpec]) -> list[BlocklistSpec]:
-        names = [spec.name for spec in v]
-        if dup := sorted({n for n in names if names.count(n) > 1}):
+        if dup := repeated([spec.name for spec in v]):
             raise ValueError(f"blocklist names must be unique (each is a quarantine reason), repeated: {dup}")
         return v
 
@@ -169,8 +168,7 @@ class CurateParams(Settings):
     def _check(self) -> CurateParams:
         if (self.k is None) == (self.fraction is None):
             raise ValueError(NEITHER if self.k is None else BOTH)
-        names = [s.name for s in self.pool] + [s.name for s in self.robot]
-        if dup := sorted({n for n in names if names.count(n) > 1}):
+        if dup := repeated([s.name for s in self.pool + self.robot]):
             raise ValueError(f"source names must be unique across pool and robot, repeated: {dup}")
         if self.per_source_cap and (unknown := sorted(set(self.per_source_cap) - {s.name for s in self.pool})):
             raise ValueError(f"per_source_cap names unknown pool sources: {unknown}")
