@@ -143,6 +143,9 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
             plan, scorer, manifest_uri, sidecar, k=params.k, fraction=params.fraction, selection=params.selection,
             per_source_cap=params.per_source_cap, options=options,
         )
+    if sidecar.get("dedup_unhashed"):
+        print(f"dedup: {sidecar['dedup_unhashed']} samples come from cache entries written before content hashes "
+              "were kept: they got semantic dedup only (delete those entries to have them hashed)")
     progress.step("report")
     with times.step("report"), cpu_threads(params.step_cpus):
         analysis = (
@@ -172,6 +175,7 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
         timings=times.record(),
         funnel=sidecar["funnel"],
         filtered=sidecar["filtered"],
+        dedup_unhashed=sidecar.get("dedup_unhashed", 0),
     )
     if params.mlflow.enabled:
         progress.step("mlflow")
