@@ -7,16 +7,19 @@ its stage and reason.
 1. **centroids** — one task fits spherical k-means on a seeded sample of the pool (``SAMPLE_ROWS`` at most).
 2. **filter** — one task per manifest file: the thresholds and probes on each shard's vectors, then each remaining
    row assigned to its nearest centroid; writes the file's removals (pos, reason) in pool order and its dedup
-   candidates (with their content hashes) sorted by cluster, with an index of where each cluster starts.
-3. **dedup** — one task per group of clusters: its clusters' slices of every file's candidates (exact ranged reads),
-   each cluster in walk order (nearest the centre first): exact copies (same content hash) of an earlier row go
-   first, then the rest is walked for near-duplicates (``cluster_duplicates``, in row blocks); writes its removals
-   in pool order with where each manifest file's rows start.
+   candidates (with their content hashes, and their unit vectors in float16) sorted by cluster, with an index of
+   where each cluster starts.
+3. **dedup** — one task per group of clusters: its clusters' slices of every file's candidates and vectors (exact
+   ranged reads; read from the cache instead, a cluster's members, spread over the whole pool, touched nearly every
+   row group once per cluster), each cluster in walk order (nearest the centre first): exact copies (same content
+   hash) of an earlier row go first, then the rest is walked for near-duplicates (``cluster_duplicates``, in row
+   blocks); writes its removals in pool order with where each manifest file's rows start.
 
 A cache entry written before content hashes were kept has none: its samples get semantic dedup only (an exact copy
 among them is still a near-duplicate, so it goes as ``dedup:semantic``), and the run counts them (``unhashed``).
 
-Memory: a filter task holds one file's vectors, a dedup task its clusters' vectors; the centroids are k x D.
+Memory: a filter task holds one file's vectors, a dedup task its clusters' vectors; the centroids are k x D. Scratch
+holds 2 x D + 25 bytes per candidate.
 """
 
 from __future__ import annotations
@@ -119,7 +122,7 @@ def filter_file(unit: dict, *, pool: list[CachedShard], filters: VectorFilters, 
                 storage: StorageConfig | None, centroids: np.ndarray | None) -> dict:
     """Pass 2: one manifest file's threshold and probe removals, and its dedup candidates by cluster."""
     removed, candidates = [np.zeros(0, REMOVED)], [np.zeros(0, CANDIDATE)]
-    index, unhashed = None, 0
+    index, unhashed, units = None, 0, []
     if centroids is not None:
         index = faiss.IndexFlatIP(centroids.shape[1])
         index.add(centroids)
@@ -137,7 +140,9 @@ def filter_file(unit: dict, *, pool: list[CachedShard], filters: VectorFilters, 
         part["pos"], part["code"] = pos[gone], code[gone]
         removed.append(part)
         if index is not None and (~gone).any():
-            sim, label = index.search(unit_rows(x[~gone][:, filters.dedup_columns]), 1)
+            kept = unit_rows(x[~gone][:, filters.dedup_columns])
+            sim, label = index.search(kept, 1)
+            units.append(kept.astype(np.float16))  # in [-1, 1]: float16 keeps ~3 digits, never overflows
             part = np.zeros(int((~gone).sum()), CANDIDATE)
             part["cluster"], part["sim"], part["pos"] = label[:, 0], sim[:, 0], pos[~gone]
             hashes = pool[s].entry.read_hashes()
@@ -151,9 +156,13 @@ def filter_file(unit: dict, *, pool: list[CachedShard], filters: VectorFilters, 
     rec.write(join(scratch, "filtered", name + ".removed"), out, storage)
     if index is not None:
         cand = np.concatenate(candidates)
-        cand = cand[np.argsort(cand["cluster"], kind="stable")]
+        order = np.argsort(cand["cluster"], kind="stable")
+        cand = cand[order]
         starts = np.searchsorted(cand["cluster"], np.arange(len(centroids) + 1)).astype(rec.OFFSETS)
         rec.write(join(scratch, "filtered", name + ".candidates"), cand, storage)
+        width = centroids.shape[1]
+        rec.write(join(scratch, "filtered", name + ".vectors"),
+                  np.concatenate([np.zeros((0, width), np.float16), *units])[order], storage)
         rec.write(join(scratch, "filtered", name + ".clusters"), starts, storage)
     return {"part": unit["part"], "removed": _counts(pool, out), "unhashed": unhashed}
 
@@ -162,16 +171,18 @@ def dedup_clusters(unit: dict, *, pool: list[CachedShard], filters: VectorFilter
                    storage: StorageConfig | None, files: int, shards_per_file: int) -> dict:
     """Pass 3: exact copies, then near-duplicates, within clusters [low, high); removals in pool order with
     per-file offsets."""
-    low, high, slices = unit["low"], unit["high"], []
+    low, high, slices, units = unit["low"], unit["high"], [], []
+    row = np.dtype((np.float16, (unit["width"],)))
     for q in range(files):
         base = join(scratch, "filtered", f"part-{q:05d}")
         start, stop = rec.read(base + ".clusters", rec.OFFSETS, storage, low, high + 1)[[0, -1]]
         slices.append(rec.read(base + ".candidates", CANDIDATE, storage, int(start), int(stop)))
-    cand = np.concatenate(slices)
+        units.append(rec.read(base + ".vectors", row, storage, int(start), int(stop)).reshape(-1, unit["width"]))
+    cand, vectors = np.concatenate(slices), np.concatenate(units)
     exact, semantic = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    for c in np.unique(cand["cluster"]):
-        members = cand[cand["cluster"] == c]
-        members = members[np.lexsort((members["pos"], -members["sim"]))]  # nearest the centre first, ties by pos
+    order = np.lexsort((cand["pos"], -cand["sim"], cand["cluster"]))  # by cluster, nearest the centre first, by pos
+    for at in np.split(order, np.flatnonzero(np.diff(cand["cluster"][order])) + 1):
+        members = cand[at]
         # Identical bytes embed to the same vector (up to the float noise of the batch each ran in), so the copies of
         # an image share their nearest centroid and meet here: the first in the walk order stays. (Where the dedup
         # columns hold text too, a copy with another caption may lie in another cluster; it is then no copy.)
@@ -181,7 +192,7 @@ def dedup_clusters(unit: dict, *, pool: list[CachedShard], filters: VectorFilter
         rest = members[~copy]
         if len(rest) < 2:
             continue
-        x = unit_rows(read_rows(pool, rest["pos"], filters.dedup_columns))
+        x = unit_rows(vectors[at[~copy]])
         semantic.append(rest["pos"][cluster_duplicates(x, filters.dedup.threshold) >= 0])
     exact_pos, semantic_pos = np.concatenate(exact), np.concatenate(semantic)
     out = np.empty(len(exact_pos) + len(semantic_pos), REMOVED)
@@ -258,7 +269,7 @@ def run_filter_passes(run_pass: Callable[..., list[dict]], *, pool: list[CachedS
     unhashed = sum(row["unhashed"] for row in rows)
     groups = []
     if centroids is not None:
-        groups = cluster_groups(len(centroids), len(files))
+        groups = [{**g, "width": centroids.shape[1]} for g in cluster_groups(len(centroids), len(files))]
         dedup = partial(dedup_clusters, pool=pool, filters=filters, scratch=scratch, storage=storage,
                         files=len(files), shards_per_file=shards_per_file)
         rows += run_pass("dedup", dedup, groups, options, name=lambda u: f"clusters {u['low']}-{u['high']}",
