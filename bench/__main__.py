@@ -12,6 +12,7 @@ BENCHES = {
     "recurate": "bench.recurate",
     "select": "bench.selection",
     "dselect": "bench.distributed_selection",
+    "dedup": "bench.dedup",
     "capacity": "bench.capacity",
     "quality": "bench.quality",
     "train": "bench.train_throughput",
