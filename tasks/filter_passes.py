@@ -18,8 +18,8 @@ its stage and reason.
 A cache entry written before content hashes were kept has none: its samples get semantic dedup only (an exact copy
 among them is still a near-duplicate, so it goes as ``dedup:semantic``), and the run counts them (``unhashed``).
 
-Memory: a filter task holds one file's vectors, a dedup task its clusters' vectors; the centroids are k x D. Scratch
-holds 2 x D + 25 bytes per candidate.
+Memory: a filter task holds one shard's vectors at a time and its file's candidates, a dedup task its clusters'
+candidates; the centroids are k x D. Scratch holds 2 x D + 25 bytes per candidate (``bench dedup``: 1M samples).
 """
 
 from __future__ import annotations
