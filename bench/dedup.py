@@ -42,6 +42,7 @@ OUT = Path("bench/out")
 DATA = Path("data/bench")
 RUNS = DATA / "dedup-runs"
 SOURCES = ("src0", "src1", "src2", "src3")
+FILTER_PASSES = ("dedup centroids", "filter", "dedup", "filter removals")  # the passes whose tasks are reported
 
 
 @dataclass(frozen=True)
@@ -138,8 +139,8 @@ def check(removed: pa.Table, planted: Planted, shard_size: int) -> dict[str, int
     out["distinct_removed"] = int((~paired).sum())
     exact_rows = planted.exact.ravel()
     out["exact_as_exact"] = int(((reasons == "dedup:exact") & np.isin(rows, exact_rows)).sum())
-    out["dedup:exact"], out["dedup:semantic"] = int((reasons == "dedup:exact").sum()), int(
-        (reasons == "dedup:semantic").sum())
+    for reason in ("dedup:exact", "dedup:semantic"):
+        out[reason] = int((reasons == reason).sum())
     return out
 
 
@@ -166,18 +167,18 @@ def bench_pool(pool: int, args: argparse.Namespace) -> dict:
         dedup_s, dedup_mb, sidecar = _peak_rss(lambda: job(dedup))
     finally:
         ds.run_pass = run_pass
-    removed = pq.read_table(sidecar["removed_uri"])
+    found = check(pq.read_table(sidecar["removed_uri"]), planted, args.shard_size)
+    if found["distinct_removed"] or found["near_both_removed"] or found["exact_both_removed"] or (
+            found["exact_as_exact"] != found["exact_planted"]):
+        raise RuntimeError(f"dedup removed what it should not have, or missed an exact copy: {found}")
     row = {"pool": pool, "clusters": clusters_for(pool, dedup.dedup), "files": len(sidecar["files"]),
            "plain_s": round(plain_s, 1), "dedup_s": round(dedup_s, 1), "dedup/plain": round(dedup_s / plain_s, 2),
            "driver_peak_mb_plain": round(plain_mb, 1), "driver_peak_mb_dedup": round(dedup_mb, 1),
-           **check(removed, planted, args.shard_size),
+           **found,
            **{f"{step} {key}": value for step, p in passes.items() if step in FILTER_PASSES
               for key, value in p.items()}}
     print(json.dumps(row), flush=True)
     return row
-
-
-FILTER_PASSES = ("dedup centroids", "filter", "dedup", "filter removals")
 
 
 def main(argv: list[str]) -> int:
