@@ -14,6 +14,7 @@ BENCHES = {
     "dselect": "bench.distributed_selection",
     "capacity": "bench.capacity",
     "quality": "bench.quality",
+    "filters": "bench.filters",
     "train": "bench.train_throughput",
     "train-memory": "bench.train_memory",
     "modes": "bench.update_modes",
