@@ -133,11 +133,14 @@ def demo_filters(root: str, info: CorpusInfo, synth: SynthConfig, storage: Stora
 
 
 def demo_curate_params(
-    root: str, storage: StorageConfig | None, synth: SynthConfig, k_fraction: float
+    root: str, storage: StorageConfig | None, synth: SynthConfig, k_fraction: float, *, filters: bool = True
 ) -> tuple[CurateParams, CorpusInfo]:
     """Generate the corpus (once per settings: the demo's own corpus is redone when they change), survey it, save
-    the tiny backbone: the curate parameters of the demo."""
-    info = generate_corpus(join(root, "corpus"), synth, storage, overwrite=True)
+    the tiny backbone: the curate parameters of the demo, with its filters unless ``filters`` is false. A corpus
+    with planted junk and one without live in folders of their own (``corpus``, ``corpus-clean``), so demos of
+    either kind under one root do not redo each other's."""
+    info = generate_corpus(join(root, "corpus" if synth.junk_rate else "corpus-clean"), synth, storage,
+                           overwrite=True)
     print(f"synthetic corpus at {info.root}")
     print_survey(CorpusConfig(storage=storage or StorageConfig(), pool=info.pool, robot=info.robot))
     model_uri = join(root, "models", "tiny-open_clip")
@@ -152,7 +155,7 @@ def demo_curate_params(
         fraction=k_fraction,
         output_uri=join(root, "runs"),
         mlflow=demo_mlflow(),
-        filters=demo_filters(root, info, synth, storage),
+        filters=demo_filters(root, info, synth, storage) if filters else FiltersConfig(),
     )
     return params, info
 
