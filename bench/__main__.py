@@ -15,6 +15,7 @@ BENCHES = {
     "dedup": "bench.dedup",
     "capacity": "bench.capacity",
     "quality": "bench.quality",
+    "filters": "bench.filters",
     "train": "bench.train_throughput",
     "train-memory": "bench.train_memory",
     "modes": "bench.update_modes",
