@@ -137,10 +137,10 @@ def modified(where: str | Location, storage: StorageConfig | None = None) -> flo
     return float(value) if isinstance(value, int | float) else None
 
 
-def _shard_problem(shard_uri: str, storage: StorageConfig | None, written: float | None) -> tuple[str, str] | None:
+def _shard_problem(shard: Location, written: float | None) -> tuple[str, str] | None:
     """(reason, detail) when the shard is gone or was rewritten after the manifest (``written``), else None."""
     try:
-        changed = modified(shard_uri, storage)
+        changed = modified(shard)
     except FileNotFoundError as err:
         return "missing_shard", f"not found: {err}"
     if written is not None and changed is not None and changed > written:
@@ -153,13 +153,13 @@ def read_samples(
     shard_uri: str,
     rows: pa.Table,
     *,
-    storage: StorageConfig | None = None,
     batch_size: int = 256,
     quarantine: Quarantine,
     written: float | None = None,
 ) -> Iterator[pa.Table]:
-    """The samples of one shard that the manifest ``rows`` name, with their ``score`` and ``rank``, in shard order:
-    range reads at the rows' locations when every row has one, else the whole shard read and filtered.
+    """The samples of one shard of ``spec`` (reached with its storage) that the manifest ``rows`` name, with their
+    ``score`` and ``rank``, in shard order: range reads at the rows' locations when every row has one, else the
+    whole shard read and filtered.
 
     Every named sample is either yielded or has a row in ``quarantine``: ``missing_shard`` (the shard is gone),
     ``changed_shard`` (modified after ``written``, the manifest's time, or no longer holding the sample), or the
@@ -171,13 +171,13 @@ def read_samples(
             strict=True,
         )
     )
-    problem = _shard_problem(shard_uri, storage, written)
+    problem = _shard_problem(Location(shard_uri, spec.storage), written)
     before, accounted = len(quarantine.rows), set()
     if problem is None:
         if located(spec, rows):
-            tables = read_located(spec, shard_uri, rows, quarantine=quarantine, storage=storage, batch_size=batch_size)
+            tables = read_located(spec, shard_uri, rows, quarantine=quarantine, batch_size=batch_size)
         else:
-            tables = read_shard(spec, shard_uri, quarantine=quarantine, storage=storage, batch_size=batch_size)
+            tables = read_shard(spec, shard_uri, quarantine=quarantine, batch_size=batch_size)
         try:
             for table in tables:
                 table = table.filter(pc.is_in(table["sample_id"], pa.array(list(wanted)))).drop_columns(LOCATION_NAMES)
@@ -200,8 +200,9 @@ def read_samples(
 
 
 def pool_specs(manifest: str | Location, storage: StorageConfig | None = None) -> dict[str, SourceSpec]:
-    """The run's pool sources by name, from the sidecar."""
-    return {s["name"]: SourceSpec.model_validate(s) for s in read_sidecar(manifest, storage)["pool"]}
+    """The run's pool sources by name, from the sidecar, reached with the manifest's storage settings."""
+    where = Location.of(manifest, storage)
+    return {s["name"]: SourceSpec.model_validate(s).bind(where.storage) for s in read_sidecar(where)["pool"]}
 
 
 def iter_selected(
@@ -227,5 +228,4 @@ def iter_selected(
     for shard_uri in sorted(pc.unique(chosen["shard_uri"]).to_pylist()):
         rows = chosen.filter(pc.equal(chosen["shard_uri"], shard_uri))
         spec = specs[rows["source"][0].as_py()]
-        yield from read_samples(spec, shard_uri, rows, storage=where.storage, batch_size=batch_size,
-                                quarantine=quarantine, written=written)
+        yield from read_samples(spec, shard_uri, rows, batch_size=batch_size, quarantine=quarantine, written=written)

@@ -84,7 +84,6 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
             embedded = prefect_tasks.embed_task(
                 plan,
                 embed_stage=stage,
-                storage=storage,
                 actors=params.ray.embed_actors,
                 actor_cpus=params.ray.actor_cpus,
                 read_cpus=params.ray.read_cpus,

@@ -109,7 +109,7 @@ def _fetch(job: OutputShard, rows: pa.Table, quarantine: Quarantine) -> dict[str
     for shard_uri in pc.unique(rows["shard_uri"]).to_pylist():
         part = rows.filter(pc.equal(rows["shard_uri"], shard_uri))
         spec = job.specs[part["source"][0].as_py()]
-        for table in read_samples(spec, shard_uri, part, storage=job.storage, quarantine=quarantine):
+        for table in read_samples(spec, shard_uri, part, quarantine=quarantine):
             for sample in table.select(["sample_id", "image", "text", "meta"]).to_pylist():
                 found[sample["sample_id"]] = sample
     return found
