@@ -26,7 +26,7 @@ def midtrain(params: MidtrainParams) -> TrainingReport:
 
 def _midtrain(params: MidtrainParams, run: Run[TrainingReport]) -> TrainingReport:
     storage = params.storage
-    selected = check_manifest_uri(params.manifest_uri, storage)
+    selected = check_manifest_uri(params.manifest)
     check_model(params.model, storage)
     tracking_uri = params.mlflow.resolved_uri()
     curation = upstream_run(
@@ -57,5 +57,5 @@ def _midtrain(params: MidtrainParams, run: Run[TrainingReport]) -> TrainingRepor
         config=config,
         tags=tags,
         parent_run_id=curation,
-        log_inputs=lambda tracker: log_manifest_input(tracker, params.manifest_uri, storage),
+        log_inputs=lambda tracker: log_manifest_input(tracker, params.manifest),
     )

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from core.location import Location
 from core.settings import (
     MlflowConfig,
     Settings,
@@ -191,5 +192,7 @@ class CurateParams(Settings):
         so a finished run asked for again with other *result* parameters is refused rather than returned."""
         return self.model_dump(mode="json", exclude={"storage", "ray", "mlflow"})
 
-    def resolved_cache_uri(self) -> str:
-        return self.cache_uri or self.output_uri.rstrip("/") + "/embeddings"
+    @property
+    def cache(self) -> Location:
+        """The embedding cache: ``cache_uri``, else OUTPUT_URI/embeddings, on this run's storage."""
+        return Location(self.cache_uri or self.output_uri.rstrip("/") + "/embeddings", self.storage)

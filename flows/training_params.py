@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
+from core.location import Location
 from core.settings import MlflowConfig, Settings, StorageConfig
 from flows.params import CurateParams
 from training.config import ChatDataConfig, ClosedLoopConfig, RobotDataConfig, TrainConfig, VLAHeadConfig
@@ -81,6 +82,10 @@ class MidtrainParams(MidtrainStage):
     curation_run_id: str | None = Field(
         None, description="MLflow run id of the curation that wrote the manifest; None = found by its URI."
     )
+
+    @property
+    def manifest(self) -> Location:
+        return Location(self.manifest_uri, self.storage)
 
 
 class FinetuneStage(TrainingStage):

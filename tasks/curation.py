@@ -69,7 +69,7 @@ def preflight(
     robot: list[SourceSpec],
     backbone_spec: BackboneSpec,
     scorer_config: ScorerConfig,
-    cache_uri: str,
+    cache_at: Location,
     storage: StorageConfig | None,
     allow_empty_sources: bool = False,
     actor_gpus: float = 0.0,
@@ -96,7 +96,7 @@ def preflight(
             Location(scorer_config.estimator_uri, storage), expect_fingerprint=backbone.fingerprint,
             expect_dim=backbone.embed_dim,
         )
-    cache = EmbeddingCache(root=Location(cache_uri, storage), fingerprint=backbone.fingerprint)
+    cache = EmbeddingCache(root=cache_at, fingerprint=backbone.fingerprint)
     parts = feature_parts(backbone.parts["kind"], backbone.parts["modality"], backbone.embed_dim)
     filters = vector_filters(quality or QualityConfig(), dedup or DedupConfig(), parts, backbone.embed_dim, storage)
     listing = Quarantine(stage="list")
