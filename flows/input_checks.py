@@ -67,7 +67,7 @@ def check_finetune(params: Any, *, model: bool = True) -> None:
 
 
 def check_pipeline(params: Any) -> None:
-    """Each stage's inputs that exist before the run: curation's, the VLM to mid-train, the robot datasets."""
+    """Each step's inputs that exist before the run: curation's, the VLM to mid-train, the robot datasets."""
     from tasks.training_run import check_model
 
     check_curate(params.curate)

@@ -8,8 +8,8 @@ from prefect import flow
 
 from flows.artifacts import publish_training_artifacts
 from flows.run import Run
+from flows.training import train_and_register, train_config
 from flows.training_params import MidtrainParams
-from flows.training_stage import train_config, train_stage
 from tasks.training_run import TrainingReport, check_manifest_uri, check_model, upstream_run
 from training.config import MidtrainConfig
 from training.tracking import PARENT, log_manifest_input
@@ -49,7 +49,7 @@ def _midtrain(params: MidtrainParams, run: Run[TrainingReport]) -> TrainingRepor
     tags = {"manifest_uri": params.manifest_uri, "lineage.manifest_uri": params.manifest_uri}
     if curation:
         tags |= {PARENT: curation, "lineage.curation_run_id": curation}
-    return train_stage(
+    return train_and_register(
         kind="midtrain",
         params=params,
         registered_model=params.registered_model,

@@ -1,4 +1,4 @@
-"""The training stages as units of work for the flows: check a run's parameters before anything starts, report
+"""The training steps as units of work for the flows: check a run's parameters before anything starts, report
 progress while it trains, and what the run returns and stores (``TrainingReport``).
 
 Parameter-level checks live here (does the manifest, the model, the upstream MLflow run exist?); the recipes
