@@ -38,7 +38,7 @@ __all__ = ["CurateReport", "curate"]
 def curate(params: CurateParams) -> CurateReport:
     """Curate the pool against the robot data and publish the manifest under OUTPUT_URI/RUN_ID/."""
     # the cache is checked writable with the output, before any work, not after the embedding
-    run = Run(params, CurateReport, writable={"cache_uri": params.resolved_cache_uri()})
+    run = Run(params, CurateReport, writable={"cache_uri": params.cache.uri})
 
     def steps() -> CurateReport:
         with recording() as times:  # every step's wall time, in the report and MLflow
@@ -56,7 +56,7 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
         robot=params.robot,
         backbone_spec=params.backbone,
         scorer_config=params.scorer,
-        cache_uri=params.resolved_cache_uri(),
+        cache_at=params.cache,
         storage=storage,
         allow_empty_sources=params.allow_empty_sources,
         actor_gpus=params.ray.actor_gpus,  # the workers' placement names the dtype, not this machine's GPU
@@ -84,7 +84,6 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
             embedded = prefect_tasks.embed_task(
                 plan,
                 embed_stage=stage,
-                storage=storage,
                 actors=params.ray.embed_actors,
                 actor_cpus=params.ray.actor_cpus,
                 read_cpus=params.ray.read_cpus,

@@ -57,7 +57,7 @@ def print_survey(corpus: CorpusConfig) -> pd.DataFrame:
     rows = []
     for role, specs in (("pool", corpus.pool), ("robot", corpus.robot)):
         for spec in specs:
-            s = survey_source(spec, storage=corpus.storage, quarantine=quarantine)
+            s = survey_source(spec, quarantine=quarantine)
             rows.append(
                 {
                     "role": role,

@@ -69,7 +69,7 @@ def preflight(
     robot: list[SourceSpec],
     backbone_spec: BackboneSpec,
     scorer_config: ScorerConfig,
-    cache_uri: str,
+    cache_at: Location,
     storage: StorageConfig | None,
     allow_empty_sources: bool = False,
     actor_gpus: float = 0.0,
@@ -96,7 +96,7 @@ def preflight(
             Location(scorer_config.estimator_uri, storage), expect_fingerprint=backbone.fingerprint,
             expect_dim=backbone.embed_dim,
         )
-    cache = EmbeddingCache(root=Location(cache_uri, storage), fingerprint=backbone.fingerprint)
+    cache = EmbeddingCache(root=cache_at, fingerprint=backbone.fingerprint)
     parts = feature_parts(backbone.parts["kind"], backbone.parts["modality"], backbone.embed_dim)
     filters = vector_filters(quality or QualityConfig(), dedup or DedupConfig(), parts, backbone.embed_dim, storage)
     listing = Quarantine(stage="list")
@@ -108,7 +108,7 @@ def preflight(
         for index, spec in enumerate(specs):
             found = len(shards[role])
             try:
-                listed[f"{role}.{index}.uri"] = list_shards_or_quarantine(spec, storage, listing)
+                listed[f"{role}.{index}.uri"] = list_shards_or_quarantine(spec, listing)
             except (OSError, BotoCoreError) as err:  # the storage's fault (the source's own is quarantined)
                 raise storage_error(err, setting=f"{role}.{index}.uri", uri=spec.uri) from None
             uris = listed[f"{role}.{index}.uri"]
@@ -181,7 +181,6 @@ def embed(
     plan: Plan,
     *,
     embed_stage: Embed,
-    storage: StorageConfig | None,
     actors: int,
     actor_cpus: float | None,
     read_cpus: float | None,
@@ -197,7 +196,6 @@ def embed(
         plan.todo,
         embed=replace(embed_stage, resources=Resources(cpus=cpus.actor, gpus=embed_stage.resources.gpus)),
         cache=plan.cache,
-        storage=storage,
         actors=actors,
         read_cpus=cpus.read,
         prepare_cpus=cpus.prepare,

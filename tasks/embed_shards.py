@@ -31,7 +31,7 @@ import ray
 from core.contracts import ERRORS
 from core.lease import LeaseHeld
 from core.read import Quarantine, read_shard
-from core.settings import SourceSpec, StorageConfig
+from core.settings import SourceSpec
 from estimator.threads import set_torch_threads, threads_for
 from tasks.cache import CacheEntry, EmbeddingCache, EntryCounts, local_ids
 from tasks.embed import Embed
@@ -152,7 +152,6 @@ class ShardEmbedder:
 
     embed: Embed
     cache: EmbeddingCache
-    storage: StorageConfig | None = None
     read_batch: int = 256
     dtype: str = "float16"
     prepare_cpus: float = 0.5
@@ -194,8 +193,7 @@ class ShardEmbedder:
         seconds: Counter = Counter()
         parts: list[pa.Table] = []
         image_bytes = 0
-        tables = read_shard(job.spec, job.shard_uri, quarantine=quarantine, storage=self.storage,
-                            batch_size=self.read_batch)
+        tables = read_shard(job.spec, job.shard_uri, quarantine=quarantine, batch_size=self.read_batch)
         if job.screened:
             if getattr(self, "_screen", None) is None:
                 raise RuntimeError(f"{job.shard_uri}: planned with filters, but this worker has no screen")
@@ -314,7 +312,6 @@ def embed_shards(
     *,
     embed: Embed,
     cache: EmbeddingCache,
-    storage: StorageConfig | None = None,
     actors: int = 1,
     read_cpus: float = 0.5,
     prepare_cpus: float = 0.5,
@@ -336,7 +333,7 @@ def embed_shards(
     if not jobs:
         return EmbedSummary()
     free = _check_fits(embed, actors=actors, read_cpus=read_cpus, prepare_cpus=prepare_cpus)
-    embedder = ShardEmbedder(embed=embed, cache=cache, storage=storage, read_batch=read_batch, dtype=dtype,
+    embedder = ShardEmbedder(embed=embed, cache=cache, read_batch=read_batch, dtype=dtype,
                              prepare_cpus=prepare_cpus, screen=screen,
                              prepare_depth=prepare_depth(free, prepare_cpus=prepare_cpus, actors=actors * calls))
     pool = RayActors(actors=actors, cpus=embed.resources.cpus + read_cpus, gpus=embed.resources.gpus,
