@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -27,18 +26,17 @@ import torch
 
 import tasks.distributed_select as ds
 from bench.distributed_selection import _peak_rss
+from bench.selection import engine_parser, run_pools
 from core.contracts import ERRORS
 from core.location import Location
 from core.storage import exists, publish_bytes
 from estimator.probe import ProximityEstimator
-from flows.runtime import local_ray, ray_temp_dir
 from tasks.cache import EmbeddingCache
 from tasks.distributed_select import DistributedSelection, score_select_write
 from tasks.filter_passes import VectorFilters, clusters_for
 from tasks.filters.dedup import DedupConfig
 from tasks.score import CachedShard
 
-OUT = Path("bench/out")
 DATA = Path("data/bench")
 RUNS = DATA / "dedup-runs"
 SOURCES = ("src0", "src1", "src2", "src3")
@@ -182,22 +180,9 @@ def bench_pool(pool: int, args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench dedup")
-    ap.add_argument("--pools", default="100000,1000000", help="comma-separated pool sizes")
-    ap.add_argument("--dim", type=int, default=512, help="vector width (ViT-B-32 image tower: 512)")
-    ap.add_argument("--shard-size", type=int, default=10_000)
+    ap = engine_parser("dedup")
     ap.add_argument("--near", type=float, default=0.10, help="share of rows that are noisy copies of another")
     ap.add_argument("--exact", type=float, default=0.02, help="share of rows that are exact copies of another")
     ap.add_argument("--noise", type=float, default=0.1, help="a noisy copy's noise, per unit of the vector's scale")
     ap.add_argument("--threshold", type=float, default=0.95, help="dedup's cosine threshold")
-    ap.add_argument("--shards-per-file", type=int, default=8, help="pool shards per manifest file / task")
-    ap.add_argument("--workers", type=int, default=2, help="tasks at once")
-    ap.add_argument("--cpus", type=float, default=1.0, help="CPUs per task")
-    ap.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
-    args = ap.parse_args(argv)
-    with local_ray(temp_dir=ray_temp_dir(), num_cpus=args.num_cpus):
-        rows = [bench_pool(int(p), args) for p in args.pools.split(",")]
-    print("\n" + pd.DataFrame(rows).T.to_string())
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "dedup.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-    return 0
+    return run_pools(ap.parse_args(argv), lambda p, a: [bench_pool(p, a)], "dedup", transpose=True)

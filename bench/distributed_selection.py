@@ -18,17 +18,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pandas as pd
 import psutil
 import torch
 
-from bench.selection import synthetic_cache
+from bench.selection import engine_parser, run_pools, synthetic_cache
 from estimator.probe import ProximityEstimator
-from flows.runtime import local_ray, ray_temp_dir
 from tasks.cache import CacheEntry
 from tasks.distributed_select import DistributedSelection, run_pass, score_select_write
 
-OUT = Path("bench/out")
 RUNS = Path("data/bench/distributed-select-runs")
 
 
@@ -91,18 +88,5 @@ def bench_pool(pool: int, args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench dselect")
-    ap.add_argument("--pools", default="100000,1000000", help="comma-separated pool sizes")
-    ap.add_argument("--dim", type=int, default=512, help="vector width (ViT-B-32 image tower: 512)")
-    ap.add_argument("--shard-size", type=int, default=10_000)
-    ap.add_argument("--shards-per-file", type=int, default=8, help="pool shards per manifest file / task")
-    ap.add_argument("--workers", type=int, default=2, help="tasks at once")
-    ap.add_argument("--cpus", type=float, default=1.0, help="CPUs per task")
-    ap.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
-    args = ap.parse_args(argv)
-    with local_ray(temp_dir=ray_temp_dir(), num_cpus=args.num_cpus):
-        rows = [bench_pool(int(p), args) for p in args.pools.split(",")]
-    print("\n" + pd.DataFrame(rows).to_string(index=False))
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "distributed_selection.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-    return 0
+    args = engine_parser("dselect").parse_args(argv)
+    return run_pools(args, lambda p, a: [bench_pool(p, a)], "distributed_selection")

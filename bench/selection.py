@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -92,8 +93,9 @@ def bench_pool(pool: int, args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench select")
+def engine_parser(prog: str) -> argparse.ArgumentParser:
+    """The options every engine bench shares: pool sizes, the synthetic cache's shape, the tasks and the local Ray."""
+    ap = argparse.ArgumentParser(prog=f"python -m bench {prog}")
     ap.add_argument("--pools", default="100000,1000000", help="comma-separated pool sizes")
     ap.add_argument("--dim", type=int, default=512, help="vector width (ViT-B-32 image tower: 512)")
     ap.add_argument("--shard-size", type=int, default=10_000)
@@ -101,10 +103,20 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--workers", type=int, default=2, help="tasks at once")
     ap.add_argument("--cpus", type=float, default=1.0, help="CPUs per task")
     ap.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def run_pools(args: argparse.Namespace, bench_pool: Callable[[int, argparse.Namespace], list[dict]], name: str,
+              transpose: bool = False) -> int:
+    """``bench_pool`` for each of ``args.pools`` on one local Ray; prints the table and writes ``OUT/name.json``."""
     with local_ray(temp_dir=ray_temp_dir(), num_cpus=args.num_cpus):
         rows = [r for p in args.pools.split(",") for r in bench_pool(int(p), args)]
-    print("\n" + pd.DataFrame(rows).to_string(index=False))
+    table = pd.DataFrame(rows)
+    print("\n" + (table.T.to_string() if transpose else table.to_string(index=False)))
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "selection.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    (OUT / f"{name}.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return run_pools(engine_parser("select").parse_args(argv), bench_pool, "selection")
