@@ -78,18 +78,14 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
             backbone=params.backbone,
             storage=storage,
             batch_size=params.ray.embed_batch_size,
-            resources=Resources(cpus=params.ray.actor_cpus or 1.0, gpus=params.ray.actor_gpus),  # CPUs: see embed_task
+            resources=Resources(gpus=params.ray.actor_gpus),  # its CPUs: the job's, from params.ray
         )
         with ray_session(params.ray.address), progress.following_embedding(len(plan.todo)):
             embedded = prefect_tasks.embed_task(
                 plan,
                 embed_stage=stage,
                 storage=storage,
-                actors=params.ray.embed_actors,
-                actor_cpus=params.ray.actor_cpus,
-                read_cpus=params.ray.read_cpus,
-                prepare_cpus=params.ray.prepare_cpus,
-                read_batch=params.ray.read_batch_size,
+                config=params.ray,
                 dtype=params.embedding_dtype,
             )
     embedding = embedded.stats() if embedded else {}
