@@ -9,6 +9,8 @@ finished run's stored report, ``_SUCCESS``) is ``flows.run.Run`` and what the ru
 
 from __future__ import annotations
 
+import os
+
 from prefect import flow
 
 from core.location import Location
@@ -132,9 +134,13 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
     )
     manifest_uri = run.path("manifest.parquet")
     progress.step("score")  # score, rank, select and write the manifest: one job of Ray tasks
+    # a local pool of one manifest file is one scoring unit: selected in this process, it skips a Ray start and stop
+    # (measured: ~4.5 s of a ~14 s re-run from the cache) and gives the same manifest
+    in_process = (params.ray.address is None and not os.environ.get("RAY_ADDRESS")
+                  and len(plan.pool) <= params.ray.shards_per_manifest_file)
     options = DistributedSelection(shards_per_file=params.ray.shards_per_manifest_file,
-                                   workers=params.ray.selection_workers)
-    with ray_session(params.ray.address):
+                                   workers=params.ray.selection_workers, in_process=in_process)
+    with cpu_threads(params.step_cpus) if in_process else ray_session(params.ray.address):
         sidecar = prefect_tasks.score_select_write_task(
             plan, scorer, manifest_uri, sidecar, k=params.k, fraction=params.fraction, selection=params.selection,
             per_source_cap=params.per_source_cap, options=options,
