@@ -39,7 +39,7 @@ def _pool(specs: list[SourceSpec], storage: StorageConfig | None) -> pa.Table:
     """Every pool sample's manifest columns (ids and locations; no image bytes kept)."""
     keep = ["sample_id", "source", "shard_uri", "key", *LOCATION_NAMES]
     return pa.concat_tables(
-        t.select(keep) for spec in specs for t in read_source(spec, quarantine=Quarantine(), storage=storage)
+        t.select(keep) for spec in specs for t in read_source(spec.bind(storage), quarantine=Quarantine())
     )
 
 

@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
             s3_spec = SourceSpec(**{**spec.model_dump(), "uri": spec.uri.replace(str(root), f"{bucket}/corpus")})
             for where, s, storage in (("local", spec, None), ("s3", s3_spec, server.storage)):
                 base = _reset_peak()
-                survey = survey_source(s, storage=storage, image_check=args.image_check)
+                survey = survey_source(s.bind(storage), image_check=args.image_check)
                 growth = _status_mb("VmHWM") - base  # what reading this source added at its peak
                 rows.append(
                     {

@@ -32,6 +32,9 @@ LOCATION = pa.schema(
     ]
 )
 LOCATION_NAMES = tuple(LOCATION.names)
+# The first 8 bytes of the SHA-256 of a sample's encoded image, as a signed big-endian int64: what exact-copy dedup
+# compares (a chance collision in a pool of 10^9 is about 3 in 100). Null = unknown (an entry cached before it).
+CONTENT_HASH = pa.field("content_hash", pa.int64())
 
 SAMPLE = pa.schema(
     [
@@ -110,10 +113,11 @@ def embedding_schema(dim: int, *, dtype: pa.DataType | None = None, fingerprint:
 def cached_embedding_schema(dim: int, *, dtype: pa.DataType | None = None, fingerprint: str = "") -> pa.Schema:
     """Schema of an embedding cache entry: the embedding contract without the source's name (``sample_id``,
     ``source``), so one shard read the same way is cached once whatever its source is called; a reader of the
-    cache applies ``make_sample_id(source, shard, key)``. The sample's ``LOCATION`` rides along for the manifest
-    (entries written before it lack those columns: read them with ``conform``)."""
+    cache applies ``make_sample_id(source, shard, key)``. The sample's ``LOCATION`` rides along for the manifest and
+    its ``CONTENT_HASH`` for exact-copy dedup (entries written before them lack those columns: read them with
+    ``conform``)."""
     full = embedding_schema(dim, dtype=dtype, fingerprint=fingerprint)
-    return pa.schema([full.field("key"), full.field("embedding"), *LOCATION], metadata=full.metadata)
+    return pa.schema([full.field("key"), full.field("embedding"), *LOCATION, CONTENT_HASH], metadata=full.metadata)
 
 
 def make_sample_id(source: str, shard: str, key: str) -> str:

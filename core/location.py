@@ -8,6 +8,7 @@ pickled (an s3fs client holds sockets and an event loop). The work is the functi
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import IO, Any
@@ -42,9 +43,10 @@ class Location:
         self.__dict__.update(state)
 
     @classmethod
-    def of(cls, where: str | Location) -> Location:
-        """``where`` as a location: a string is a local path or a URI on default storage settings."""
-        return where if isinstance(where, Location) else cls(where)
+    def of(cls, where: str | Location, storage: StorageConfig | None = None) -> Location:
+        """``where`` as a location: a string is a local path or a URI reached with ``storage`` (default settings
+        where None); a location keeps its own."""
+        return where if isinstance(where, Location) else cls(where, storage)
 
     def join(self, *parts: str) -> Location:
         """The location ``parts`` below this one, on the same storage."""
@@ -88,6 +90,10 @@ class Location:
     def local_copy(self) -> str:
         """A local path holding what is here (``core.model_files.localize``: remote objects copied once)."""
         return localize(self.uri, self.storage)
+
+    def publish(self) -> AbstractContextManager[IO[bytes]]:
+        """A file to stream into, published here only when the ``with`` block ends without error."""
+        return st.publish(self.uri, self.storage)
 
     def publish_bytes(self, data: bytes) -> None:
         st.publish_bytes(self.uri, data, self.storage)

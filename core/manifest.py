@@ -4,6 +4,9 @@ that streams the selected samples back from their original shards.
     pd.read_parquet("s3://bucket/runs/RUN/manifest.parquet").query("selected")      # any consumer, one line
     for batch in iter_selected("s3://bucket/runs/RUN/manifest.parquet"): ...       # images + texts
 
+Every function takes the manifest as a ``Location`` or as a URI string (with ``storage``, the settings that reach
+it, where it is not on default ones).
+
 Rows carry their sample's location in its shard (``core.contracts.LOCATION``): ``iter_selected`` then fetches only
 the selected samples with range reads, and reads whole shards only where locations are null (a manifest written
 before they existed, or curated from an older embedding cache).
@@ -31,9 +34,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from core.contracts import LOCATION_NAMES, MANIFEST, conform
+from core.location import Location
 from core.read import Quarantine, located, read_located, read_shard
 from core.settings import SourceSpec, StorageConfig
-from core.storage import arrow_filesystem, filesystem, publish, publish_bytes, read_bytes
 
 HASHED_COLUMNS = ("sample_id", "score", "rank", "selected")
 
@@ -42,8 +45,12 @@ def sidecar_uri(manifest_uri: str) -> str:
     return manifest_uri.rsplit(".parquet", 1)[0] + ".json"
 
 
+def _sidecar(where: Location) -> Location:
+    return Location(sidecar_uri(where.uri), where.storage)
+
+
 def write_manifest(
-    uri: str, parts: Iterable[pa.Table], sidecar: dict[str, Any], storage: StorageConfig | None = None
+    manifest: str | Location, parts: Iterable[pa.Table], sidecar: dict[str, Any], storage: StorageConfig | None = None
 ) -> dict[str, Any]:
     """Stream ``parts`` (manifest-contract tables; location columns they lack are written null) into one Parquet
     file, then publish the sidecar with the counts and a content hash of (sample_id, score, rank, selected).
@@ -51,7 +58,8 @@ def write_manifest(
     digest = hashlib.sha256()
     rows = selected = 0
     per_source: dict[str, dict[str, int]] = {}
-    with publish(uri, storage) as f, pq.ParquetWriter(f, MANIFEST) as writer:
+    where = Location.of(manifest, storage)
+    with where.publish() as f, pq.ParquetWriter(f, MANIFEST) as writer:
         for part in parts:
             part = conform(part, MANIFEST)
             writer.write_table(part)
@@ -68,9 +76,9 @@ def write_manifest(
         "selected": selected,
         "per_source": per_source,
         "content_sha256": digest.hexdigest(),
-        "manifest_uri": uri,
+        "manifest_uri": where.uri,
     }
-    publish_bytes(sidecar_uri(uri), json.dumps(sidecar, indent=1, sort_keys=True).encode(), storage)
+    _sidecar(where).publish_bytes(json.dumps(sidecar, indent=1, sort_keys=True).encode())
     return sidecar
 
 
@@ -91,45 +99,48 @@ def _counts(part: pa.Table) -> tuple[list[str], list[int], list[int]]:
     )
 
 
-def read_sidecar(manifest_uri: str, storage: StorageConfig | None = None) -> dict[str, Any]:
-    return json.loads(read_bytes(sidecar_uri(manifest_uri), storage))
+def read_sidecar(manifest: str | Location, storage: StorageConfig | None = None) -> dict[str, Any]:
+    return json.loads(_sidecar(Location.of(manifest, storage)).read_bytes())
 
 
-def manifest_files(manifest_uri: str, storage: StorageConfig | None = None) -> tuple[pafs.FileSystem, list[str]]:
+def manifest_files(manifest: str | Location, storage: StorageConfig | None = None) -> tuple[pafs.FileSystem, list[str]]:
     """The manifest's Parquet files in pool order, as (pyarrow filesystem, paths): the file itself, or a partitioned
     manifest's part files (as its sidecar lists them, else sorted by name)."""
-    fs, path = arrow_filesystem(manifest_uri, storage)
+    where = Location.of(manifest, storage)
+    fs, path = where.arrow_filesystem()
     if fs.get_file_info(path).type != pafs.FileType.Directory:
         return fs, [path]
-    names = read_sidecar(manifest_uri, storage).get("files")
+    names = read_sidecar(where).get("files")
     if names is None:
         found = fs.get_file_info(pafs.FileSelector(path))
         names = sorted(f.base_name for f in found if f.base_name.endswith(".parquet"))
     return fs, [f"{path.rstrip('/')}/{name}" for name in names]
 
 
-def read_manifest(manifest_uri: str, storage: StorageConfig | None = None, *, selected_only: bool = False) -> pa.Table:
+def read_manifest(
+    manifest: str | Location, storage: StorageConfig | None = None, *, selected_only: bool = False
+) -> pa.Table:
     """The manifest as one table of the ``MANIFEST`` schema (null locations where the file predates them)."""
-    fs, path = arrow_filesystem(manifest_uri, storage)
+    fs, path = Location.of(manifest, storage).arrow_filesystem()
     table = pq.read_table(path, filesystem=fs, filters=[("selected", "=", True)] if selected_only else None)
     return conform(table, MANIFEST)
 
 
-def modified(uri: str, storage: StorageConfig | None = None) -> float | None:
-    """When the file at ``uri`` was last written (seconds since the epoch; None where the store does not say).
+def modified(where: str | Location, storage: StorageConfig | None = None) -> float | None:
+    """When the file at ``where`` was last written (seconds since the epoch; None where the store does not say).
     Raises FileNotFoundError for no file."""
-    fs, path = filesystem(uri, storage)
-    info = fs.info(path)
+    where = Location.of(where, storage)
+    info = where.fs.info(where.path)
     value = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
     if isinstance(value, datetime):
         return value.timestamp()
     return float(value) if isinstance(value, int | float) else None
 
 
-def _shard_problem(shard_uri: str, storage: StorageConfig | None, written: float | None) -> tuple[str, str] | None:
+def _shard_problem(shard: Location, written: float | None) -> tuple[str, str] | None:
     """(reason, detail) when the shard is gone or was rewritten after the manifest (``written``), else None."""
     try:
-        changed = modified(shard_uri, storage)
+        changed = modified(shard)
     except FileNotFoundError as err:
         return "missing_shard", f"not found: {err}"
     if written is not None and changed is not None and changed > written:
@@ -142,13 +153,13 @@ def read_samples(
     shard_uri: str,
     rows: pa.Table,
     *,
-    storage: StorageConfig | None = None,
     batch_size: int = 256,
     quarantine: Quarantine,
     written: float | None = None,
 ) -> Iterator[pa.Table]:
-    """The samples of one shard that the manifest ``rows`` name, with their ``score`` and ``rank``, in shard order:
-    range reads at the rows' locations when every row has one, else the whole shard read and filtered.
+    """The samples of one shard of ``spec`` (reached with its storage) that the manifest ``rows`` name, with their
+    ``score`` and ``rank``, in shard order: range reads at the rows' locations when every row has one, else the
+    whole shard read and filtered.
 
     Every named sample is either yielded or has a row in ``quarantine``: ``missing_shard`` (the shard is gone),
     ``changed_shard`` (modified after ``written``, the manifest's time, or no longer holding the sample), or the
@@ -160,13 +171,13 @@ def read_samples(
             strict=True,
         )
     )
-    problem = _shard_problem(shard_uri, storage, written)
+    problem = _shard_problem(Location(shard_uri, spec.storage), written)
     before, accounted = len(quarantine.rows), set()
     if problem is None:
         if located(spec, rows):
-            tables = read_located(spec, shard_uri, rows, quarantine=quarantine, storage=storage, batch_size=batch_size)
+            tables = read_located(spec, shard_uri, rows, quarantine=quarantine, batch_size=batch_size)
         else:
-            tables = read_shard(spec, shard_uri, quarantine=quarantine, storage=storage, batch_size=batch_size)
+            tables = read_shard(spec, shard_uri, quarantine=quarantine, batch_size=batch_size)
         try:
             for table in tables:
                 table = table.filter(pc.is_in(table["sample_id"], pa.array(list(wanted)))).drop_columns(LOCATION_NAMES)
@@ -188,13 +199,14 @@ def read_samples(
             quarantine.add(shard_uri=shard_uri, reason=reason, detail=detail, sample_id=sample_id)
 
 
-def pool_specs(manifest_uri: str, storage: StorageConfig | None = None) -> dict[str, SourceSpec]:
-    """The run's pool sources by name, from the sidecar."""
-    return {s["name"]: SourceSpec.model_validate(s) for s in read_sidecar(manifest_uri, storage)["pool"]}
+def pool_specs(manifest: str | Location, storage: StorageConfig | None = None) -> dict[str, SourceSpec]:
+    """The run's pool sources by name, from the sidecar, reached with the manifest's storage settings."""
+    where = Location.of(manifest, storage)
+    return {s["name"]: SourceSpec.model_validate(s).bind(where.storage) for s in read_sidecar(where)["pool"]}
 
 
 def iter_selected(
-    manifest_uri: str,
+    manifest: str | Location,
     storage: StorageConfig | None = None,
     *,
     batch_size: int = 256,
@@ -208,12 +220,12 @@ def iter_selected(
     each shard is read once, front to back, and only the selected samples' bytes where the manifest records their
     locations (``read_samples``). Sort by ``rank`` afterwards where order matters. The pool's source specs come
     from the sidecar, so the manifest URI (and the storage settings) is all a consumer needs."""
-    specs = pool_specs(manifest_uri, storage)
-    written = modified(sidecar_uri(manifest_uri), storage)  # published last: the manifest's time
-    chosen = rows if rows is not None else read_manifest(manifest_uri, storage, selected_only=True)
+    where = Location.of(manifest, storage)
+    specs = pool_specs(where)
+    written = modified(_sidecar(where))  # published last: the manifest's time
+    chosen = rows if rows is not None else read_manifest(where, selected_only=True)
     quarantine = quarantine if quarantine is not None else Quarantine(stage="iter_selected")
     for shard_uri in sorted(pc.unique(chosen["shard_uri"]).to_pylist()):
         rows = chosen.filter(pc.equal(chosen["shard_uri"], shard_uri))
         spec = specs[rows["source"][0].as_py()]
-        yield from read_samples(spec, shard_uri, rows, storage=storage, batch_size=batch_size, quarantine=quarantine,
-                                written=written)
+        yield from read_samples(spec, shard_uri, rows, batch_size=batch_size, quarantine=quarantine, written=written)

@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -102,7 +111,12 @@ class StorageConfig(Settings):
 
 
 class SourceSpec(Settings):
-    """One input dataset: a sharded pool source or a robot dataset."""
+    """One input dataset: a sharded pool source or a robot dataset.
+
+    The settings that reach it travel with it once bound (``bind``; the configs holding sources bind theirs at
+    validation): pickled to workers, never written out, so a sidecar or a form never holds a credential."""
+
+    _storage: StorageConfig | None = PrivateAttr(None)
 
     name: str = Field(description="Source name; becomes the `source` column and the sample_id prefix.")
     format: Literal["webdataset", "parquet", "lerobot"] = Field(description="How the shards are stored.")
@@ -126,6 +140,23 @@ class SourceSpec(Settings):
     @classmethod
     def _uri_is_absolute(cls, v: str) -> str:
         return absolute_uri(v)
+
+    def bind(self, storage: StorageConfig | None) -> SourceSpec:
+        """A copy of this source reached with ``storage`` (None: default settings)."""
+        bound = self.model_copy()
+        bound._storage = storage
+        return bound
+
+    @property
+    def storage(self) -> StorageConfig | None:
+        """The settings that reach ``uri`` (``core.location.Location(spec.uri, spec.storage)``)."""
+        return self._storage
+
+
+def bind_sources(storage: StorageConfig, *groups: list[SourceSpec]) -> None:
+    """Bind every source of ``groups`` to ``storage`` in place (a config's validator: its sources then carry it)."""
+    for group in groups:
+        group[:] = [spec.bind(storage) for spec in group]
 
 
 def format_validation_error(err: ValidationError, *, prefix: str = "") -> str:
@@ -171,6 +202,11 @@ class CorpusConfig(Settings):
         if dup := repeated([s.name for s in v]):
             raise ValueError(f"source names must be unique, repeated: {dup}")
         return v
+
+    @model_validator(mode="after")
+    def _bind(self) -> CorpusConfig:
+        bind_sources(self.storage, self.pool, self.robot)
+        return self
 
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"

@@ -51,7 +51,7 @@ def ablation(params: AblationParams) -> AblationReport:
 
 
 def _run(params: AblationParams, run: Run[AblationReport]) -> AblationReport:
-    k = check_manifest_uri(params.manifest_uri, params.storage)
+    k = check_manifest_uri(params.manifest)
     check_model(params.model, params.storage)
     check_robot_sources(params.robot.sources, params.storage)
     budget = Budget(k=k, midtrain_steps=params.midtrain.steps, finetune_steps=params.finetune.steps,

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from core.location import Location
 from core.settings import MlflowConfig, Settings, StorageConfig
 from flows.training_params import RUN_NAME
 from training.config import ChatDataConfig, ClosedLoopConfig, RobotDataConfig, TrainConfig, VLAHeadConfig
@@ -96,3 +97,7 @@ class AblationParams(Settings):
     def result_params(self) -> dict:
         """Everything that decides the result: not where it is stored or tracked, nor how the units run."""
         return self.model_dump(mode="json", exclude={"storage", "mlflow", *EXECUTION})
+
+    @property
+    def manifest(self) -> Location:
+        return Location(self.manifest_uri, self.storage)

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 # What the base install lacks: a command that needs it says which extra to install (tqdm: progress, as in export).
 _CURATE_STACK = {"torch", "torchvision", "ray", "prefect", "mlflow", "transformers", "open_clip", "av", "pandas"}
 _CURATE_STACK |= {"tqdm"}
+# The demo's corpus carries web junk at a rate like real pools', for its filters to remove (--junk-rate 0: none).
+DEMO_SYNTH = {"junk_rate": 0.05}
 
 
 def _storage(path: str | None) -> StorageConfig | None:
@@ -170,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--s3", action="store_true", help="run against an embedded S3 server on loopback")
     p.add_argument("--curate-only", action="store_true", help="stop after curation (no training)")
-    add_model_options(p, SynthConfig)
+    add_model_options(p, SynthConfig, DEMO_SYNTH)
     p.set_defaults(run=_cmd_demo)
     add_training_commands(sub)
     add_ablation_command(sub)

@@ -5,7 +5,7 @@ them, and a command's run on Ray. Its own module, so ``flows.cli`` and the comma
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -13,15 +13,18 @@ from pydantic import BaseModel
 from core.settings import parse_config
 
 
-def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
-    """One ``--field-name`` option per scalar field of ``model`` (validated by the model, not argparse)."""
+def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel],
+                      defaults: Mapping[str, Any] | None = None) -> None:
+    """One ``--field-name`` option per scalar field of ``model`` (validated by the model, not argparse);
+    ``defaults``: the command's own, where it differs from the model's."""
+    defaults = defaults or {}
     for name, field in model.model_fields.items():
         parser.add_argument(
             f"--{name.replace('_', '-')}",
             dest=name,
-            default=None,
+            default=defaults.get(name),
             metavar="VALUE",
-            help=f"{field.description or ''} (default: {field.default})",
+            help=f"{field.description or ''} (default: {defaults.get(name, field.default)})",
         )
 
 

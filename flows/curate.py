@@ -48,7 +48,7 @@ def selects_in_process(params: CurateParams, *, pool_shards: int) -> bool:
 def curate(params: CurateParams) -> CurateReport:
     """Curate the pool against the robot data and publish the manifest under OUTPUT_URI/RUN_ID/."""
     # the cache is checked writable with the output, before any work, not after the embedding
-    run = Run(params, CurateReport, writable={"cache_uri": params.resolved_cache_uri()})
+    run = Run(params, CurateReport, writable={"cache_uri": params.cache.uri})
 
     def steps() -> CurateReport:
         with recording() as times:  # every step's wall time, in the report and MLflow
@@ -66,7 +66,7 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
         robot=params.robot,
         backbone_spec=params.backbone,
         scorer_config=params.scorer,
-        cache_uri=params.resolved_cache_uri(),
+        cache_at=params.cache,
         storage=storage,
         allow_empty_sources=params.allow_empty_sources,
         actor_gpus=params.ray.actor_gpus,  # the workers' placement names the dtype, not this machine's GPU
@@ -94,7 +94,6 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
             embedded = prefect_tasks.embed_task(
                 plan,
                 embed_stage=stage,
-                storage=storage,
                 config=params.ray,
                 dtype=params.embedding_dtype,
             )
@@ -150,6 +149,9 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
             plan, scorer, manifest_uri, sidecar, k=params.k, fraction=params.fraction, selection=params.selection,
             per_source_cap=params.per_source_cap, options=options,
         )
+    if sidecar.get("dedup_unhashed"):
+        print(f"dedup: {sidecar['dedup_unhashed']} samples come from cache entries written before content hashes "
+              "were kept: they got semantic dedup only (delete those entries to have them hashed)")
     progress.step("report")
     with times.step("report"), cpu_threads(params.step_cpus):
         analysis = (
@@ -179,6 +181,7 @@ def _curate(params: CurateParams, run: Run[CurateReport], times: StepTimes) -> C
         timings=times.record(),
         funnel=sidecar["funnel"],
         filtered=sidecar["filtered"],
+        dedup_unhashed=sidecar.get("dedup_unhashed", 0),
     )
     if params.mlflow.enabled:
         progress.step("mlflow")

@@ -1,28 +1,37 @@
 """The demo: the product's main job on embedded defaults — generate the synthetic corpus (once), save a tiny
-random backbone, run ``curate`` end to end and print what it selected. Locally, or against an embedded S3
-server with ``--s3``."""
+random backbone, run ``curate`` end to end with the filters on and print what it selected and what the filters
+removed. Locally, or against an embedded S3 server with ``--s3``."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import os
 from collections.abc import Iterator
 
 import pandas as pd
+from PIL import Image
 
 from core.manifest import read_manifest
 from core.read import Quarantine
 from core.settings import CorpusConfig, MlflowConfig, StorageConfig
-from core.storage import join, read_bytes
+from core.storage import join, publish_bytes, read_bytes
 from estimator.backbones.tiny import save_tiny_backbone
 from flows.curate import CurateReport, curate
-from flows.params import CurateParams
+from flows.params import CurateParams, FiltersConfig
 from synth import CorpusInfo, SynthConfig, generate_corpus
+from synth.junk import blocklisted_image
+from tasks.filters.blocklist import BlocklistSpec, image_phash
+from tasks.funnel import STAGES, funnel_total
 from tasks.survey import survey_source
 
 DEFAULT_LOCAL_ROOT = "data/demo"
 DEMO_BUCKET = "emt-demo"
 DEMO_MLFLOW = "sqlite:///data/mlflow.db"  # MLflow on SQLite beside the demo's data (override: MLFLOW_TRACKING_URI)
+# The tiny random backbone puts distinct synthetic images up to ~0.99996 apart (look-alike charts at 32 px) and
+# resized copies of one image above ~0.9999: this threshold takes every exact and most resized copies.
+DEMO_DEDUP_THRESHOLD = 0.99995
 
 
 @contextlib.contextmanager
@@ -48,7 +57,7 @@ def print_survey(corpus: CorpusConfig) -> pd.DataFrame:
     rows = []
     for role, specs in (("pool", corpus.pool), ("robot", corpus.robot)):
         for spec in specs:
-            s = survey_source(spec, storage=corpus.storage, quarantine=quarantine)
+            s = survey_source(spec, quarantine=quarantine)
             rows.append(
                 {
                     "role": role,
@@ -92,13 +101,46 @@ def print_report(report: CurateReport, storage: StorageConfig | None, truth_uri:
         precision = merged.loc[merged["selected"], "aligned"].mean()
         base = merged["aligned"].mean()
         print(f"\nprecision@K against the ground truth: {precision:.3f} (pool base rate {base:.3f})")
+    print_funnel(report)
+
+
+def print_funnel(report: CurateReport) -> pd.DataFrame | None:
+    """The filters' funnel: samples left after each filter, per pool source and for the whole pool."""
+    if not report.funnel:
+        return None
+    table = pd.DataFrame({**report.funnel, "(all)": funnel_total(report.funnel)}, index=list(STAGES)).T
+    print("\nfunnel (samples left after each filter):\n" + table.rename_axis("source").to_string())
+    return table
+
+
+def demo_filters(root: str, info: CorpusInfo, synth: SynthConfig, storage: StorageConfig | None) -> FiltersConfig:
+    """The demo's filters: quality thresholds the synthetic scenes pass and its planted junk fails, pool-wide
+    dedup and, when the corpus has planted junk, a blocklist of its one listed image written here (by SHA-256,
+    and by pHash, which also catches the image's resized copy)."""
+    blocklists = []
+    if info.planted_uri:
+        listed = blocklisted_image(synth.seed, synth.image_size)
+        with Image.open(io.BytesIO(listed)) as image:
+            phash = image_phash(image.convert("RGB"))
+        for kind, entry in (("sha256", hashlib.sha256(listed).hexdigest()), ("phash", f"{phash:016x}")):
+            uri = join(root, "blocklists", f"demo.{kind}")
+            publish_bytes(uri, f"# the demo's listed image\n{entry}\n".encode(), storage)
+            blocklists.append(BlocklistSpec(name=f"demo_{kind}", uri=uri, kind=kind))
+    quality = {"min_side": synth.image_size // 2, "min_sharpness": 10.0, "min_caption_chars": 10,
+               "min_letter_share": 0.6}
+    return FiltersConfig(blocklists=blocklists, quality=quality,
+                         dedup={"enabled": True, "threshold": DEMO_DEDUP_THRESHOLD})
 
 
 def demo_curate_params(
-    root: str, storage: StorageConfig | None, synth: SynthConfig, k_fraction: float
+    root: str, storage: StorageConfig | None, synth: SynthConfig, k_fraction: float, *, filters: bool = True
 ) -> tuple[CurateParams, CorpusInfo]:
-    """Generate the corpus (once), survey it, save the tiny backbone: the curate parameters of the demo."""
-    info = generate_corpus(join(root, "corpus"), synth, storage)
+    """Generate the corpus (once per settings: the demo's own corpus is redone when they change), survey it, save
+    the tiny backbone: the curate parameters of the demo, with its filters unless ``filters`` is false. A corpus
+    with planted junk and one without live in folders of their own (``corpus``, ``corpus-clean``), so demos of
+    either kind under one root do not redo each other's."""
+    info = generate_corpus(join(root, "corpus" if synth.junk_rate else "corpus-clean"), synth, storage,
+                           overwrite=True)
     print(f"synthetic corpus at {info.root}")
     print_survey(CorpusConfig(storage=storage or StorageConfig(), pool=info.pool, robot=info.robot))
     model_uri = join(root, "models", "tiny-open_clip")
@@ -113,6 +155,7 @@ def demo_curate_params(
         fraction=k_fraction,
         output_uri=join(root, "runs"),
         mlflow=demo_mlflow(),
+        filters=demo_filters(root, info, synth, storage) if filters else FiltersConfig(),
     )
     return params, info
 

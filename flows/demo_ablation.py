@@ -42,7 +42,7 @@ def run_ablation_demo(*, root: str | None = None, synth: SynthConfig | None = No
     tasks need removed, the same code should find no clear difference); its runs are named after them."""
     synth = synth or SynthConfig(toyworld=toyworld)
     root = root or (TOYWORLD_ROOT if toyworld else DEFAULT_LOCAL_ROOT)
-    curate_params, info = demo_curate_params(root, None, synth, 0.1)
+    curate_params, info = demo_curate_params(root, None, synth, 0.1, filters=False)  # arms of the pool as generated
     suffix = "".join(f"-without-{name}" for name in without)
     if without:
         curate_params = curate_params.model_copy(update={"pool": _pool_without(curate_params.pool, without)})

@@ -69,8 +69,9 @@ def run_pipeline_demo(
         )
         report = pipeline(params)
         print_report(report.curate, storage, info.ground_truth_uri)
-        for stage in (report.midtrain, report.finetune):
-            print(f"\n{stage.kind}: {stage.steps} steps, final loss {stage.final_loss:.4f}, model {stage.model_uri}")
+        for trained in (report.midtrain, report.finetune):
+            print(f"\n{trained.kind}: {trained.steps} steps, final loss {trained.final_loss:.4f}, "
+                  f"model {trained.model_uri}")
         print_run_tree(report.finetune.mlflow_run_id, report.finetune.tracking_uri)
         print_evaluation(report.finetune)
         return report

@@ -8,8 +8,8 @@ from prefect import flow
 
 from flows.artifacts import publish_training_artifacts
 from flows.run import Run
+from flows.training import train_and_register, train_config
 from flows.training_params import FinetuneParams
-from flows.training_stage import train_config, train_stage
 from tasks.training_run import TrainingReport, check_model, check_robot_sources, parent_tags, upstream_run
 from training.config import FinetuneConfig
 from training.tracking import PARENT, log_robot_inputs
@@ -58,7 +58,7 @@ def _finetune(params: FinetuneParams, run: Run[TrainingReport]) -> TrainingRepor
         tags |= {k: upstream[k] for k in _INHERITED if k in upstream}
         if "model_name" in upstream:
             tags["lineage.base_model"] = f"{upstream['model_name']}/{upstream['model_version']}"
-    return train_stage(
+    return train_and_register(
         kind="finetune",
         params=params,
         registered_model=params.registered_model,

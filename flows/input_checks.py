@@ -28,7 +28,7 @@ def check_curate(params: Any) -> None:
         robot=params.robot,
         backbone_spec=params.backbone,
         scorer_config=params.scorer,
-        cache_uri=params.resolved_cache_uri(),
+        cache_at=params.cache,
         storage=params.storage,
         allow_empty_sources=params.allow_empty_sources,
         actor_gpus=params.ray.actor_gpus,
@@ -52,7 +52,7 @@ def check_midtrain(params: Any) -> None:
     from tasks.training_run import check_manifest_uri, check_model
 
     check_model(params.model, params.storage)
-    check_manifest_uri(params.manifest_uri, params.storage)
+    check_manifest_uri(params.manifest)
 
 
 def check_finetune(params: Any, *, model: bool = True) -> None:
@@ -67,7 +67,7 @@ def check_finetune(params: Any, *, model: bool = True) -> None:
 
 
 def check_pipeline(params: Any) -> None:
-    """Each stage's inputs that exist before the run: curation's, the VLM to mid-train, the robot datasets."""
+    """Each step's inputs that exist before the run: curation's, the VLM to mid-train, the robot datasets."""
     from tasks.training_run import check_model
 
     check_curate(params.curate)

@@ -8,8 +8,8 @@ from prefect import flow
 
 from flows.artifacts import publish_training_artifacts
 from flows.run import Run
+from flows.training import train_and_register, train_config
 from flows.training_params import MidtrainParams
-from flows.training_stage import train_config, train_stage
 from tasks.training_run import TrainingReport, check_manifest_uri, check_model, upstream_run
 from training.config import MidtrainConfig
 from training.tracking import PARENT, log_manifest_input
@@ -26,7 +26,7 @@ def midtrain(params: MidtrainParams) -> TrainingReport:
 
 def _midtrain(params: MidtrainParams, run: Run[TrainingReport]) -> TrainingReport:
     storage = params.storage
-    selected = check_manifest_uri(params.manifest_uri, storage)
+    selected = check_manifest_uri(params.manifest)
     check_model(params.model, storage)
     tracking_uri = params.mlflow.resolved_uri()
     curation = upstream_run(
@@ -49,7 +49,7 @@ def _midtrain(params: MidtrainParams, run: Run[TrainingReport]) -> TrainingRepor
     tags = {"manifest_uri": params.manifest_uri, "lineage.manifest_uri": params.manifest_uri}
     if curation:
         tags |= {PARENT: curation, "lineage.curation_run_id": curation}
-    return train_stage(
+    return train_and_register(
         kind="midtrain",
         params=params,
         registered_model=params.registered_model,
@@ -57,5 +57,5 @@ def _midtrain(params: MidtrainParams, run: Run[TrainingReport]) -> TrainingRepor
         config=config,
         tags=tags,
         parent_run_id=curation,
-        log_inputs=lambda tracker: log_manifest_input(tracker, params.manifest_uri, storage),
+        log_inputs=lambda tracker: log_manifest_input(tracker, params.manifest),
     )

@@ -6,7 +6,16 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from core.settings import MlflowConfig, Settings, SourceSpec, StorageConfig, absolute_uri, repeated
+from core.location import Location
+from core.settings import (
+    MlflowConfig,
+    Settings,
+    SourceSpec,
+    StorageConfig,
+    absolute_uri,
+    bind_sources,
+    repeated,
+)
 from estimator.backbones.spec import BackboneSpec
 from estimator.config import ScorerConfig
 from tasks.filters.blocklist import BlocklistSpec
@@ -124,6 +133,7 @@ class CurateParams(Settings):
         if self.selection.mode == "importance" and self.scorer.method != "estimator":
             raise ValueError("selection.mode: importance draws by exp(score), the estimator's density ratio: "
                              f"set scorer.method to estimator (not {self.scorer.method}) or use top_k")
+        bind_sources(self.storage, self.pool, self.robot)  # the sources carry their storage from here on
         return self
 
     def result_params(self) -> dict:
@@ -131,5 +141,7 @@ class CurateParams(Settings):
         so a finished run asked for again with other *result* parameters is refused rather than returned."""
         return self.model_dump(mode="json", exclude={"storage", "ray", "mlflow"})
 
-    def resolved_cache_uri(self) -> str:
-        return self.cache_uri or self.output_uri.rstrip("/") + "/embeddings"
+    @property
+    def cache(self) -> Location:
+        """The embedding cache: ``cache_uri``, else OUTPUT_URI/embeddings, on this run's storage."""
+        return Location(self.cache_uri or self.output_uri.rstrip("/") + "/embeddings", self.storage)

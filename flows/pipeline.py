@@ -1,6 +1,6 @@
-"""The ``pipeline`` flow: curate -> midtrain -> finetune as subflows, each stage's output the next one's input
+"""The ``pipeline`` flow: curate -> midtrain -> finetune as subflows, each step's output the next one's input
 (the manifest and the curation's MLflow run; the mid-trained VLM and its MLflow run), one run id through all
-three. Each stage keeps its own rule: a finished stage is not redone, so rerunning a pipeline resumes it."""
+three. Each step keeps its own rule: a finished step is not redone, so rerunning a pipeline resumes it."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from flows.artifacts import curation_run_link, mlflow_run_link, report_link
 from flows.curate import CurateReport, curate
 from flows.finetune import finetune
 from flows.midtrain import midtrain
-from flows.training_params import FinetuneParams, MidtrainParams, PipelineParams, TrainingStage
+from flows.training_params import FinetuneParams, MidtrainParams, PipelineParams, TrainingStep
 from tasks.training_run import TrainingReport
 
 
 class PipelineReport(BaseModel):
-    """The three stages' reports; ``mlflow_run_ids`` names the run tree."""
+    """The three steps' reports; ``mlflow_run_ids`` names the run tree."""
 
     curate: CurateReport
     midtrain: TrainingReport
@@ -32,11 +32,11 @@ class PipelineReport(BaseModel):
         }
 
 
-def _inputs(stage: TrainingStage, params: PipelineParams, run_id: str) -> dict:
-    """A stage's fields as given, with the pipeline's defaults: the curate run's id and (unless set) storage."""
-    given = dict(stage)  # fields as objects (a dump would mask the storage secrets)
-    given["run_name"] = stage.run_name or run_id
-    if "storage" not in stage.model_fields_set:
+def _inputs(step: TrainingStep, params: PipelineParams, run_id: str) -> dict:
+    """A step's fields as given, with the pipeline's defaults: the curate run's id and (unless set) storage."""
+    given = dict(step)  # fields as objects (a dump would mask the storage secrets)
+    given["run_name"] = step.run_name or run_id
+    if "storage" not in step.model_fields_set:
         given["storage"] = params.curate.storage
     return given
 

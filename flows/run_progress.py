@@ -51,7 +51,7 @@ class CurationProgress:
 
         def moved(progress: Progress) -> None:
             now = time.monotonic()
-            if progress.stage != "embed" or not progress.done or (
+            if progress.step != "embed" or not progress.done or (
                     now - last[0] < every and progress.done < progress.total):
                 return
             last[0] = now

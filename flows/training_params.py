@@ -1,14 +1,16 @@
 """Parameters of the training flows (``midtrain``, ``finetune``, ``pipeline``): pydantic models, so each becomes a
 typed Prefect UI form and a YAML config, and a bad value is rejected before any work starts.
 
-A *stage* model holds what a stage needs besides its inputs; the standalone flows add the inputs (a manifest, a
-model), while the pipeline feeds them from the stage before (the curate report, the mid-training report).
+A *step* model holds what a step of the pipeline needs besides its inputs; the standalone flows add the inputs (a
+manifest, a model), while the pipeline feeds them from the step before (the curate report, the mid-training report).
+(A *stage*, in ``tasks``, is the other thing: an object that processes batches, such as ``Embed``.)
 """
 
 from __future__ import annotations
 
 from pydantic import Field, field_validator
 
+from core.location import Location
 from core.settings import MlflowConfig, Settings, StorageConfig
 from flows.params import CurateParams
 from training.config import ChatDataConfig, ClosedLoopConfig, RobotDataConfig, TrainConfig, VLAHeadConfig
@@ -24,8 +26,8 @@ class TrainingMlflowConfig(MlflowConfig):
     experiment: str = Field("emt-training", description="MLflow experiment the runs are filed under.")
 
 
-class TrainingStage(Settings):
-    """What every training stage shares: where it writes, where it runs, where it is tracked."""
+class TrainingStep(Settings):
+    """What every training step shares: where it writes, where it runs, where it is tracked."""
 
     output_uri: str = Field(description="Runs are written under OUTPUT_URI/RUN_ID/ (model/, checkpoints/).")
     run_name: str | None = Field(
@@ -66,7 +68,7 @@ class TrainingStage(Settings):
         return self.model_dump(mode="json", exclude={"storage", "workers", "ray_address", "use_gpu", "mlflow"})
 
 
-class MidtrainStage(TrainingStage):
+class MidtrainStep(TrainingStep):
     """Mid-training, short of its input manifest."""
 
     model: str = Field(description="The VLM to start from: local directory, s3:// prefix or hub id.")
@@ -74,7 +76,7 @@ class MidtrainStage(TrainingStage):
     registered_model: str = Field("emt-vlm", description="MLflow registered model the mid-trained VLM joins.")
 
 
-class MidtrainParams(MidtrainStage):
+class MidtrainParams(MidtrainStep):
     """Mid-train a VLM on the samples a curation manifest selects."""
 
     manifest_uri: str = Field(description="The curation manifest (RUN/manifest.parquet, its sidecar beside it).")
@@ -82,8 +84,12 @@ class MidtrainParams(MidtrainStage):
         None, description="MLflow run id of the curation that wrote the manifest; None = found by its URI."
     )
 
+    @property
+    def manifest(self) -> Location:
+        return Location(self.manifest_uri, self.storage)
 
-class FinetuneStage(TrainingStage):
+
+class FinetuneStep(TrainingStep):
     """Fine-tuning into a VLA, short of its input model."""
 
     robot: RobotDataConfig = Field(description="Robot datasets, action chunking and the held-out split.")
@@ -98,7 +104,7 @@ class FinetuneStage(TrainingStage):
     registered_model: str = Field("emt-vla", description="MLflow registered model the VLA joins.")
 
 
-class FinetuneParams(FinetuneStage):
+class FinetuneParams(FinetuneStep):
     """Fine-tune a (mid-trained) VLM into a VLA on robot episodes, evaluated on held-out episodes."""
 
     model: str = Field(description="The VLM to start from (a mid-training run's model/): directory, s3:// or hub id.")
@@ -110,6 +116,6 @@ class FinetuneParams(FinetuneStage):
 class PipelineParams(Settings):
     """Curate, mid-train on the selection, fine-tune the result into a VLA: one run id through all three."""
 
-    curate: CurateParams = Field(description="The curation stage.")
-    midtrain: MidtrainStage = Field(description="Mid-training on the curated manifest.")
-    finetune: FinetuneStage = Field(description="Fine-tuning the mid-trained VLM into a VLA.")
+    curate: CurateParams = Field(description="The curation step.")
+    midtrain: MidtrainStep = Field(description="Mid-training on the curated manifest.")
+    finetune: FinetuneStep = Field(description="Fine-tuning the mid-trained VLM into a VLA.")

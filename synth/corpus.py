@@ -4,6 +4,7 @@ Layout under ``root``::
 
     pool/{photos,tabletop}/NNNNN.tar       WebDataset shards (img2dataset-style members; + scrapes)
     pool/{docs,charts}/NNNNN.parquet        Parquet shards, columns image (bytes) and text (+ howto)
+    planted.parquet                         sample_id, case, copy_of of every planted sample (junk_rate > 0)
     robot/{pick_place,stack_blocks}/        LeRobot v3.0 datasets (image and video camera)
     ground_truth.parquet                    sample_id, source, scene, aligned, alignment for every pool sample
     corpus.yaml                             {"pool": [SourceSpec...], "robot": [SourceSpec...]}
@@ -30,7 +31,8 @@ import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from core.settings import Settings, SourceSpec, StorageConfig
-from core.storage import exists, filesystem, join, publish, publish_bytes, read_bytes
+from core.storage import exists, filesystem, join, publish, publish_bytes, read_bytes, write_parquet
+from synth.junk import PLANTED
 from synth.lerobot import CAMERA, Episode, write_lerobot_dataset
 from synth.pool import (
     GROUND_TRUTH,
@@ -55,7 +57,7 @@ T = TypeVar("T")
 # pool text, plus pool sources whose texts disagree with their images, so a scorer that reads the wording fails.
 PRESETS: dict[str, dict[str, Any]] = {"standard": {}, "shortcut": {"robot_wording": "log", "mismatched_sources": True}}
 # Left out of the fingerprint at their defaults (corpora generated before they existed still match):
-_VARIANTS = {"robot_wording": "instruction", "mismatched_sources": False, "toyworld": False}
+_VARIANTS = {"robot_wording": "instruction", "mismatched_sources": False, "toyworld": False, "junk_rate": 0.0}
 
 
 class SynthConfig(Settings):
@@ -86,6 +88,11 @@ class SynthConfig(Settings):
     mismatched_sources: bool = Field(
         False, description="Add pool sources scrapes (robot-like images, uninformative alt-texts) and howto "
         "(documents, charts and photos under robot-style instructions)."
+    )
+    junk_rate: float = Field(
+        0.0, ge=0, le=0.5, description="Share of each pool shard replaced by planted web junk (synth.junk): blank "
+        "and tiny images, placeholder and file-name captions, exact and resized copies of reposted images; with "
+        "any junk, also one blocklisted image and a resized copy of it. Listed in planted.parquet."
     )
     toyworld: bool = Field(
         False, description="The toy world: robot data = the scripted expert's episodes in synth.toyworld "
@@ -130,14 +137,14 @@ class CorpusInfo(BaseModel):
     robot: list[SourceSpec]
     ground_truth_uri: str
     counts: dict[str, int] = Field(description="Pool samples per pool source, frames per robot dataset.")
+    planted_uri: str | None = Field(None, description="planted.parquet (synth.junk), when the corpus has junk.")
 
 
-def _pool_job(job: tuple, *, root_uri: str, seed: int, image_size: int, wording: Wording,
+def _pool_job(job: tuple, *, root_uri: str, seed: int, image_size: int, wording: Wording, junk_rate: float,
               storage: StorageConfig | None):
     source, shard, samples = job
-    return write_pool_shard(
-        root_uri, source, shard, samples, seed=seed, image_size=image_size, wording=wording, storage=storage
-    )
+    return write_pool_shard(root_uri, source, shard, samples, seed=seed, image_size=image_size, wording=wording,
+                            junk_rate=junk_rate, storage=storage)
 
 
 def _episode_job(job: tuple[str, int], *, seed: int, image_size: int, frames: int, wording: Wording) -> Episode:
@@ -170,7 +177,7 @@ def _read_marker(root_uri: str, storage: StorageConfig | None) -> dict[str, Any]
 
 def _clear(root_uri: str, storage: StorageConfig | None) -> None:
     """Remove what an earlier (unfinished or overwritten) generation left, so no stale shard survives."""
-    for part in ("_SUCCESS", "corpus.yaml", "ground_truth.parquet", "pool", "robot"):
+    for part in ("_SUCCESS", "corpus.yaml", "ground_truth.parquet", "planted.parquet", "pool", "robot"):
         fs, path = filesystem(join(root_uri, part), storage)
         if fs.exists(path):
             fs.rm(path, recursive=True)
@@ -179,7 +186,8 @@ def _clear(root_uri: str, storage: StorageConfig | None) -> None:
 def _write_pool(
     root_uri: str, config: SynthConfig, executor: Executor | None, storage: StorageConfig | None
 ) -> dict[str, int]:
-    """Render every pool shard, stream the ground truth into one Parquet file; return samples per source."""
+    """Render every pool shard, stream the ground truth into one Parquet file (and the planted samples into
+    another, when there are any); return samples per source."""
     counts: dict[str, int] = {}
     jobs = (
         (source.name, shard, n)
@@ -188,14 +196,16 @@ def _write_pool(
     )
     fn = partial(
         _pool_job, root_uri=root_uri, seed=config.seed, image_size=config.image_size,
-        wording=config.robot_wording, storage=storage,
+        wording=config.robot_wording, junk_rate=config.junk_rate, storage=storage,
     )
+    planted: list[pa.Table] = []
     with (
         publish(join(root_uri, "ground_truth.parquet"), storage) as f,
         pq.ParquetWriter(f, GROUND_TRUTH) as gt,
     ):
         buffered: list[pa.Table] = []  # shards are small: gather ~64k rows per row group
-        for table in _ordered_map(fn, jobs, executor, window=4 * config.workers):
+        for table, plants in _ordered_map(fn, jobs, executor, window=4 * config.workers):
+            planted.append(plants)
             source = table["source"][0].as_py()
             counts[source] = counts.get(source, 0) + table.num_rows
             buffered.append(table)
@@ -204,6 +214,8 @@ def _write_pool(
                 buffered = []
         if buffered:
             gt.write_table(pa.concat_tables(buffered))
+    if config.junk_rate > 0:  # a few percent of the pool: small enough to hold at once
+        write_parquet(pa.concat_tables([PLANTED.empty_table(), *planted]), join(root_uri, "planted.parquet"), storage)
     return counts
 
 
@@ -274,9 +286,8 @@ def generate_corpus(
     publish_bytes(join(root_uri, "corpus.yaml"), yaml.safe_dump(corpus, sort_keys=False).encode(), storage)
     marker = {**wanted, "counts": counts}
     publish_bytes(join(root_uri, "_SUCCESS"), json.dumps(marker, indent=2, sort_keys=True).encode(), storage)
-    return CorpusInfo(
-        root=root_uri, ground_truth_uri=join(root_uri, "ground_truth.parquet"), counts=counts, **specs
-    )
+    return CorpusInfo(root=root_uri, ground_truth_uri=join(root_uri, "ground_truth.parquet"), counts=counts,
+                      planted_uri=_planted_uri(root_uri, storage), **specs)
 
 
 def load_corpus_info(root_uri: str, storage: StorageConfig | None = None) -> CorpusInfo:
@@ -291,4 +302,10 @@ def load_corpus_info(root_uri: str, storage: StorageConfig | None = None) -> Cor
         robot=[SourceSpec.model_validate(s) for s in corpus["robot"]],
         ground_truth_uri=join(root_uri, "ground_truth.parquet"),
         counts=marker["counts"],
+        planted_uri=_planted_uri(root_uri, storage),
     )
+
+
+def _planted_uri(root_uri: str, storage: StorageConfig | None) -> str | None:
+    uri = join(root_uri, "planted.parquet")
+    return uri if exists(uri, storage) else None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import zlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,8 +19,9 @@ import pyarrow as pa
 from core.contracts import make_sample_id
 from core.settings import SourceSpec, StorageConfig
 from core.storage import join, publish_bytes, write_parquet
+from synth.junk import PLANTED, Sample, encode, plant
 from synth.robot import ROBOT_TASKS, Wording, word_instruction
-from synth.scenes import ALIGNMENT, draw_scene
+from synth.scenes import ALIGNMENT, draw_scene, stable_rng
 from synth.tabletop import COLORS
 
 GROUND_TRUTH = pa.schema(
@@ -93,11 +93,6 @@ def source_text(source: PoolSource, scene_text: str, rng: np.random.Generator, w
     return word_instruction(task, color, "bowl" if task == "pick_place" else place, wording)
 
 
-def stable_rng(seed: int, name: str, index: int) -> np.random.Generator:
-    """A generator determined by (seed, name, index) alone: crc32, not hash(), which is salted per process."""
-    return np.random.default_rng([seed, zlib.crc32(name.encode()), index])
-
-
 def shard_sizes(samples: int, shard_size: int) -> list[int]:
     """Samples per shard: full shards and a smaller last one."""
     full, rest = divmod(samples, shard_size)
@@ -116,15 +111,6 @@ def source_uri(root_uri: str, source: PoolSource) -> str:
 def source_spec(root_uri: str, source: PoolSource) -> SourceSpec:
     """How the product should read this source."""
     return SourceSpec(name=source.name, format=source.format, uri=source_uri(root_uri, source))
-
-
-def _encode(image, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    if fmt == "JPEG":
-        image.save(buf, format="JPEG", quality=90)
-    else:
-        image.save(buf, format="PNG", compress_level=1)  # level 6 triples the cost for ~10% smaller files
-    return buf.getvalue()
 
 
 def _tar(members: list[tuple[str, bytes]]) -> bytes:
@@ -149,44 +135,48 @@ def write_pool_shard(
     seed: int,
     image_size: int,
     wording: Wording = "instruction",
+    junk_rate: float = 0.0,
     storage: StorageConfig | None = None,
-) -> pa.Table:
-    """Render and publish one shard of ``source_name``; return its ground-truth rows (``GROUND_TRUTH``).
-    ``wording`` is the robot data's, for a source whose texts are robot-style instructions."""
+) -> tuple[pa.Table, pa.Table]:
+    """Render and publish one shard of ``source_name``; return its ground-truth rows (``GROUND_TRUTH``) and its
+    planted samples (``PLANTED``, see ``synth.junk``). ``wording`` is the robot data's, for a source whose texts
+    are robot-style instructions."""
     source = SOURCES_BY_NAME[source_name]
     rng = stable_rng(seed, source.name, shard)
     kinds, probs = zip(*source.mixture, strict=True)
-    scenes = [str(k) for k in rng.choice(kinds, size=samples, p=probs)]
-    name = shard_name(source, shard)
-    keys, members, images, texts = [], [], [], []
-    for i, kind in enumerate(scenes):
+    rows = []
+    for kind in (str(k) for k in rng.choice(kinds, size=samples, p=probs)):
         image, text = draw_scene(kind, rng, image_size, qa=source.qa)
-        text = source_text(source, text, rng, wording)
-        data = _encode(image, source.image_format)
+        rows.append(Sample(encode(image, source.image_format), source_text(source, text, rng, wording), kind))
+    planted = plant(rows, source=source.name, shard=shard, seed=seed, size=image_size, rate=junk_rate)
+    name = shard_name(source, shard)
+    keys, members = [], []
+    for i, row in enumerate(rows):
+        key = f"{shard:05d}{i:04d}" if source.format == "webdataset" else str(i)
         if source.format == "webdataset":
-            key = f"{shard:05d}{i:04d}"
-            members += [(f"{key}.{source.extension}", data), (f"{key}.txt", text.encode())]
+            members += [(f"{key}.{source.extension}", row.image), (f"{key}.txt", row.text.encode())]
             if source.json_meta:
-                meta = {"key": key, "caption": text, "scene": kind}
+                meta = {"key": key, "caption": row.text, "scene": row.scene}
                 members.append((f"{key}.json", json.dumps(meta, sort_keys=True).encode()))
-        else:
-            key = str(i)
-            images.append(data)
-            texts.append(text)
         keys.append(key)
     uri = join(source_uri(root_uri, source), name)
     if source.format == "webdataset":
         publish_bytes(uri, _tar(members), storage)
     else:
-        table = pa.table({"image": pa.array(images, pa.binary()), "text": pa.array(texts, pa.string())})
+        table = pa.table({"image": pa.array([r.image for r in rows], pa.binary()),
+                          "text": pa.array([r.text for r in rows], pa.string())})
         write_parquet(table, uri, storage)
-    return pa.table(
+    ids = [make_sample_id(source.name, name, k) for k in keys]
+    truth = pa.table(
         {
-            "sample_id": [make_sample_id(source.name, name, k) for k in keys],
+            "sample_id": ids,
             "source": [source.name] * samples,
-            "scene": scenes,
-            "aligned": [k == "tabletop" for k in scenes],
-            "alignment": pa.array([ALIGNMENT[k] for k in scenes], pa.float32()),
+            "scene": [r.scene for r in rows],
+            "aligned": [r.scene == "tabletop" for r in rows],
+            "alignment": pa.array([ALIGNMENT.get(r.scene, 0.0) for r in rows], pa.float32()),
         },
         schema=GROUND_TRUTH,
     )
+    plants = pa.table({"sample_id": [ids[i] for i, _, _ in planted], "case": [c for _, c, _ in planted],
+                       "copy_of": [o for _, _, o in planted]}, schema=PLANTED)
+    return truth, plants

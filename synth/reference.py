@@ -32,7 +32,7 @@ def write_reference_manifest(corpus: CorpusInfo, uri: str, storage: StorageConfi
     quarantine = Quarantine()
     rows = pa.concat_tables(
         table.select([c for c in _COLUMNS if c in table.column_names])
-        for spec in corpus.pool for table in read_source(spec, quarantine=quarantine, storage=storage)
+        for spec in corpus.pool for table in read_source(spec.bind(storage), quarantine=quarantine)
     )
     score = np.array([alignment[s] for s in rows["sample_id"].to_pylist()], np.float32)
     order = np.lexsort((rows["sample_id"].to_numpy(zero_copy_only=False), -score))  # ties: by id, deterministic

@@ -9,6 +9,7 @@ Texts are captions (``qa=False``, like alt-text pools) or question/answer pairs 
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -34,6 +35,11 @@ KINDS = tuple(ALIGNMENT)
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 Scene = tuple[Image.Image, str]
+
+
+def stable_rng(seed: int, name: str, index: int) -> np.random.Generator:
+    """A generator determined by (seed, name, index) alone: crc32, not hash(), which is salted per process."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode()), index])
 
 
 def _pick(rng: np.random.Generator, options: list | tuple):

@@ -17,6 +17,8 @@ Entries written before locations existed lack those columns and stay valid — t
 would hold — so the cache key did not change with them: ``read_keys`` gives such an entry null locations, and its
 samples are read back from the whole shard. To get locations for them, delete the entries (``{root}/{fingerprint}``)
 and embed again.
+Likewise each sample's ``content_hash`` (``core.contracts.CONTENT_HASH``, for exact-copy dedup): an entry written
+before it has none (``read_hashes`` gives ``None``), and its samples get semantic dedup only.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from core.contracts import ERRORS, LOCATION, cached_embedding_schema, conform, make_sample_id
+from core.contracts import CONTENT_HASH, ERRORS, LOCATION, cached_embedding_schema, conform, make_sample_id
 from core.lease import Lease
 from core.location import Location
 from core.settings import SourceSpec, StorageConfig
@@ -154,6 +156,15 @@ class CacheEntry:
         table = dataset.to_table(columns=["key", *(n for n in LOCATION.names if n in dataset.schema.names)])
         return conform(table, LOCATION).add_column(0, "key", table["key"])
 
+    def read_hashes(self) -> np.ndarray | None:
+        """The entry's ``content_hash`` column as int64, or ``None`` if it has none (written before hashes were
+        kept, or by a writer that had no image bytes)."""
+        with self._vectors.parquet_file() as pf:
+            if CONTENT_HASH.name not in pf.schema_arrow.names:
+                return None
+            hashes = pf.read([CONTENT_HASH.name])[CONTENT_HASH.name]
+        return None if hashes.null_count else hashes.to_numpy()
+
     def read_errors(self, source: str) -> pa.Table:
         """The entry's quarantined rows with ``source``'s sample ids."""
         errors = self._errors.read_parquet()
@@ -183,14 +194,15 @@ class EmbeddingCache:
     def write(
         self, entry: CacheEntry, shard_uri: str, embeddings: pa.Table, errors: pa.Table, dtype: str
     ) -> EntryCounts:
-        """Publish one shard's embeddings (``key`` + ``embedding``, and the location columns, null where absent), its
-        quarantined samples (sample ids relative to the source, see ``local_ids``) and their counts."""
+        """Publish one shard's embeddings (``key`` + ``embedding``, and the location and content hash columns, null
+        where absent), its quarantined samples (sample ids relative to the source, see ``local_ids``) and their
+        counts."""
         dim = embeddings.schema.field("embedding").type.list_size
         arrow_dtype = pa.float16() if dtype == "float16" else pa.float32()
         schema = cached_embedding_schema(dim, dtype=arrow_dtype, fingerprint=self.fingerprint)
         schema = schema.with_metadata({**schema.metadata, b"shard_uri": shard_uri.encode()})
         vectors = pc.cast(embeddings["embedding"], pa.list_(arrow_dtype, dim))
-        located = {f.name: embeddings[f.name] for f in LOCATION if f.name in embeddings.column_names}
+        located = {f.name: embeddings[f.name] for f in [*LOCATION, CONTENT_HASH] if f.name in embeddings.column_names}
         table = conform(pa.table({"key": embeddings["key"], "embedding": vectors, **located}), schema)
         entry._errors.write_parquet(errors.cast(ERRORS))
         # No dictionary encoding: vectors never repeat, and decoding dictionaries made cache reads ~5x slower.

@@ -42,6 +42,7 @@ class CurateReport(BaseModel):
     timings: dict[str, float] = {}  # wall seconds per step: embed_s, fit_s, score_s, select_s, manifest_s, report_s
     funnel: dict[str, dict[str, int]] = {}  # per source: pool, after_blocklist, after_quality, after_dedup, selected
     filtered: dict[str, dict[str, int]] = {}  # per source: removals by the vector filters (CLIP score, probes, dedup)
+    dedup_unhashed: int = 0  # samples dedup compared without a content hash (cached before hashes): semantic only
 
 
 def cache_entries(pool: list[CachedShard], robot: list[CachedShard]) -> dict[str, Any]:
@@ -113,6 +114,11 @@ def mlflow_metrics(report: CurateReport) -> dict[str, float]:
     metrics |= {f"embed_{name}": float(value) for name, value in report.embedding.items()}
     metrics |= {f"timing_{step}": seconds for step, seconds in report.timings.items()}
     metrics |= {f"funnel_{source}_{stage}": n for source, c in report.funnel.items() for stage, n in c.items()}
+    removed: Counter = Counter()
+    for counts in report.filtered.values():
+        removed.update(counts)
+    metrics |= {f"removed_{reason.replace(':', '_')}": n for reason, n in removed.items()}  # MLflow names have no ':'
+    metrics["dedup_unhashed"] = report.dedup_unhashed
     return metrics | {f"diversity_{name}": value for name, value in report.diversity.items()}
 
 

@@ -216,6 +216,7 @@ def _run(job: _Job, scorer: Scorer, sidecar: dict[str, Any], *, k: int | None,
         "files": [_part_name(q) for q in range(len(files))],
         "manifest_uri": job.manifest_uri,
         "filtered": filtered.counts,
+        "dedup_unhashed": filtered.unhashed,  # compared without a content hash (entries cached before hashes)
         "funnel": funnel(per_source, sidecar.get("screened", {}), filtered.counts),
         "removed_uri": job.removed_uri if job.filtering else None,
     }

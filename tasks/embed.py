@@ -10,6 +10,7 @@ through untouched, so the driver sees every sample exactly once and can quaranti
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from core.contracts import LOCATION
+from core.contracts import CONTENT_HASH, LOCATION
 from core.settings import StorageConfig
 from estimator.backbones import load_backbone
 from estimator.backbones.backbone import Backbone, BackboneSpec, Prepared, Preprocessor
@@ -73,8 +74,15 @@ def _column(batch: pa.Table, name: str, type_: pa.DataType | None = None) -> pa.
     return batch[name] if name in batch.column_names else pa.nulls(batch.num_rows, type_ or pa.string())
 
 
+def content_hashes(images: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Each encoded image's ``CONTENT_HASH`` (null for a null image): equal bytes, equal hash."""
+    return pa.array([None if b is None else int.from_bytes(hashlib.sha256(b).digest()[:8], "big", signed=True)
+                     for b in images.to_pylist()], CONTENT_HASH.type)
+
+
 def embedded_table(batch: pa.Table, vectors: np.ndarray, rows: list[int], errors: list[str | None]) -> pa.Table:
-    """``batch``'s id and location columns plus a fixed-size ``embedding`` (null where ``errors`` says why).
+    """``batch``'s id and location columns plus a fixed-size ``embedding`` (null where ``errors`` says why) and the
+    image's ``content_hash`` (so the image bytes go no further than here).
 
     ``vectors`` is [len(rows), dim] even when no row was usable, so the column type never depends on the batch.
     """
@@ -103,6 +111,7 @@ def embedded_table(batch: pa.Table, vectors: np.ndarray, rows: list[int], errors
                 pa.string(),
             ),
             **{f.name: _column(batch, f.name, f.type) for f in LOCATION},  # where each sample is: for the manifest
+            CONTENT_HASH.name: content_hashes(batch["image"]),
         }
     )
 

@@ -33,7 +33,7 @@ import ray
 from core.contracts import ERRORS
 from core.lease import LeaseHeld
 from core.read import Quarantine, read_shard
-from core.settings import SourceSpec, StorageConfig
+from core.settings import SourceSpec
 from estimator.threads import set_torch_threads, threads_for
 from tasks.cache import CacheEntry, EmbeddingCache, EntryCounts, local_ids
 from tasks.embed import Embed
@@ -155,7 +155,6 @@ class ShardEmbedder:
 
     embed: Embed
     cache: EmbeddingCache
-    storage: StorageConfig | None = None
     read_batch: int = 256
     dtype: str = "float16"
     prepare_on: Literal["actor", "tasks"] = "tasks"  # a thread of the actor, or Ray CPU tasks of prepare_cpus each
@@ -201,8 +200,7 @@ class ShardEmbedder:
         seconds: Counter = Counter()
         parts: list[pa.Table] = []
         image_bytes = 0
-        tables = read_shard(job.spec, job.shard_uri, quarantine=quarantine, storage=self.storage,
-                            batch_size=self.read_batch)
+        tables = read_shard(job.spec, job.shard_uri, quarantine=quarantine, batch_size=self.read_batch)
         if job.screened:
             if getattr(self, "_screen", None) is None:
                 raise RuntimeError(f"{job.shard_uri}: planned with filters, but this worker has no screen")
@@ -329,7 +327,6 @@ def embed_shards(
     embed: Embed,
     cache: EmbeddingCache,
     config: RayConfig,
-    storage: StorageConfig | None = None,
     dtype: str = "float16",
     retries: int = 2,
     calls: int = 2,
@@ -352,7 +349,7 @@ def embed_shards(
     actors = config.embed_actors
     free = _check_fits(embed, actors=actors, read_cpus=cpus.read, prepare_cpus=cpus.prepare)
     depth = 2 if cpus.in_actor else prepare_depth(free, prepare_cpus=cpus.prepare, actors=actors * calls)
-    embedder = ShardEmbedder(embed=embed, cache=cache, storage=storage, read_batch=config.read_batch_size,
+    embedder = ShardEmbedder(embed=embed, cache=cache, read_batch=config.read_batch_size,
                              dtype=dtype, prepare_on="actor" if cpus.in_actor else "tasks",
                              prepare_cpus=cpus.prepare, prepare_depth=depth, screen=screen)
     pool = RayActors(actors=actors, cpus=cpus.actor + cpus.read, gpus=embed.resources.gpus,

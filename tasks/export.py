@@ -35,13 +35,12 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from PIL import Image
 
+from core.location import Location
 from core.manifest import pool_specs, read_manifest, read_samples, read_sidecar
 from core.read import Quarantine, located
-from core.settings import SourceSpec, StorageConfig
-from core.storage import arrow_filesystem, exists, join, publish, publish_bytes, read_bytes, write_parquet
+from core.settings import SourceSpec
 from tasks.executor import Executor, Job, Threads, run
 from tasks.export_params import ExportParams
 
@@ -63,9 +62,8 @@ class OutputShard:
 
     index: int
     rows: pa.Table
-    output_uri: str
-    specs: dict[str, SourceSpec]
-    storage: StorageConfig | None
+    output: Location
+    specs: dict[str, SourceSpec]  # bound to the manifest's storage settings
     key_digits: int
     fetch_batch: int
 
@@ -109,7 +107,7 @@ def _fetch(job: OutputShard, rows: pa.Table, quarantine: Quarantine) -> dict[str
     for shard_uri in pc.unique(rows["shard_uri"]).to_pylist():
         part = rows.filter(pc.equal(rows["shard_uri"], shard_uri))
         spec = job.specs[part["source"][0].as_py()]
-        for table in read_samples(spec, shard_uri, part, storage=job.storage, quarantine=quarantine):
+        for table in read_samples(spec, shard_uri, part, quarantine=quarantine):
             for sample in table.select(["sample_id", "image", "text", "meta"]).to_pylist():
                 found[sample["sample_id"]] = sample
     return found
@@ -133,17 +131,16 @@ def _sidecar_json(key: str, row: dict, sample: dict) -> bytes:
 def export_shard(job: OutputShard) -> dict:
     """Write one output shard (its Parquet rows, then its tar, atomically) unless its tar exists; a summary row."""
     start = time.perf_counter()
-    tar_uri, rows_uri = (join(job.output_uri, f"{job.name}.{ext}") for ext in ("tar", "parquet"))
-    if exists(tar_uri, job.storage) and exists(rows_uri, job.storage):
-        fs, path = arrow_filesystem(rows_uri, job.storage)
-        status = pq.read_table(path, filesystem=fs, columns=["status"])["status"].to_pylist()
+    tar_at, rows_at = (job.output.join(f"{job.name}.{ext}") for ext in ("tar", "parquet"))
+    if tar_at.exists() and rows_at.exists():
+        status = rows_at.read_parquet(["status"])["status"].to_pylist()
         return _summary(job, status, written=False, seconds=time.perf_counter() - start)
     quarantine = Quarantine(stage="export")
     rows = job.rows.to_pylist()
     status: list[str] = []
     # where any row lacks a location, fetch the whole shard's rows at once: each source shard is read whole once
     step = job.fetch_batch if _located_everywhere(job) else max(1, len(rows))
-    with publish(tar_uri, job.storage) as f:
+    with tar_at.publish() as f:
         # ustar: keys are short ASCII names, and no pax header needs writing (or, per member, considering)
         with tarfile.open(fileobj=f, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
             for first in range(0, len(rows), step):
@@ -166,7 +163,7 @@ def export_shard(job: OutputShard) -> dict:
             },
             schema=SHARD_ROWS,
         )
-        write_parquet(table, rows_uri, job.storage)  # before the tar is moved into place: the tar marks it done
+        rows_at.write_parquet(table)  # before the tar is moved into place: the tar marks it done
     return _summary(job, status, written=True, seconds=time.perf_counter() - start)
 
 
@@ -194,14 +191,14 @@ def _summary(job: OutputShard, status: list[str], *, written: bool, seconds: flo
 
 def _stamp(params: ExportParams, sidecar: dict) -> None:
     """Record what the output is an export of, or refuse to mix with an export of something else there."""
-    uri = join(params.output_uri, "_export.json")
+    stamp = params.output.join("_export.json")
     want = {
         "manifest_uri": params.manifest_uri,
         "content_sha256": sidecar.get("content_sha256"),
         "samples_per_shard": params.samples_per_shard,
     }
-    if exists(uri, params.storage):
-        have = json.loads(read_bytes(uri, params.storage))
+    if stamp.exists():
+        have = json.loads(stamp.read_bytes())
         if have.get("samples_per_shard") != want["samples_per_shard"]:
             raise ValueError(
                 f"samples_per_shard: {params.output_uri} holds an export cut at {have.get('samples_per_shard')} "
@@ -213,7 +210,7 @@ def _stamp(params: ExportParams, sidecar: dict) -> None:
                 f"content {have.get('content_sha256')}); use another output_uri or delete the output"
             )
         return
-    publish_bytes(uri, json.dumps(want, indent=1).encode(), params.storage)
+    stamp.publish_bytes(json.dumps(want, indent=1).encode())
 
 
 def _executor(params: ExportParams) -> Executor:
@@ -231,19 +228,17 @@ def export_selected(params: ExportParams) -> ExportReport:
     them) and
     ``ValueError`` when the output holds an export of another manifest or another cut."""
     start = time.perf_counter()
-    storage = params.storage
-    sidecar = read_sidecar(params.manifest_uri, storage)
+    sidecar = read_sidecar(params.manifest)
     _stamp(params, sidecar)
-    chosen = read_manifest(params.manifest_uri, storage, selected_only=True).sort_by("rank")
+    chosen = read_manifest(params.manifest, selected_only=True).sort_by("rank")
     n = params.samples_per_shard
-    specs = pool_specs(params.manifest_uri, storage)
+    specs = pool_specs(params.manifest)
     jobs = [
         OutputShard(
             index=s,
             rows=chosen.slice(first, n),
-            output_uri=params.output_uri,
+            output=params.output,
             specs=specs,
-            storage=storage,
             key_digits=max(4, len(str(n - 1))),
             fetch_batch=params.fetch_batch,
         )
@@ -273,6 +268,6 @@ def export_selected(params: ExportParams) -> ExportReport:
         "failed": report.failed,
         "shards": [{k: s[k] for k in ("shard", "samples", "first_rank", "last_rank")} for s in summaries],
     }
-    publish_bytes(join(params.output_uri, "index.json"), json.dumps(index, indent=1).encode(), storage)
-    publish_bytes(join(params.output_uri, "_SUCCESS"), b"", storage)
+    params.output.join("index.json").publish_bytes(json.dumps(index, indent=1).encode())
+    params.output.join("_SUCCESS").publish_bytes(b"")
     return report

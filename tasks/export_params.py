@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from core.location import Location
 from core.settings import Settings, StorageConfig, absolute_uri
 
 
@@ -40,3 +41,11 @@ class ExportParams(ExportOptions):
         if self.output_uri == self.manifest_uri or self.output_uri.startswith(self.manifest_uri + "/"):
             raise ValueError(f"output_uri: {self.output_uri} is the manifest itself; give the export its own prefix")
         return self
+
+    @property
+    def manifest(self) -> Location:
+        return Location(self.manifest_uri, self.storage)
+
+    @property
+    def output(self) -> Location:
+        return Location(self.output_uri, self.storage)

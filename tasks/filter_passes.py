@@ -1,17 +1,25 @@
 """The filters that read cached vectors, as passes of the selection engine (``tasks.distributed_select``), run before
 it scores: the CLIP-score threshold (the cosine of the image and text halves of a two-tower vector), the user's
-linear probes, and pool-wide semantic dedup (SemDeDup, ``tasks.filters.dedup``). A removed sample keeps its manifest
-row and score (every score is kept) but is never selected; it is recorded with its stage and reason.
+linear probes, and pool-wide dedup (exact copies by content hash, then SemDeDup: ``tasks.filters.dedup``). A
+removed sample keeps its manifest row and score (every score is kept) but is never selected; it is recorded with
+its stage and reason.
 
 1. **centroids** — one task fits spherical k-means on a seeded sample of the pool (``SAMPLE_ROWS`` at most).
 2. **filter** — one task per manifest file: the thresholds and probes on each shard's vectors, then each remaining
    row assigned to its nearest centroid; writes the file's removals (pos, reason) in pool order and its dedup
-   candidates sorted by cluster, with an index of where each cluster starts.
-3. **dedup** — one task per group of clusters: its clusters' slices of every file's candidates (exact ranged reads),
-   each cluster walked nearest-centre first (``cluster_duplicates``, in row blocks); writes its removals in pool
-   order with where each manifest file's rows start.
+   candidates (with their content hashes, and their unit vectors in float16) sorted by cluster, with an index of
+   where each cluster starts.
+3. **dedup** — one task per group of clusters: its clusters' slices of every file's candidates and vectors (exact
+   ranged reads; read from the cache instead, a cluster's members, spread over the whole pool, touched nearly every
+   row group once per cluster), each cluster in walk order (nearest the centre first): exact copies (same content
+   hash) of an earlier row go first, then the rest is walked for near-duplicates (``cluster_duplicates``, in row
+   blocks); writes its removals in pool order with where each manifest file's rows start.
 
-Memory: a filter task holds one file's vectors, a dedup task its clusters' vectors; the centroids are k x D.
+A cache entry written before content hashes were kept has none: its samples get semantic dedup only (an exact copy
+among them is still a near-duplicate, so it goes as ``dedup:semantic``), and the run counts them (``unhashed``).
+
+Memory: a filter task holds one shard's vectors at a time and its file's candidates, a dedup task its clusters'
+candidates; the centroids are k x D. Scratch holds 2 x D + 25 bytes per candidate (``bench dedup``: 1M samples).
 """
 
 from __future__ import annotations
@@ -32,13 +40,14 @@ from core.storage import join, publish
 from tasks import score_ranges as sr
 from tasks import scratch_records as rec
 from tasks.cache import sample_ids
-from tasks.filters.dedup import DedupConfig, cluster_duplicates, unit_rows
+from tasks.filters.dedup import DedupConfig, cluster_duplicates, later_copies, unit_rows
 from tasks.filters.quality import LinearProbe, QualityConfig, clip_scores
 from tasks.score import CachedShard, load_features
 
-REASONS = ("quality:clip_score", "quality:probe", "dedup:semantic")  # a removal record's code indexes this
+REASONS = ("quality:clip_score", "quality:probe", "dedup:exact", "dedup:semantic")  # a removal's code indexes this
 REMOVED = np.dtype([("pos", "<i8"), ("code", "<i4")])
-CANDIDATE = np.dtype([("cluster", "<i4"), ("sim", "<f4"), ("pos", "<i8")])
+# ``hashed`` False: the row's entry has no content hashes (``hash`` is then meaningless)
+CANDIDATE = np.dtype([("cluster", "<i4"), ("sim", "<f4"), ("pos", "<i8"), ("hash", "<i8"), ("hashed", "?")])
 SAMPLE_ROWS = 65_536  # vectors the k-means is fitted on, whatever the pool's size
 
 
@@ -113,7 +122,7 @@ def filter_file(unit: dict, *, pool: list[CachedShard], filters: VectorFilters, 
                 storage: StorageConfig | None, centroids: np.ndarray | None) -> dict:
     """Pass 2: one manifest file's threshold and probe removals, and its dedup candidates by cluster."""
     removed, candidates = [np.zeros(0, REMOVED)], [np.zeros(0, CANDIDATE)]
-    index = None
+    index, unhashed, units = None, 0, []
     if centroids is not None:
         index = faiss.IndexFlatIP(centroids.shape[1])
         index.add(centroids)
@@ -131,45 +140,69 @@ def filter_file(unit: dict, *, pool: list[CachedShard], filters: VectorFilters, 
         part["pos"], part["code"] = pos[gone], code[gone]
         removed.append(part)
         if index is not None and (~gone).any():
-            sim, label = index.search(unit_rows(x[~gone][:, filters.dedup_columns]), 1)
-            part = np.empty(int((~gone).sum()), CANDIDATE)
+            kept = unit_rows(x[~gone][:, filters.dedup_columns])
+            sim, label = index.search(kept, 1)
+            units.append(kept.astype(np.float16))  # in [-1, 1]: float16 keeps ~3 digits, never overflows
+            part = np.zeros(int((~gone).sum()), CANDIDATE)
             part["cluster"], part["sim"], part["pos"] = label[:, 0], sim[:, 0], pos[~gone]
+            hashes = pool[s].entry.read_hashes()
+            if hashes is None:
+                unhashed += len(part)
+            else:
+                part["hash"], part["hashed"] = hashes[~gone], True
             candidates.append(part)
     name = f"part-{unit['part']:05d}"
     out = np.concatenate(removed)
     rec.write(join(scratch, "filtered", name + ".removed"), out, storage)
     if index is not None:
         cand = np.concatenate(candidates)
-        cand = cand[np.argsort(cand["cluster"], kind="stable")]
+        order = np.argsort(cand["cluster"], kind="stable")
+        cand = cand[order]
         starts = np.searchsorted(cand["cluster"], np.arange(len(centroids) + 1)).astype(rec.OFFSETS)
         rec.write(join(scratch, "filtered", name + ".candidates"), cand, storage)
+        width = centroids.shape[1]
+        rec.write(join(scratch, "filtered", name + ".vectors"),
+                  np.concatenate([np.zeros((0, width), np.float16), *units])[order], storage)
         rec.write(join(scratch, "filtered", name + ".clusters"), starts, storage)
-    return {"part": unit["part"], "removed": _counts(pool, out)}
+    return {"part": unit["part"], "removed": _counts(pool, out), "unhashed": unhashed}
 
 
 def dedup_clusters(unit: dict, *, pool: list[CachedShard], filters: VectorFilters, scratch: str,
                    storage: StorageConfig | None, files: int, shards_per_file: int) -> dict:
-    """Pass 3: near-duplicates within clusters [low, high); removals in pool order with per-file offsets."""
-    low, high, slices = unit["low"], unit["high"], []
+    """Pass 3: exact copies, then near-duplicates, within clusters [low, high); removals in pool order with
+    per-file offsets."""
+    low, high, slices, units = unit["low"], unit["high"], [], []
+    row = np.dtype((np.float16, (unit["width"],)))
     for q in range(files):
         base = join(scratch, "filtered", f"part-{q:05d}")
         start, stop = rec.read(base + ".clusters", rec.OFFSETS, storage, low, high + 1)[[0, -1]]
         slices.append(rec.read(base + ".candidates", CANDIDATE, storage, int(start), int(stop)))
-    cand = np.concatenate(slices)
-    dups = [np.zeros(0, np.int64)]
-    for c in np.unique(cand["cluster"]):
-        members = cand[cand["cluster"] == c]
-        members = members[np.lexsort((members["pos"], -members["sim"]))]  # nearest the centre first, ties by pos
-        if len(members) < 2:
+        units.append(rec.read(base + ".vectors", row, storage, int(start), int(stop)).reshape(-1, unit["width"]))
+    cand, vectors = np.concatenate(slices), np.concatenate(units)
+    exact, semantic = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    order = np.lexsort((cand["pos"], -cand["sim"], cand["cluster"]))  # by cluster, nearest the centre first, by pos
+    for at in np.split(order, np.flatnonzero(np.diff(cand["cluster"][order])) + 1):
+        members = cand[at]
+        # Identical bytes embed to the same vector (up to the float noise of the batch each ran in), so the copies of
+        # an image share their nearest centroid and meet here: the first in the walk order stays. (Where the dedup
+        # columns hold text too, a copy with another caption may lie in another cluster; it is then no copy.)
+        copy = np.zeros(len(members), bool)
+        copy[members["hashed"]] = later_copies(members["hash"][members["hashed"]])
+        exact.append(members["pos"][copy])
+        rest = members[~copy]
+        if len(rest) < 2:
             continue
-        x = unit_rows(read_rows(pool, members["pos"], filters.dedup_columns))
-        dups.append(members["pos"][cluster_duplicates(x, filters.dedup.threshold) >= 0])
-    pos = np.sort(np.concatenate(dups))
-    out = np.empty(len(pos), REMOVED)
-    out["pos"], out["code"] = pos, REASONS.index("dedup:semantic")
+        x = unit_rows(vectors[at[~copy]])
+        semantic.append(rest["pos"][cluster_duplicates(x, filters.dedup.threshold) >= 0])
+    exact_pos, semantic_pos = np.concatenate(exact), np.concatenate(semantic)
+    out = np.empty(len(exact_pos) + len(semantic_pos), REMOVED)
+    out["pos"] = np.concatenate([exact_pos, semantic_pos])
+    out["code"] = np.repeat([REASONS.index("dedup:exact"), REASONS.index("dedup:semantic")],
+                            [len(exact_pos), len(semantic_pos)])
+    out = out[np.argsort(out["pos"], kind="stable")]
     name = join(scratch, "dedup", f"group-{unit['group']:05d}")
     rec.write(name + ".removed", out, storage)
-    rec.write(name + ".offsets", rec.file_offsets(pos, files, shards_per_file), storage)
+    rec.write(name + ".offsets", rec.file_offsets(out["pos"], files, shards_per_file), storage)
     return {"group": unit["group"], "removed": _counts(pool, out)}
 
 
@@ -209,10 +242,12 @@ def merge_counts(rows: list[dict]) -> dict[str, dict[str, int]]:
 
 @dataclass(frozen=True)
 class Filtered:
-    """What the passes removed: counts by source and reason, and the dedup groups whose files hold the rest."""
+    """What the passes removed: counts by source and reason, the dedup groups whose files hold the rest, and the
+    dedup candidates without a content hash (from entries cached before hashes were kept: semantic dedup only)."""
 
     counts: dict[str, dict[str, int]]
     groups: int
+    unhashed: int = 0
 
     @property
     def total(self) -> int:
@@ -231,16 +266,17 @@ def run_filter_passes(run_pass: Callable[..., list[dict]], *, pool: list[CachedS
         centroids = np.frombuffer(fit["centroids"], np.float32).reshape(fit["k"], fit["dim"])
     work = partial(filter_file, pool=pool, filters=filters, scratch=scratch, storage=storage, centroids=centroids)
     rows = run_pass("filter", work, files, options, name=lambda u: f"part-{u['part']:05d}", timing="filter")
+    unhashed = sum(row["unhashed"] for row in rows)
     groups = []
     if centroids is not None:
-        groups = cluster_groups(len(centroids), len(files))
+        groups = [{**g, "width": centroids.shape[1]} for g in cluster_groups(len(centroids), len(files))]
         dedup = partial(dedup_clusters, pool=pool, filters=filters, scratch=scratch, storage=storage,
                         files=len(files), shards_per_file=shards_per_file)
         rows += run_pass("dedup", dedup, groups, options, name=lambda u: f"clusters {u['low']}-{u['high']}",
                          timing="filter")
     removals = partial(write_removals, pool=pool, scratch=scratch, storage=storage, groups=len(groups), uri=removed_uri)
     run_pass("filter removals", removals, files, options, name=lambda u: f"part-{u['part']:05d}", timing="filter")
-    return Filtered(merge_counts(rows), len(groups))
+    return Filtered(merge_counts(rows), len(groups), unhashed)
 
 
 def write_removals(unit: dict, *, pool: list[CachedShard], scratch: str, storage: StorageConfig | None, groups: int,

@@ -43,19 +43,19 @@ class Progress:
 
     def __init__(
         self,
-        stage: str,
+        step: str,
         *,
         total: int,
         unit: str = "shards",
         log: Callable[[str], None] = print,
         every_s: float = 10.0,
     ) -> None:
-        self.stage, self.total, self.unit, self.log, self.every_s = stage, total, unit, log, every_s
+        self.step, self.total, self.unit, self.log, self.every_s = step, total, unit, log, every_s
         self.done = 0
         self.samples = 0
         self._start = self._logged = time.monotonic()
         # disable=None: no bar when stderr is not a terminal (CI, Prefect workers), where the lines suffice.
-        self._bar = tqdm(total=total, desc=stage, unit=unit, disable=None, file=sys.stderr, leave=False)
+        self._bar = tqdm(total=total, desc=step, unit=unit, disable=None, file=sys.stderr, leave=False)
         self._listeners = _listeners.get()
         self.log(self.line())
         self._tell()
@@ -74,7 +74,7 @@ class Progress:
         self._tell()
 
     def line(self) -> str:
-        """``stage: done/total unit[, N samples/s][, ETA h:mm:ss | in h:mm:ss]``."""
+        """``step: done/total unit[, N samples/s][, ETA h:mm:ss | in h:mm:ss]``."""
         elapsed = time.monotonic() - self._start
         parts = [f"{self.done}/{self.total} {self.unit}"]
         if self.samples:
@@ -83,7 +83,7 @@ class Progress:
             parts.append(f"in {timedelta(seconds=round(elapsed))}")
         elif self.done:
             parts.append(f"ETA {timedelta(seconds=round(elapsed * (self.total - self.done) / self.done))}")
-        return f"{self.stage}: " + ", ".join(parts)
+        return f"{self.step}: " + ", ".join(parts)
 
     def _rate(self) -> float:
         return self.samples / max(time.monotonic() - self._start, 1e-9)

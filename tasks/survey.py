@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pyarrow.compute as pc
 
 from core.read import ImageCheck, Quarantine, list_shards_or_quarantine, read_shard
-from core.settings import SourceSpec, StorageConfig
+from core.settings import SourceSpec
 
 
 @dataclass
@@ -29,7 +29,6 @@ class SourceSurvey:
 def survey_source(
     spec: SourceSpec,
     *,
-    storage: StorageConfig | None = None,
     quarantine: Quarantine | None = None,
     batch_size: int = 256,
     image_check: ImageCheck = "header",
@@ -39,14 +38,13 @@ def survey_source(
     before = dict(quarantine.counts)
     survey = SourceSurvey(source=spec.name, format=spec.format)
     start = time.perf_counter()
-    shards = list_shards_or_quarantine(spec, storage, quarantine)
+    shards = list_shards_or_quarantine(spec, quarantine)
     survey.shards = len(shards)
     for shard in shards:
         for table in read_shard(
             spec,
             shard,
             quarantine=quarantine,
-            storage=storage,
             batch_size=batch_size,
             image_check=image_check,
         ):

@@ -1,4 +1,4 @@
-"""The training stages as units of work for the flows: check a run's parameters before anything starts, report
+"""The training steps as units of work for the flows: check a run's parameters before anything starts, report
 progress while it trains, and what the run returns and stores (``TrainingReport``).
 
 Parameter-level checks live here (does the manifest, the model, the upstream MLflow run exist?); the recipes
@@ -15,6 +15,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel
 
+from core.location import Location
 from core.model_files import looks_like_path
 from core.settings import ConfigError, SourceSpec, StorageConfig
 from core.storage import exists, join
@@ -57,10 +58,10 @@ def check_model(model: str, storage: StorageConfig | None, *, field_name: str = 
         raise _fail(field_name, f"no saved model at {model!r} (no config.json)")
 
 
-def check_manifest_uri(manifest_uri: str, storage: StorageConfig | None, *, field_name: str = "manifest_uri") -> int:
+def check_manifest_uri(manifest: Location, *, field_name: str = "manifest_uri") -> int:
     """The manifest exists, has its sidecar and selects at least one row; returns the selected count."""
     try:
-        return check_manifest(manifest_uri, storage)
+        return check_manifest(manifest)
     except ValueError as err:
         raise _fail(field_name, str(err).removeprefix("manifest_uri ")) from None
 

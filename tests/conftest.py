@@ -47,13 +47,14 @@ def local_corpus(tmp_path_factory: pytest.TempPathFactory) -> CorpusInfo:
 
 @pytest.fixture(scope="session")
 def s3_corpus(s3: EmbeddedS3, local_corpus: CorpusInfo) -> CorpusInfo:
-    """The same corpus uploaded to the S3 server, with its specs pointing there."""
+    """The same corpus uploaded to the S3 server, with its specs pointing there (and bound to its settings)."""
     bucket = s3.make_bucket("corpus")
     fs, _ = filesystem(bucket, s3.storage)
     fs.put(local_corpus.root.rstrip("/") + "/", "corpus/tiny/", recursive=True)
 
     def moved(spec: SourceSpec) -> SourceSpec:
-        return spec.model_copy(update={"uri": spec.uri.replace(local_corpus.root.rstrip("/"), f"{bucket}/tiny")})
+        uri = spec.uri.replace(local_corpus.root.rstrip("/"), f"{bucket}/tiny")
+        return spec.model_copy(update={"uri": uri}).bind(s3.storage)
 
     return (
         local_corpus.model_copy(

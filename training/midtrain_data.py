@@ -8,8 +8,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from core.location import Location
 from core.settings import StorageConfig
-from core.storage import exists
 from training.chat import ChatEncoder, decode_image, split_qa
 from training.config import ChatDataConfig
 from training.mixing import MixedSource
@@ -17,17 +17,18 @@ from training.sources import Quarantine, iter_selected, read_manifest, read_side
 from training.stream import BatchStream, Position, Skipped, SkipSample
 
 
-def check_manifest(manifest_uri: str, storage: StorageConfig | None = None) -> int:
-    """The number of selected rows; a ValueError naming ``manifest_uri`` if there is none to train on."""
-    if not exists(manifest_uri, storage):
-        raise ValueError(f"manifest_uri {manifest_uri!r}: no such manifest")
+def check_manifest(manifest: str | Location, storage: StorageConfig | None = None) -> int:
+    """The number of selected rows; a ValueError naming the manifest if there is none to train on."""
+    where = Location.of(manifest, storage)
+    if not where.exists():
+        raise ValueError(f"manifest_uri {where.uri!r}: no such manifest")
     try:
-        read_sidecar(manifest_uri, storage)
+        read_sidecar(where)
     except FileNotFoundError:
-        raise ValueError(f"manifest_uri {manifest_uri!r}: the manifest has no sidecar JSON") from None
-    selected = read_manifest(manifest_uri, storage, selected_only=True).num_rows
+        raise ValueError(f"manifest_uri {where.uri!r}: the manifest has no sidecar JSON") from None
+    selected = read_manifest(where, selected_only=True).num_rows
     if selected == 0:
-        raise ValueError(f"manifest_uri {manifest_uri!r}: the manifest selects no rows")
+        raise ValueError(f"manifest_uri {where.uri!r}: the manifest selects no rows")
     return selected
 
 

@@ -23,6 +23,7 @@ from mlflow.data.sources import LocalArtifactDatasetSource, S3ArtifactDatasetSou
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.exceptions import MlflowException
 
+from core.location import Location
 from core.settings import MlflowConfig, StorageConfig
 from core.storage import filesystem, join, protocol_of, read_bytes
 from training.provenance import CODE_VERSION, code_tags
@@ -106,11 +107,14 @@ def log_dataset(tracker: MlflowTracker, *, name: str, uri: str, sha256: str, con
     tracker.client.log_inputs(tracker.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
 
 
-def log_manifest_input(tracker: MlflowTracker, manifest_uri: str, storage: StorageConfig | None) -> dict[str, Any]:
+def log_manifest_input(
+    tracker: MlflowTracker, manifest: str | Location, storage: StorageConfig | None = None
+) -> dict[str, Any]:
     """The curation manifest as the mid-training run's dataset input, its content hash as the digest. Returns the
     sidecar (it names the curation run)."""
-    sidecar = read_sidecar(manifest_uri, storage)
-    log_dataset(tracker, name="manifest", uri=manifest_uri, sha256=sidecar["content_sha256"])
+    where = Location.of(manifest, storage)
+    sidecar = read_sidecar(where)
+    log_dataset(tracker, name="manifest", uri=where.uri, sha256=sidecar["content_sha256"])
     return sidecar
 
 

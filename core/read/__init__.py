@@ -1,7 +1,7 @@
 """Readers: any source (WebDataset tars, Parquet shards, LeRobot v3) as a stream of sample-contract tables.
 
     quarantine = Quarantine()
-    for table in read_source(spec, storage=storage, quarantine=quarantine):
+    for table in read_source(spec, quarantine=quarantine):     # spec.storage reaches it (SourceSpec.bind)
         ...                      # pa.Table with core.contracts.SAMPLE's columns, at most batch_size rows
     quarantine.table()           # what was set aside, with reasons
 
@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from core.read.checks import ImageCheck, Quarantine, Reading
 from core.read.formats import FORMATS
-from core.settings import SourceSpec, StorageConfig
+from core.settings import SourceSpec
 from core.storage import is_storage_fault
 
 __all__ = [
@@ -38,12 +38,12 @@ def source_root(spec: SourceSpec) -> str:
     return FORMATS[spec.format].root(spec)
 
 
-def list_shards(spec: SourceSpec, storage: StorageConfig | None = None) -> list[str]:
+def list_shards(spec: SourceSpec) -> list[str]:
     """Every shard URI of a source, sorted; for LeRobot, its data files."""
-    return FORMATS[spec.format].list_shards(spec, storage)
+    return FORMATS[spec.format].list_shards(spec)
 
 
-def list_shards_or_quarantine(spec: SourceSpec, storage: StorageConfig | None, quarantine: Quarantine) -> list[str]:
+def list_shards_or_quarantine(spec: SourceSpec, quarantine: Quarantine) -> list[str]:
     """``list_shards``, with a source whose content cannot be listed (missing files, broken metadata) or that
     matches nothing recorded in ``quarantine``.
 
@@ -51,7 +51,7 @@ def list_shards_or_quarantine(spec: SourceSpec, storage: StorageConfig | None, q
     storage's, not the source's (the caller names the setting); any other exception (a ``KeyError`` from the
     code) is a bug and crashes."""
     try:
-        shards = list_shards(spec, storage)
+        shards = list_shards(spec)
     except (OSError, ValueError, pa.ArrowException) as err:
         if is_storage_fault(err):
             raise
@@ -67,12 +67,11 @@ def read_shard(
     shard_uri: str,
     *,
     quarantine: Quarantine,
-    storage: StorageConfig | None = None,
     batch_size: int = 256,
     image_check: ImageCheck = "header",
 ) -> Iterator[pa.Table]:
     """Stream one shard of ``spec`` as sample tables; bad input goes to ``quarantine``."""
-    reading = Reading(spec, source_root(spec), quarantine, storage, batch_size, image_check)
+    reading = Reading(spec, source_root(spec), quarantine, batch_size, image_check)
     yield from FORMATS[spec.format].read(reading, shard_uri)
 
 
@@ -88,7 +87,6 @@ def read_located(
     wanted: pa.Table,
     *,
     quarantine: Quarantine,
-    storage: StorageConfig | None = None,
     batch_size: int = 256,
     image_check: ImageCheck = "header",
 ) -> Iterator[pa.Table]:
@@ -96,7 +94,7 @@ def read_located(
     tables in shard order, read with range reads: a tar's spans, a Parquet file's row groups."""
     if not located(spec, wanted):
         raise ValueError(f"{shard_uri}: rows without the locations a {spec.format} shard is read by")
-    reading = Reading(spec, source_root(spec), quarantine, storage, batch_size, image_check)
+    reading = Reading(spec, source_root(spec), quarantine, batch_size, image_check)
     yield from FORMATS[spec.format].read_located(reading, shard_uri, wanted)
 
 
@@ -104,17 +102,9 @@ def read_source(
     spec: SourceSpec,
     *,
     quarantine: Quarantine,
-    storage: StorageConfig | None = None,
     batch_size: int = 256,
     image_check: ImageCheck = "header",
 ) -> Iterator[pa.Table]:
     """Stream every shard of ``spec``, one after the other."""
-    for shard in list_shards_or_quarantine(spec, storage, quarantine):
-        yield from read_shard(
-            spec,
-            shard,
-            quarantine=quarantine,
-            storage=storage,
-            batch_size=batch_size,
-            image_check=image_check,
-        )
+    for shard in list_shards_or_quarantine(spec, quarantine):
+        yield from read_shard(spec, shard, quarantine=quarantine, batch_size=batch_size, image_check=image_check)

@@ -66,9 +66,12 @@ class Reading:
     spec: SourceSpec
     root: str
     quarantine: Quarantine
-    storage: StorageConfig | None = None
     batch_size: int = 256
     image_check: ImageCheck = "header"
+
+    @property
+    def storage(self) -> StorageConfig | None:
+        return self.spec.storage
 
 
 def image_problem(data: bytes | None, check: ImageCheck) -> str | None:

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from core.read import lerobot, parquet, webdataset
 from core.read.checks import Reading
-from core.settings import SourceSpec, StorageConfig
+from core.settings import SourceSpec
 from core.storage import expand_shards, shard_root
 
 
@@ -29,9 +29,9 @@ class SourceFormat(ABC):
         """The directory shard names are taken relative to (so sample ids do not depend on where data lives)."""
         return shard_root(spec.uri)
 
-    def list_shards(self, spec: SourceSpec, storage: StorageConfig | None) -> list[str]:
+    def list_shards(self, spec: SourceSpec) -> list[str]:
         """Every shard URI of ``spec``, sorted."""
-        return expand_shards(spec.uri, storage, suffixes=self.suffixes)
+        return expand_shards(spec.uri, spec.storage, suffixes=self.suffixes)
 
     @abstractmethod
     def read(self, reading: Reading, shard_uri: str) -> Iterator[pa.Table]:
@@ -76,8 +76,8 @@ class LeRobotFormat(SourceFormat):
     def root(self, spec: SourceSpec) -> str:
         return spec.uri.rstrip("/")
 
-    def list_shards(self, spec: SourceSpec, storage: StorageConfig | None) -> list[str]:
-        return lerobot.data_files(lerobot.load_meta(spec.uri, storage, image_key=spec.image_key))
+    def list_shards(self, spec: SourceSpec) -> list[str]:
+        return lerobot.data_files(lerobot.load_meta(spec.uri, spec.storage, image_key=spec.image_key))
 
     def read(self, reading: Reading, shard_uri: str) -> Iterator[pa.Table]:
         return lerobot.read_lerobot_shard(reading, shard_uri)

@@ -30,6 +30,7 @@ from PIL import Image
 
 from core.contracts import ROBOT_STEP, make_sample_id, table_from_rows
 from core.errors import is_transient
+from core.location import Location
 from core.read.checks import ImageCheck, Quarantine, Reading, accept_sample, batched
 from core.read.parquet import image_bytes
 from core.settings import StorageConfig
@@ -89,11 +90,16 @@ def _read_episodes(root: str, storage: StorageConfig | None, files: list[str], c
     return episodes
 
 
-def load_meta(root: str, storage: StorageConfig | None = None, *, image_key: str | None = None) -> LeRobotMeta:
-    """Read a v3 dataset's metadata; raises ``ValueError`` if it is not a usable v3 dataset.
+def load_meta(
+    where: str | Location, storage: StorageConfig | None = None, *, image_key: str | None = None
+) -> LeRobotMeta:
+    """Read the metadata of the v3 dataset at ``where`` (a location, or a root URI reached with ``storage``);
+    raises ``ValueError`` if it is not a usable v3 dataset.
 
     Memoised per process by (root, camera, storage, ``info.json`` content, episode files' versions), so a data
     file's reader pays one small read and one listing, and a dataset rewritten in place is read again."""
+    where = Location.of(where, storage)
+    root, storage = where.uri, where.storage
     raw = read_bytes(join(root, "meta/info.json"), storage)
     info = json.loads(raw)
     version = str(info.get("codebase_version", "")) if isinstance(info, dict) else ""

@@ -38,9 +38,7 @@ class ReportResult:
     metrics: dict[str, Any]
 
 
-def _examples(
-    rows: pa.Table, pool: dict[str, SourceSpec], storage: StorageConfig | None
-) -> list[tuple[bytes, str, float, str]]:
+def _examples(rows: pa.Table, pool: dict[str, SourceSpec]) -> list[tuple[bytes, str, float, str]]:
     """(image, text, score, source) for manifest ``rows``, read back from their shards (range reads where the rows
     carry locations), in row order."""
     found: dict[str, tuple[bytes, str, float, str]] = {}
@@ -50,7 +48,7 @@ def _examples(
         spec = pool.get(part["source"][0].as_py())
         if spec is None:
             continue
-        for batch in read_samples(spec, shard_uri, part, storage=storage, quarantine=quarantine):
+        for batch in read_samples(spec, shard_uri, part, quarantine=quarantine):
             columns = (batch[c].to_pylist() for c in ("sample_id", "image", "text", "score", "source"))
             for sid, img, text, score, src in zip(*columns, strict=True):
                 found[sid] = (img, text, float(score), src)
@@ -200,7 +198,7 @@ def _build_report(
     }
     progress.update()
     step(3)
-    pool_specs = {s["name"]: SourceSpec.model_validate(s) for s in sidecar.get("pool", [])}
+    pool_specs = {s["name"]: SourceSpec.model_validate(s).bind(storage) for s in sidecar.get("pool", [])}
     if examples > 0:
         top = manifest_rows(manifest_uri, storage, scan.top)
         low = manifest_rows(manifest_uri, storage, scan.lowest)
@@ -208,7 +206,7 @@ def _build_report(
             ("top_selected", top, "Highest-ranked selected samples"),
             ("lowest_scored", low, "Lowest-scored pool samples"),
         ):
-            samples = _examples(rows, pool_specs, storage)
+            samples = _examples(rows, pool_specs)
             if samples:
                 pngs[name] = figures.thumbnails(samples, title)
     funnel, filter_pngs = filters_section(sidecar, storage, pool_specs, examples=_examples,

@@ -50,7 +50,7 @@ def removal_rows(sidecar: dict[str, Any], storage: StorageConfig | None, per_rea
 
 def filters_section(
     sidecar: dict[str, Any], storage: StorageConfig | None, pool: dict[str, SourceSpec], *,
-    examples: Callable[[pa.Table, dict[str, SourceSpec], StorageConfig | None], list[tuple[bytes, str, float, str]]],
+    examples: Callable[[pa.Table, dict[str, SourceSpec]], list[tuple[bytes, str, float, str]]],
     thumbnails: Callable[[list[tuple[bytes, str, float, str]], str], bytes], show: bool,
 ) -> tuple[pd.DataFrame, dict[str, bytes]]:
     """The funnel table (a row per source and one for the whole pool) and, with ``show``, a thumbnail grid of
@@ -63,7 +63,7 @@ def filters_section(
         for reason in sorted(set(rows["reason"].to_pylist())):
             part = rows.filter(pc.equal(rows["reason"], reason)).drop_columns(["reason"])
             labelled += [(img, f"[{reason}] {text}", score, source)
-                         for img, text, score, source in examples(part, pool, storage)]
+                         for img, text, score, source in examples(part, pool)]
         if labelled:
             pngs["filtered_examples"] = thumbnails(labelled, "Removed by the quality and dedup filters")
     return df, pngs

@@ -44,3 +44,10 @@ def test_pickles_without_its_filesystem(root):
     copy = pickle.loads(pickle.dumps(root))
     assert copy == root and hash(copy) == hash(root) and "_fs_path" not in copy.__dict__
     assert copy.join("x").read_bytes() == b"1"
+
+
+def test_of_binds_a_string_and_keeps_a_location(s3):
+    where = Location.of("s3://b/x", s3.storage)
+    assert where == Location("s3://b/x", s3.storage)
+    assert Location.of(where, None) is where  # a location keeps its own settings
+    assert Location.of("/data").storage is None

@@ -30,7 +30,7 @@ def _manifest(corpus, storage, uri: str) -> int:
     """A manifest over two pool sources with every third sample selected; returns the number selected."""
     parts = []
     for spec in corpus.pool[1:3]:
-        samples = pa.concat_tables(read_source(spec, quarantine=Quarantine(), storage=storage))
+        samples = pa.concat_tables(read_source(spec, quarantine=Quarantine()))
         n = samples.num_rows
         parts.append(
             samples.select(["sample_id", "source", "shard_uri", "key"])

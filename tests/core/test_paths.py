@@ -37,4 +37,4 @@ def test_curate_output_and_cache_paths_become_absolute(tmp_path, monkeypatch):
         }
     )
     assert (params.output_uri, params.cache_uri) == (f"{tmp_path}/out", f"{tmp_path}/cache/")
-    assert params.pool[0].uri == f"{tmp_path}/pool" and params.resolved_cache_uri() == f"{tmp_path}/cache/"
+    assert params.pool[0].uri == f"{tmp_path}/pool" and params.cache.uri == f"{tmp_path}/cache/"

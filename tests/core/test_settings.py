@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from core.settings import ConfigError, CorpusConfig, SourceSpec, StorageConfig, load_config, parse_config
@@ -65,3 +67,16 @@ def test_defaults_leave_s3_to_the_environment():
     assert not {"key", "secret", "anon", "client_kwargs"} & set(options)  # credentials and endpoint: the environment
     assert options["config_kwargs"]["retries"] == {"mode": "standard", "max_attempts": 8}
     assert SourceSpec(name="a", format="parquet", uri="/x").image_column == "image"
+
+
+def test_sources_carry_their_storage_pickled_but_never_written_out():
+    storage = StorageConfig(endpoint_url="http://127.0.0.1:9000", key="k", secret="s")
+    spec = SourceSpec(name="photos", format="webdataset", uri="s3://b/photos/")
+    cfg = CorpusConfig(storage=storage, pool=[spec])
+    assert cfg.pool[0].storage == storage and spec.storage is None  # bound at validation, on a copy
+    copy = pickle.loads(pickle.dumps(cfg.pool[0]))  # how a Ray worker receives it
+    assert copy.storage == storage and copy == cfg.pool[0]
+    dumped = cfg.pool[0].model_dump(mode="json")  # a sidecar's or a Prefect form's view
+    assert dumped == spec.model_dump(mode="json") and "storage" not in dumped
+    again = CorpusConfig.model_validate_json(cfg.model_dump_json())
+    assert again.pool[0].storage.endpoint_url == storage.endpoint_url  # a JSON round trip binds it again

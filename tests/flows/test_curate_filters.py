@@ -1,8 +1,9 @@
 """The filters in a real curate run (Prefect's ephemeral API, local Ray, MLflow on SQLite) on a generated pool with
 planted cases: an image on a SHA-256 list, a re-encoded and resized copy of an image whose pHash is listed, a blank
-and a tiny image, captions too short or not text, and copies of one sample across shards. Each is removed with its
-stage and reason, counted in the funnel (sidecar, report, MLflow), never selected — and no file the run or the
-cache holds contains the bytes of a listed image or of its copies."""
+and a tiny image, captions too short or not text, byte-for-byte copies of one sample across shards (exact copies, by
+content hash) and a lossless re-encoding of another (other bytes, the same pixels: a near-duplicate). Each is
+removed with its stage and reason, counted in the funnel (sidecar, report, MLflow), never selected — and no file
+the run or the cache holds contains the bytes of a listed image or of its copies."""
 
 from __future__ import annotations
 
@@ -35,9 +36,10 @@ def _caption(i: int) -> str:
     return f"a photograph of object number {i} on a wooden table"
 
 
-def planted_pool(root: Path) -> tuple[SourceSpec, dict[str, str], list[str], dict[str, bytes]]:
-    """Two Parquet shards; the expected reason of each planted sample (by sample id), the ids of the copies of one
-    good sample (one of them stays), and the bytes that must never be written anywhere."""
+def planted_pool(root: Path) -> tuple[SourceSpec, dict[str, str], list[str], list[str], dict[str, bytes]]:
+    """Two Parquet shards; the expected reason of each planted sample (by sample id), the ids of the exact copies of
+    one good sample and of a good sample and its re-encoding (one of each stays), and the bytes that must never be
+    written anywhere."""
     listed, near = photo(1), photo(2)
     secret = {"listed": encode(listed), "near": encode(near),
               "near_copy": encode(near.resize((80, 80)), "JPEG", quality=70)}
@@ -49,7 +51,7 @@ def planted_pool(root: Path) -> tuple[SourceSpec, dict[str, str], list[str], dic
            (encode(photo(3).resize((12, 12))), _caption(103)), copy],
         [(encode(photo(20 + i)), _caption(i)) for i in range(GOOD // 2, GOOD)]
         + [(secret["near"], _caption(104)), (encode(photo(4)), "a cup"), (encode(photo(5)), "IMG_0042.JPG 1234 5678"),
-           copy, copy],
+           copy, copy, (encode(photo(21), compress_level=1), _caption(1))],
     ]
     (root / "web").mkdir(parents=True)
     for n, rows in enumerate(shards):
@@ -60,15 +62,16 @@ def planted_pool(root: Path) -> tuple[SourceSpec, dict[str, str], list[str], dic
                 "web/00001.parquet/8": "blocklist:near", "web/00001.parquet/9": "quality:caption_too_short",
                 "web/00001.parquet/10": "quality:caption_not_text"}
     copies = ["web/00000.parquet/0", "web/00000.parquet/12", "web/00001.parquet/11", "web/00001.parquet/12"]
+    reencoded = ["web/00000.parquet/1", "web/00001.parquet/13"]
     (root / "sha.txt").write_text(f"# known images\n{hashlib.sha256(secret['listed']).hexdigest()}\n")
     (root / "phash.txt").write_text(f"{image_phash(near):016x}\n")
-    return SourceSpec(name="web", format="parquet", uri=str(root / "web")), expected, copies, secret
+    return SourceSpec(name="web", format="parquet", uri=str(root / "web")), expected, copies, reencoded, secret
 
 
 @pytest.fixture(scope="module")
 def planted_run(local_corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("filters")
-    spec, expected, copies, secret = planted_pool(root)
+    spec, expected, copies, reencoded, secret = planted_pool(root)
     backbone = save_tiny_backbone("open_clip", str(root / "model"), seed=0)  # image+text: both towers
     params = CurateParams(
         pool=[spec], robot=local_corpus.robot[:1], backbone=backbone, k=5, output_uri=str(root / "out"),
@@ -79,7 +82,7 @@ def planted_run(local_corpus, tmp_path_factory):
                  # the tiny random model puts distinct photos up to ~0.9992 apart; copies are identical vectors
                  "dedup": {"enabled": True, "threshold": 0.9999}},
     )
-    return params, curate(params), expected, copies, secret, root
+    return params, curate(params), expected, (copies, reencoded), secret, root
 
 
 def _removals(sidecar: dict) -> dict[str, tuple[str, str]]:
@@ -88,20 +91,23 @@ def _removals(sidecar: dict) -> dict[str, tuple[str, str]]:
 
 
 def test_planted_samples_are_removed_with_stage_and_reason_and_counted(planted_run, mlflow_store):
-    params, report, expected, copies, _, _ = planted_run
+    params, report, expected, (copies, reencoded), _, _ = planted_run
     sidecar = read_sidecar(report.manifest_uri)
     removed = _removals(sidecar)
-    dups = {i for i, (_, reason) in removed.items() if reason == "dedup:semantic"}
-    assert {i: r for i, (_, r) in removed.items() if i not in dups} == expected
+    exact = {i for i, (_, reason) in removed.items() if reason == "dedup:exact"}
+    near = {i for i, (_, reason) in removed.items() if reason == "dedup:semantic"}
+    assert {i: r for i, (_, r) in removed.items() if i not in exact | near} == expected
     assert all(stage == reason.split(":")[0] for stage, reason in removed.values())
-    assert dups < set(copies) and len(dups) == len(copies) - 1  # one of the copies stays
+    assert exact < set(copies) and len(exact) == len(copies) - 1  # one of the byte copies stays
+    assert near < set(reencoded) and len(near) == 1  # the same pixels in other bytes: a near-duplicate
     manifest = read_manifest(report.manifest_uri)
-    assert manifest.num_rows == 26 - len(expected)  # every embedded sample has its row and score, screened ones none
+    assert manifest.num_rows == 27 - len(expected)  # every embedded sample has its row and score, screened ones none
     assert not any(i.startswith("web/") and i in removed for i in
                    manifest.filter(manifest["selected"])["sample_id"].to_pylist())
-    funnel = {"pool": 26, "after_blocklist": 23, "after_quality": 19, "after_dedup": 16, "selected": 5}
+    funnel = {"pool": 27, "after_blocklist": 24, "after_quality": 20, "after_dedup": 16, "selected": 5}
     assert sidecar["funnel"] == {"web": funnel} and report.funnel == {"web": funnel}
-    assert sidecar["filtered"] == {"web": {"dedup:semantic": 3}}
+    assert sidecar["filtered"] == {"web": {"dedup:exact": 3, "dedup:semantic": 1}}
+    assert sidecar["dedup_unhashed"] == 0 == report.dedup_unhashed
     assert sidecar["filters"]["blocklists"] == [
         {"name": "known", "kind": "sha256", "uri": params.filters.blocklists[0].uri, "entries": 1},
         {"name": "near", "kind": "phash", "uri": params.filters.blocklists[1].uri, "entries": 1}]
@@ -111,6 +117,7 @@ def test_planted_samples_are_removed_with_stage_and_reason_and_counted(planted_r
                                 "quality:caption_not_text": 1}
     metrics = mlflow.MlflowClient(mlflow_store).get_run(report.mlflow_run_id).data.metrics
     assert {s: metrics[f"funnel_web_{s}"] for s in funnel} == funnel
+    assert (metrics["removed_dedup_exact"], metrics["removed_dedup_semantic"], metrics["dedup_unhashed"]) == (3, 1, 0)
     html = Path(report.report_uri).read_text()
     assert "<th>after_blocklist</th>" in html and "alt=\"filtered examples\"" in html
 

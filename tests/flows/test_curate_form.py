@@ -4,13 +4,16 @@ deployment's defaults from prefect.yaml with k added, fraction removed, or one o
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
 import yaml
 from prefect.utilities.schema_tools.validation import ValidationError, build_error_obj, validate
 
+from core.settings import SourceSpec
 from flows.curate import curate
+from flows.params import CurateParams
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,3 +44,15 @@ def test_a_run_with_both_is_refused_with_the_same_words():
     params = next(d for d in spec["deployments"] if d["name"] == "curate")["parameters"]["params"] | {"k": 5}
     with pytest.raises(ValidationError, match="params.fraction'. Failure reason: 'give k or fraction, not both'"):
         validate({"params": params}, curate.parameters.model_dump_for_openapi(), raise_on_error=True)
+
+
+def test_sources_reach_their_storage_through_prefect_and_ray():
+    """Prefect keeps the parameters as JSON and Ray pickles them: either way every source comes back bound to the
+    run's storage, and neither the form nor the stored JSON holds a source's storage."""
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    given = next(d for d in spec["deployments"] if d["name"] == "curate")["parameters"]["params"]
+    params = CurateParams.model_validate(given | {"storage": {"endpoint_url": "http://127.0.0.1:9000"}})
+    for copy in (pickle.loads(pickle.dumps(params)), CurateParams.model_validate_json(params.model_dump_json())):
+        assert all(s.storage == params.storage for s in copy.pool + copy.robot) and copy.cache == params.cache
+    assert all("storage" not in s for s in params.model_dump(mode="json")["pool"])
+    assert "storage" not in SourceSpec.model_json_schema()["properties"]

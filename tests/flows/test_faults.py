@@ -32,7 +32,7 @@ def params(local_corpus, backbone, tmp_path) -> CurateParams:
 
 def _plan(params: CurateParams, **kw):
     return preflight(pool=params.pool, robot=params.robot, backbone_spec=params.backbone, scorer_config=params.scorer,
-                     cache_uri=params.resolved_cache_uri(), storage=None, **kw)
+                     cache_at=params.cache, storage=None, **kw)
 
 
 @pytest.mark.parametrize("uri", ["{root}/nothing/*.tar", "{root}/nothing/{{0..3}}.tar", "{root}/nothing/"])

@@ -13,7 +13,7 @@ from flows.curate import curate
 from flows.finetune import finetune
 from flows.midtrain import midtrain
 from flows.pipeline import pipeline
-from flows.training_params import MidtrainParams, MidtrainStage
+from flows.training_params import MidtrainParams, MidtrainStep
 
 
 def _mlflow_definitions(flow: Any) -> dict[str, dict]:
@@ -33,7 +33,7 @@ def _mlflow_definitions(flow: Any) -> dict[str, dict]:
     [
         (midtrain, {"MidtrainParams": "emt-training"}),
         (finetune, {"FinetuneParams": "emt-training"}),
-        (pipeline, {"CurateParams": "emt-curation", "MidtrainStage": "emt-training", "FinetuneStage": "emt-training"}),
+        (pipeline, {"CurateParams": "emt-curation", "MidtrainStep": "emt-training", "FinetuneStep": "emt-training"}),
         (curate, {"CurateParams": "emt-curation"}),
     ],
 )
@@ -54,9 +54,9 @@ def test_what_the_form_submits_by_default_goes_to_emt_training():
 
 
 def test_a_plain_mlflow_config_keeps_what_it_sets():
-    unset = MidtrainStage(model="/m", output_uri="/o", mlflow=MlflowConfig(tracking_uri="sqlite:///t.db"))
+    unset = MidtrainStep(model="/m", output_uri="/o", mlflow=MlflowConfig(tracking_uri="sqlite:///t.db"))
     assert (unset.mlflow.experiment, unset.mlflow.tracking_uri) == ("emt-training", "sqlite:///t.db")
-    named = MidtrainStage(model="/m", output_uri="/o", mlflow=MlflowConfig(experiment="mine"))
+    named = MidtrainStep(model="/m", output_uri="/o", mlflow=MlflowConfig(experiment="mine"))
     assert named.mlflow.experiment == "mine"
     with pytest.raises(ValueError, match="always tracked"):
-        MidtrainStage(model="/m", output_uri="/o", mlflow={"enabled": False})
+        MidtrainStep(model="/m", output_uri="/o", mlflow={"enabled": False})

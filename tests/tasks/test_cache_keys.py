@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.location import Location
 from core.settings import SourceSpec
 from estimator.backbones.tiny import save_tiny_backbone
 from estimator.scorer import ScorerConfig
@@ -26,7 +27,7 @@ def backbone(tmp_path_factory):
 
 def plan(corpus, backbone, cache_uri: str, *, pool=None, robot=None) -> Plan:
     return preflight(pool=pool or corpus.pool[:1], robot=robot or corpus.robot[:1], backbone_spec=backbone,
-                     scorer_config=ScorerConfig(), cache_uri=cache_uri, storage=None)
+                     scorer_config=ScorerConfig(), cache_at=Location(cache_uri), storage=None)
 
 
 def embed_all(p: Plan, backbone) -> None:
@@ -120,7 +121,7 @@ def test_filters_key_the_pool_entries_and_leave_the_robot_ones_and_a_run_without
     assert ScreenPlan.load([], QualityConfig(min_clip_score=0.2)) is None  # vector thresholds need no new key
     screen = _screen(tmp_path, "ab" * 32, min_side=8)
     filtered = preflight(pool=local_corpus.pool[:1], robot=local_corpus.robot[:1], backbone_spec=backbone,
-                         scorer_config=ScorerConfig(), cache_uri=cache, storage=None, screen=screen)
+                         scorer_config=ScorerConfig(), cache_at=Location(cache), storage=None, screen=screen)
     assert {s.entry for s in filtered.pool}.isdisjoint({s.entry for s in bare.pool})
     assert [s.entry for s in filtered.robot] == [s.entry for s in bare.robot]
     assert all(j.screened == (j.spec.name == spec.name) for j in filtered.todo)

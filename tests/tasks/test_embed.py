@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import numpy as np
@@ -74,6 +75,17 @@ def test_every_row_gets_its_own_vector_and_bad_rows_are_marked():
     vectors = out["embedding"].to_pylist()
     assert [v[0] if v else None for v in vectors] == [1.0, None, 1.0, 2.0, None]
     assert out.schema.field("embedding").type == pa.list_(pa.float32(), 4)
+
+
+def test_each_row_carries_its_image_bytes_hash_and_not_the_bytes():
+    red = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(red, format="PNG")
+    out = embed(CountingBackbone(), batch([png(), red.getvalue(), png(), b"junk"], [None] * 4))
+    hashes = out["content_hash"].to_pylist()
+    assert hashes[0] == hashes[2] != hashes[1]  # equal bytes, equal hash (a sample's copy in another shard)
+    assert hashes[0] == int.from_bytes(hashlib.sha256(png()).digest()[:8], "big", signed=True)
+    assert hashes[3] is not None  # an undecodable image is quarantined, but its bytes hash as well
+    assert "image" not in out.column_names
 
 
 def test_batch_without_usable_rows_keeps_the_vector_type():

@@ -32,14 +32,14 @@ def test_two_runs_on_one_cache_embed_each_shard_once(s3, s3_corpus, backbone):
     cache = EmbeddingCache(root=Location(f"{s3.make_bucket('claims')}/cache", s3.storage),
                            fingerprint=describe(backbone).fingerprint)
     spec = s3_corpus.pool[2]  # parquet, 10-row shards
-    jobs = [ShardJob(spec=spec, shard_uri=u, entry=cache.entry(spec, u)) for u in list_shards(spec, s3.storage)]
+    jobs = [ShardJob(spec=spec, shard_uri=u, entry=cache.entry(spec, u)) for u in list_shards(spec)]
     dead = {"token": "x", "host": "elsewhere", "pid": 1, "heartbeat": time.time() - 3600}  # a worker killed long ago
     publish_bytes(jobs[0].entry.uri + ".lease.json", json.dumps(dead).encode(), s3.storage)
     mark = s3.log.mark()
     reports: dict[str, Report] = {}
 
     def one_run(name: str) -> None:  # each run plans every shard: neither had an entry when it looked
-        worker = ShardEmbedder(embed=Embed(backbone=backbone), cache=cache, storage=s3.storage, dtype="float32",
+        worker = ShardEmbedder(embed=Embed(backbone=backbone), cache=cache, dtype="float32",
                                wait_every=0.2)
         reports[name] = run(Job(step="embed", units=jobs, work=worker, name=lambda j: j.shard_uri),
                             Threads(workers=2))

@@ -19,7 +19,7 @@ from core.location import Location
 from core.read import Quarantine, list_shards, read_shard
 from estimator.backbones.tiny import save_tiny_backbone
 from tasks.cache import EmbeddingCache, vectors
-from tasks.embed import Embed, prepare_rows
+from tasks.embed import Embed, content_hashes, prepare_rows
 from tasks.embed_shards import SUMMARY, EmbedSummary, ShardEmbedder, ShardFailed, ShardJob, _work, embed_shards
 from tasks.executor import Job, Report, Resources, RetryPolicy, Threads, run
 from tasks.executor.on_ray import RayActors
@@ -86,7 +86,8 @@ def test_workers_publish_their_shards_and_return_summary_rows(local_corpus, tiny
     entries = [j.entry.read() for j in jobs]
     assert all(vectors(e).shape[1] == 64 for e in entries)
     # the source's name is not cached; where each sample is (a Parquet shard: its row group) is
-    assert all(e.column_names == ["key", "embedding", *LOCATION_NAMES] for e in entries)
+    assert all(e.column_names == ["key", "embedding", *LOCATION_NAMES, "content_hash"] for e in entries)
+    assert all(e["content_hash"].null_count == 0 for e in entries)  # each sample's image bytes, hashed
     assert all(e["row_group"].null_count == 0 and e["byte_offset"].null_count == e.num_rows for e in entries)
     # the actor's threads or CPU tasks decoded and preprocessed, the actor ran the forward passes: the vectors are
     # those one process makes of the same samples (the cache keeps float16)
@@ -96,6 +97,7 @@ def test_workers_publish_their_shards_and_return_summary_rows(local_corpus, tiny
     batch = _work(samples)
     expected = vectors(local.finish(batch, prepare_rows(local.model.preprocessor, batch, 5))).astype(np.float16)
     np.testing.assert_array_equal(vectors(jobs[0].entry.read()).astype(np.float16), expected)
+    assert jobs[0].entry.read_hashes().tolist() == content_hashes(samples["image"]).to_pylist()
 
 
 @pytest.mark.usefixtures("ray_local")

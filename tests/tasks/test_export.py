@@ -25,10 +25,10 @@ from tasks.export_params import ExportParams
 LOCATION = ["byte_offset", "byte_length", "row_group"]
 
 
-def _pool(corpus, storage=None) -> pa.Table:
+def _pool(corpus) -> pa.Table:
     """Samples of a tar source and a Parquet one, with a score that ranks them out of shard order."""
     samples = pa.concat_tables(
-        pa.concat_tables(read_source(spec, quarantine=Quarantine(), storage=storage)) for spec in corpus.pool[1:3]
+        pa.concat_tables(read_source(spec, quarantine=Quarantine())) for spec in corpus.pool[1:3]
     )
     n = samples.num_rows
     order = sorted(range(n), key=lambda i: (i * 7) % n)  # rank r goes to sample order[r]
@@ -129,7 +129,7 @@ def _members_of(data: bytes) -> list[tuple[str, bytes]]:
 
 def test_export_over_s3(s3, s3_corpus):
     bucket = s3.make_bucket("export")
-    pool = _pool(s3_corpus, s3.storage)
+    pool = _pool(s3_corpus)
     manifest = f"{bucket}/runs/r1/manifest.parquet"
     _write(s3_corpus, pool, manifest, s3.storage)
     params = ExportParams(

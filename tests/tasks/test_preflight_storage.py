@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.location import Location
 from core.storage import StorageAccessError
 from estimator.backbones.tiny import save_tiny_backbone
 from estimator.scorer import ScorerConfig
@@ -24,7 +25,7 @@ def _preflight(pool, robot, storage, backbone, tmp_path):
         robot=robot,
         backbone_spec=backbone,
         scorer_config=ScorerConfig(),
-        cache_uri=str(tmp_path / "cache"),
+        cache_at=Location(str(tmp_path / "cache")),
         storage=storage,
     )
 
@@ -33,7 +34,7 @@ def test_denied_source_names_its_field(s3, s3_corpus, local_corpus, backbone, tm
     proxy = FaultProxy(upstream=s3.storage.endpoint_url, fail_every=1, status=403, code="AccessDenied").start()
     try:
         storage = s3.storage.model_copy(update={"endpoint_url": proxy.endpoint_url})
-        pool = [local_corpus.pool[0], s3_corpus.pool[1]]  # the second pool source is on the denied S3
+        pool = [local_corpus.pool[0], s3_corpus.pool[1].bind(storage)]  # the second pool source is on the denied S3
         message = rf"^pool\.1\.uri \({s3_corpus.pool[1].uri.replace('*', '.')}.*\): access denied: check storage\.key"
         with pytest.raises(StorageAccessError, match=message):
             _preflight(pool, local_corpus.robot, storage, backbone, tmp_path)
@@ -42,11 +43,11 @@ def test_denied_source_names_its_field(s3, s3_corpus, local_corpus, backbone, tm
 
 
 def test_missing_bucket_and_unreachable_endpoint_name_the_field(s3, local_corpus, backbone, tmp_path):
-    robot = [local_corpus.robot[0].model_copy(update={"uri": "s3://no-such-bucket/robot"})]
+    robot = [local_corpus.robot[0].model_copy(update={"uri": "s3://no-such-bucket/robot"}).bind(s3.storage)]
     with pytest.raises(StorageAccessError, match=r"^robot\.0\.uri \(s3://no-such-bucket/robot\): the bucket does not"):
         _preflight(local_corpus.pool, robot, s3.storage, backbone, tmp_path)
     down = s3.storage.model_copy(update={"endpoint_url": f"http://127.0.0.1:{free_port()}", "max_attempts": 1})
-    pool = [local_corpus.pool[0].model_copy(update={"uri": "s3://any/shards/"})]
+    pool = [local_corpus.pool[0].model_copy(update={"uri": "s3://any/shards/"}).bind(down)]
     with pytest.raises(StorageAccessError, match=r"^pool\.0\.uri \(s3://any/shards/\): cannot reach the storage"):
         _preflight(pool, local_corpus.robot, down, backbone, tmp_path)
 

@@ -33,7 +33,7 @@ def test_a_failed_step_does_not_claim_to_have_finished():
 
 def test_a_follower_hears_every_move_of_the_steps_made_in_its_context():
     heard: list[tuple[str, int, int]] = []
-    with (following(lambda p: heard.append((p.stage, p.done, p.samples))),
+    with (following(lambda p: heard.append((p.step, p.done, p.samples))),
           Progress("embed", total=2, log=lambda _: None, every_s=1e9) as progress):
         progress.update(samples=3)
         progress.update(samples=4)

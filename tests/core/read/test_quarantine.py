@@ -51,7 +51,7 @@ def place(request, tmp_path, s3):
 
 def read(spec: SourceSpec, storage, **kw) -> tuple[list[str], Quarantine]:
     q = Quarantine()
-    ids = [i for t in read_source(spec, quarantine=q, storage=storage, **kw) for i in t["sample_id"].to_pylist()]
+    ids = [i for t in read_source(spec.bind(storage), quarantine=q, **kw) for i in t["sample_id"].to_pylist()]
     return ids, q
 
 

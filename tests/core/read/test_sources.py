@@ -13,9 +13,9 @@ from core.read.lerobot import load_meta, read_robot_steps
 from tests.conftest import TINY
 
 
-def _read_all(spec, storage=None, **kw) -> tuple[pa.Table, Quarantine]:
+def _read_all(spec, **kw) -> tuple[pa.Table, Quarantine]:
     q = Quarantine()
-    tables = list(read_source(spec, quarantine=q, storage=storage, **kw))
+    tables = list(read_source(spec, quarantine=q, **kw))
     return pa.concat_tables(tables), q
 
 
@@ -29,7 +29,7 @@ def test_local_and_s3_read_identically(local_corpus, s3_corpus, s3, role, index)
     local_spec, s3_spec = getattr(local_corpus, role)[index], getattr(s3_corpus, role)[index]
     assert s3_spec.uri.startswith("s3://")
     local, q_local = _read_all(local_spec)
-    remote, q_remote = _read_all(s3_spec, storage=s3.storage)
+    remote, q_remote = _read_all(s3_spec)  # bound to the server's settings
 
     assert local.schema.equals(SAMPLE, check_metadata=False)
     assert len(q_local) == 0 and len(q_remote) == 0

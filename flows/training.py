@@ -11,7 +11,7 @@ from typing import Literal
 
 from flows.run import Run
 from flows.runtime import ray_session
-from flows.training_params import TrainingStage
+from flows.training_params import TrainingStep
 from synth.toyworld import TabletopEnv
 from tasks.training_run import ProgressTracker, TrainingReport
 from tasks.training_tasks import register_model_task, train_task
@@ -21,17 +21,17 @@ from training.recording import MlflowTracker, describe_run
 from training.vla_pyfunc import save_vla_pyfunc
 
 
-def train_config(params: TrainingStage, run: Run[TrainingReport]) -> TrainConfig:
+def train_config(params: TrainingStep, run: Run[TrainingReport]) -> TrainConfig:
     """Checkpoints default to the run folder, so rerunning an interrupted run resumes it."""
     if params.train.checkpoint_uri is not None:
         return params.train
     return params.train.model_copy(update={"checkpoint_uri": run.path("checkpoints")})
 
 
-def train_stage(
+def train_and_register(
     *,
     kind: Literal["midtrain", "finetune"],
-    params: TrainingStage,
+    params: TrainingStep,
     registered_model: str,
     run: Run[TrainingReport],
     config: MidtrainConfig | FinetuneConfig,
