@@ -1,9 +1,10 @@
 """Embedding throughput on the same WebDataset shards of 224-px JPEGs (``bench.jpeg_corpus``), three ways:
 
-* **product**: ``tasks.embed_shards`` (the curate flow's embed step) on a local Ray: each actor holds the model and
-  reads its shard; CPU tasks decode and preprocess (``tasks.prepare``), the actor runs only forward passes and
-  writes the cache. Run with each ``--configs`` entry: ``auto`` (the flow's defaults for the cluster,
-  ``tasks.embed_shards.embed_cpus``) or ACTOR/READ/PREPARE CPUs.
+* **product**: ``tasks.embed_shards`` (the curate flow's embed step) on a local Ray: each actor holds the model,
+  reads its shard and writes the cache; its batches are decoded and preprocessed (``tasks.prepare``) on its own
+  threads or on CPU tasks. Run with each ``--configs`` entry: ``auto`` (the flow's defaults for the cluster,
+  ``tasks.embed_shards.embed_cpus``: on CPUs only, the actor decodes), ``actor`` or ``tasks`` (where decoding
+  runs, CPUs by default) or ACTOR/READ/PREPARE CPUs (on CPU tasks).
 * **plain Ray Data**: what a user would write: ``read_webdataset`` (its read tasks decode the images) →
   ``map_batches`` over an actor holding the same model → ``write_parquet``.
 * **bare loop**: decode + preprocess + forward in batches in this process, torch on every core: what the machine
@@ -43,8 +44,8 @@ from flows.runtime import ray_temp_dir
 from synth import CorpusInfo, SynthConfig, generate_corpus
 from tasks.cache import EmbeddingCache
 from tasks.embed import Embed, decode_image
-from tasks.embed_shards import EmbedCpus, ShardJob, cluster_embed_cpus, embed_shards
-from tasks.executor import Resources
+from tasks.embed_shards import ShardJob, embed_shards
+from tasks.ray_config import RayConfig
 
 OUT = Path("bench/out")
 DATA = Path("data/bench")
@@ -87,26 +88,24 @@ def bare_loop(spec: BackboneSpec, images: list[bytes], texts: list[str], batch: 
         return time.perf_counter() - t0, forward
 
 
-# (ACTOR/READ/PREPARE CPUs or None for the flow's defaults on the cluster, shards each actor holds at once)
-Config = tuple[tuple[float, float, float] | None, int]
+# (the job's Ray settings, shards each actor holds at once)
+Config = tuple[RayConfig, int]
 
 
 def product(spec: BackboneSpec, shards: list[tuple], args: argparse.Namespace, config: Config
             ) -> tuple[int, float, float, dict]:
     """Samples embedded, wall seconds, the driver's peak RSS growth (MB) and the job's stage seconds of one
     ``embed_shards`` call (actor start and model load included)."""
-    given, calls = config
-    cpus = cluster_embed_cpus(actors=args.actors, gpus=0, actor=None, read=None, prepare=None) if given is None \
-        else EmbedCpus(*given)
+    ray_config, calls = config
     root = str(DATA / f"embed-cache-{uuid.uuid4().hex[:8]}")
     cache = EmbeddingCache(root=Location(root), fingerprint=describe(spec).fingerprint)
     jobs = [ShardJob(spec=s, shard_uri=u, entry=cache.entry(s, u)) for s, u in shards]
-    stage = Embed(backbone=spec, batch_size=args.batch_size, resources=Resources(cpus=cpus.actor))
+    stage = Embed(backbone=spec, batch_size=args.batch_size)
     try:
         base = _reset_peak()
         t0 = time.perf_counter()
-        summary = embed_shards(jobs, embed=stage, cache=cache, actors=args.actors, read_cpus=cpus.read,
-                               prepare_cpus=cpus.prepare, calls=calls)
+        summary = embed_shards(jobs, embed=stage, cache=cache, config=ray_config.model_copy(
+            update={"embed_actors": args.actors}), calls=calls)
         wall = time.perf_counter() - t0
         return summary.samples_embedded, wall, _status_mb("VmHWM") - base, summary.stats()
     finally:
@@ -165,19 +164,21 @@ def driver_memory(args: argparse.Namespace) -> list[dict]:
 
 
 def _config(text: str) -> Config:
-    cpus, _, calls = text.partition("@")
-    if cpus == "auto":
-        return None, int(calls or 2)
-    parts = tuple(float(x) for x in cpus.split("/"))
+    where, _, calls = text.partition("@")
+    if where in ("auto", "actor", "tasks"):
+        return RayConfig(prepare=where), int(calls or 2)
+    parts = where.split("/")
     if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected auto or ACTOR/READ/PREPARE CPUs, e.g. 1/0.5/0.5, "
-                                         "optionally @CALLS (shards per actor at once, default 2)")
-    return parts, int(calls or 2)  # type: ignore[return-value]
+        raise argparse.ArgumentTypeError(f"{text!r}: expected auto, actor, tasks or ACTOR/READ/PREPARE CPUs, e.g. "
+                                         "1/0.5/0.5, optionally @CALLS (shards per actor at once, default 2)")
+    actor, read, prepare = (float(x) for x in parts)
+    return RayConfig(prepare="tasks", actor_cpus=actor, read_cpus=read, prepare_cpus=prepare), int(calls or 2)
 
 
 def _label(config: Config) -> str:
-    cpus, calls = config
-    return "product " + ("auto" if cpus is None else "/".join(f"{c:g}" for c in cpus)) + f"@{calls}"
+    c, calls = config
+    cpus = [c.actor_cpus, c.read_cpus, c.prepare_cpus]
+    return "product " + (c.prepare if None in cpus else "/".join(f"{x:g}" for x in cpus)) + f"@{calls}"
 
 
 def _round(spec: BackboneSpec, shards: list[tuple], images: list[bytes], texts: list[str], order: list,
@@ -244,10 +245,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--tiny-shard-size", type=int, default=256)
     ap.add_argument("--model", default="ViT-B-32", help="open_clip arch (seeded random weights); none: skip")
     ap.add_argument("--actors", type=int, default=1)
-    ap.add_argument("--configs", type=_config, nargs="+", default=[(None, 2), ((1, 0.5, 0.5), 1)],
-                    help="product settings: auto (the flow's defaults) or ACTOR/READ/PREPARE CPUs, then @CALLS "
-                         "(shards each actor holds at once; default 2, the product's); the default pair is the "
-                         "product now and as it was before issue 20 (1/0.5/0.5@1)")
+    ap.add_argument("--configs", type=_config, nargs="+", default=[_config("auto@2"), _config("tasks@2")],
+                    help="product settings: auto (the flow's defaults), actor or tasks (where decode + preprocess "
+                         "run, CPUs by default) or ACTOR/READ/PREPARE CPUs (on tasks), then @CALLS (shards each "
+                         "actor holds at once; default 2, the product's); the default pair is the product on this "
+                         "cluster and the same on CPU tasks")
     ap.add_argument("--plain-actor-cpus", type=float, default=1.0)
     ap.add_argument("--no-plain", dest="plain", action="store_false", help="skip the plain Ray Data pipeline")
     ap.add_argument("--rounds", type=int, default=3)
@@ -259,7 +261,8 @@ def main(argv: list[str]) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     if args.memory_samples:
         rows = driver_memory(args)
-        (OUT / "embed_driver_memory.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+        (OUT / "embed_driver_memory.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1,
+                                                                   default=str))
         return 0
 
     DATA.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -23,16 +22,8 @@ from tasks.filters.blocklist import BlocklistSpec
 from tasks.filters.dedup import DedupConfig
 from tasks.filters.quality import QualityConfig
 from tasks.filters.screen import ScreenPlan
+from tasks.ray_config import RayConfig
 from tasks.select import SelectionConfig
-
-
-def _retired_in_schema(schema: dict[str, Any]) -> None:
-    """Keep ``distributed_selection`` in the JSON schema (as deprecated), so Prefect's own check of a deployment's
-    stored parameters lets an old run through to the deprecation line instead of refusing it as unknown."""
-    schema["properties"]["distributed_selection"] = {
-        "type": "boolean", "deprecated": True, "title": "Distributed selection (retired)",
-        "description": "Retired and ignored: every run selects with the one selection engine.",
-    }
 
 
 class FiltersConfig(Settings):
@@ -59,48 +50,6 @@ class FiltersConfig(Settings):
         if dup := repeated([spec.name for spec in v]):
             raise ValueError(f"blocklist names must be unique (each is a quarantine reason), repeated: {dup}")
         return v
-
-
-class RayConfig(Settings):
-    """Where and how wide the embedding and selection jobs run."""
-
-    model_config = ConfigDict(json_schema_extra=_retired_in_schema)
-
-    address: str | None = Field(None, description="Ray cluster address; None = RAY_ADDRESS, else a local Ray.")
-    embed_actors: int = Field(1, ge=1, description="Embedding actors (each holds one copy of the backbone).")
-    actor_cpus: float | None = Field(
-        None, gt=0, description="CPUs reserved per embedding actor, and its torch threads (rounded up). None: 1 with "
-        "GPUs; on CPUs only, every CPU the readers and preparing tasks leave (tasks.embed_shards.embed_cpus).")
-    actor_gpus: float = Field(0.0, ge=0, description="GPUs per embedding actor (1 on a GPU cluster).")
-    read_cpus: float | None = Field(None, gt=0, description="CPUs each embedding actor reserves beside actor_cpus "
-                                    "for reading its shard (on a thread of the actor). None: 0.5 with GPUs, 0.25 on "
-                                    "CPUs only.")
-    prepare_cpus: float | None = Field(None, gt=0, description="CPUs per decode + preprocess task. These tasks run "
-                                       "on the CPUs the actors leave free, anywhere in the cluster, so the model only "
-                                       "runs forward passes: on a GPU node leave most cores free (1 per task is "
-                                       "typical). None: 0.5 with GPUs; on CPUs only 0.25 up to 4 CPUs, else 1.")
-    embed_batch_size: int = Field(64, ge=1, description="Samples per backbone forward pass.")
-    read_batch_size: int = Field(256, ge=1, description="Samples per batch read from a shard.")
-    shards_per_manifest_file: int = Field(
-        64, ge=1, description="Selection: pool shards per manifest file (and per scoring task). The manifest is a "
-        "directory of Parquet files; its content hash does not depend on this."
-    )
-    selection_workers: int | None = Field(
-        None, ge=1, description="Selection: most Ray tasks at once (None = as many as the cluster runs; 1 on a "
-        "laptop gives the same manifest)."
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_retired(cls, data: Any) -> Any:
-        """Accept configs written for the two selection engines: ``distributed_selection`` chose between them, and
-        there is one engine now (the distributed one, which carries every selection feature)."""
-        if isinstance(data, dict) and "distributed_selection" in data:
-            data = {k: v for k, v in data.items() if k != "distributed_selection"}
-            warnings.warn("ray.distributed_selection is deprecated and ignored: every run selects with the one "
-                          "selection engine (Ray tasks; set ray.selection_workers and ray.shards_per_manifest_file "
-                          "to size it). Remove the field from the config.", FutureWarning, stacklevel=2)
-        return data
 
 
 # k xor fraction, in the JSON schema the Prefect UI validates its form against: a run with both or neither is

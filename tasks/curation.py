@@ -26,13 +26,13 @@ from estimator.scorer import Scorer, ScorerConfig, fit_scorer
 from tasks import distributed_select
 from tasks.cache import CacheEntry, EmbeddingCache, EntryCounts, threaded
 from tasks.embed import Embed
-from tasks.embed_shards import EmbedSummary, ShardJob, cluster_embed_cpus, embed_shards
-from tasks.executor import Resources
+from tasks.embed_shards import EmbedSummary, ShardJob, embed_shards
 from tasks.filter_passes import VectorFilters, vector_filters
 from tasks.filters.dedup import DedupConfig
 from tasks.filters.quality import QualityConfig
 from tasks.filters.screen import ScreenPlan
 from tasks.progress import Progress
+from tasks.ray_config import RayConfig
 from tasks.score import CachedShard, load_features
 from tasks.select import SelectionConfig
 from tasks.source_checks import refuse_robot_data_in_pool, refuse_shared_shards
@@ -177,32 +177,11 @@ def gather_errors(plan: Plan) -> pa.Table:
     return pa.concat_tables([p.cast(ERRORS) for p in parts])
 
 
-def embed(
-    plan: Plan,
-    *,
-    embed_stage: Embed,
-    actors: int,
-    actor_cpus: float | None,
-    read_cpus: float | None,
-    prepare_cpus: float | None,
-    read_batch: int,
-    dtype: str,
-) -> EmbedSummary:
-    """Embed every shard the plan has no cache entry for, on the current Ray cluster. CPUs left None take the
-    cluster's defaults (``tasks.embed_shards.embed_cpus``: on CPUs only, most of them for the model)."""
-    cpus = cluster_embed_cpus(actors=actors, gpus=embed_stage.resources.gpus, actor=actor_cpus, read=read_cpus,
-                              prepare=prepare_cpus)
-    return embed_shards(
-        plan.todo,
-        embed=replace(embed_stage, resources=Resources(cpus=cpus.actor, gpus=embed_stage.resources.gpus)),
-        cache=plan.cache,
-        actors=actors,
-        read_cpus=cpus.read,
-        prepare_cpus=cpus.prepare,
-        read_batch=read_batch,
-        dtype=dtype,
-        screen=plan.screen,
-    )
+def embed(plan: Plan, *, embed_stage: Embed, config: RayConfig, dtype: str) -> EmbedSummary:
+    """Embed every shard the plan has no cache entry for, on the current Ray cluster, sized by ``config`` (CPUs left
+    None take the cluster's defaults, ``tasks.embed_shards.embed_cpus``: on CPUs only, most of them for the model,
+    which decodes on a thread of its own)."""
+    return embed_shards(plan.todo, embed=embed_stage, cache=plan.cache, config=config, dtype=dtype, screen=plan.screen)
 
 
 def fit(plan: Plan, config: ScorerConfig, *, train_pool_samples: int) -> tuple[Scorer, dict[str, Any]]:

@@ -57,7 +57,7 @@ from tasks import filter_passes as fp
 from tasks import score_ranges as sr
 from tasks import scratch_records as rec
 from tasks.cache import EmbeddingCache, sample_ids, vectors
-from tasks.executor import Job, run
+from tasks.executor import Job, Threads, run
 from tasks.executor.on_ray import RayTasks
 from tasks.funnel import funnel
 from tasks.score import CachedShard, shard_manifest_rows
@@ -70,12 +70,15 @@ CHUNK = 1024  # candidates the pick pass offers at once (one matrix of within-ch
 @dataclass(frozen=True)
 class DistributedSelection:
     """How the passes are cut: ``shards_per_file`` decides the manifest's files (keep it fixed for a pool),
-    ``workers`` and ``ranges`` only the parallelism. ``cpus`` is what each task reserves."""
+    ``workers`` and ``ranges`` only the parallelism. ``cpus`` is what each task reserves. ``in_process``: every
+    unit on one thread of this process instead of Ray tasks (the same manifest), for a pool whose job costs less
+    than starting Ray."""
 
     shards_per_file: int = 64
     workers: int | None = None
     ranges: int | None = None
     cpus: float = 1.0
+    in_process: bool = False
 
 
 @dataclass(frozen=True)
@@ -242,8 +245,8 @@ def run_pass(step: str, work: Callable[[dict], dict], units: Sequence[dict], opt
     hundred units, and a Ray Data job's start-up costs seconds each time. A unit that fails under the executor's
     policy fails the pass (``JobFailed``, naming it) once the others finish; nothing of the pass is published.
     ``timing``: the step timing the pass's wall time adds to (default: ``step``; the rank and pick passes: select)."""
-    report = run(Job(step=step, units=units, work=work, name=name, unit_label="tasks", timing=timing),
-                 RayTasks(cpus=options.cpus, in_flight=options.workers))
+    executor = Threads(workers=1) if options.in_process else RayTasks(cpus=options.cpus, in_flight=options.workers)
+    report = run(Job(step=step, units=units, work=work, name=name, unit_label="tasks", timing=timing), executor)
     report.raise_for_failed("no manifest was published; a rerun selects again")
     return report.rows
 

@@ -1,5 +1,6 @@
 """The distributed embedding job. The unit of work is a shard: an actor holding the model reads one shard, has
-its batches decoded and preprocessed by CPU tasks (``tasks.prepare``), runs the forward passes, publishes the
+its batches decoded and preprocessed (``tasks.prepare``: by CPU tasks beside a GPU actor, on a thread of the actor
+on CPUs only), runs the forward passes, publishes the
 shard's cache entry itself (atomically) and returns one small summary row. The driver
 only adds summaries up, so its memory and network traffic do not grow with the number of vectors, and no global
 Ray state is touched (results come in any order; the cache is keyed per shard).
@@ -22,7 +23,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,10 +37,11 @@ from core.settings import SourceSpec
 from estimator.threads import set_torch_threads, threads_for
 from tasks.cache import CacheEntry, EmbeddingCache, EntryCounts, local_ids
 from tasks.embed import Embed
-from tasks.executor import Job, RetryPolicy, run
+from tasks.executor import Job, Resources, RetryPolicy, run
 from tasks.executor.on_ray import RayActors
 from tasks.filters.screen import ScreenPlan
-from tasks.prepare import RemotePrepare, in_order, start_workers
+from tasks.prepare import LocalPrepare, RemotePrepare, in_order, start_workers
+from tasks.ray_config import RayConfig
 
 SUMMARY = pa.schema(
     [
@@ -49,7 +52,7 @@ SUMMARY = pa.schema(
         ("quarantined", pa.string()),  # JSON {reason: samples}
         ("bytes", pa.int64()),  # encoded image bytes read
         ("seconds_read", pa.float64()),  # the model waiting on the shard's reader
-        ("seconds_prepare", pa.float64()),  # ... and on the CPU tasks decoding and preprocessing
+        ("seconds_prepare", pa.float64()),  # ... and on the tasks or thread decoding and preprocessing
         ("seconds_embed", pa.float64()),  # forward passes
         ("seconds_write", pa.float64()),
         ("attempts", pa.int64()),  # where the executor knows them (threads; on Ray, failed shards only)
@@ -154,6 +157,7 @@ class ShardEmbedder:
     cache: EmbeddingCache
     read_batch: int = 256
     dtype: str = "float16"
+    prepare_on: Literal["actor", "tasks"] = "tasks"  # a thread of the actor, or Ray CPU tasks of prepare_cpus each
     prepare_cpus: float = 0.5
     prepare_depth: int = 2  # read batches being prepared ahead of the model
     wait_every: float = 2.0  # seconds between looks at a shard another run's worker is embedding
@@ -167,10 +171,13 @@ class ShardEmbedder:
         # computes on exactly the CPUs the actor was given (measured: 0.55 of a bare loop on one thread of two)
         set_torch_threads(threads_for(self.embed.resources.cpus))
         self._screen = self.screen.build() if self.screen else None
-        start_workers(self.embed.backbone.kind, cpus=self.prepare_cpus, n=self.prepare_depth)  # while it loads
+        if self.prepare_on == "tasks":
+            start_workers(self.embed.backbone.kind, cpus=self.prepare_cpus, n=self.prepare_depth)  # while it loads
         self.embed.setup()
-        self.prepare = RemotePrepare(self.embed.model.preprocessor, cpus=self.prepare_cpus,
-                                     batch_size=self.embed.batch_size)
+        preprocessor, batch_size = self.embed.model.preprocessor, self.embed.batch_size
+        self.prepare = (RemotePrepare(preprocessor, cpus=self.prepare_cpus, batch_size=batch_size)
+                        if self.prepare_on == "tasks" else
+                        LocalPrepare(preprocessor, batch_size=batch_size))
         if self.embed.model.fingerprint != self.cache.fingerprint:
             raise RuntimeError(
                 f"this worker loaded backbone {self.embed.model.fingerprint}, but the plan keys the cache by "
@@ -198,10 +205,11 @@ class ShardEmbedder:
             if getattr(self, "_screen", None) is None:
                 raise RuntimeError(f"{job.shard_uri}: planned with filters, but this worker has no screen")
             screen = self._screen
-            # on the reading thread, before any CPU task or the model sees a row: a removed sample goes no further
+            # on the reading thread, before any preparing or the model sees a row: a removed sample goes no further
             tables = (t for t in (screen.apply(t, quarantine) for t in tables) if t.num_rows)
         tables = _prefetched(tables, depth=2)
-        # one CPU task per read batch (read_batch samples), cut into forward passes of embed.batch_size inside it
+        # one preparing task or thread call per read batch (read_batch samples), cut into forward passes of
+        # embed.batch_size inside it
         batches = in_order(map(_work, tables), self.prepare.submit, self.prepare.fetch, depth=self.prepare_depth,
                            seconds=seconds)
         for table, prepared in batches:
@@ -252,7 +260,7 @@ def _check_fits(embed: Embed, *, actors: int, read_cpus: float, prepare_cpus: fl
     if cpus + prepare_cpus > have.get("CPU", 0) or gpus > have.get("GPU", 0):
         raise ValueError(
             f"the embedding job needs {cpus + prepare_cpus:g} CPUs and {gpus:g} GPUs (ray.embed_actors x "
-            f"(ray.actor_cpus + ray.read_cpus) + at least one ray.prepare_cpus, and ray.embed_actors x "
+            f"(ray.actor_cpus + ray.read_cpus), + one ray.prepare_cpus with ray.prepare: tasks, and ray.embed_actors x "
             f"ray.actor_gpus) but the Ray cluster has {have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} GPUs: "
             "lower ray.embed_actors, ray.actor_cpus or ray.prepare_cpus"
         )
@@ -262,40 +270,46 @@ def _check_fits(embed: Embed, *, actors: int, read_cpus: float, prepare_cpus: fl
 @dataclass(frozen=True)
 class EmbedCpus:
     """CPUs of the embedding job: per actor for the model (``actor``, also its torch threads) and its shard reader
-    (``read``), per decode + preprocess task (``prepare``)."""
+    (``read``), per decode + preprocess task (``prepare``; 0 when the actor prepares on a thread of its own,
+    ``in_actor``)."""
 
     actor: float
     read: float
     prepare: float
+    in_actor: bool = False
 
 
 def embed_cpus(cluster_cpus: float, *, actors: int, gpus: float, node_cpus: float | None = None,
-               actor: float | None = None, read: float | None = None, prepare: float | None = None) -> EmbedCpus:
-    """The job's CPUs, each None taking its default for the cluster. With GPUs the model needs a core, and the rest
-    decode and preprocess (actor 1, read 0.5, prepare 0.5). On CPUs only the forward pass is most of the work
-    (ViT-B-32 at 224 px: ~50x a JPEG's decode and resize), so the actors share every CPU but the reader's quarter
-    and the preparing tasks' (a quarter on up to 4 CPUs, one CPU beyond): on 2 CPUs the actor gets 1.5, so two
-    torch threads, on 16 it gets 14.75, so 15. An actor never asks for more than its largest node has
-    (``node_cpus``)."""
-    if gpus > 0:
-        read = 0.5 if read is None else read
-        prepare = 0.5 if prepare is None else prepare
-        return EmbedCpus(1.0 if actor is None else actor, read, prepare)
-    read = 0.25 if read is None else read
-    prepare = (0.25 if cluster_cpus <= 4 else 1.0) if prepare is None else prepare
-    if actor is None:
+               actor: float | None = None, read: float | None = None, prepare: float | None = None,
+               where: Literal["auto", "actor", "tasks"] = "auto") -> EmbedCpus:
+    """The job's CPUs, each None taking its default for the cluster, and where decode + preprocess run (``where``;
+    auto: CPU tasks with GPUs, the actor on CPUs only). With GPUs the model needs a core, and the rest decode and
+    preprocess (actor 1, read 0.5, prepare 0.5). On CPUs only the forward pass is most of the work (ViT-B-32 at
+    224 px: ~50x a JPEG's decode and resize), so the actors share every CPU but the reader's quarter and, with
+    preparing tasks, theirs (a quarter on up to 4 CPUs, one CPU beyond): on 2 CPUs the actor gets 1.75 (1.5 beside
+    tasks), so two torch threads, on 16 it gets 15.75 (14.75), so 16 (15). An actor never asks for more than its
+    largest node has (``node_cpus``)."""
+    in_actor = where == "actor" or (where == "auto" and gpus == 0)
+    read = (0.5 if gpus > 0 else 0.25) if read is None else read
+    if in_actor:
+        prepare = 0.0
+    elif prepare is None:
+        prepare = 0.5 if gpus > 0 else 0.25 if cluster_cpus <= 4 else 1.0
+    if actor is None and gpus > 0 and not in_actor:
+        actor = 1.0
+    elif actor is None:
         actor = max(0.25, (cluster_cpus - prepare) / actors - read)
         if node_cpus is not None:
             actor = max(0.25, min(actor, node_cpus - read))
-    return EmbedCpus(actor, read, prepare)
+    return EmbedCpus(actor, read, prepare, in_actor)
 
 
-def cluster_embed_cpus(*, actors: int, gpus: float, actor: float | None, read: float | None,
-                       prepare: float | None) -> EmbedCpus:
-    """``embed_cpus`` for the current Ray cluster."""
+def cluster_embed_cpus(config: RayConfig, *, gpus: float) -> EmbedCpus:
+    """``embed_cpus`` of ``config`` for the current Ray cluster."""
     nodes = [n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
-    return embed_cpus(ray.cluster_resources().get("CPU", 0.0), actors=actors, gpus=gpus,
-                      node_cpus=max(nodes) if nodes else None, actor=actor, read=read, prepare=prepare)
+    return embed_cpus(ray.cluster_resources().get("CPU", 0.0), actors=config.embed_actors, gpus=gpus,
+                      node_cpus=max(nodes) if nodes else None, actor=config.actor_cpus, read=config.read_cpus,
+                      prepare=config.prepare_cpus, where=config.prepare)
 
 
 def prepare_depth(free_cpus: float, *, prepare_cpus: float, actors: int) -> int:
@@ -312,10 +326,7 @@ def embed_shards(
     *,
     embed: Embed,
     cache: EmbeddingCache,
-    actors: int = 1,
-    read_cpus: float = 0.5,
-    prepare_cpus: float = 0.5,
-    read_batch: int = 256,
+    config: RayConfig,
     dtype: str = "float16",
     retries: int = 2,
     calls: int = 2,
@@ -323,20 +334,25 @@ def embed_shards(
 ) -> EmbedSummary:
     """Embed every shard of ``jobs`` on the current Ray cluster; each worker writes its shards' cache entries.
 
-    Each actor reserves ``embed.resources`` plus ``read_cpus`` for reading its shard; decoding and preprocessing
-    run as tasks of ``prepare_cpus`` each on the CPUs left. Each actor holds ``calls`` shards at once, so reading
-    ahead crosses shard boundaries: the next shard's reading and preparing overlap this one's forward passes
-    (measured with 32-sample shards: the model waited 66 % of its time with one). Raises ``ShardFailed`` (after
-    every other shard is cached) naming the shards that failed: transient faults that outlasted ``retries``, or
-    any other error.
+    ``config`` sizes the job (``cluster_embed_cpus``: CPUs left None take the cluster's defaults) and says where
+    decode + preprocess run. Each of ``config.embed_actors`` actors reserves its model's CPUs (``embed``'s GPUs
+    beside them) plus ``read_cpus`` for reading its shard, and prepares batches on a thread of its own or hands them to
+    tasks of ``prepare_cpus`` each on the CPUs left. Each actor holds ``calls`` shards at once, so reading ahead
+    crosses shard boundaries: the next shard's reading and preparing overlap this one's forward passes (measured
+    with 32-sample shards: the model waited 66 % of its time with one). Raises ``ShardFailed`` (after every other
+    shard is cached) naming the shards that failed: transient faults that outlasted ``retries``, or any other error.
     """
     if not jobs:
         return EmbedSummary()
-    free = _check_fits(embed, actors=actors, read_cpus=read_cpus, prepare_cpus=prepare_cpus)
-    embedder = ShardEmbedder(embed=embed, cache=cache, read_batch=read_batch, dtype=dtype,
-                             prepare_cpus=prepare_cpus, screen=screen,
-                             prepare_depth=prepare_depth(free, prepare_cpus=prepare_cpus, actors=actors * calls))
-    pool = RayActors(actors=actors, cpus=embed.resources.cpus + read_cpus, gpus=embed.resources.gpus,
+    cpus = cluster_embed_cpus(config, gpus=embed.resources.gpus)
+    embed = replace(embed, resources=Resources(cpus=cpus.actor, gpus=embed.resources.gpus))
+    actors = config.embed_actors
+    free = _check_fits(embed, actors=actors, read_cpus=cpus.read, prepare_cpus=cpus.prepare)
+    depth = 2 if cpus.in_actor else prepare_depth(free, prepare_cpus=cpus.prepare, actors=actors * calls)
+    embedder = ShardEmbedder(embed=embed, cache=cache, read_batch=config.read_batch_size,
+                             dtype=dtype, prepare_on="actor" if cpus.in_actor else "tasks",
+                             prepare_cpus=cpus.prepare, prepare_depth=depth, screen=screen)
+    pool = RayActors(actors=actors, cpus=cpus.actor + cpus.read, gpus=embed.resources.gpus,
                      policy=RetryPolicy(retries=retries), calls=calls)
     done = run(Job(step="embed", units=jobs, work=embedder, name=lambda job: job.shard_uri,
                    samples=lambda row: row["rows_embedded"]), pool)

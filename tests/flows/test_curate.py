@@ -265,3 +265,16 @@ def test_fit_and_report_compute_on_the_step_cpus(first_run, s3_params, monkeypat
     curate(s3_params.model_copy(update={"run_name": "pinned"}))  # embeds nothing: the first run's cache
     assert seen == {"fit": (1, {1}), "report": (1, {1})}
     assert torch.get_num_threads() == 2
+
+
+def test_only_a_local_pool_of_one_manifest_file_is_selected_in_process(s3_params, monkeypatch):
+    from flows.curate import selects_in_process
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    one_file = s3_params.ray.shards_per_manifest_file
+    assert selects_in_process(s3_params, pool_shards=one_file)
+    assert not selects_in_process(s3_params, pool_shards=one_file + 1)  # more files: Ray tasks in parallel
+    on_cluster = s3_params.model_copy(update={"ray": s3_params.ray.model_copy(update={"address": "ray://head:10001"})})
+    assert not selects_in_process(on_cluster, pool_shards=1)
+    monkeypatch.setenv("RAY_ADDRESS", "head:6379")
+    assert not selects_in_process(s3_params, pool_shards=1)

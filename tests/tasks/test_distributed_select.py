@@ -74,6 +74,7 @@ def test_top_k_manifest_is_a_plain_ranking_whatever_the_cut(ray_local, tied_cach
     sidecars, tables = {}, {}
     for name, options in {
         "one": DistributedSelection(shards_per_file=3, workers=1, ranges=1),
+        "in_process": DistributedSelection(shards_per_file=3, in_process=True),
         "many": DistributedSelection(shards_per_file=3, workers=2, ranges=5, cpus=0.5),
         "other_files": DistributedSelection(shards_per_file=2, workers=2, ranges=3, cpus=0.5),
     }.items():
@@ -87,10 +88,10 @@ def test_top_k_manifest_is_a_plain_ranking_whatever_the_cut(ray_local, tied_cach
     for name, table in tables.items():
         assert table.equals(expected.cast(table.schema)), name
     assert len({s["content_sha256"] for s in sidecars.values()}) == 1
-    one, many = (tmp_path / n / "manifest.parquet" for n in ("one", "many"))
+    one, many, local = (tmp_path / n / "manifest.parquet" for n in ("one", "many", "in_process"))
     assert sidecars["one"]["files"] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
-    for f in sidecars["one"]["files"]:  # same files for the same shards_per_file: bit for bit
-        assert (one / f).read_bytes() == (many / f).read_bytes()
+    for f in sidecars["one"]["files"]:  # same files for the same shards_per_file, on Ray or not: bit for bit
+        assert (one / f).read_bytes() == (many / f).read_bytes() == (local / f).read_bytes()
     assert sidecars["one"]["selected"] == 30 and sidecars["one"]["rows"] == 216
     assert sidecars["one"]["selection"] == SelectionConfig().record()
     counts = expected.group_by("source").aggregate([("sample_id", "count"), ("selected", "sum")]).to_pylist()
@@ -138,6 +139,7 @@ def test_caps_importance_and_dedup_give_one_manifest_on_one_and_three_workers(ra
     sidecars, tables = {}, {}
     for name, options in {
         "one": DistributedSelection(shards_per_file=2, workers=1, ranges=1),
+        "in_process": DistributedSelection(shards_per_file=2, in_process=True),
         "three": DistributedSelection(shards_per_file=2, workers=3, ranges=4, cpus=0.5),
         "other_files": DistributedSelection(shards_per_file=3, workers=3, ranges=2, cpus=0.5),
     }.items():

@@ -23,11 +23,13 @@ from tasks.embed import Embed, content_hashes, prepare_rows
 from tasks.embed_shards import SUMMARY, EmbedSummary, ShardEmbedder, ShardFailed, ShardJob, _work, embed_shards
 from tasks.executor import Job, Report, Resources, RetryPolicy, Threads, run
 from tasks.executor.on_ray import RayActors
+from tasks.ray_config import RayConfig
 
 
-def test_shards_run_on_an_actor_pool_sized_from_the_stage(monkeypatch, tmp_path, tiny_backbone):
-    """The executor gets one actor per ``actors``, each reserving the stage's resources plus the reading CPUs, and
-    the job's retry policy; the summary comes from its rows."""
+def test_shards_run_on_an_actor_pool_sized_from_the_config(monkeypatch, tmp_path, tiny_backbone):
+    """The executor gets one actor per ``embed_actors``, each reserving the actor's and the reading CPUs and the
+    stage's GPUs, and the job's retry policy; a GPU actor hands decoding to CPU tasks; the summary comes from its
+    rows."""
     import tasks.embed_shards as embed_shards_module
 
     seen = {}
@@ -37,14 +39,16 @@ def test_shards_run_on_an_actor_pool_sized_from_the_stage(monkeypatch, tmp_path,
         return Report(job.step, rows=[{"shard_uri": "s", "source": "p", "rows_read": 3, "rows_embedded": 3,
                                        "quarantined": "{}", "attempts": None, "unit": "s"}])
 
-    monkeypatch.setattr(embed_shards_module, "_check_fits", lambda embed, **kw: 4.0)
+    monkeypatch.setattr(embed_shards_module.ray, "cluster_resources", lambda: {"CPU": 16, "GPU": 3})
+    monkeypatch.setattr(embed_shards_module.ray, "nodes", lambda: [])
     monkeypatch.setattr(embed_shards_module, "run", recording_run)
-    embed = Embed(backbone=tiny_backbone, resources=Resources(cpus=0.5, gpus=1))
+    embed = Embed(backbone=tiny_backbone, resources=Resources(gpus=1))
     summary = embed_shards([object()], embed=embed, cache=EmbeddingCache(root=Location(str(tmp_path)), fingerprint="f"),
-                           actors=3, read_cpus=0.25, retries=4)
-    pool = seen["executor"]
+                           config=RayConfig(embed_actors=3, actor_cpus=0.5, read_cpus=0.25), retries=4)
+    pool, work = seen["executor"], seen["job"].work
     assert isinstance(pool, RayActors) and (pool.actors, pool.cpus, pool.gpus) == (3, 0.75, 1)
-    assert pool.policy.retries == 4 and isinstance(seen["job"].work, ShardEmbedder)
+    assert pool.policy.retries == 4 and isinstance(work, ShardEmbedder)
+    assert work.embed.resources == Resources(cpus=0.5, gpus=1) and work.prepare_on == "tasks"
     assert summary.shards_embedded == 1 and summary.samples_embedded == 3
 
 
@@ -60,15 +64,17 @@ def _cache(tmp_path, backbone) -> EmbeddingCache:
 
 
 @pytest.mark.usefixtures("ray_local")
-def test_workers_publish_their_shards_and_return_summary_rows(local_corpus, tiny_backbone, tmp_path):
+@pytest.mark.parametrize("prepare", ["actor", "tasks"])
+def test_workers_publish_their_shards_and_return_summary_rows(local_corpus, tiny_backbone, tmp_path, prepare):
+    """On either path (decoding on the actor's threads, or on CPU tasks) the vectors are bit for bit those one
+    process makes of the same samples."""
     spec = local_corpus.pool[2]  # parquet, 10-row shards: batches of 5 end exactly at the shard's end
     cache = _cache(tmp_path, tiny_backbone)
     jobs = [ShardJob(spec=spec, shard_uri=u, entry=cache.entry(spec, u)) for u in list_shards(spec)]
     context = ray.data.DataContext.get_current()
     before = context.execution_options.preserve_order, context.enable_progress_bars
-    summary = embed_shards(
-        jobs, embed=Embed(backbone=tiny_backbone, batch_size=5, resources=Resources(cpus=1)), cache=cache, read_cpus=0.5
-    )
+    summary = embed_shards(jobs, embed=Embed(backbone=tiny_backbone, batch_size=5), cache=cache,
+                           config=RayConfig(actor_cpus=1, read_cpus=0.5, prepare=prepare))
     assert (context.execution_options.preserve_order, context.enable_progress_bars) == before  # no global state
     assert summary.shards_embedded == len(jobs) and summary.samples_embedded == local_corpus.counts[spec.name]
     assert sorted(summary.shards["shard_uri"].to_pylist()) == sorted(j.shard_uri for j in jobs)
@@ -83,8 +89,8 @@ def test_workers_publish_their_shards_and_return_summary_rows(local_corpus, tiny
     assert all(e.column_names == ["key", "embedding", *LOCATION_NAMES, "content_hash"] for e in entries)
     assert all(e["content_hash"].null_count == 0 for e in entries)  # each sample's image bytes, hashed
     assert all(e["row_group"].null_count == 0 and e["byte_offset"].null_count == e.num_rows for e in entries)
-    # CPU tasks decoded and preprocessed, the actor ran the forward passes: the vectors are those one process
-    # makes of the same samples (the cache keeps float16)
+    # the actor's threads or CPU tasks decoded and preprocessed, the actor ran the forward passes: the vectors are
+    # those one process makes of the same samples (the cache keeps float16)
     local = Embed(backbone=tiny_backbone, batch_size=5)
     local.setup()
     samples = pa.concat_tables(read_shard(spec, jobs[0].shard_uri, quarantine=Quarantine()))
@@ -95,17 +101,16 @@ def test_workers_publish_their_shards_and_return_summary_rows(local_corpus, tiny
 
 
 @pytest.mark.usefixtures("ray_local")
-def test_job_that_cannot_fit_is_refused(local_corpus, tiny_backbone, tmp_path):
+@pytest.mark.parametrize(("prepare", "cpus"), [("actor", "3"), ("tasks", "3.5")])
+def test_job_that_cannot_fit_is_refused(local_corpus, tiny_backbone, tmp_path, prepare, cpus):
     spec = local_corpus.pool[2]
     cache = _cache(tmp_path, tiny_backbone)
     shard = list_shards(spec)[0]
-    with pytest.raises(ValueError, match="needs 3.5 CPUs"):
-        embed_shards(
-            [ShardJob(spec=spec, shard_uri=shard, entry=cache.entry(spec, shard))],
-            embed=Embed(backbone=tiny_backbone, resources=Resources(cpus=1)),
-            cache=cache,
-            actors=2,
-        )
+    config = RayConfig(embed_actors=2, actor_cpus=1, read_cpus=0.5, prepare=prepare,
+                       prepare_cpus=0.5 if prepare == "tasks" else None)
+    with pytest.raises(ValueError, match=f"needs {cpus} CPUs"):
+        embed_shards([ShardJob(spec=spec, shard_uri=shard, entry=cache.entry(spec, shard))],
+                     embed=Embed(backbone=tiny_backbone), cache=cache, config=config)
 
 
 def test_shards_lost_to_transient_faults_fail_the_job_after_the_others():
