@@ -83,7 +83,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--request-ms", type=float, default=20.0,
                     help="ASSUMED: one S3 request's latency from the driver (no real S3 here)")
     ap.add_argument("--driver-threads", type=int, default=16,
-                    help="the preflight's lookups in flight (tasks.cache.READ_THREADS; 1 before issue 20)")
+                    help="the preflight's lookups in flight (tasks.cache.READ_THREADS; 1 in earlier releases)")
     ap.add_argument("--fit-report-s", type=float, default=16.5,
                     help="MEASURED: fit + report seconds at 10M, flat in N (bench flat: 6.2 + 10.2)")
     ap.add_argument("--shard-rows", type=int, default=10_000, help="ASSUMED: samples per source shard")

@@ -1,5 +1,5 @@
 """``cpu_threads``: the fit and the report compute on the threads they were given, and the process gets its own
-setting back after them (issue 20: unpinned pools collapsed on a busy host)."""
+setting back after them (unpinned pools collapsed on a busy host)."""
 
 from __future__ import annotations
 

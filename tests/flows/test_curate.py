@@ -245,7 +245,7 @@ def test_each_step_shows_progress_and_ray_data_stays_quiet(local_corpus, s3_back
 
 def test_fit_and_report_compute_on_the_step_cpus(first_run, s3_params, monkeypatch):
     """By default the fit and the report run on 1 thread in every pool (torch, BLAS, OpenMP), whatever the process
-    had, and the process gets its setting back (issue 20: unpinned, they collapsed on a busy host)."""
+    had, and the process gets its setting back (unpinned, they collapsed on a busy host)."""
     import torch
     from threadpoolctl import threadpool_info
 
