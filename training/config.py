@@ -58,7 +58,10 @@ class TrainConfig(Settings):
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="auto = bf16 autocast on CUDA, fp32 on CPU; bf16 requires CUDA.")
     seed: int = Field(0, description="Seeds the model head, the data order and the RNG streams.")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank (0 = in the loop).")
+    num_workers: int | None = Field(
+        None, ge=0, description="DataLoader worker processes per rank (0 = in the loop); None = on CUDA one per CPU "
+        "the rank's torch has beyond one, at most 4, so reading overlaps the step; on CPU 0 (a worker would take the "
+        "step's cores: measured 293 -> 238 samples/s on 2 cores).")
     shuffle_buffer: int = Field(256, ge=1, description="Samples held by the streaming shuffle buffer.")
     log_every: int = Field(10, ge=1, description="Log metrics every N optimizer steps.")
     eval_every: int = Field(0, ge=0, description="Run the evaluation hook every N steps (0 = only at the end).")

@@ -31,7 +31,7 @@ from core.settings import StorageConfig
 from training.checkpoint import Checkpoints, load_checkpoint, read_state, rng_state, set_rng_state
 from training.config import TrainConfig
 from training.metrics import Tracker, peak_flops
-from training.stream import Position, close
+from training.stream import Position, close, loader_workers
 
 Objective = Callable[[nn.Module, dict], tuple[torch.Tensor, torch.Tensor]]
 # the global data position to start from -> batches; see training.stream
@@ -256,7 +256,7 @@ def run_training(
                 rngs = _gather(rng_state(), world)
                 if rank == 0:
                     state = {"identity": identity, "losses": result.losses, "world_size": world,
-                             "num_workers": config.num_workers, "skipped": totals_skipped,
+                             "num_workers": loader_workers(config.num_workers), "skipped": totals_skipped,
                              "position": list(position)}
                     result.checkpoint = checkpoints.save(step, model, optimizer, state, rngs).uri
                 if world > 1:

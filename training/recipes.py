@@ -23,7 +23,7 @@ from training.mixing import general_rows
 from training.objectives import ActionLoss, sft_loss
 from training.recording import flatten_params
 from training.robot_data import RobotEpisodes, robot_stream
-from training.stream import Position, loader
+from training.stream import Position, loader, loader_workers
 from training.update_modes import merged, prepare, trainable_share
 from training.vla import VLA, HeadSpec, model_inputs, save_vla
 from training.vlm import architecture_hash, load_vlm, save_vlm
@@ -50,7 +50,7 @@ def midtrain(config: MidtrainConfig, tracker: Tracker | None = None, *,
         stream = midtrain_stream(config.manifest_uri, encoder, config.data, batch_size=train.batch_size,
                                  shuffle_buffer=train.shuffle_buffer, seed=train.seed, storage=storage, rank=rank,
                                  world_size=world, start=start, general=general)
-        return loader(stream, train.num_workers)
+        return loader(stream, loader_workers(train.num_workers))
 
     result = run_training(model=model, objective=sft_loss, data=data, config=train,
                           identity={"model": architecture_hash(model)}, tracker=tracker,
@@ -131,7 +131,7 @@ def finetune(config: FinetuneConfig, tracker: Tracker | None = None, *,
         stream = robot_stream(episodes, vla.encoder, "train", batch_size=train.batch_size,
                               shuffle_buffer=train.shuffle_buffer, seed=train.seed, rank=rank, world_size=world,
                               start=start)
-        return loader(stream, train.num_workers)
+        return loader(stream, loader_workers(train.num_workers))
 
     def evaluate(step: int) -> dict[str, float]:
         return evaluate_vla(vla, episodes, batch_size=train.batch_size, max_batches=config.eval_batches)

@@ -161,6 +161,17 @@ class BatchStream(IterableDataset):
         return batch
 
 
+def loader_workers(requested: int | None, *, cuda: bool | None = None, cpus: int | None = None) -> int:
+    """The DataLoader workers of a rank: ``requested`` when set; else on CUDA one per CPU beyond the step's own (the
+    CPUs this rank's torch computes on, ``cpus``), 1 to 4, since the host is idle while the GPU steps; on CPU none,
+    since a worker takes cores from the step itself."""
+    if requested is not None:
+        return requested
+    if not (torch.cuda.is_available() if cuda is None else cuda):
+        return 0
+    return min(4, max(1, (cpus or torch.get_num_threads()) - 1))
+
+
 def loader(stream: BatchStream, num_workers: int) -> DataLoader:
     """A DataLoader over already-batched items (batching happens in the stream, after skipping).
 

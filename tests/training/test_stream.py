@@ -8,7 +8,7 @@ from itertools import islice
 import pytest
 import torch
 
-from training.stream import BatchStream, Skipped, SkipSample, loader
+from training.stream import BatchStream, Skipped, SkipSample, loader, loader_workers
 
 
 def _encode(item):
@@ -92,3 +92,15 @@ def test_an_epoch_with_no_sample_is_refused():
                          batch_size=2)
     with pytest.raises(ValueError, match="no sample to train on .*missing_shard': 3"):
         next(iter(stream))
+
+
+@pytest.mark.parametrize(("requested", "cuda", "cpus", "workers"), [
+    (None, False, 16, 0),  # CPU: a worker would take the step's own cores
+    (None, True, 1, 1),    # CUDA: at least one, so reading overlaps the step
+    (None, True, 3, 2),    # one per CPU beyond the step's own
+    (None, True, 64, 4),   # at most 4
+    (0, True, 16, 0),      # a setting is kept as set
+    (3, False, 2, 3),
+])
+def test_loader_workers_default_to_the_host_left_idle_by_the_step(requested, cuda, cpus, workers):
+    assert loader_workers(requested, cuda=cuda, cpus=cpus) == workers
