@@ -6,8 +6,11 @@ measured here (GPU throughput: no GPU was lent to this work; S3 latency: no real
     preflight hours = S * r_pre * latency / driver_threads   (the driver's per-shard requests, driver_threads at once)
     embed hours     = N / min(G * gpu_rate[B], C_decode * decode_rate)   (the slower of the two limits)
     select hours    = N * select_cpu_us / C_select                        (three distributed passes, CPU)
+    dedup hours     = N * (assign_cpu_us * k / k_1M + walk_cpu_us * c / c_1M) / C_select   (when on)
+                      k = the default clusters, sqrt(N / 4); c = N / k rows a cluster: a sample is compared with its
+                      k centroids and its cluster's rows, so both parts grow with them (scaled from the 1M run)
     fit + report    = fixed seconds (flat in N: bench flat)
-    total           = preflight + embed + select + fit/report (they run one after the other)
+    total           = preflight + embed + select + dedup + fit/report (they run one after the other)
 
     S3 GETs = S * (r_pre + ceil(shard_MB / 5) + ceil(cache_MB / 5) + 2) + 4 * F * R
               (fsspec reads 5 MB blocks: the source once, the cache entry in pass 1, its footer in the fit (whose
@@ -35,6 +38,13 @@ GPU_RATE = {"ViT-B/16": 5_000.0, "ViT-L/14": 1_500.0}
 DIM = {"ViT-B/16": 512, "ViT-L/14": 768}  # the architectures' embedding widths (float16 in the cache)
 
 
+def dedup_cpu_us(n: float, args: argparse.Namespace) -> float:
+    """Dedup's CPU-µs per sample at pool ``n`` with the default clusters, scaled from the 1M run (k = 500,
+    2,000 rows a cluster): the filter pass's part by the centroids, the dedup pass's by the cluster's size."""
+    k = math.sqrt(n / 4)
+    return args.dedup_assign_cpu_us * k / 500 + args.dedup_walk_cpu_us * (n / k) / 2_000
+
+
 def model(n: float, backbone: str, args: argparse.Namespace) -> dict:
     """One row of the table: hours per stage, the limit, requests, bytes and driver memory for ``n`` samples."""
     shards = math.ceil(n / args.shard_rows)
@@ -44,6 +54,7 @@ def model(n: float, backbone: str, args: argparse.Namespace) -> dict:
         "preflight": shards * args.preflight_requests * args.request_ms / 1e3 / args.driver_threads / 3600,
         "embed": n / min(gpu, cpu) / 3600,
         "select": n * args.select_cpu_us * 1e-6 / args.select_cores / 3600,
+        "dedup": n * dedup_cpu_us(n, args) * 1e-6 / args.select_cores / 3600 if args.dedup else 0.0,
         "fit+report": args.fit_report_s / 3600,
     }
     shard_mb = args.shard_rows * args.sample_kb / 1e3
@@ -76,6 +87,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--select-cpu-us", type=float, default=13.0,
                     help="MEASURED: CPU-µs per sample, score + rank + manifest (bench dselect, 10M)")
     ap.add_argument("--select-cores", type=int, default=512)
+    ap.add_argument("--dedup", action=argparse.BooleanOptionalAction, default=True, help="pool-wide dedup on")
+    ap.add_argument("--dedup-assign-cpu-us", type=float, default=36.4,
+                    help="MEASURED: CPU-µs per sample of dedup's filter pass at 1M, k = 500 (bench dedup: 18.2 s x 2)")
+    ap.add_argument("--dedup-walk-cpu-us", type=float, default=45.0,
+                    help="MEASURED: CPU-µs per sample of the dedup pass at 1M, 2,000 rows a cluster (bench dedup: "
+                         "22.5 s x 2)")
     ap.add_argument("--preflight-requests", type=float, default=5.0,
                     help="MEASURED: driver storage requests per shard before embedding: 5 not yet "
                          "embedded, 3 cached "
