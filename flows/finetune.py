@@ -8,7 +8,7 @@ from prefect import flow
 
 from flows.artifacts import publish_training_artifacts
 from flows.run import Run
-from flows.training import train_and_register, train_config
+from flows.training_step import train_and_register, train_config
 from flows.training_params import FinetuneParams
 from tasks.training_run import TrainingReport, check_model, check_robot_sources, parent_tags, upstream_run
 from training.config import FinetuneConfig

@@ -8,7 +8,7 @@ from prefect import flow
 
 from flows.artifacts import publish_training_artifacts
 from flows.run import Run
-from flows.training import train_and_register, train_config
+from flows.training_step import train_and_register, train_config
 from flows.training_params import MidtrainParams
 from tasks.training_run import TrainingReport, check_manifest_uri, check_model, upstream_run
 from training.config import MidtrainConfig

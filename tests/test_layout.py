@@ -67,6 +67,13 @@ def test_every_package_is_checked() -> None:
     assert packages == set(ALLOWED)
 
 
+def test_no_flow_file_shadows_a_package() -> None:
+    """Prefect loads a deployment's entrypoint as a script, with its folder first on ``sys.path``: a
+    ``flows/training.py`` would then be what ``import training`` finds, and every deployed run would crash."""
+    shadows = {p.stem for p in (ROOT / "flows").glob("*.py")} & {p.name for p in ROOT.iterdir() if p.is_dir()}
+    assert not shadows
+
+
 def _names_used(path: Path) -> set[str]:
     """Every name ``path`` refers to (``x``, ``mod.x``) and every word of its short strings (``__all__``)."""
     used = set()
