@@ -25,6 +25,7 @@ Epochs follow one another without end unless ``epochs`` is set.
 from __future__ import annotations
 
 import random
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -189,8 +190,17 @@ def close(batches: Iterator[dict]) -> None:
     """Stop a DataLoader iterator's workers now. A failed run's traceback keeps the iterator alive (its frames
     hold it), and its workers went on reading and prefetching until the interpreter's exit waited them out."""
     shutdown = getattr(batches, "_shutdown_workers", None)  # torch's own clean-up, also run by its __del__
-    if shutdown is not None:
+    if shutdown is None:
+        return
+    try:
         shutdown()
+    except RuntimeError as err:
+        # a worker can abort as it is being stopped (torch's exit race: "terminate called without an active
+        # exception"); its batches were all consumed or dropped by then, and torch's __del__ ignores this too
+        if "DataLoader worker" not in str(err):
+            raise
+        warnings.warn(f"a DataLoader worker did not exit cleanly while being stopped: {err}", RuntimeWarning,
+                      stacklevel=2)
 
 
 def pad_sequences(rows: list[list[int]], value: int) -> torch.Tensor:

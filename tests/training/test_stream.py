@@ -8,7 +8,7 @@ from itertools import islice
 import pytest
 import torch
 
-from training.stream import BatchStream, Skipped, SkipSample, loader, loader_workers
+from training.stream import BatchStream, Skipped, SkipSample, close, loader, loader_workers
 
 
 def _encode(item):
@@ -104,3 +104,18 @@ def test_an_epoch_with_no_sample_is_refused():
 ])
 def test_loader_workers_default_to_the_host_left_idle_by_the_step(requested, cuda, cpus, workers):
     assert loader_workers(requested, cuda=cuda, cpus=cpus) == workers
+
+
+class _Stopping:
+    def __init__(self, err: Exception):
+        self.err = err
+
+    def _shutdown_workers(self):
+        raise self.err
+
+
+def test_a_worker_dying_as_it_is_stopped_is_a_warning_and_other_errors_are_not_hidden():
+    with pytest.warns(RuntimeWarning, match="did not exit cleanly"):
+        close(_Stopping(RuntimeError("DataLoader worker (pid 1) is killed by signal: Aborted.")))
+    with pytest.raises(RuntimeError, match="something else"):
+        close(_Stopping(RuntimeError("something else")))
