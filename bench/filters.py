@@ -29,15 +29,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from bench.quality import DATA, OUT, _order, markdown
-from core.read import Quarantine, read_source
+from bench.quality import DATA, OUT, _order, embedded_batches, markdown
 from estimator.backbones import load_backbone
 from estimator.backbones.tiny import save_tiny_backbone
 from estimator.features import feature_parts
 from estimator.scorer import ScorerConfig, fit_scorer
 from synth import SynthConfig, generate_corpus
 from synth.junk import blocklisted_image
-from tasks.embed import decode_image
 from tasks.filters.blocklist import Blocklists, BlocklistSpec, image_phash
 from tasks.filters.dedup import cluster_duplicates, unit_rows
 from tasks.filters.quality import QualityConfig
@@ -70,14 +68,12 @@ def embed_corpus(seed: int, samples: int, junk_rate: float) -> dict[str, np.ndar
     screen = _screen(seed, config.image_size)
     out: dict[str, list] = {"pool": [], "robot": [], "ids": [], "reason": []}
     for role, specs in (("pool", info.pool), ("robot", info.robot)):
-        for spec in specs:
-            for batch in read_source(spec, quarantine=Quarantine(stage="read")):
-                images = [decode_image(b) for b in batch["image"].to_pylist()]
-                out[role].append(backbone.embed(images, batch["text"].to_pylist()))
-                if role == "pool":
-                    out["ids"] += batch["sample_id"].to_pylist()
-                    out["reason"] += [screen.reason(b, t, m) or "" for b, t, m in zip(
-                        *(batch[c].to_pylist() for c in ("image", "text", "meta")), strict=True)]
+        for _, batch, vectors in embedded_batches(backbone, specs):
+            out[role].append(vectors)
+            if role == "pool":
+                out["ids"] += batch["sample_id"].to_pylist()
+                out["reason"] += [screen.reason(b, t, m) or "" for b, t, m in zip(
+                    *(batch[c].to_pylist() for c in ("image", "text", "meta")), strict=True)]
     truth = pd.read_parquet(info.ground_truth_uri).set_index("sample_id")
     planted = pd.read_parquet(info.planted_uri).set_index("sample_id")
     ids = out["ids"]

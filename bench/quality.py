@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from core.read import Quarantine, read_source
+from core.settings import SourceSpec
 from estimator.backbones import load_backbone
 from estimator.backbones.tiny import save_tiny_backbone
 from estimator.features import feature_parts
@@ -45,6 +49,14 @@ SCORERS = {  # row name: scorer settings ("before" = the old default: the estima
 }
 
 
+def embedded_batches(backbone: Any, specs: list[SourceSpec]) -> Iterator[tuple[SourceSpec, pa.Table, np.ndarray]]:
+    """Each read batch of ``specs`` with its vectors (images and texts through ``backbone``, in this process)."""
+    for spec in specs:
+        for batch in read_source(spec, quarantine=Quarantine(stage="read")):
+            images = [decode_image(b) for b in batch["image"].to_pylist()]
+            yield spec, batch, backbone.embed(images, batch["text"].to_pylist())
+
+
 def embed_corpus(name: str, settings: dict, samples: int) -> dict[str, np.ndarray]:
     """Pool and robot vectors, pool sources and ground truth of one corpus (generated and embedded once)."""
     cached = DATA / f"{name}-{samples}.npz"
@@ -56,13 +68,11 @@ def embed_corpus(name: str, settings: dict, samples: int) -> dict[str, np.ndarra
     backbone = load_backbone(save_tiny_backbone("open_clip", str(DATA / "tiny-open_clip"), seed=0))
     out: dict[str, list] = {"pool": [], "robot": [], "ids": [], "sources": []}
     for role, specs in (("pool", info.pool), ("robot", info.robot)):
-        for spec in specs:
-            for batch in read_source(spec, quarantine=Quarantine(stage="read")):
-                images = [decode_image(b) for b in batch["image"].to_pylist()]
-                out[role].append(backbone.embed(images, batch["text"].to_pylist()))
-                if role == "pool":
-                    out["ids"] += batch["sample_id"].to_pylist()
-                    out["sources"] += [spec.name] * batch.num_rows
+        for spec, batch, vectors in embedded_batches(backbone, specs):
+            out[role].append(vectors)
+            if role == "pool":
+                out["ids"] += batch["sample_id"].to_pylist()
+                out["sources"] += [spec.name] * batch.num_rows
     truth = pd.read_parquet(info.ground_truth_uri).set_index("sample_id")
     arrays = {"pool": np.concatenate(out["pool"]), "robot": np.concatenate(out["robot"]),
               "aligned": truth.loc[out["ids"], "aligned"].to_numpy(), "sources": np.array(out["sources"])}
