@@ -8,8 +8,8 @@ from prefect import flow
 
 from flows.artifacts import publish_training_artifacts
 from flows.run import Run
-from flows.training_step import train_and_register, train_config
 from flows.training_params import FinetuneParams
+from flows.training_step import train_and_register, train_config
 from tasks.training_run import TrainingReport, check_model, check_robot_sources, parent_tags, upstream_run
 from training.config import FinetuneConfig
 from training.tracking import PARENT, log_robot_inputs

@@ -8,8 +8,8 @@ from prefect import flow
 
 from flows.artifacts import publish_training_artifacts
 from flows.run import Run
-from flows.training_step import train_and_register, train_config
 from flows.training_params import MidtrainParams
+from flows.training_step import train_and_register, train_config
 from tasks.training_run import TrainingReport, check_manifest_uri, check_model, upstream_run
 from training.config import MidtrainConfig
 from training.tracking import PARENT, log_manifest_input
