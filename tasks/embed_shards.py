@@ -270,13 +270,16 @@ def _check_fits(embed: Embed, *, actors: int, read_cpus: float, prepare_cpus: fl
 @dataclass(frozen=True)
 class EmbedCpus:
     """CPUs of the embedding job: per actor for the model (``actor``, also its torch threads) and its shard reader
-    (``read``), per decode + preprocess task (``prepare``; 0 when the actor prepares on a thread of its own,
-    ``in_actor``)."""
+    (``read``), per decode + preprocess task (``prepare``; 0 when the actor prepares on a thread of its own)."""
 
     actor: float
     read: float
     prepare: float
-    in_actor: bool = False
+
+    @property
+    def in_actor(self) -> bool:
+        """Whether the actor decodes and preprocesses itself (no preparing task has CPUs: a task's are > 0)."""
+        return self.prepare == 0
 
 
 def embed_cpus(cluster_cpus: float, *, actors: int, gpus: float, node_cpus: float | None = None,
@@ -301,7 +304,7 @@ def embed_cpus(cluster_cpus: float, *, actors: int, gpus: float, node_cpus: floa
         actor = max(0.25, (cluster_cpus - prepare) / actors - read)
         if node_cpus is not None:
             actor = max(0.25, min(actor, node_cpus - read))
-    return EmbedCpus(actor, read, prepare, in_actor)
+    return EmbedCpus(actor, read, prepare)
 
 
 def cluster_embed_cpus(config: RayConfig, *, gpus: float) -> EmbedCpus:

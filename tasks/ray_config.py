@@ -36,7 +36,7 @@ class RayConfig(Settings):
                                     "CPUs only.")
     prepare: Literal["auto", "actor", "tasks"] = Field(
         "auto", description="Where images are decoded and preprocessed. tasks: Ray CPU tasks of prepare_cpus each, on "
-        "the CPUs the actors leave, so a GPU actor only runs forward passes. actor: threads of the embedding actor, "
+        "the CPUs the actors leave, so a GPU actor only runs forward passes. actor: a thread of the embedding actor, "
         "overlapping its forward passes, on its own CPUs (no hand-off to other processes). auto: tasks with GPUs, "
         "the actor on CPUs only.")
     prepare_cpus: float | None = Field(None, gt=0, description="CPUs per decode + preprocess task (prepare: tasks). "
