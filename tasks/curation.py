@@ -31,6 +31,7 @@ from tasks.filter_passes import VectorFilters, vector_filters
 from tasks.filters.dedup import DedupConfig
 from tasks.filters.quality import QualityConfig
 from tasks.filters.screen import ScreenPlan
+from tasks.fit_memo import fit_location, kept_fit
 from tasks.progress import Progress
 from tasks.ray_config import RayConfig
 from tasks.score import CachedShard, load_features
@@ -191,20 +192,28 @@ def fit(plan: Plan, config: ScorerConfig, *, train_pool_samples: int) -> tuple[S
     was never embedded, so it is not in it; what the vector filters (CLIP score, probes, dedup) remove still is,
     as they run later, as passes of the selection engine. Fitting after them would put the engine's filter passes
     before the fit and make the estimator depend on every vector threshold, for a gain within noise: a few percent
-    of the negatives change, and ``bench filters`` measures 0 to +2 of ~110 at K."""
-    # steps: every shard read for features, then the fit itself
-    with Progress("fit", total=len(plan.robot) + len(plan.pool) + 1, unit="steps") as progress:
-        robot = load_features(plan.robot, progress=progress)
-        pool = load_features(
-            plan.pool, max_rows=train_pool_samples, seed=config.estimator.seed, progress=progress
-        )
-        info = plan.backbone
-        parts = feature_parts(info.parts["kind"], info.parts["modality"], info.embed_dim)  # image/text columns
-        fitted = fit_scorer(
-            config, robot, pool, backbone_fingerprint=info.fingerprint, parts=parts, storage=plan.cache.root.storage
-        )
-        progress.update()
-    return fitted
+    of the negatives change, and ``bench filters`` measures 0 to +2 of ~110 at K.
+
+    A trained estimator is kept beside the cache (``tasks.fit_memo``): a re-run on the same vectors and settings
+    loads it instead of fitting again."""
+    info = plan.backbone
+    parts = feature_parts(info.parts["kind"], info.parts["modality"], info.embed_dim)  # image/text columns
+    kept = fit_location(plan.cache, plan.robot, plan.pool, config, train_pool_samples=train_pool_samples,
+                        parts=parts)
+
+    def fit_now() -> tuple[Scorer, dict[str, Any]]:
+        # steps: every shard read for features, then the fit itself
+        with Progress("fit", total=len(plan.robot) + len(plan.pool) + 1, unit="steps") as progress:
+            robot = load_features(plan.robot, progress=progress)
+            pool = load_features(
+                plan.pool, max_rows=train_pool_samples, seed=config.estimator.seed, progress=progress
+            )
+            fitted = fit_scorer(config, robot, pool, backbone_fingerprint=info.fingerprint, parts=parts,
+                                storage=plan.cache.root.storage)
+            progress.update()
+        return fitted
+
+    return kept_fit(kept, fit_now, fingerprint=info.fingerprint, dim=info.embed_dim)
 
 
 def score_select_write(

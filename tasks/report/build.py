@@ -23,6 +23,7 @@ from tasks.progress import Progress
 from tasks.report import figures
 from tasks.report.funnel import filters_section
 from tasks.report.html import image, key_values, note, render_html, table
+from tasks.report.memo import FigureMemo
 from tasks.report.metrics import diversity, mmd_matrix
 from tasks.report.sample import load_sets
 from tasks.report.scan import ManifestScan, manifest_rows, scan_manifest
@@ -107,13 +108,16 @@ def build_report(
     seed: int = 0,
     examples: int = 8,
     on_step: Callable[[str, int, int], None] | None = None,
+    keep_figures: bool = True,
 ) -> ReportResult:
     """Compute MMD², diversity, score quantiles and the selected mixture of a run; draw the figures; publish
     ``report.html``, ``report_metrics.json`` and ``figures/*.png`` under ``out_uri`` (default: the manifest's
     directory). Embeddings are sampled (``per_set`` per set, seeded) and the manifest is streamed once through a
     few of its columns, so memory does not grow with the pool and time only by that one read.
 
-    ``on_step(name, done, total)`` is called as each step starts (the curate flow moves its UI progress bar)."""
+    ``on_step(name, done, total)`` is called as each step starts (the curate flow moves its UI progress bar).
+    ``keep_figures``: read back the figures (and the map's coordinates) drawn before from equal inputs, and keep
+    those drawn now, beside the run's embedding cache (``tasks.report.memo``); False draws every one."""
     with Progress("report", total=len(STEPS), unit="steps") as progress:
 
         def step(done: int) -> None:
@@ -124,7 +128,7 @@ def build_report(
 
         return _build_report(
             manifest_uri, storage, out_uri=out_uri, per_set=per_set, seed=seed, examples=examples,
-            progress=progress, step=step,
+            progress=progress, step=step, keep_figures=keep_figures,
         )
 
 
@@ -149,10 +153,12 @@ def _build_report(
     examples: int,
     progress: Progress,
     step: Callable[[int], None],
+    keep_figures: bool,
 ) -> ReportResult:
     out_uri = out_uri or manifest_uri.rsplit("/", 1)[0]
     step(0)
     sidecar = read_sidecar(manifest_uri, storage)
+    memo = FigureMemo.beside(sidecar.get("cache_uri") if keep_figures else None, storage)
     scan = scan_manifest(manifest_uri, storage, per_set=per_set, seed=seed, examples=examples)
     data = load_sets(manifest_uri, storage, per_set=per_set, seed=seed, scan=scan)
     robot_names = [s["name"] for s in sidecar.get("robot", [])]
@@ -187,15 +193,19 @@ def _build_report(
 
     colours = figures.source_colours([*order, *data.map_labels, *scan.scores.sources])
     edges, counts = scan.scores.figure()
+    xy = memo.map_coordinates(data.map_points, seed=seed)
     pngs = {
-        "mmd_heatmap": figures.mmd_heatmap(mmd),
-        "embedding_map": figures.embedding_map(
-            data.map_points, data.map_labels, data.map_selected, colours=colours, seed=seed
-        ),
-        "score_distributions": figures.score_distributions(edges, counts, selection["score_threshold"],
-                                                           colours=colours),
-        "selected_mixture": figures.selected_mixture(share),
+        "mmd_heatmap": memo.png("mmd_heatmap", figures.mmd_heatmap, mmd),
+        "embedding_map": memo.png("embedding_map", figures.embedding_map, xy, data.map_labels, data.map_selected,
+                                  colours=colours),
+        "score_distributions": memo.png("score_distributions", figures.score_distributions, edges, counts,
+                                        selection["score_threshold"], colours=colours),
+        "selected_mixture": memo.png("selected_mixture", figures.selected_mixture, share),
     }
+
+    def thumbnails(samples: list[tuple[bytes, str, float, str]], title: str) -> bytes:
+        return memo.png("thumbnails", figures.thumbnails, samples, title)
+
     progress.update()
     step(3)
     pool_specs = {s["name"]: SourceSpec.model_validate(s).bind(storage) for s in sidecar.get("pool", [])}
@@ -208,9 +218,9 @@ def _build_report(
         ):
             samples = _examples(rows, pool_specs)
             if samples:
-                pngs[name] = figures.thumbnails(samples, title)
+                pngs[name] = thumbnails(samples, title)
     funnel, filter_pngs = filters_section(sidecar, storage, pool_specs, examples=_examples,
-                                          thumbnails=figures.thumbnails, show=examples > 0)
+                                          thumbnails=thumbnails, show=examples > 0)
     pngs |= filter_pngs
     metrics["funnel"] = sidecar.get("funnel") or {}
     progress.update()

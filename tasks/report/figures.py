@@ -62,11 +62,8 @@ def source_colours(names: list[str]) -> dict[str, tuple]:
     return {name: palette[i % len(palette)] for i, name in enumerate(dict.fromkeys(names))}
 
 
-def embedding_map(
-    points: np.ndarray, labels: list[str], selected: np.ndarray, *, colours: dict[str, tuple], seed: int = 0
-) -> bytes:
-    """t-SNE map coloured by source; selected pool samples get a black edge."""
-    xy = tsne_2d(points, seed=seed)
+def embedding_map(xy: np.ndarray, labels: list[str], selected: np.ndarray, *, colours: dict[str, tuple]) -> bytes:
+    """The 2-D map (``tsne_2d``'s coordinates ``xy``) coloured by source; selected pool samples get a black edge."""
     labels_arr = np.asarray(labels)
     selected = np.asarray(selected, bool)
     fig, ax = plt.subplots(figsize=(7, 6))

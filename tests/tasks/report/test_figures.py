@@ -22,7 +22,7 @@ def test_a_source_has_one_colour_in_every_figure(monkeypatch):
     edges, counts = ScoreSummary.of(manifest).figure()
     figures.score_distributions(edges, counts, 0.5, colours=colours)
     labels = ["robot"] * 10 + ["docs"] * 20 + ["tabletop"] * 20
-    figures.embedding_map(rng.random((50, 8)), labels, np.zeros(50, bool), colours=colours)
+    figures.embedding_map(rng.random((50, 2)), labels, np.zeros(50, bool), colours=colours)
     hist_ax, map_ax = drawn[0].axes[0], drawn[1].axes[0]
     hist = {p.get_label(): to_rgb(p.get_edgecolor()) for p in hist_ax.patches if p.get_label() in colours}
     points = {c.get_label(): to_rgb(c.get_facecolor()[0]) for c in map_ax.collections if c.get_label() in colours}
