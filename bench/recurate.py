@@ -27,6 +27,7 @@ from bench.models import bench_backbone
 from core.settings import MlflowConfig
 from flows.params import CurateParams
 from synth import SynthConfig, generate_corpus
+from tasks.ray_config import RayConfig
 
 OUT = Path("bench/out")
 DATA = Path("data/bench")
@@ -54,6 +55,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument("--keep", action="store_true", help="keep the runs and the cache under data/bench/")
     ap.add_argument("--rounds", type=int, default=3, help="cold + warm pairs, each in fresh folders")
+    ap.add_argument("--embed-actors", type=int, default=1, help="ray.embed_actors (each gets the CPUs' share)")
     args = ap.parse_args(argv)
 
     DATA.mkdir(parents=True, exist_ok=True)
@@ -69,7 +71,8 @@ def main(argv: list[str]) -> int:
         try:
             for run in ("first", "second"):
                 params = CurateParams(pool=info.pool, robot=info.robot, backbone=spec, fraction=args.fraction,
-                                      output_uri=str(out / "runs"), run_name=run, mlflow=tracking)
+                                      output_uri=str(out / "runs"), run_name=run, mlflow=tracking,
+                                      ray=RayConfig(embed_actors=args.embed_actors))
                 t0 = time.perf_counter()
                 report = curate_flow.curate(params)
                 wall = time.perf_counter() - t0

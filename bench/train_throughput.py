@@ -45,17 +45,18 @@ def manifest_of_every_sample(uri: str, corpus: CorpusInfo) -> str:
 
 
 @contextlib.contextmanager
-def training_inputs() -> Iterator[tuple[str, CorpusInfo, str, str]]:
+def training_inputs(**size: int) -> Iterator[tuple[str, CorpusInfo, str, str]]:
     """(scratch dir, corpus, tiny VLM, manifest) of the training benches: the demo-sized corpus (4 x 100 pool
-    samples, 2 x 8 robot episodes of 20 frames), the tiny Llava, a manifest selecting every pool sample."""
+    samples, 2 x 8 robot episodes of 20 frames), the tiny Llava (``size``: ``save_tiny_vlm``'s), a manifest
+    selecting every pool sample."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     DATA.mkdir(parents=True, exist_ok=True)
     corpus = generate_corpus(str(DATA / "train-corpus"), SynthConfig(samples_per_source=100, shard_size=50,
                                                                      image_size=64, robot_episodes=8,
                                                                      frames_per_episode=20))
     with tempfile.TemporaryDirectory() as tmp:
-        yield tmp, corpus, save_tiny_vlm(f"{tmp}/vlm"), manifest_of_every_sample(f"{tmp}/curated/manifest.parquet",
-                                                                                corpus)
+        manifest = manifest_of_every_sample(f"{tmp}/curated/manifest.parquet", corpus)
+        yield tmp, corpus, save_tiny_vlm(f"{tmp}/vlm", **size), manifest
 
 
 def _measure(tracker: MemoryTracker, skip: int) -> dict[str, float]:
@@ -71,9 +72,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="DataLoader worker counts to compare")
+    ap.add_argument("--width", type=int, help="the tiny Llava's hidden size (default: save_tiny_vlm's)")
+    ap.add_argument("--layers", type=int, help="its layers (default: save_tiny_vlm's)")
     args = ap.parse_args(argv)
     rows = []
-    with training_inputs() as (tmp, corpus, vlm, manifest):
+    size = {k: v for k, v in (("width", args.width), ("layers", args.layers)) if v is not None}
+    with training_inputs(**size) as (tmp, corpus, vlm, manifest):
         for workers in args.workers:
             train = TrainConfig(steps=args.steps, lr=1e-3, batch_size=args.batch_size, log_every=args.log_every,
                                 num_workers=workers, shuffle_buffer=64)

@@ -43,6 +43,10 @@ def local_ray(*, temp_dir: str, num_cpus: int | None = None) -> Iterator[None]:
     raylet, agents, driver and workers all bind the loopback address; restored after, so a later connection to a
     real cluster from this process is unaffected. Ray's default temporary directory is the instance's own for the
     block (``ray_default_temp``).
+
+    Its workers run at this process's priority (``worker_niceness`` 0), not Ray's default of 15 below it: that
+    default keeps a cluster node's Ray services responsive, but on a machine shared with other work it starves the
+    run itself (``local_worker_niceness``).
     """
     with ray_default_temp(temp_dir):
         clusters = ray_constants.ENABLE_RAY_CLUSTER
@@ -54,6 +58,7 @@ def local_ray(*, temp_dir: str, num_cpus: int | None = None) -> Iterator[None]:
                 log_to_driver=False,
                 _node_ip_address="127.0.0.1",
                 _temp_dir=temp_dir,
+                _system_config=local_worker_niceness(),
             )
         finally:
             ray_constants.ENABLE_RAY_CLUSTER = clusters
@@ -61,6 +66,14 @@ def local_ray(*, temp_dir: str, num_cpus: int | None = None) -> Iterator[None]:
             yield
         finally:
             ray.shutdown()
+
+
+def local_worker_niceness() -> dict[str, int] | None:
+    """The system config that runs a local Ray's workers at the driver's priority, or None where the user set
+    ``RAY_worker_niceness`` (Ray's own variable, which then applies). At Ray's default (workers at nice 15), the
+    embedding actor beside 3 busy processes on 2 cores got a few percent of a core: 2,000 tiny-model samples took
+    412 s to embed, against 14 s at nice 0 there and 6 s on the quiet machine (bench/README.md ``recurate``)."""
+    return None if ray_constants.RAY_WORKER_NICENESS in os.environ else {"worker_niceness": 0}
 
 
 def ray_temp_dir() -> str:

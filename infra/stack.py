@@ -28,6 +28,7 @@ from infra.services import BIN, free_port, wait_healthy
 from infra.stack_config import MLFLOW_BUCKET, ROOT, WORK_POOL, StackConfig, env, service_env
 
 START_TIMEOUT = 300  # seconds a service may take to answer: minutes, not seconds, on a busy 2-core machine
+RAY_NICENESS = "RAY_worker_niceness"  # Ray's variable: the niceness its workers add to their raylet's
 
 
 @dataclass
@@ -77,8 +78,10 @@ def _commands(config: StackConfig) -> dict[str, tuple[list[str], dict[str, str],
              f"--port={config.ray_port}", f"--num-cpus={config.ray_cpus}", "--include-dashboard=false",
              "--disable-usage-stats", f"--temp-dir={home / 'ray'}", *ray_ports],
             # On SIGTERM a head first drains for 30 s (for Ray Serve proxies of a multi-node cluster); a local
-            # single node has nothing to drain, and `down` took those 30 s every time.
-            {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"},
+            # single node has nothing to drain, and `down` took those 30 s every time. Its workers run at the
+            # stack's priority, as a flow's own local Ray's do (flows.runtime.local_worker_niceness).
+            {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+             RAY_NICENESS: os.environ.get(RAY_NICENESS, "0")},
             config.ray_port, e["RAY_ADDRESS"], None,
         ),
         "prefect-worker": (
