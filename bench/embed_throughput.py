@@ -40,7 +40,7 @@ from core.read import Quarantine, list_shards, read_shard
 from estimator.backbones import BackboneSpec, load_backbone
 from estimator.backbones.fingerprint import describe
 from estimator.threads import cpu_threads
-from flows.runtime import ray_temp_dir
+from flows.runtime import local_ray, ray_temp_dir
 from synth import CorpusInfo, SynthConfig, generate_corpus
 from tasks.cache import EmbeddingCache
 from tasks.embed import Embed, decode_image
@@ -149,8 +149,7 @@ def driver_memory(args: argparse.Namespace) -> list[dict]:
     """Driver peak RSS growth for the tiny model on N and 10 N samples (``--memory-samples``)."""
     spec, rows = bench_backbone("tiny"), []
     config = args.configs[0]
-    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False, _temp_dir=RAY_TMP)
-    try:
+    with local_ray(temp_dir=RAY_TMP, num_cpus=args.ray_cpus):
         product(spec, _shards(_corpus(400, 100)), args, config)  # warm-up: Ray Data's first plan costs memory once
         for n in (args.memory_samples, 10 * args.memory_samples):
             shards = _shards(_corpus(n, args.tiny_shard_size))
@@ -158,8 +157,6 @@ def driver_memory(args: argparse.Namespace) -> list[dict]:
             rows.append({"samples": done, "shards": len(shards), "seconds": round(wall, 1),
                          "driver_peak_rss_growth_mb": round(growth, 1)})
             print(json.dumps(rows[-1]))
-    finally:
-        ray.shutdown()
     return rows
 
 
@@ -269,12 +266,9 @@ def main(argv: list[str]) -> int:
     models = [] if args.model == "none" else [(args.model, bench_backbone(args.model), args.samples, args.shard_size)]
     if args.tiny_samples:
         models.append(("tiny-open_clip", bench_backbone("tiny"), args.tiny_samples, args.tiny_shard_size))
-    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False, _temp_dir=RAY_TMP)
-    try:
+    with local_ray(temp_dir=RAY_TMP, num_cpus=args.ray_cpus):  # as a flow starts one: workers at this priority
         rows = [compare(name, spec, jpeg_shards(DATA, samples=n, shard_size=size), args)
                 for name, spec, n, size in models]
-    finally:
-        ray.shutdown()
     table = {(r["model"], k): {"median": v["median"], "spread": f"{v['min']:g}-{v['max']:g}"}
              for r in rows for k, v in r["summary"].items()}
     print("\n" + pd.DataFrame(table).T.to_string())
