@@ -5,13 +5,19 @@ directory holding ``open_clip_config.json`` + weights, locally or under an S3 pr
 from __future__ import annotations
 
 import json
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import open_clip
 import torch
+from open_clip.factory import _find_checkpoint_in_dir
 from PIL import Image
 from torchvision.transforms import Compose, Normalize
+from transformers.initialization import TORCH_INIT_FUNCTIONS, TORCH_MODULES_TO_PATCH
 
 from core.model_files import LOCAL_DIR_PREFIX, localize, looks_like_path
 from core.settings import StorageConfig
@@ -79,11 +85,7 @@ class OpenClipBackbone(Backbone):
         local = name[len(LOCAL_DIR_PREFIX):] if name.startswith(LOCAL_DIR_PREFIX) else name
         self.files_spec = spec.model_copy(update={"model": local, "pretrained": pretrained,
                                                   "dtype": str(self.dtype).removeprefix("torch.")})
-        # Without weights the model is random: seed its initialisation, so every worker (and every run) builds the
-        # same model and the fingerprint, hence the embedding cache, holds.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model, _, self.preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+        model, self.preprocess = _create(name, pretrained)
         self.preprocessor = OpenClipPreprocessor(self.preprocess, open_clip.get_tokenizer(name), spec.modality)
         self.model = model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
         self.preprocessor.draft_size = draft_size(spec.decode, getattr(self.model.visual, "image_size", None))
@@ -98,6 +100,44 @@ class OpenClipBackbone(Backbone):
             lambda: self.model.encode_text(tensor(batch["tokens"], self.device)),
             self.embed_dim,
         )
+
+
+# Creating a model may switch torch's init functions off (``_init_skipped``), so two creations in one process must
+# not overlap: a random model built meanwhile would keep uninitialised memory.
+_CREATING = threading.Lock()
+
+
+@contextmanager
+def _init_skipped() -> Iterator[None]:
+    """torch's parameter init functions as no-ops, wherever torch.nn binds them (the modules transformers patches
+    for the same purpose). ``transformers.initialization.no_init_weights`` does this too, but imports
+    ``modeling_utils`` (1.3 s here), more than it saves."""
+    saved = [(module, name, getattr(module, name)) for module in map(sys.modules.get, TORCH_MODULES_TO_PATCH)
+             if module is not None for name in TORCH_INIT_FUNCTIONS if hasattr(module, name)]
+    try:
+        for module, name, _ in saved:
+            setattr(module, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for module, name, function in saved:
+            setattr(module, name, function)
+
+
+def _create(name: str, pretrained: str | None) -> tuple[torch.nn.Module, Compose]:
+    """open_clip's model and eval transform. When a checkpoint follows (a weights tag or file, a directory holding
+    weights), open_clip loads it over every parameter with ``strict=True``, so its random initialisation is skipped:
+    that init was 2-3 s of a ViT-B-32's ~3 s build on a CPU core, paid by every embedding actor at start.
+    Without weights the model is random: its initialisation is seeded, so every worker (and every run) builds the
+    same model and the fingerprint, hence the embedding cache, holds."""
+    with _CREATING, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if pretrained or (name.startswith(LOCAL_DIR_PREFIX)
+                          and _find_checkpoint_in_dir(Path(name[len(LOCAL_DIR_PREFIX):])) is not None):
+            with _init_skipped():
+                model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+        else:
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+    return model, preprocess
 
 
 def _resolve(

@@ -165,6 +165,38 @@ def test_open_clip_architecture_name_with_weights_from_a_file_or_s3(s3, tiny: di
         assert by_name.fingerprint != by_dir.fingerprint
 
 
+def test_open_clip_skips_its_random_init_only_where_a_checkpoint_overwrites_it(
+        tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import open_clip
+    from safetensors.torch import load_file
+
+    inits = []
+    normal = torch.nn.init.normal_
+    monkeypatch.setattr(torch.nn.init, "normal_", lambda t, *a, **k: inits.append(t.shape) or normal(t, *a, **k))
+    model_dir = Path(tiny["open_clip"].model)
+    loaded = load_backbone(cpu(tiny["open_clip"])).model
+    assert inits == []  # the directory holds weights: nothing was initialised only to be overwritten
+    saved = load_file(str(model_dir / "open_clip_model.safetensors"))
+    state = loaded.state_dict()
+    assert saved.keys() == state.keys() and all(torch.equal(state[k], v) for k, v in saved.items())
+    built = open_clip.create_model(f"local-dir:{model_dir}")  # open_clip's own path, init included
+    assert inits  # the counter sees open_clip's init where it runs
+    assert all(torch.equal(a, b) for a, b in zip(loaded.buffers(), built.buffers(), strict=True))  # e.g. attn_mask
+
+    # a bare architecture without weights is its seeded initialisation: the same model on every worker
+    arch_dir = tmp_path / "configs"
+    arch_dir.mkdir()
+    model_cfg = json.loads((model_dir / "open_clip_config.json").read_text())["model_cfg"]
+    (arch_dir / "EmtTiny-random.json").write_text(json.dumps(model_cfg))
+    open_clip.add_model_config(arch_dir)
+    inits.clear()
+    a, b = (load_backbone(BackboneSpec(kind="open_clip", model="EmtTiny-random", device="cpu")).model for _ in "ab")
+    assert inits and all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(),
+                                                           strict=True))
+    # the tiny model was saved from the same seeded init, so a fully initialised random build equals it
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in saved.items())
+
+
 def test_validate_rejects_unknown_open_clip_architectures_before_loading() -> None:
     validate_backbone_spec(BackboneSpec(kind="open_clip", model="ViT-B-32"))
     validate_backbone_spec(BackboneSpec(kind="open_clip", model="ViT-B-32", pretrained="laion2b_s34b_b79k"))
