@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import posixpath
+import uuid
 from typing import Any
 
 import fsspec
 
-from core.model_files import strip_local_prefix
+from core.model_files import default_cache_dir, strip_local_prefix
 from core.settings import StorageConfig
 from core.storage import filesystem
 
@@ -46,7 +48,30 @@ def _stream(f: Any, h: Any, size: int) -> None:
 
 def weights_digest(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """sha256 of a weights file, streamed. A safetensors file hashes its tensor table (name, dtype, shape,
-    offsets) and the tensor bytes, but not its free-form ``__metadata__``; other formats hash their bytes."""
+    offsets) and the tensor bytes, but not its free-form ``__metadata__``; other formats hash their bytes.
+
+    Remembered per version of the file (its URI, size, ETag or modification time and inode) on this machine,
+    beside the model copies (``core.model_files.default_cache_dir``): the driver planning a run and every worker
+    loading the model would otherwise stream the whole checkpoint again each time (0.45 s for ViT-B-32's 600 MB
+    here; ~10 s for a 15 GB VLM), as the embedding cache trusts a shard's version the same way."""
+    info = fs.info(path)
+    version = [fs.unstrip_protocol(path), info.get("size"),
+               str(info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")),
+               info.get("ino")]
+    memo = default_cache_dir() / "weights-digests" / hashlib.sha256(json.dumps(version).encode()).hexdigest()[:32]
+    try:
+        return memo.read_text()
+    except OSError:
+        pass
+    digest = _weights_digest(fs, path)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_name(f".{memo.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(digest)
+    os.replace(tmp, memo)  # atomic: a reader sees the whole digest or none
+    return digest
+
+
+def _weights_digest(fs: fsspec.AbstractFileSystem, path: str) -> str:
     h = hashlib.sha256()
     with fs.open(path, "rb") as f:
         if not path.endswith(".safetensors"):

@@ -95,3 +95,46 @@ def test_a_1gb_checkpoint_is_fingerprinted_in_little_memory(tiny: dict, tmp_path
     print(result)
     assert result["growth_mb"] < 100, result  # well under the checkpoint's 1,024 MB
     assert result["fp"] != describe(tiny["open_clip"]).fingerprint
+
+
+def test_a_weights_file_is_hashed_once_per_version(tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   s3) -> None:
+    """The driver and every worker fingerprint the same checkpoint: a file's digest is remembered per version
+    (URI, size, ETag or mtime, inode), and a new version is hashed again."""
+    import os
+
+    import fsspec
+
+    from core.storage import filesystem
+    from estimator.backbones import digest
+
+    monkeypatch.setattr(digest, "default_cache_dir", lambda: tmp_path / "models")
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(Path(tiny["open_clip"].model, "open_clip_model.safetensors").read_bytes())
+    local = fsspec.filesystem("file")
+    first = digest.weights_digest(local, str(weights))
+    assert first == digest._weights_digest(local, str(weights))
+
+    opened = []
+    real_open = local.open
+    monkeypatch.setattr(local, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    assert digest.weights_digest(local, str(weights)) == first and opened == []  # remembered: not read again
+
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # the same size, other bytes, written in place (same inode) ...
+    weights.write_bytes(bytes(data))
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # ... at a later time
+    second = digest.weights_digest(local, str(weights))
+    assert opened and second != first and second == digest._weights_digest(local, str(weights))
+
+    # on S3 the version is the object's ETag: an upload of other bytes under the same key is hashed again
+    bucket = s3.make_bucket("digest")
+    fs, _ = filesystem(bucket, s3.storage)
+    remote = bucket.removeprefix("s3://") + "/w.safetensors"
+    fs.pipe_file(remote, bytes(data))
+    assert digest.weights_digest(fs, remote) == second
+    data[-1] ^= 0xFF
+    fs.pipe_file(remote, bytes(data))
+    fs.invalidate_cache()
+    assert digest.weights_digest(fs, remote) == first
