@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import open_clip
@@ -102,31 +103,40 @@ class OpenClipBackbone(Backbone):
         )
 
 
-# Creating a model may switch torch's init functions off (``_init_skipped``), so two creations in one process must
-# not overlap: a random model built meanwhile would keep uninitialised memory.
+# Creations in one process take turns: each swaps torch's init functions and swaps them back.
 _CREATING = threading.Lock()
+_SKIPPING = threading.local()
 
 
 @contextmanager
 def _init_skipped() -> Iterator[None]:
-    """torch's parameter init functions as no-ops, wherever torch.nn binds them (the modules transformers patches
-    for the same purpose). ``transformers.initialization.no_init_weights`` does this too, but imports
-    ``modeling_utils`` (1.3 s here), more than it saves."""
+    """torch's parameter init functions as no-ops in this thread, wherever torch.nn binds them (the modules
+    transformers patches for the same purpose); other threads building a module meanwhile still initialise it.
+    ``transformers.initialization.no_init_weights`` does this for every thread, and imports ``modeling_utils``
+    (1.3 s here), more than it saves."""
     saved = [(module, name, getattr(module, name)) for module in map(sys.modules.get, TORCH_MODULES_TO_PATCH)
              if module is not None for name in TORCH_INIT_FUNCTIONS if hasattr(module, name)]
     try:
-        for module, name, _ in saved:
-            setattr(module, name, lambda tensor, *args, **kwargs: tensor)
+        for module, name, function in saved:
+            setattr(module, name, _unless_skipping(function))
+        _SKIPPING.on = True
         yield
     finally:
+        _SKIPPING.on = False
         for module, name, function in saved:
             setattr(module, name, function)
+
+
+def _unless_skipping(init: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    def maybe_init(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return tensor if getattr(_SKIPPING, "on", False) else init(tensor, *args, **kwargs)
+    return maybe_init
 
 
 def _create(name: str, pretrained: str | None) -> tuple[torch.nn.Module, Compose]:
     """open_clip's model and eval transform. When a checkpoint follows (a weights tag or file, a directory holding
     weights), open_clip loads it over every parameter with ``strict=True``, so its random initialisation is skipped:
-    that init was 2-3 s of a ViT-B-32's ~3 s build on a CPU core, paid by every embedding actor at start.
+    that init was ~1 s of a ViT-B-32's 1.2-1.8 s build on a CPU core, paid by every embedding actor at start.
     Without weights the model is random: its initialisation is seeded, so every worker (and every run) builds the
     same model and the fingerprint, hence the embedding cache, holds."""
     with _CREATING, torch.random.fork_rng(devices=[]):

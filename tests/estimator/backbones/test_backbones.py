@@ -197,6 +197,36 @@ def test_open_clip_skips_its_random_init_only_where_a_checkpoint_overwrites_it(
     assert all(torch.equal(a.state_dict()[k], v) for k, v in saved.items())
 
 
+def test_skipping_the_init_while_a_model_is_built_leaves_other_threads_initialising() -> None:
+    import threading
+
+    from estimator.backbones.open_clip import _init_skipped
+
+    def linear() -> torch.nn.Linear:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return torch.nn.Linear(64, 64)
+
+    reference, inside, release, built = linear().weight, threading.Event(), threading.Event(), {}
+
+    def skipping() -> None:
+        with _init_skipped(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # so only the skip can make it differ from the reference
+            inside.set()
+            release.wait(10)
+            built["skipped"] = torch.nn.Linear(64, 64).weight
+
+    thread = threading.Thread(target=skipping)
+    thread.start()
+    inside.wait(10)
+    built["other"] = linear().weight  # in this thread, while the other one skips
+    release.set()
+    thread.join()
+    assert torch.equal(built["other"], reference)
+    assert not torch.equal(built["skipped"], reference)  # torch.empty's memory, not the seeded init
+    assert torch.equal(linear().weight, reference)  # and everything is restored after
+
+
 def test_validate_rejects_unknown_open_clip_architectures_before_loading() -> None:
     validate_backbone_spec(BackboneSpec(kind="open_clip", model="ViT-B-32"))
     validate_backbone_spec(BackboneSpec(kind="open_clip", model="ViT-B-32", pretrained="laion2b_s34b_b79k"))
