@@ -82,7 +82,7 @@ def prepare(model: nn.Module, config: TrainConfig) -> nn.Module:
     freeze(model, config.freeze)
     if config.gradient_checkpointing:
         # Non-reentrant: gradients reach the adapters and unfrozen layers even when the inputs need none.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if config.lora is None:
         return model
     from peft import LoraConfig, get_peft_model
