@@ -134,6 +134,12 @@ def expand_shards(spec: str, storage: StorageConfig | None = None, *, suffixes: 
     return sorted(to_uri(fs, p) for p in found if not suffixes or p.endswith(suffixes))
 
 
+def object_version(info: dict[str, Any]) -> str:
+    """What changes when an object or file is rewritten, from an fsspec ``info()``: the ETag on S3, else the
+    modification time (or ``LastModified``); "" where the filesystem gives none."""
+    return str(info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or "")
+
+
 def relative_name(root: str, uri: str) -> str:
     """``uri`` relative to ``root`` with its storage scheme removed: the same on local disk and on S3."""
     strip = lambda u: u.split("://", 1)[-1].rstrip("/")  # noqa: E731

@@ -40,7 +40,7 @@ from core.contracts import CONTENT_HASH, ERRORS, LOCATION, cached_embedding_sche
 from core.lease import Lease
 from core.location import Location
 from core.settings import SourceSpec, StorageConfig
-from core.storage import filesystem, take_rows
+from core.storage import filesystem, object_version, take_rows
 from tasks.executor import Threads, map_ordered
 
 ROW_GROUP_ROWS = 1024  # ~1 MB of 512-d float16: a sampled row reads one such group; whole reads are as fast
@@ -53,8 +53,7 @@ def shard_identity(shard_uri: str, storage: StorageConfig | None = None) -> str:
     """A short hash of the shard's URI, size and version (ETag, else modification time)."""
     fs, path = filesystem(shard_uri, storage)
     info = fs.info(path)
-    version = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
-    raw = json.dumps([shard_uri, info.get("size"), str(version)])
+    raw = json.dumps([shard_uri, info.get("size"), object_version(info)])
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import posixpath
-import uuid
 from typing import Any
 
 import fsspec
 
 from core.model_files import default_cache_dir, strip_local_prefix
 from core.settings import StorageConfig
-from core.storage import filesystem
+from core.storage import filesystem, object_version, publish_bytes
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 _CHUNK = 8 << 20  # bytes read at a time: memory stays flat whatever the checkpoint's size
@@ -55,19 +53,14 @@ def weights_digest(fs: fsspec.AbstractFileSystem, path: str) -> str:
     loading the model would otherwise stream the whole checkpoint again each time (0.45 s for ViT-B-32's 600 MB
     here; ~10 s for a 15 GB VLM), as the embedding cache trusts a shard's version the same way."""
     info = fs.info(path)
-    version = [fs.unstrip_protocol(path), info.get("size"),
-               str(info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")),
-               info.get("ino")]
+    version = [fs.unstrip_protocol(path), info.get("size"), object_version(info), info.get("ino")]
     memo = default_cache_dir() / "weights-digests" / hashlib.sha256(json.dumps(version).encode()).hexdigest()[:32]
     try:
         return memo.read_text()
     except OSError:
         pass
     digest = _weights_digest(fs, path)
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_name(f".{memo.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(digest)
-    os.replace(tmp, memo)  # atomic: a reader sees the whole digest or none
+    publish_bytes(str(memo), digest.encode())  # atomic: a reader sees the whole digest or none
     return digest
 
 

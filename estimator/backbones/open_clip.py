@@ -8,7 +8,7 @@ import json
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -139,14 +139,11 @@ def _create(name: str, pretrained: str | None) -> tuple[torch.nn.Module, Compose
     that init was ~1 s of a ViT-B-32's 1.2-1.8 s build on a CPU core, paid by every embedding actor at start.
     Without weights the model is random: its initialisation is seeded, so every worker (and every run) builds the
     same model and the fingerprint, hence the embedding cache, holds."""
-    with _CREATING, torch.random.fork_rng(devices=[]):
+    checkpoint = pretrained or (name.startswith(LOCAL_DIR_PREFIX)
+                                and _find_checkpoint_in_dir(Path(name[len(LOCAL_DIR_PREFIX):])) is not None)
+    with _CREATING, torch.random.fork_rng(devices=[]), _init_skipped() if checkpoint else nullcontext():
         torch.manual_seed(0)
-        if pretrained or (name.startswith(LOCAL_DIR_PREFIX)
-                          and _find_checkpoint_in_dir(Path(name[len(LOCAL_DIR_PREFIX):])) is not None):
-            with _init_skipped():
-                model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
-        else:
-            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
     return model, preprocess
 
 
