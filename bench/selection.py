@@ -46,7 +46,7 @@ def synthetic_cache(pool: int, dim: int, shard_size: int) -> tuple[EmbeddingCach
     shards = [CachedShard(source=SOURCES[i % len(SOURCES)], shard_uri=f"synthetic://{i:06d}", shard=f"{i:06d}",
                           entry=cache.at(f"{cache.root}/{cache.fingerprint}/{i:06d}"))
               for i in range(-(-pool // shard_size))]
-    done = f"{cache.root}/_DONE-v3"  # v2: entries hold keys, not sample ids; v3: row groups of 1,024 rows
+    done = f"{cache.root}/_DONE-v4"  # v2: keys, not sample ids; v3: row groups of 1,024 rows; v4: non-null values
     if exists(done):
         return cache, shards
     rng = np.random.default_rng(0)

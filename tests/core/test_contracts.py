@@ -21,5 +21,6 @@ def test_sample_table_from_rows_fills_optional_columns():
 
 def test_embedding_schema_records_fingerprint():
     schema = embedding_schema(8, fingerprint="abc")
-    assert schema.field("embedding").type == pa.list_(pa.float16(), 8)
+    vector = schema.field("embedding").type
+    assert (vector.list_size, vector.value_type, vector.value_field.nullable) == (8, pa.float16(), False)
     assert schema.metadata[b"backbone_fingerprint"] == b"abc"
