@@ -47,10 +47,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from core.contracts import MANIFEST
-from core.manifest import hash_part, sidecar_uri
+from core.manifest import hash_part, manifest_writer, sidecar_uri
 from core.storage import filesystem, join, publish, publish_bytes
 from estimator.scorer import Scorer
 from tasks import filter_passes as fp
@@ -387,8 +385,7 @@ def _write_file(row: dict, *, job: _Job, k: int, ranges: dict[str, int]) -> dict
     scores, all_ranks = rows["score"].copy(), ranks["rank"].copy()
     chosen = _chosen(job, row["part"], rows["pos"], k, ranges)
     digests, per_source, offset = [], {}, 0
-    with publish(join(job.manifest_uri, _part_name(row["part"])), storage) as f, \
-            pq.ParquetWriter(f, MANIFEST) as writer:
+    with publish(join(job.manifest_uri, _part_name(row["part"])), storage) as f, manifest_writer(f) as writer:
         for index in range(first, stop):
             shard = job.pool[index]
             keys = shard.entry.read_keys()

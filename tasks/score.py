@@ -90,8 +90,8 @@ def shard_manifest_rows(
     return pa.table(
         {
             "sample_id": sample_ids(shard.source, shard.shard, keys["key"]),
-            "source": pa.array([shard.source] * n, pa.string()),
-            "shard_uri": pa.array([shard.shard_uri] * n, pa.string()),
+            "source": pa.repeat(pa.scalar(shard.source, pa.string()), n),
+            "shard_uri": pa.repeat(pa.scalar(shard.shard_uri, pa.string()), n),
             "key": keys["key"],
             "score": pa.array(scores, pa.float32()),
             "rank": pa.array(ranks, pa.int64()),
