@@ -9,6 +9,7 @@
   ``map_batches`` over an actor holding the same model → ``write_parquet``.
 * **bare loop**: decode + preprocess + forward in batches in this process, torch on every core: what the machine
   does with no pipeline at all. Its forward passes are timed apart, to set against the actor's forward alone.
+  ``--bare-dtypes`` runs it again in other dtypes (CPU workers default to float32), each against float32's.
 
 The machine these run on is shared and noisy, so the arms run in alternated rounds (the order rotates each
 round) and every figure reported is a ratio within one round: median and spread over the rounds, with the load
@@ -187,6 +188,11 @@ def _round(spec: BackboneSpec, shards: list[tuple], images: list[bytes], texts: 
             total, forward = bare_loop(spec, images, texts, args.batch_size, args.ray_cpus)
             res |= {"bare": len(images) / total, "bare forward": len(images) / forward,
                     "bare decode+preprocess": len(images) / (total - forward)}  # per core: PIL on one thread
+        elif isinstance(arm, str) and arm.startswith("bare "):  # the bare loop in another dtype (--bare-dtypes)
+            dtype = arm.removeprefix("bare ")
+            total, forward = bare_loop(spec.model_copy(update={"dtype": dtype}), images, texts, args.batch_size,
+                                       args.ray_cpus)
+            res |= {arm: len(images) / total, f"{arm} forward": len(images) / forward}
         elif arm == "plain":
             half, full = plain(spec, shards[::2], args), plain(spec, shards, args)
             res |= {"plain": full[0] / full[1], "plain marginal": _marginal(half, full)}
@@ -203,6 +209,9 @@ def _round(spec: BackboneSpec, shards: list[tuple], images: list[bytes], texts: 
 
 def _ratios(res: dict, args: argparse.Namespace) -> dict:
     out = {}
+    for dtype in args.bare_dtypes:
+        out[f"bare {dtype} / bare, wall"] = res[f"bare {dtype}"] / res["bare"]
+        out[f"bare {dtype} forward / bare forward"] = res[f"bare {dtype} forward"] / res["bare forward"]
     for config in args.configs:
         label = _label(config)
         out[f"{label} / bare, wall"] = res[label] / res["bare"]
@@ -218,7 +227,7 @@ def compare(name: str, spec: BackboneSpec, shards: list[tuple], args: argparse.N
     """``--rounds`` alternated rounds of every arm (the order rotated each round); each ratio's median and spread."""
     images, texts = _load_samples(shards)
     print(f"[{name}] {len(images)} samples in {len(shards)} WebDataset shards")
-    arms: list = ["bare", *args.configs] + (["plain"] if args.plain else [])
+    arms: list = ["bare", *(f"bare {d}" for d in args.bare_dtypes), *args.configs] + (["plain"] if args.plain else [])
     rounds = []
     for r in range(args.rounds):
         order = arms[r % len(arms):] + arms[: r % len(arms)]
@@ -249,6 +258,9 @@ def main(argv: list[str]) -> int:
                          "cluster and the same on CPU tasks")
     ap.add_argument("--plain-actor-cpus", type=float, default=1.0)
     ap.add_argument("--no-plain", dest="plain", action="store_false", help="skip the plain Ray Data pipeline")
+    ap.add_argument("--bare-dtypes", nargs="*", default=[], choices=["bfloat16", "float16"],
+                    help="also run the bare loop in these dtypes (the others run in float32 on CPU): their speed "
+                         "against float32's, e.g. bfloat16 on a CPU with AVX512-BF16 or AMX")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--ray-cpus", type=int, default=2, help="the local Ray's CPUs, and the bare loop's threads")
