@@ -84,15 +84,17 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--decode-cores", type=int, default=512, help="CPU cores decoding + preprocessing")
     ap.add_argument("--decode-rate", type=float, required=True,
                     help="MEASURED: 224-px JPEG decode + preprocess img/s per core (bench embed, bare loop)")
-    ap.add_argument("--select-cpu-us", type=float, default=13.0,
-                    help="MEASURED: CPU-µs per sample, score + rank + manifest (bench dselect, 10M)")
+    ap.add_argument("--select-cpu-us", type=float, default=4.6,
+                    help="MEASURED: CPU-µs per sample, score + rank + manifest (bench dselect, 10M: median 23.2 s "
+                         "of 4 runs x 2 cores)")
     ap.add_argument("--select-cores", type=int, default=512)
     ap.add_argument("--dedup", action=argparse.BooleanOptionalAction, default=True, help="pool-wide dedup on")
-    ap.add_argument("--dedup-assign-cpu-us", type=float, default=36.4,
-                    help="MEASURED: CPU-µs per sample of dedup's filter pass at 1M, k = 500 (bench dedup: 18.2 s x 2)")
-    ap.add_argument("--dedup-walk-cpu-us", type=float, default=45.0,
+    ap.add_argument("--dedup-assign-cpu-us", type=float, default=15.8,
+                    help="MEASURED: CPU-µs per sample of dedup's filter pass at 1M, k = 500 (bench dedup: "
+                         "7.6-8.2 s x 2)")
+    ap.add_argument("--dedup-walk-cpu-us", type=float, default=21.3,
                     help="MEASURED: CPU-µs per sample of the dedup pass at 1M, 2,000 rows a cluster (bench dedup: "
-                         "22.5 s x 2)")
+                         "10.6-10.7 s x 2)")
     ap.add_argument("--preflight-requests", type=float, default=5.0,
                     help="MEASURED: driver storage requests per shard before embedding: 5 not yet "
                          "embedded, 3 cached "
