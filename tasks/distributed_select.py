@@ -301,11 +301,11 @@ def _rank_range(row: dict, *, job: _Job, files: int, shards_per_file: int) -> di
     """Pass 2: place every row of one key range of one order — its slice of every run — and write (pos, place) in
     pool order with where each manifest file's rows start."""
     storage, order, slices = job.cache.root.storage, row["order"], []
+    fs, runs = filesystem(_scratch(job, order), storage)
     for q in range(files):
-        name = f"part-{q:05d}"
-        start, stop = rec.run_slice(rec.read(_scratch(job, order, name + ".index"), rec.RUN_INDEX, storage),
-                                    row["low"], row["high"])
-        slices.append(rec.read(_scratch(job, order, name + ".run"), rec.RUN, storage, start, stop))
+        name = f"{runs}/part-{q:05d}"
+        start, stop = rec.run_slice(rec.read_at(fs, name + ".index", rec.RUN_INDEX), row["low"], row["high"])
+        slices.append(rec.read_at(fs, name + ".run", rec.RUN, start, stop))
     run = np.concatenate(slices)
     key, pos = run["key"], run["pos"]
     if len(key) != row["rows"]:
@@ -356,21 +356,24 @@ def _vectors(job: _Job, positions: np.ndarray) -> np.ndarray:
 
 def _file_places(job: _Job, order: str, part: int, ranges: int) -> np.ndarray:
     """One manifest file's (pos, place) rows of ``order``, from its slice of every range, in pool order."""
-    storage, slices = job.cache.root.storage, []
+    fs, root = filesystem(_scratch(job, "ranks", order), job.cache.root.storage)
+    slices = []
     for r in range(ranges):
-        base = _scratch(job, "ranks", order, f"range-{r:05d}")
-        start, end = rec.read(base + ".offsets", rec.OFFSETS, storage, part, part + 2)
-        slices.append(rec.read(base + ".ranks", rec.RANKS, storage, int(start), int(end)))
+        base = f"{root}/range-{r:05d}"
+        start, end = rec.read_at(fs, base + ".offsets", rec.OFFSETS, part, part + 2)
+        slices.append(rec.read_at(fs, base + ".ranks", rec.RANKS, int(start), int(end)))
     places = np.concatenate(slices)
     return places[np.argsort(places["pos"])]
 
 
-def _chosen(job: _Job, part: int, pos: np.ndarray, k: int, ranges: dict[str, int]) -> np.ndarray:
-    """Which of one manifest file's rows (``pos``, pool order) are selected."""
+def _chosen(job: _Job, part: int, by_score: np.ndarray, k: int, ranges: dict[str, int]) -> np.ndarray:
+    """Which of one manifest file's rows (``by_score``: their (pos, rank) by score, pool order) are selected."""
     if job.walks:
         base, storage = _scratch(job, "picked", "kept"), job.cache.root.storage
         start, end = rec.read(base + ".offsets", rec.OFFSETS, storage, part, part + 2)
-        return np.isin(pos, rec.read(base + ".pos", rec.OFFSETS, storage, int(start), int(end)))
+        return np.isin(by_score["pos"], rec.read(base + ".pos", rec.OFFSETS, storage, int(start), int(end)))
+    if job.chosen_by == "score":  # top-K: the ranks in hand
+        return by_score["rank"] < k
     return _file_places(job, job.chosen_by, part, ranges[job.chosen_by])["rank"] < k
 
 
@@ -383,7 +386,7 @@ def _write_file(row: dict, *, job: _Job, k: int, ranges: dict[str, int]) -> dict
         raise RuntimeError(f"manifest file {row['part']}: ranks do not cover its scored rows")
     # numpy slices make fresh Arrow arrays: a shard's hashed buffers never depend on where it sits in the file
     scores, all_ranks = rows["score"].copy(), ranks["rank"].copy()
-    chosen = _chosen(job, row["part"], rows["pos"], k, ranges)
+    chosen = _chosen(job, row["part"], ranks, k, ranges)
     digests, per_source, offset = [], {}, 0
     with publish(join(job.manifest_uri, _part_name(row["part"])), storage) as f, manifest_writer(f) as writer:
         for index in range(first, stop):

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from core.contracts import ERRORS
 from core.settings import StorageConfig
-from core.storage import join, publish
+from core.storage import filesystem, join, publish
 from tasks import score_ranges as sr
 from tasks import scratch_records as rec
 from tasks.cache import sample_ids
@@ -173,11 +173,12 @@ def dedup_clusters(unit: dict, *, pool: list[CachedShard], filters: VectorFilter
     per-file offsets."""
     low, high, slices, units = unit["low"], unit["high"], [], []
     row = np.dtype((np.float16, (unit["width"],)))
+    fs, root = filesystem(join(scratch, "filtered"), storage)
     for q in range(files):
-        base = join(scratch, "filtered", f"part-{q:05d}")
-        start, stop = rec.read(base + ".clusters", rec.OFFSETS, storage, low, high + 1)[[0, -1]]
-        slices.append(rec.read(base + ".candidates", CANDIDATE, storage, int(start), int(stop)))
-        units.append(rec.read(base + ".vectors", row, storage, int(start), int(stop)).reshape(-1, unit["width"]))
+        base = f"{root}/part-{q:05d}"
+        start, stop = rec.read_at(fs, base + ".clusters", rec.OFFSETS, low, high + 1)[[0, -1]]
+        slices.append(rec.read_at(fs, base + ".candidates", CANDIDATE, int(start), int(stop)))
+        units.append(rec.read_at(fs, base + ".vectors", row, int(start), int(stop)).reshape(-1, unit["width"]))
     cand, vectors = np.concatenate(slices), np.concatenate(units)
     exact, semantic = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     order = np.lexsort((cand["pos"], -cand["sim"], cand["cluster"]))  # by cluster, nearest the centre first, by pos
@@ -217,10 +218,11 @@ def file_removed(part: int, *, scratch: str, storage: StorageConfig | None, grou
     """One manifest file's removals, in pool order: its own (thresholds, probes) and its slice of every dedup
     group's."""
     parts = [rec.read(join(scratch, "filtered", f"part-{part:05d}.removed"), REMOVED, storage)]
+    fs, root = filesystem(join(scratch, "dedup"), storage)
     for g in range(groups):
-        base = join(scratch, "dedup", f"group-{g:05d}")
-        start, end = rec.read(base + ".offsets", rec.OFFSETS, storage, part, part + 2)
-        parts.append(rec.read(base + ".removed", REMOVED, storage, int(start), int(end)))
+        base = f"{root}/group-{g:05d}"
+        start, end = rec.read_at(fs, base + ".offsets", rec.OFFSETS, part, part + 2)
+        parts.append(rec.read_at(fs, base + ".removed", REMOVED, int(start), int(end)))
     out = np.concatenate(parts)
     return out[np.argsort(out["pos"], kind="stable")]
 

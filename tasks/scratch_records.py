@@ -9,6 +9,7 @@ groups per (file, range) pair: at 10M samples (125 × 125 pairs) those two passe
 
 from __future__ import annotations
 
+import fsspec
 import numpy as np
 
 from core.settings import StorageConfig
@@ -28,9 +29,16 @@ def write(uri: str, records: np.ndarray, storage: StorageConfig | None = None) -
 def read(uri: str, dtype: np.dtype, storage: StorageConfig | None = None, start: int = 0,
          stop: int | None = None) -> np.ndarray:
     """Records [start, stop) of the file (all from ``start`` when ``stop`` is None), in one read."""
+    fs, path = filesystem(uri, storage)
+    return read_at(fs, path, dtype, start, stop)
+
+
+def read_at(fs: fsspec.AbstractFileSystem, path: str, dtype: np.dtype, start: int = 0,
+            stop: int | None = None) -> np.ndarray:
+    """``read`` on a filesystem resolved once by the caller: a task of the exchange reads a slice of every file of
+    the other side, and resolving each URI cost as much as reading a slice from local disk."""
     if stop is not None and stop <= start:
         return np.zeros(0, dtype)
-    fs, path = filesystem(uri, storage)
     end = None if stop is None else stop * dtype.itemsize
     return np.frombuffer(fs.cat_file(path, start=start * dtype.itemsize, end=end), dtype)
 
